@@ -1,0 +1,190 @@
+//! Config value types that validate themselves while deserializing, so the
+//! TOML parser reports the span of the bad value rather than of its table.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{de::Error as _, Deserialize, Deserializer};
+
+/// A socket address such as `0.0.0.0:8080`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(ListenAddr).map_err(|_| {
+            D::Error::custom(format!(
+                "invalid listen address {s:?}: expected IP:PORT, e.g. \"0.0.0.0:8080\""
+            ))
+        })
+    }
+}
+
+/// The origin's base URL: `http://host[:port]`, no path, query or fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    authority: String,
+}
+
+impl UpstreamUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let uri: http::Uri = s
+            .parse()
+            .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "invalid upstream URL {s:?}: https origins are not supported yet; \
+                     use http:// (terminate TLS in front of the origin)"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "invalid upstream URL {s:?}: must start with http://"
+                ))
+            }
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("invalid upstream URL {s:?}: no host"))?;
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            return Err(format!(
+                "invalid upstream URL {s:?}: must not have a path or query"
+            ));
+        }
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "invalid upstream URL {s:?}: credentials are not allowed"
+            ));
+        }
+        let authority = if authority.port().is_some() {
+            authority.as_str().to_string()
+        } else {
+            format!("{}:80", authority.host())
+        };
+        Ok(UpstreamUrl { authority })
+    }
+
+    /// `host:port` of the origin.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        UpstreamUrl::parse(&s).map_err(D::Error::custom)
+    }
+}
+
+/// The path under which tagproxy serves its own endpoints, e.g. `/_tagproxy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPrefix(pub String);
+
+impl<'de> Deserialize<'de> for PathPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-.~".contains(&b));
+        if !s.starts_with('/') {
+            Err(D::Error::custom(format!(
+                "invalid prefix {s:?}: must start with '/'"
+            )))
+        } else if s.len() < 2 || s.ends_with('/') {
+            Err(D::Error::custom(format!(
+                "invalid prefix {s:?}: must be a path like \"/_tagproxy\" without a trailing '/'"
+            )))
+        } else if !ok_chars {
+            Err(D::Error::custom(format!(
+                "invalid prefix {s:?}: only letters, digits and / _ - . ~ are allowed"
+            )))
+        } else {
+            Ok(PathPrefix(s))
+        }
+    }
+}
+
+/// Networks whose `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) as plain IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = Vec::<String>::deserialize(d)?;
+        let mut nets = Vec::with_capacity(items.len());
+        for s in items {
+            let net = s
+                .parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    D::Error::custom(format!(
+                        "invalid trusted proxy {s:?}: expected an IP or CIDR like \"10.0.0.0/8\""
+                    ))
+                })?;
+            nets.push(net);
+        }
+        Ok(TrustedProxies(nets))
+    }
+}
+
+/// A number that must be at least 1.
+pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(d)?;
+    if n == 0 {
+        return Err(D::Error::custom("must be greater than 0"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(
+            UpstreamUrl::parse("http://example.com")
+                .unwrap()
+                .authority(),
+            "example.com:80"
+        );
+        assert_eq!(
+            UpstreamUrl::parse("http://[::1]:3000/")
+                .unwrap()
+                .authority(),
+            "[::1]:3000"
+        );
+        assert!(UpstreamUrl::parse("http://x/app").is_err());
+        assert!(UpstreamUrl::parse("example.com").is_err());
+        assert!(UpstreamUrl::parse("https://example.com").is_err());
+    }
+
+    #[test]
+    fn trusted_proxies_accept_mapped_v4() {
+        let t = TrustedProxies(vec!["127.0.0.1/32".parse().unwrap()]);
+        assert!(t.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!t.contains("10.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,485 @@
+//! Forwarding a request to the origin and its response back (SPEC §3):
+//! hop-by-hop headers, `X-Forwarded-*` and `Via`, upgrades, timeouts, and the
+//! decision whether a response gets the script.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::body::{self, Prefixed, ProxyBody, RewrittenBody};
+use super::codec::{self, Coding, Decoder, Encoder};
+use super::inject::{self, Injector};
+use crate::config::TrustedProxies;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// How much of an encoded body is read ahead to check it decodes before we
+/// commit to rewriting it.
+const PROBE_LIMIT: usize = 64 * 1024;
+
+/// What forwarding needs, fixed at config load.
+pub struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+    upstream: String,
+    timeout: Duration,
+    trusted: TrustedProxies,
+    inject: Option<InjectPolicy>,
+}
+
+/// When and what to inject.
+pub struct InjectPolicy {
+    pub script_path: String,
+    pub inject_iframes: bool,
+}
+
+impl Forwarder {
+    pub fn new(
+        upstream_authority: &str,
+        timeout: Duration,
+        trusted: TrustedProxies,
+        inject: Option<InjectPolicy>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        Forwarder {
+            client,
+            upstream: upstream_authority.to_string(),
+            timeout,
+            trusted,
+            inject,
+        }
+    }
+
+    /// Sends `req` to the origin and returns what the client should get.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let upgrade = upgrade_protocol(req.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let view = RequestView::of(&req);
+
+        if let Err(message) = self.prepare(&mut req, peer, upgrade.as_ref()) {
+            return error_response(StatusCode::BAD_REQUEST, message, view.wants_json);
+        }
+        let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let mut resp = match result {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, upstream = %self.upstream, "origin unreachable");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "origin unreachable",
+                    view.wants_json,
+                );
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %self.upstream, timeout_ms = self.timeout.as_millis() as u64, "origin timed out");
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "origin timed out",
+                    view.wants_json,
+                );
+            }
+        };
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let origin_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client_upgrade, origin_upgrade));
+                let (mut parts, _) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some(proto) = upgrade {
+                    parts.headers.insert(header::UPGRADE, proto);
+                }
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                return Response::from_parts(parts, body::empty());
+            }
+        }
+
+        let (mut parts, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        append_via(&mut parts.headers, parts.version);
+        parts.version = Version::HTTP_11;
+
+        match self
+            .inject
+            .as_ref()
+            .and_then(|p| injectable(p, &view, &parts))
+        {
+            Some(coding) => self.rewrite(parts, incoming, coding, &view).await,
+            None => Response::from_parts(parts, body::boxed(incoming)),
+        }
+    }
+
+    /// Turns the client's request into the origin's.
+    fn prepare(
+        &self,
+        req: &mut Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: Option<&HeaderValue>,
+    ) -> Result<(), &'static str> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri: Uri = format!("http://{}{}", self.upstream, path)
+            .parse()
+            .map_err(|_| "bad request target")?;
+        // HTTP/2 clients send the host as :authority; the origin wants Host.
+        let host = match req.headers().get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let version = req.version();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        if let Some(host) = &host {
+            headers.insert(header::HOST, host.clone());
+        }
+        if let Some(proto) = upgrade {
+            headers.insert(header::UPGRADE, proto.clone());
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        let trusted = self.trusted.contains(peer.ip());
+        let peer_ip = crate::config::canonical_ip(peer.ip()).to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
+            _ => peer_ip,
+        };
+        set(headers, "x-forwarded-for", &xff);
+        if !(trusted && headers.contains_key("x-forwarded-proto")) {
+            set(headers, "x-forwarded-proto", "http");
+        }
+        if !(trusted && headers.contains_key("x-forwarded-host")) {
+            match host {
+                Some(h) => {
+                    headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+                }
+                None => {
+                    headers.remove("x-forwarded-host");
+                }
+            }
+        }
+        append_via(headers, version);
+        Ok(())
+    }
+
+    /// Wraps the origin's HTML body in the rewriting pipeline.
+    async fn rewrite(
+        &self,
+        mut parts: http::response::Parts,
+        mut incoming: Incoming,
+        origin: Coding,
+        view: &RequestView,
+    ) -> Response<ProxyBody> {
+        let policy = self.inject.as_ref().expect("checked by injectable");
+        let mut prefix = Vec::new();
+        if origin != Coding::Identity {
+            match probe(&mut incoming, origin, &mut prefix).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, coding = origin.token(), "origin body does not decode; streamed as sent");
+                    return Response::from_parts(
+                        parts,
+                        body::boxed(Prefixed::new(prefix, incoming)),
+                    );
+                }
+            }
+        }
+        let output = if codec::accepts(view.accept_encoding.as_deref(), origin) {
+            origin
+        } else {
+            Coding::Identity
+        };
+
+        let nonce = inject::csp_nonce(
+            parts
+                .headers
+                .get_all(header::CONTENT_SECURITY_POLICY)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
+        let tag = inject::script_tag(&policy.script_path, nonce.as_deref());
+        let injector = Injector::new(tag, &policy.script_path, charset(&parts.headers));
+
+        let headers = &mut parts.headers;
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove("content-md5");
+        headers.remove(header::ACCEPT_RANGES);
+        if output == Coding::Identity {
+            headers.remove(header::CONTENT_ENCODING);
+        } else {
+            headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(output.token()),
+            );
+        }
+        if origin != Coding::Identity || output != Coding::Identity {
+            add_vary_accept_encoding(headers);
+        }
+        weaken_etag(headers);
+
+        let body = RewrittenBody::new(
+            Prefixed::new(prefix, incoming),
+            Decoder::new(origin),
+            injector,
+            Encoder::new(output),
+        )
+        .on_outcome(|outcome| tracing::debug!(?outcome, "injection"));
+        Response::from_parts(parts, body::boxed(body))
+    }
+}
+
+/// What of the client's request matters after it has been sent on.
+struct RequestView {
+    method: Method,
+    accept_encoding: Option<String>,
+    fetch_dest: Option<String>,
+    wants_json: bool,
+}
+
+impl RequestView {
+    fn of<B>(req: &Request<B>) -> Self {
+        let h = req.headers();
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        RequestView {
+            method: req.method().clone(),
+            accept_encoding: get("accept-encoding"),
+            fetch_dest: get("sec-fetch-dest").map(|d| d.to_ascii_lowercase()),
+            wants_json: get("accept").is_some_and(|a| a.contains("json") && !a.contains("html")),
+        }
+    }
+}
+
+/// The origin coding of a response that should get the script, or `None`.
+fn injectable(
+    policy: &InjectPolicy,
+    req: &RequestView,
+    resp: &http::response::Parts,
+) -> Option<Coding> {
+    let status = resp.status;
+    if !status.is_success()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::PARTIAL_CONTENT
+        || req.method == Method::HEAD
+    {
+        return None;
+    }
+    // Only documents: HTML fetched by a script (htmx, Turbo…) is a fragment.
+    match req.fetch_dest.as_deref() {
+        None | Some("document") => {}
+        Some("iframe") | Some("frame") if policy.inject_iframes => {}
+        Some(_) => return None,
+    }
+    let h = &resp.headers;
+    let content_type = h.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = content_type.split(';').next()?.trim();
+    if !mime.eq_ignore_ascii_case("text/html") {
+        return None;
+    }
+    let no_transform = h
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-transform"));
+    if no_transform || h.contains_key(header::CONTENT_RANGE) {
+        return None;
+    }
+    let encodings: Vec<_> = h.get_all(header::CONTENT_ENCODING).iter().collect();
+    match encodings.as_slice() {
+        [] => Some(Coding::Identity),
+        [one] => Coding::from_content_encoding(one.to_str().ok()),
+        _ => None,
+    }
+}
+
+/// Reads the start of an encoded body into `prefix` until it is known to decode.
+async fn probe(
+    incoming: &mut Incoming,
+    coding: Coding,
+    prefix: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut decoder = Decoder::new(coding);
+    let mut read = 0;
+    while read < PROBE_LIMIT {
+        let Some(frame) = incoming.frame().await else {
+            // The whole body is here: it must decode to the end.
+            return decoder.finish().map(|_| ());
+        };
+        let frame = frame.map_err(std::io::Error::other)?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        read += chunk.len();
+        prefix.push(chunk.clone());
+        if !decoder.decode(chunk)?.is_empty() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The body's character encoding from `Content-Type`, UTF-8 when absent.
+fn charset(headers: &HeaderMap) -> &'static encoding_rs::Encoding {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| {
+            ct.split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("charset"))
+                .map(|(_, v)| v.trim().trim_matches('"'))
+        })
+        .and_then(|label| encoding_rs::Encoding::for_label_no_replacement(label.as_bytes()))
+        .unwrap_or(encoding_rs::UTF_8)
+}
+
+/// The `Upgrade` protocol when the request asks to switch protocols.
+fn upgrade_protocol(h: &HeaderMap) -> Option<HeaderValue> {
+    let asks = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| h.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+}
+
+fn append_via(h: &mut HeaderMap, version: Version) {
+    let proto = match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {proto} tagproxy"),
+        None => format!("{proto} tagproxy"),
+    };
+    set(h, "via", &via);
+}
+
+fn add_vary_accept_encoding(h: &mut HeaderMap) {
+    let has = h
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case("accept-encoding"));
+    if !has {
+        h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// A rewritten body is not byte-identical to the origin's any more.
+fn weaken_etag(h: &mut HeaderMap) {
+    if let Some(etag) = h.get(header::ETAG).and_then(|v| v.to_str().ok()) {
+        if !etag.starts_with("W/") {
+            let weak = format!("W/{etag}");
+            set(h, "etag", &weak);
+        }
+    }
+}
+
+fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and origin connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade::OnUpgrade) {
+    let (client, origin) = match tokio::try_join!(client, origin) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut origin = TokioIo::new(origin);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut origin).await {
+        tracing::debug!(error = %e, "upgraded connection closed");
+    }
+}
+
+/// A short error page, JSON when the client asked for JSON.
+pub fn error_response(status: StatusCode, message: &str, json: bool) -> Response<ProxyBody> {
+    let (content_type, body) = if json {
+        (
+            "application/json",
+            serde_json::json!({ "error": message }).to_string(),
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><title>{code}</title><h1>{code}</h1><p>{message}</p>\n",
+                code = status
+            ),
+        )
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(body))
+        .expect("static response")
+}

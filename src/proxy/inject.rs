@@ -1,0 +1,498 @@
+//! Streaming script injection into (decoded) HTML.
+//!
+//! lol_html is used as a *scanner*, not as the writer: its element handler
+//! records where the tag belongs as a byte offset in the original input
+//! (`source_location`), and the output is built from the raw input bytes plus
+//! the tag. That makes the result byte-exact by construction (the page is the
+//! input with exactly one tag added) and lets us drop the parser the moment
+//! the decision is made: the rest of the page is forwarded untouched, without
+//! being lexed, which is where most of the throughput comes from.
+//!
+//! Where the tag goes (SPEC §3): first child of `<head>`; without a head, as
+//! the first child of `<body>` or before the first element that is not
+//! `<html>`; a document with no element at all gets it at the start. A page
+//! that already carries a script whose `src` is our script path is left alone;
+//! we look for one in the head (or next to the chosen place) before letting
+//! any byte after the injection point go.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use lol_html::html_content::Element;
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{element, AsciiCompatibleEncoding, MemorySettings, OutputSink};
+
+/// Input bytes scanned without finding a place before we give up and stream
+/// the page untouched. Real pages put `<head>` in the first few hundred bytes.
+const SEEK_BUDGET: usize = 256 * 1024;
+/// Bytes after the injection point held back while we check that the page does
+/// not already carry our tag. The check ends earlier at `</head>` or `<body>`.
+const CHECK_BUDGET: usize = 16 * 1024;
+/// Input is fed to the scanner in slices this big, so that once the decision
+/// is made at most this much more is lexed.
+const SCAN_SLICE: usize = 4 * 1024;
+/// Upper bound on the scanner's own buffers: upstream HTML is untrusted.
+const SCANNER_MEMORY: usize = 1024 * 1024;
+
+/// What the injector did with a page, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still reading the page.
+    Pending,
+    /// The tag was added.
+    Injected,
+    /// The page already had the tag.
+    AlreadyPresent,
+    /// No place was found within the scan budget, or the scanner failed.
+    Untouched,
+}
+
+/// Where the scanner is in its search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No place found yet.
+    Seeking,
+    /// A place was found at `offset`; looking for an existing tag before
+    /// committing. `in_head`: keep looking until `</head>` or `<body>`.
+    Checking { offset: usize, in_head: bool },
+    /// Decided: inject at `Some(offset)`, or not at all.
+    Done(Option<usize>),
+}
+
+/// State shared between the injector and the scanner's handlers.
+struct Scan {
+    phase: Phase,
+    script_path: String,
+    /// End of the `<html>` start tag, the place of last resort.
+    html_end: Option<usize>,
+}
+
+impl Scan {
+    fn on_element(&mut self, el: &mut Element<'_, '_, lol_html::send::SendHandlerTypes>) -> bool {
+        let name = el.tag_name();
+        let loc = el.source_location().bytes();
+        let ours = name == "script" && self.is_our_script(el.get_attribute("src").as_deref());
+        match self.phase {
+            Phase::Seeking => {
+                self.phase = match name.as_str() {
+                    "html" => {
+                        self.html_end.get_or_insert(loc.end);
+                        Phase::Seeking
+                    }
+                    _ if ours => Phase::Done(None),
+                    "head" => Phase::Checking {
+                        offset: loc.end,
+                        in_head: true,
+                    },
+                    "body" => Phase::Checking {
+                        offset: loc.end,
+                        in_head: false,
+                    },
+                    _ => Phase::Done(Some(loc.start)),
+                };
+                name == "head"
+            }
+            Phase::Checking { offset, in_head } => {
+                if ours {
+                    self.phase = Phase::Done(None);
+                } else if !in_head || name == "body" {
+                    self.phase = Phase::Done(Some(offset));
+                }
+                false
+            }
+            Phase::Done(_) => false,
+        }
+    }
+
+    fn on_head_end(&mut self) {
+        if let Phase::Checking { offset, .. } = self.phase {
+            self.phase = Phase::Done(Some(offset));
+        }
+    }
+
+    /// Whether `src` points at our script: same path, any origin or query.
+    fn is_our_script(&self, src: Option<&str>) -> bool {
+        let Some(src) = src else { return false };
+        let src = src.trim();
+        let path_start = match src.find("//") {
+            Some(i) if i <= src.find('/').unwrap_or(usize::MAX) => src[i + 2..]
+                .find('/')
+                .map(|j| i + 2 + j)
+                .unwrap_or(src.len()),
+            _ => 0,
+        };
+        let path = &src[path_start..];
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        path == self.script_path
+    }
+}
+
+/// Discards the scanner's output: ours is built from the raw input.
+struct Discard;
+
+impl OutputSink for Discard {
+    fn handle_chunk(&mut self, _: &[u8]) {}
+}
+
+/// Adds the script tag to one HTML document as it streams through.
+pub struct Injector {
+    scan: Arc<Mutex<Scan>>,
+    scanner: Option<HtmlRewriter<'static, Discard>>,
+    /// Input not yet emitted; its first byte is input offset `held_from`.
+    held: Vec<u8>,
+    held_from: usize,
+    /// Total input bytes seen.
+    seen: usize,
+    tag: Bytes,
+    outcome: Outcome,
+}
+
+impl Injector {
+    /// `tag` is the complete `<script …></script>` to insert; `script_path`
+    /// is its `src` path, used to recognise a page that already has it.
+    pub fn new(tag: Bytes, script_path: &str, encoding: &'static encoding_rs::Encoding) -> Self {
+        let scan = Arc::new(Mutex::new(Scan {
+            phase: Phase::Seeking,
+            script_path: script_path.to_string(),
+            html_end: None,
+        }));
+        let encoding = AsciiCompatibleEncoding::new(encoding)
+            .unwrap_or_else(|| AsciiCompatibleEncoding::new(encoding_rs::UTF_8).unwrap());
+        let handler_scan = scan.clone();
+        let settings = Settings::new_send()
+            .with_encoding(encoding)
+            .with_strict(false)
+            .with_memory_settings(
+                MemorySettings::new().with_max_allowed_memory_usage(SCANNER_MEMORY),
+            )
+            .append_element_content_handler(element!("*", move |el| {
+                let mut scan = handler_scan.lock().unwrap();
+                if matches!(scan.phase, Phase::Done(_)) {
+                    return Ok(());
+                }
+                let is_head = scan.on_element(el);
+                drop(scan);
+                if is_head {
+                    let end_scan = handler_scan.clone();
+                    if let Some(handlers) = el.end_tag_handlers() {
+                        handlers.push(Box::new(move |_end| {
+                            end_scan.lock().unwrap().on_head_end();
+                            Ok(())
+                        }));
+                    }
+                }
+                Ok(())
+            }));
+        Injector {
+            scan,
+            scanner: Some(HtmlRewriter::new(settings, Discard)),
+            held: Vec::new(),
+            held_from: 0,
+            seen: 0,
+            tag,
+            outcome: Outcome::Pending,
+        }
+    }
+
+    /// What happened so far.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// Feeds one chunk of the document; appends what may be sent to `out`.
+    pub fn push(&mut self, chunk: Bytes, out: &mut Vec<Bytes>) {
+        if self.scanner.is_none() {
+            if !chunk.is_empty() {
+                out.push(chunk);
+            }
+            return;
+        }
+        let start = self.seen;
+        self.seen += chunk.len();
+        self.held.extend_from_slice(&chunk);
+        let mut pos = 0;
+        while pos < chunk.len() {
+            let end = (pos + SCAN_SLICE).min(chunk.len());
+            let scanner = self.scanner.as_mut().expect("scanning");
+            let failed = scanner.write(&chunk[pos..end]).is_err();
+            pos = end;
+            let phase = self.scan.lock().unwrap().phase;
+            match phase {
+                Phase::Done(decision) => return self.commit(decision, out),
+                _ if failed => return self.give_up(phase, out),
+                Phase::Checking { offset, .. } if start + pos - offset > CHECK_BUDGET => {
+                    return self.commit(Some(offset), out)
+                }
+                Phase::Seeking if start + pos > SEEK_BUDGET => {
+                    return self.commit(None, out);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends the document; appends the last bytes to `out`.
+    pub fn finish(&mut self, out: &mut Vec<Bytes>) {
+        let Some(scanner) = self.scanner.take() else {
+            return;
+        };
+        let failed = scanner.end().is_err();
+        let (phase, html_end) = {
+            let scan = self.scan.lock().unwrap();
+            (scan.phase, scan.html_end)
+        };
+        let decision = match phase {
+            Phase::Done(d) => d,
+            Phase::Checking { offset, .. } => Some(offset),
+            // Scanned to the end (within budget) finding no place: the whole
+            // document is still held, so after `<html>` or at the start works.
+            Phase::Seeking if !failed => Some(html_end.unwrap_or(0)),
+            Phase::Seeking => None,
+        };
+        self.commit(decision, out);
+    }
+
+    /// The scanner failed (memory cap, bad input): inject where we already
+    /// decided to, or leave the page alone.
+    fn give_up(&mut self, phase: Phase, out: &mut Vec<Bytes>) {
+        tracing::debug!("html scanner stopped early; page streamed as is");
+        let decision = match phase {
+            Phase::Checking { offset, .. } => Some(offset),
+            Phase::Done(d) => d,
+            Phase::Seeking => None,
+        };
+        self.commit(decision, out)
+    }
+
+    /// Emits everything held, with the tag at `decision`, and stops scanning.
+    fn commit(&mut self, decision: Option<usize>, out: &mut Vec<Bytes>) {
+        self.scanner = None;
+        let held = Bytes::from(std::mem::take(&mut self.held));
+        match decision {
+            Some(offset) if offset >= self.held_from && offset - self.held_from <= held.len() => {
+                let split = offset - self.held_from;
+                if split > 0 {
+                    out.push(held.slice(..split));
+                }
+                out.push(self.tag.clone());
+                if split < held.len() {
+                    out.push(held.slice(split..));
+                }
+                self.outcome = Outcome::Injected;
+            }
+            _ => {
+                if !held.is_empty() {
+                    out.push(held);
+                }
+                self.outcome = if decision.is_none()
+                    && matches!(self.scan.lock().unwrap().phase, Phase::Done(None))
+                {
+                    Outcome::AlreadyPresent
+                } else {
+                    Outcome::Untouched
+                };
+            }
+        }
+        self.held_from = self.seen;
+    }
+}
+
+/// The `<script>` tag for a page, with the CSP nonce when the page has one.
+pub fn script_tag(script_path: &str, nonce: Option<&str>) -> Bytes {
+    let mut tag = format!(r#"<script src="{script_path}" referrerpolicy="origin""#);
+    if let Some(nonce) = nonce {
+        tag.push_str(r#" nonce=""#);
+        tag.push_str(nonce);
+        tag.push('"');
+    }
+    tag.push_str("></script>");
+    Bytes::from(tag)
+}
+
+/// The nonce a page's `Content-Security-Policy` allows scripts with, if any.
+///
+/// Looks in the directive that governs script elements: `script-src-elem`,
+/// then `script-src`, then `default-src`. Nonces are base64 (SPEC: copied
+/// verbatim); anything else is ignored so nothing can break out of the
+/// attribute.
+pub fn csp_nonce<'a>(policies: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for policy in policies {
+        for directive in policy.split(';') {
+            let mut words = directive.split_ascii_whitespace();
+            let Some(name) = words.next() else { continue };
+            let rank = match name.to_ascii_lowercase().as_str() {
+                "script-src-elem" => 0,
+                "script-src" => 1,
+                "default-src" => 2,
+                _ => continue,
+            };
+            let nonce = words.find_map(|w| {
+                let v = w.strip_prefix("'nonce-")?.strip_suffix('\'')?;
+                let ok = !v.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
+                ok.then(|| v.to_string())
+            });
+            if let Some(nonce) = nonce {
+                if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                    best = Some((rank, nonce));
+                }
+            }
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PATH: &str = "/_tagproxy/s.js";
+    const TAG: &str = r#"<script src="/_tagproxy/s.js" referrerpolicy="origin"></script>"#;
+
+    fn run(chunks: &[&[u8]]) -> (String, Outcome) {
+        let mut inj = Injector::new(script_tag(PATH, None), PATH, encoding_rs::UTF_8);
+        let mut out = Vec::new();
+        for c in chunks {
+            inj.push(Bytes::copy_from_slice(c), &mut out);
+        }
+        inj.finish(&mut out);
+        let bytes: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        (String::from_utf8(bytes).unwrap(), inj.outcome())
+    }
+
+    fn inject(html: &str) -> String {
+        run(&[html.as_bytes()]).0
+    }
+
+    #[test]
+    fn places() {
+        let cases = [
+            (
+                "<html><head><title>x</title></head></html>",
+                "<html><head>{T}<title>x</title></head></html>",
+            ),
+            (
+                "<HTML><HEAD lang=x>\n<title>x</title>",
+                "<HTML><HEAD lang=x>{T}\n<title>x</title>",
+            ),
+            (
+                r#"<head data-x="1"><meta charset=utf-8>"#,
+                r#"<head data-x="1">{T}<meta charset=utf-8>"#,
+            ),
+            (
+                "<!doctype html><html><body><p>hi</p></body></html>",
+                "<!doctype html><html><body>{T}<p>hi</p></body></html>",
+            ),
+            (
+                "<!doctype html><html><title>t</title><p>x",
+                "<!doctype html><html>{T}<title>t</title><p>x",
+            ),
+            ("<p>just a fragment</p>", "{T}<p>just a fragment</p>"),
+            ("no markup at all", "{T}no markup at all"),
+            ("", "{T}"),
+            (
+                "junk before <!DOCTYPE html><html><head></head>",
+                "junk before <!DOCTYPE html><html><head>{T}</head>",
+            ),
+            (
+                "<!-- <head> in a comment --><head>",
+                "<!-- <head> in a comment --><head>{T}",
+            ),
+            ("<html><head>", "<html><head>{T}"),
+            ("<html><he", "<html>{T}<he"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(inject(input), want.replace("{T}", TAG), "input: {input}");
+        }
+    }
+
+    #[test]
+    fn existing_tag_is_not_doubled() {
+        for page in [
+            format!("<html><head>{TAG}<title>x</title></head>"),
+            "<head><meta charset=utf-8><script src=\"/_tagproxy/s.js?v=2\"></script></head>"
+                .to_string(),
+            "<head><script src='https://shop.example/_tagproxy/s.js' async></script>".to_string(),
+            format!("{TAG}<p>hello"),
+            format!("<body>{TAG}<p>hello"),
+        ] {
+            let (out, outcome) = run(&[page.as_bytes()]);
+            assert_eq!(out, page);
+            assert_eq!(outcome, Outcome::AlreadyPresent, "{page}");
+        }
+        // A different script, or ours after the head, does not count.
+        let page = "<head><script src=\"/other/s.js\"></script></head><body>x";
+        assert_eq!(
+            inject(page),
+            page.replacen("<head>", &format!("<head>{TAG}"), 1)
+        );
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_output() {
+        let page = "<!DOCTYPE html>\n<html lang=\"en\">\n<HEAD data-x=\"1\">\n<title>T</title></HEAD><body><p>b</p></body></html>";
+        let want = inject(page);
+        assert!(want.contains(&format!("<HEAD data-x=\"1\">{TAG}")));
+        let b = page.as_bytes();
+        for i in 0..=b.len() {
+            for j in i..=b.len() {
+                let (got, _) = run(&[&b[..i], &b[i..j], &b[j..]]);
+                assert_eq!(got, want, "split at {i},{j}");
+            }
+        }
+    }
+
+    #[test]
+    fn head_after_the_budget_is_left_alone() {
+        let mut page = "<!--".to_string();
+        page.push_str(&"x".repeat(SEEK_BUDGET + 2 * SCAN_SLICE));
+        page.push_str("--><head>");
+        let (out, outcome) = run(&[page.as_bytes()]);
+        assert_eq!(outcome, Outcome::Untouched);
+        assert!(
+            out == page,
+            "output differs: {} vs {} bytes",
+            out.len(),
+            page.len()
+        );
+    }
+
+    #[test]
+    fn rest_of_page_is_not_held_after_decision() {
+        let mut inj = Injector::new(script_tag(PATH, None), PATH, encoding_rs::UTF_8);
+        let mut out = Vec::new();
+        inj.push(
+            Bytes::from_static(b"<html><head><title>t</title></head>"),
+            &mut out,
+        );
+        assert_eq!(inj.outcome(), Outcome::Injected);
+        let emitted: usize = out.iter().map(|b| b.len()).sum();
+        assert_eq!(emitted, 35 + TAG.len());
+        out.clear();
+        let rest = Bytes::from_static(b"<body>rest</body>");
+        inj.push(rest.clone(), &mut out);
+        assert_eq!(out, vec![rest]);
+    }
+
+    #[test]
+    fn nonce_from_csp() {
+        let n = |p: &str| csp_nonce(std::iter::once(p));
+        assert_eq!(
+            n("default-src 'self'; script-src 'nonce-abc+/=' 'strict-dynamic'"),
+            Some("abc+/=".into())
+        );
+        assert_eq!(
+            n("default-src 'nonce-d'; script-src-elem 'nonce-e'"),
+            Some("e".into())
+        );
+        assert_eq!(n("style-src 'nonce-x'"), None);
+        assert_eq!(n("script-src 'nonce-a\"b'"), None);
+        let tag = script_tag(PATH, Some("abc"));
+        assert_eq!(
+            &tag[..],
+            br#"<script src="/_tagproxy/s.js" referrerpolicy="origin" nonce="abc"></script>"#
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! The public listener: tagproxy's own endpoints under `prefix`, everything
+//! else forwarded to the origin with the script injected into HTML.
+//!
+//! This module knows nothing of events; the collector plugs in as another
+//! route under `prefix`.
+
+pub mod assets;
+pub mod body;
+pub mod codec;
+mod forward;
+pub mod inject;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use body::ProxyBody;
+pub use forward::{error_response, Forwarder, InjectPolicy};
+
+/// Everything a request handler needs, built once per config.
+pub struct Proxy {
+    prefix: String,
+    script_path: String,
+    script: assets::Asset,
+    forwarder: Forwarder,
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Proxy {
+        let server = &config.server;
+        let prefix = server.prefix.0.clone();
+        let script_path = format!("{prefix}/s.js");
+        let inject = config.settings.auto_inject.then(|| InjectPolicy {
+            script_path: script_path.clone(),
+            inject_iframes: config.settings.inject_iframes,
+        });
+        Proxy {
+            forwarder: Forwarder::new(
+                server.upstream.authority(),
+                Duration::from_millis(server.upstream_timeout_ms),
+                server.trusted_proxies.clone(),
+                inject,
+            ),
+            script: assets::client_script(),
+            script_path,
+            prefix,
+        }
+    }
+
+    /// Routes one request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        let ours = path
+            .strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !ours {
+            return self.forwarder.forward(req, peer).await;
+        }
+        if path == self.script_path {
+            return match *req.method() {
+                Method::GET | Method::HEAD => self
+                    .script
+                    .respond(req.headers(), req.method() == Method::HEAD),
+                _ => error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", true),
+            };
+        }
+        error_response(StatusCode::NOT_FOUND, "not found", true)
+    }
+}
+
+/// Serves `proxy` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
+/// then lets open requests finish for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over; closing open connections");
+    }
+}
