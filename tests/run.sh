@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's test command: `tests/run.sh [extra runner args]`.
+#
+# Installs the system packages the tests need (only when missing), checks the
+# shared fixtures, then runs every test target of the workspace with
+# cargo-nextest when it is installed, `cargo test` otherwise.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# --- system packages ---------------------------------------------------------
+# need COMMAND [DEBIAN_PACKAGE]: install DEBIAN_PACKAGE (default: COMMAND) with
+# apt-get unless COMMAND is already on PATH. `apt-get update` runs at most once,
+# and only when something is missing.
+apt_updated=0
+need() {
+  local cmd=$1 pkg=${2:-$1}
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  echo "tests/run.sh: '$cmd' is missing; installing Debian package '$pkg'" >&2
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "tests/run.sh: need root or sudo to install '$pkg'" >&2
+      exit 1
+    }
+    sudo=(sudo)
+  fi
+  if [ "$apt_updated" = 0 ]; then
+    "${sudo[@]}" apt-get update -qq
+    apt_updated=1
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg"
+  command -v "$cmd" >/dev/null 2>&1 || {
+    echo "tests/run.sh: installed '$pkg' but '$cmd' is still not on PATH" >&2
+    exit 1
+  }
+}
+# None are needed yet. When tests start using them, e.g.:
+#   need chromium chromium
+#   need chromedriver chromium-driver
+#   need nats-server nats-server
+# (and start any server the tests expect here, stopping it on exit with a trap).
+
+# --- fixtures ----------------------------------------------------------------
+# Real-world pages used by the injection/streaming tests live in the shared
+# folder beside the repository (../shared/fixtures/pages).
+fixtures=../shared/fixtures/pages
+if [ ! -d "$fixtures" ] || [ -z "$(ls -A "$fixtures" 2>/dev/null)" ]; then
+  echo "tests/run.sh: error: fixture pages not found at $(pwd)/$fixtures" >&2
+  echo "  The tests expect the shared/ folder next to the repository checkout," >&2
+  echo "  with fixtures/pages/*.html inside it." >&2
+  exit 1
+fi
+
+# --- tests -------------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+else
+  echo "tests/run.sh: cargo-nextest not found; using cargo test" >&2
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
