@@ -1,0 +1,158 @@
+//! The command line: `check` messages and exit codes, `serve` refusing a bad
+//! config, and `demo` serving the bundled shop with injection.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env_remove("TAGPROXY_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn check(text: &str) -> (i32, String, String, String) {
+    let (dir, path) = write_config(text);
+    let path_s = path.to_str().unwrap().to_string();
+    let (code, out, err) = run(&["check", "-c", &path_s]);
+    drop(dir);
+    (code, out, err, path_s)
+}
+
+const GOOD: &str = r#"tools_dir = "tools"
+data_dir = "data"
+
+[server]
+listen = "0.0.0.0:8080"
+upstream = "http://127.0.0.1:3000"
+prefix = "/_tagproxy"
+admin_listen = "127.0.0.1:9090"
+trusted_proxies = ["127.0.0.1/32", "10.0.0.0/8", "::1"]
+max_event_bytes = 65536
+upstream_timeout_ms = 30000
+
+[settings]
+auto_inject = true
+inject_iframes = false
+spa = true
+cookie_domain = ""
+"#;
+
+#[test]
+fn check_accepts_a_good_file() {
+    let (code, out, err, _) = check(GOOD);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ok: 0 tools, 0 triggers\n");
+}
+
+#[test]
+fn check_reports_file_line_col() {
+    let cases = [
+        // Unknown key in [server], line 3 column 1.
+        ("[server]\nlisten = \"127.0.0.1:8080\"\nupstrem = \"http://127.0.0.1:3000\"\n", "3:1: unknown field `upstrem`, expected one of `listen`, `upstream`, `prefix`, `admin_listen`, `trusted_proxies`, `max_event_bytes`, `upstream_timeout_ms`"),
+        // Wrong type: a string where a boolean belongs.
+        ("[settings]\nspa = true\nauto_inject = \"yes\"\n", "3:15: invalid type: string \"yes\", expected a boolean"),
+        // Bad URL.
+        ("[server]\nupstream = \"ftp://origin.example\"\n", "2:12: invalid upstream URL \"ftp://origin.example\": must start with http://"),
+        // Unknown top-level key.
+        ("tools = \"x\"\n", "1:1: unknown field `tools`"),
+    ];
+    for (text, want) in cases {
+        let (code, out, err, path) = check(text);
+        assert_eq!(code, 1, "{text}");
+        assert_eq!(out, "");
+        let line = err.lines().next().unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("{path}:{want}")),
+            "got {line:?}\nwant {path}:{want}"
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
+    let (dir, path) = write_config("[server]\nlisten = \"not an address\"\n");
+    let (code, _, err) = run(&["serve", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{}:2:10: invalid listen address", path.display())),
+        "{err}"
+    );
+    drop(dir);
+
+    let (code, _, _) = run(&["no-such-command"]);
+    assert_eq!(code, 2);
+    let (code, _, _) = run(&["check", "--bogus-flag"]);
+    assert_eq!(code, 2);
+    let (code, _, err) = run(&["check", "-c", "/nonexistent/tagproxy.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("/nonexistent/tagproxy.toml:1:1: cannot read config"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn demo_serves_the_shop_with_the_script() {
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let home = loop {
+        if let Ok(resp) = client().get(format!("{base}/")).send().await {
+            break resp.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "demo did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(home.contains(&format!("<head>{TAG}")), "{home}");
+    assert!(home.contains("Product List Viewed"));
+    for path in [
+        "/product/mug",
+        "/cart",
+        "/checkout",
+        "/app",
+        "/app/settings",
+    ] {
+        let resp = client().get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.text().await.unwrap().contains(TAG), "{path}");
+    }
+    assert_eq!(
+        client()
+            .get(format!("{base}/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let js = client()
+        .get(format!("{base}/_tagproxy/s.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains(&format!("{base}/")),
+        "prints what to open: {printed}"
+    );
+}

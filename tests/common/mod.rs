@@ -1,0 +1,279 @@
+//! Test harness: a scriptable origin, a raw-TCP origin, and the real
+//! `tagproxy` binary started on free 127.0.0.1 ports.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A finished response for the scripted origin.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(full(body)).unwrap()
+}
+
+/// A request as the origin saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+}
+
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> futures_util::future::BoxFuture<'static, Response<Body>>
+        + Send
+        + Sync,
+>;
+
+/// An origin server on 127.0.0.1 whose answers the test scripts.
+pub struct Origin {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Origin {
+    /// `handler` answers every request; it may read the body.
+    pub async fn start<F, Fut>(handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handler = handler.clone();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        seen.lock().unwrap().push(Seen {
+                            method: req.method().to_string(),
+                            path: req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default(),
+                            headers: req.headers().clone(),
+                        });
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Origin { addr, seen }
+    }
+
+    /// An origin that serves one fixed page for every path.
+    pub async fn page(content_type: &'static str, body: impl Into<Bytes>) -> Origin {
+        let body: Bytes = body.into();
+        Origin::start(move |_| {
+            let body = body.clone();
+            async move { respond(200, &[("content-type", content_type)], body) }
+        })
+        .await
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// An origin that writes raw bytes on the socket, with pauses between parts,
+/// so a test decides exactly how the response is split into TCP segments.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+}
+
+impl RawOrigin {
+    /// Every connection gets `parts` written one by one, `pause` apart, then
+    /// the connection is closed.
+    pub async fn start(parts: Vec<Vec<u8>>, pause: Duration) -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let parts = Arc::new(parts);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let parts = parts.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    stream.set_nodelay(true).unwrap();
+                    // Read the request head before answering.
+                    let mut buf = vec![0u8; 16384];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    for part in parts.iter() {
+                        if stream.write_all(part).await.is_err() {
+                            return;
+                        }
+                        let _ = stream.flush().await;
+                        tokio::time::sleep(pause).await;
+                    }
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        RawOrigin { addr }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tagproxy"))
+}
+
+/// Writes `text` as a config file in a fresh temp dir.
+pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    (dir, path)
+}
+
+/// The real binary running `serve` against an origin.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// Starts tagproxy in front of `upstream`; `extra` is appended to the
+    /// generated config (e.g. a `[settings]` table).
+    pub async fn start(upstream: SocketAddr, extra: &str) -> Proxy {
+        Self::start_with(upstream, "", extra).await
+    }
+
+    /// Like `start`, with `server_extra` lines added to `[server]`.
+    pub async fn start_with(upstream: SocketAddr, server_extra: &str, extra: &str) -> Proxy {
+        let port = free_port();
+        let admin_port = free_port();
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{server_extra}\n{extra}\n"
+        );
+        let (dir, path) = write_config(&text);
+        let log = dir.path().join("tagproxy.log");
+        let child = Command::new(bin())
+            .args(["serve", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info,tagproxy=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tagproxy");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(admin).await.is_err() || TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tagproxy did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Proxy {
+            addr,
+            admin,
+            child,
+            dir,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the proxy process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client that never decompresses or follows redirects: tests see the bytes.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+pub const TAG: &str = r#"<script src="/_tagproxy/s.js" referrerpolicy="origin"></script>"#;
+
+pub fn shared_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pages")
+}
