@@ -439,3 +439,31 @@ async fn h2c_clients_are_served_and_host_comes_from_authority() {
     assert_eq!(seen.headers["host"], proxy.addr.to_string().as_str());
     assert_eq!(seen.headers["via"], "2 tagproxy");
 }
+
+#[tokio::test]
+async fn navigations_offer_the_origin_only_codings_the_injector_decodes() {
+    let origin = Origin::page("text/html", PAGE).await;
+    let proxy = Proxy::start(origin.addr, "").await;
+    let nav = client()
+        .get(proxy.url("/page"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert!(nav.text().await.unwrap().contains(TAG));
+    let asset = client()
+        .get(proxy.url("/app.js"))
+        .header("accept", "*/*")
+        .header("accept-encoding", "gzip, br, zstd")
+        .send()
+        .await
+        .unwrap();
+    let _ = asset.bytes().await.unwrap();
+    let seen = origin.seen();
+    assert_eq!(seen[0].headers["accept-encoding"], "gzip, deflate, br");
+    assert_eq!(
+        seen[1].headers["accept-encoding"], "gzip, br, zstd",
+        "other requests are untouched"
+    );
+}

@@ -196,6 +196,9 @@ impl Forwarder {
             }
         }
         append_via(headers, version);
+        if self.inject.is_some() && is_document_request(req.method(), req.headers()) {
+            restrict_accept_encoding(req.headers_mut());
+        }
         Ok(())
     }
 
@@ -359,6 +362,36 @@ async fn probe(
     Ok(())
 }
 
+/// A navigation: the response may be a page we inject into.
+fn is_document_request(method: &Method, h: &HeaderMap) -> bool {
+    method == Method::GET
+        && h.get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
+/// Offers the origin only codings we can decode (no zstd, compress…), so a
+/// page is never out of reach of injection because of its compression.
+fn restrict_accept_encoding(h: &mut HeaderMap) {
+    let Some(value) = h.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let kept: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| {
+            let name = item.split(';').next().unwrap_or("").trim();
+            name == "*" || Coding::from_content_encoding(Some(name)).is_some()
+        })
+        .collect();
+    let kept = kept.join(", ");
+    if kept.is_empty() {
+        h.remove(header::ACCEPT_ENCODING);
+    } else if kept != value {
+        set(h, "accept-encoding", &kept);
+    }
+}
+
 /// The body's character encoding from `Content-Type`, UTF-8 when absent.
 fn charset(headers: &HeaderMap) -> &'static encoding_rs::Encoding {
     headers
@@ -482,4 +515,38 @@ pub fn error_response(status: StatusCode, message: &str, json: bool) -> Response
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(body))
         .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_offers_only_decodable_codings() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate, br, zstd;q=1.0"),
+        );
+        restrict_accept_encoding(&mut h);
+        assert_eq!(h[header::ACCEPT_ENCODING], "gzip, deflate, br");
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("zstd"));
+        restrict_accept_encoding(&mut h);
+        assert!(h.get(header::ACCEPT_ENCODING).is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_includes_connection_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Foo"),
+        );
+        h.insert("x-foo", HeaderValue::from_static("1"));
+        h.insert("x-bar", HeaderValue::from_static("2"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-bar"));
+    }
 }
