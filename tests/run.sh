@@ -51,6 +51,24 @@ if [ ! -d "$fixtures" ] || [ -z "$(ls -A "$fixtures" 2>/dev/null)" ]; then
   exit 1
 fi
 
+# --- client script -----------------------------------------------------------
+# src/client/s.min.js is committed (the binary embeds it); rebuild it from
+# src/client/zaraz.js and fail when the committed copy is stale.
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  if ! (cd src/client && npm ci --silent --no-audit --no-fund && npm run --silent build); then
+    echo "tests/run.sh: error: building the client script (src/client) failed" >&2
+    exit 1
+  fi
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
+    ! git diff --exit-code -- src/client/s.min.js; then
+    echo "tests/run.sh: error: src/client/s.min.js is stale (it does not match zaraz.js)." >&2
+    echo "  Run 'cd src/client && npm ci && npm run build' and commit s.min.js." >&2
+    exit 1
+  fi
+else
+  echo "tests/run.sh: node/npm not found; skipping the client script freshness check" >&2
+fi
+
 # --- tests -------------------------------------------------------------------
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --all-targets --no-fail-fast "$@"
