@@ -149,6 +149,25 @@ fn bench_inject(c: &mut Criterion) {
             })
         });
     }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("new+finish(empty)", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            let mut inj = Injector::new(tag.clone(), SCRIPT_PATH, encoding_rs::UTF_8);
+            inj.finish(&mut out);
+            black_box(&out);
+        })
+    });
+    let small = Bytes::from_static(
+        b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>",
+    );
+    group.bench_function("tiny page", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            inject(&tag, std::slice::from_ref(&small), &mut out);
+            black_box(&out);
+        })
+    });
     group.finish();
 }
 

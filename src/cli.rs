@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::app::Plan;
 use crate::config::{self, Loaded};
 use crate::logging::{self, LogFormat};
 use crate::server::{self, Bound};
@@ -65,7 +66,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check => check(&cli.config),
         Command::Serve => match load(&cli.config) {
-            Some(loaded) => serve(loaded),
+            Some(loaded) => match load_plan(&loaded) {
+                Some(plan) => serve(loaded, plan),
+                None => ExitCode::from(1),
+            },
             None => ExitCode::from(1),
         },
         Command::Demo { listen } => demo(listen),
@@ -82,34 +86,30 @@ fn load(path: &Path) -> Option<Loaded> {
     }
 }
 
+/// Loads the config and every tool file, or prints why not.
+fn load_plan(loaded: &Loaded) -> Option<Plan> {
+    match Plan::load(loaded) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
 fn check(path: &Path) -> ExitCode {
     let Some(loaded) = load(path) else {
+        return ExitCode::from(1);
+    };
+    let Some(plan) = load_plan(&loaded) else {
         return ExitCode::from(1);
     };
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    let tools = count_tool_files(&loaded.tools_dir());
-    if tools > 0 {
-        eprintln!(
-            "warning: {}: tool files are not loaded by this version yet",
-            loaded.tools_dir().display()
-        );
-    }
     let triggers = loaded.config.triggers.as_ref().map_or(0, |t| t.len());
-    println!("ok: {tools} tools, {triggers} triggers");
+    println!("ok: {} tools, {triggers} triggers", plan.tools.len());
     ExitCode::SUCCESS
-}
-
-fn count_tool_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -119,7 +119,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn serve(loaded: Loaded) -> ExitCode {
+fn serve(loaded: Loaded, plan: Plan) -> ExitCode {
     let rt = runtime();
     rt.block_on(async {
         let server = &loaded.config.server;
@@ -130,7 +130,7 @@ fn serve(loaded: Loaded) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match server::run(&loaded, bound).await {
+        match server::run(&loaded, plan, bound).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -151,9 +151,14 @@ fn demo(listen: SocketAddr) -> ExitCode {
             }
         };
         let text = format!(
-            "[server]\nlisten = \"{listen}\"\nupstream = \"http://{origin}\"\nadmin_listen = \"127.0.0.1:0\"\n"
+            "[server]\nlisten = \"{listen}\"\nupstream = \"http://{origin}\"\nadmin_listen = \"127.0.0.1:0\"\n[delivery]\nbackend = \"memory\"\n"
         );
         let loaded = config::parse(Path::new("<demo>"), &text).expect("demo config is valid");
+        let console = "type = \"console\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n";
+        let tool = crate::tools::from_text("console", Path::new("<demo>/tools/console.toml"), console, &Default::default())
+            .expect("demo tool is valid")
+            .expect("enabled");
+        let plan = Plan { tools: vec![tool], variables: Default::default() };
         let bound = match Bound::bind(listen, loaded.config.server.admin_listen.0).await {
             Ok(b) => b,
             Err(e) => {
@@ -169,8 +174,9 @@ fn demo(listen: SocketAddr) -> ExitCode {
         println!("  SPA route (history pageviews):    {url}/app");
         println!("  client script:                    {url}/_tagproxy/s.js");
         println!("  admin health:                     http://{}/healthz", bound.admin.local_addr().expect("bound"));
+        println!("Every event the shop sends is printed below by the `console` tool.");
         println!("Press Ctrl-C to stop.");
-        match server::run(&loaded, bound).await {
+        match server::run(&loaded, plan, bound).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");

@@ -1,13 +1,21 @@
 //! tagproxy: a self-hosted, Zaraz-compatible tag manager edge proxy.
 //!
-//! Data flow: [`proxy`] (forwarding, injection) → collector → event →
-//! consent / bots → rules → tools → delivery; [`config`] and [`admin`] at the
-//! side. Modules for the later steps arrive with their issues.
+//! Data flow: [`proxy`] (forwarding, injection) → [`collector`] (wire format)
+//! → [`event`] (model, system properties) → consent / bots → [`rules`]
+//! (templates, actions) → [`tools`] (adapters) → [`delivery`] (queue,
+//! retry); [`config`] and [`admin`] at the side, [`app`] ties one config's
+//! pieces together. Consent and bots arrive with their issue.
 
 pub mod admin;
+pub mod app;
 pub mod cli;
+pub mod collector;
 pub mod config;
+pub mod delivery;
 pub mod demo;
+pub mod event;
 pub mod logging;
 pub mod proxy;
+pub mod rules;
 pub mod server;
+pub mod tools;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::Loaded;
-use crate::proxy::{self, Proxy};
+use crate::app::{App, Plan};
+use crate::config::{DeliveryBackend, Loaded};
+use crate::proxy::{self, PrefixHandler, Proxy};
 
 /// How long open requests may finish after SIGTERM / Ctrl-C.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -31,8 +32,19 @@ impl Bound {
 }
 
 /// Serves until SIGINT or SIGTERM.
-pub async fn run(loaded: &Loaded, bound: Bound) -> anyhow::Result<()> {
-    let proxy = Arc::new(Proxy::new(&loaded.config));
+pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound) -> anyhow::Result<()> {
+    if loaded.config.delivery.backend != DeliveryBackend::Memory {
+        tracing::warn!(
+            backend = ?loaded.config.delivery.backend,
+            "this version delivers from memory only; the durable spool and NATS come next: events queued at a restart are lost"
+        );
+    }
+    let app = Arc::new(App::start(loaded, plan));
+    let proxy = Arc::new(Proxy::new(
+        &loaded.config,
+        App::client_script(loaded),
+        Some(app as Arc<dyn PrefixHandler>),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -427,6 +427,7 @@ async fn forwarding_headers() {
 async fn h2c_clients_are_served_and_host_comes_from_authority() {
     let origin = Origin::page("text/html", PAGE).await;
     let proxy = Proxy::start(origin.addr, "").await;
+    tagproxy::delivery::install_tls_provider();
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .no_proxy()

@@ -9,7 +9,10 @@ mod values;
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+use toml::Spanned;
 
 pub use values::{canonical_ip, ListenAddr, PathPrefix, TrustedProxies, UpstreamUrl};
 
@@ -32,11 +35,117 @@ pub struct Config {
     #[serde(default)]
     pub consent: Option<toml::Table>,
     #[serde(default)]
-    pub variables: Option<toml::Table>,
-    #[serde(default)]
     pub triggers: Option<toml::Table>,
+    /// `[variables]`: `{{ $name }}` in templates.
     #[serde(default)]
-    pub delivery: Option<toml::Table>,
+    pub variables: BTreeMap<String, Spanned<VariableConfig>>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// `[location]`: which request headers carry the visitor's location.
+    #[serde(default)]
+    pub location: LocationHeaders,
+}
+
+/// A `[variables]` entry: a plain value, or `{ secret = "NAME" }` read from
+/// the environment variable `TAGPROXY_SECRET_NAME`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum VariableConfig {
+    Secret { secret: String },
+    Plain(toml::Value),
+}
+
+/// `[delivery]` (SPEC §2, §11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub backend: DeliveryBackend,
+    pub spool_dir: PathBuf,
+    pub nats_url: String,
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub timeout_ms: u64,
+    #[serde(deserialize_with = "values::positive_u32")]
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub max_age_s: u64,
+    #[serde(deserialize_with = "values::positive_u32")]
+    pub concurrency_per_tool: u32,
+    /// First retry waits up to this long; each next one twice as long.
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub retry_base_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryBackend {
+    Spool,
+    Nats,
+    Memory,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            backend: DeliveryBackend::Spool,
+            spool_dir: PathBuf::from("data/spool"),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            timeout_ms: 10_000,
+            max_attempts: 8,
+            max_age_s: 86_400,
+            concurrency_per_tool: 32,
+            retry_base_ms: 1000,
+        }
+    }
+}
+
+/// `[location]`: request headers that carry `system.device.location.*`,
+/// believed only from `trusted_proxies`. Defaults are Cloudflare's
+/// visitor-location headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct LocationHeaders {
+    pub country: String,
+    pub city: String,
+    pub continent: String,
+    pub region: String,
+    pub region_code: String,
+    pub postal_code: String,
+    pub timezone: String,
+    pub latitude: String,
+    pub longitude: String,
+}
+
+impl Default for LocationHeaders {
+    fn default() -> Self {
+        LocationHeaders {
+            country: "cf-ipcountry".into(),
+            city: "cf-ipcity".into(),
+            continent: "cf-ipcontinent".into(),
+            region: "cf-region".into(),
+            region_code: "cf-region-code".into(),
+            postal_code: "cf-postal-code".into(),
+            timezone: "cf-timezone".into(),
+            latitude: "cf-iplatitude".into(),
+            longitude: "cf-iplongitude".into(),
+        }
+    }
+}
+
+impl LocationHeaders {
+    /// (Zaraz key, header name) pairs.
+    pub fn pairs(&self) -> [(&'static str, &str); 9] {
+        [
+            ("country", &self.country),
+            ("city", &self.city),
+            ("continent", &self.continent),
+            ("region", &self.region),
+            ("regionCode", &self.region_code),
+            ("postalCode", &self.postal_code),
+            ("timezone", &self.timezone),
+            ("latitude", &self.latitude),
+            ("longitude", &self.longitude),
+        ]
+    }
 }
 
 fn default_tools_dir() -> PathBuf {
@@ -125,6 +234,29 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem at byte `offset` of `text`, the contents of `file`.
+    pub fn at(file: &Path, text: &str, offset: usize, message: impl Into<String>) -> Problem {
+        let (line, col) = line_col(text, offset);
+        Problem {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message: message.into(),
+        }
+    }
+
+    /// A problem from a TOML parse error of `text`.
+    pub fn from_toml(file: &Path, text: &str, e: &toml::de::Error) -> Problem {
+        Problem::at(
+            file,
+            text,
+            e.span().map_or(0, |s| s.start),
+            e.message().trim(),
+        )
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -160,6 +292,8 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub path: PathBuf,
+    /// The file's text, for locating problems found after parsing.
+    pub text: String,
     pub config: Config,
     /// Non-fatal remarks for `check` (e.g. sections not applied yet).
     pub warnings: Vec<String>,
@@ -215,9 +349,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     for (name, present) in [
         ("bots", config.bots.is_some()),
         ("consent", config.consent.is_some()),
-        ("variables", config.variables.is_some()),
         ("triggers", config.triggers.is_some()),
-        ("delivery", config.delivery.is_some()),
     ] {
         if present {
             warnings.push(format!(
@@ -228,6 +360,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     }
     Ok(Loaded {
         path: path.to_path_buf(),
+        text: text.to_string(),
         config,
         warnings,
     })

@@ -158,6 +158,15 @@ pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(n)
 }
 
+/// A count that must be at least 1.
+pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if n == 0 {
+        return Err(D::Error::custom("must be greater than 0"));
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,11 +93,17 @@ impl Asset {
     }
 }
 
-/// The client script (`{prefix}/s.js`).
-pub fn client_script() -> Asset {
+/// The browser script, minified at build time (see `src/client/`).
+const CLIENT_SCRIPT: &str = include_str!("../client/s.min.js");
+
+/// The client script (`{prefix}/s.js`): `config` (what the script needs to
+/// know of the settings) in front of the static script. The ETag changes
+/// with the config, so browsers pick up a reload.
+pub fn client_script(config: &serde_json::Value) -> Asset {
+    let text = format!("window.__tagproxy={config};\n{CLIENT_SCRIPT}");
     Asset::new(
         "application/javascript; charset=utf-8",
         "public, max-age=300",
-        include_bytes!("../client/s.js"),
+        text.as_bytes(),
     )
 }

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -27,16 +28,32 @@ use crate::config::Config;
 use body::ProxyBody;
 pub use forward::{error_response, Forwarder, InjectPolicy};
 
+/// Routes under `prefix` served by the layers above the proxy (the
+/// collector…). Hands the request back when the path is not theirs.
+pub trait PrefixHandler: Send + Sync {
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    fn handle<'a>(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<BoxFuture<'a, Response<ProxyBody>>, Request<Incoming>>;
+}
+
 /// Everything a request handler needs, built once per config.
 pub struct Proxy {
     prefix: String,
     script_path: String,
     script: assets::Asset,
     forwarder: Forwarder,
+    routes: Option<Arc<dyn PrefixHandler>>,
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Proxy {
+    pub fn new(
+        config: &Config,
+        script: assets::Asset,
+        routes: Option<Arc<dyn PrefixHandler>>,
+    ) -> Proxy {
         let server = &config.server;
         let prefix = server.prefix.0.clone();
         let script_path = format!("{prefix}/s.js");
@@ -51,9 +68,10 @@ impl Proxy {
                 server.trusted_proxies.clone(),
                 inject,
             ),
-            script: assets::client_script(),
+            script,
             script_path,
             prefix,
+            routes,
         }
     }
 
@@ -66,6 +84,14 @@ impl Proxy {
         if !ours {
             return self.forwarder.forward(req, peer).await;
         }
+        let req = match &self.routes {
+            Some(routes) => match routes.clone().handle(req, peer) {
+                Ok(response) => return response.await,
+                Err(req) => req,
+            },
+            None => req,
+        };
+        let path = req.uri().path();
         if path == self.script_path {
             return match *req.method() {
                 Method::GET | Method::HEAD => self

@@ -265,6 +265,7 @@ impl Drop for Proxy {
 
 /// A client that never decompresses or follows redirects: tests see the bytes.
 pub fn client() -> reqwest::Client {
+    tagproxy::delivery::install_tls_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

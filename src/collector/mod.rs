@@ -1,0 +1,211 @@
+//! The collector, `POST {prefix}/t` (SPEC §5, §12): reads a batch of events
+//! from the browser, builds each event, fans it out to tools, and answers
+//! with the instructions tools have for the browser. It never waits for a
+//! destination.
+
+pub mod wire;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use crate::app::App;
+use crate::config::canonical_ip;
+use crate::event::identity::{cookie_domain, Tracker};
+use crate::event::{now_ms, parse_cookies, Event, RequestInfo};
+use crate::proxy::body::{self, ProxyBody};
+
+/// Handles one collector request.
+pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    if req.method() != Method::POST {
+        let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && mime != "text/plain" {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("unsupported content type {content_type:?}: send application/json (or text/plain from sendBeacon)"),
+        );
+    }
+    let limit = app.max_event_bytes as usize;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let (parts, incoming) = req.into_parts();
+    let body: Bytes = match Limited::new(incoming, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+        Err(e) => {
+            tracing::debug!(error = %e, "collector body read failed");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        }
+    };
+    let inputs = match wire::parse_batch(&body) {
+        Ok(inputs) => inputs,
+        Err(wire::BadBatch(message)) => return json_error(StatusCode::BAD_REQUEST, &message),
+    };
+
+    let headers = &parts.headers;
+    let trusted_hop = app.trusted.contains(peer.ip());
+    let info = RequestInfo {
+        ip: Some(visitor_ip(app, peer.ip(), headers)),
+        user_agent: app
+            .ua
+            .parse(header_str(headers, header::USER_AGENT.as_str())),
+        cookies: parse_cookies(header_str(headers, "cookie")),
+        location: if trusted_hop {
+            location(app, headers)
+        } else {
+            Map::new()
+        },
+    };
+    let now = now_ms();
+    let mut tracker = Tracker::from_cookie_header(header_str(headers, "cookie"), now / 1000);
+    let referer = header_str(headers, "referer").to_string();
+
+    let mut instructions: Vec<Value> = Vec::new();
+    let mut deliveries = Vec::new();
+    let count = inputs.len();
+    let mut page_url = String::new();
+    for mut input in inputs {
+        if input.page.url.is_empty() {
+            input.page.url = referer.clone();
+        }
+        if page_url.is_empty() {
+            page_url = input.page.url.clone();
+        }
+        let event = Arc::new(Event::build(input, &info, tracker.next_event(), now));
+        let out = app.fan_out(&event);
+        deliveries.extend(out.0);
+        for i in out.1 {
+            if !instructions.contains(&i) {
+                instructions.push(i);
+            }
+        }
+        app.observe(&event);
+    }
+    if app.dispatcher.submit(deliveries).is_err() {
+        let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "busy: retry later");
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
+    }
+
+    let host = url::Url::parse(&page_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let secure = page_url.starts_with("https:")
+        || (trusted_hop && header_str(headers, "x-forwarded-proto").eq_ignore_ascii_case("https"));
+    let domain = cookie_domain(&app.settings.cookie_domain, &host);
+    let body = json!({"ok": true, "events": count, "instructions": instructions});
+    let mut resp = json_response(StatusCode::OK, &body);
+    for cookie in tracker.set_cookies(domain.as_deref(), secure) {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// The visitor's IP: the socket's, or — when the socket is a trusted proxy —
+/// the right-most `X-Forwarded-For` entry that is not itself trusted.
+pub fn visitor_ip(app: &App, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let peer = canonical_ip(peer);
+    if !app.trusted.contains(peer) {
+        return peer;
+    }
+    let mut ip = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else { break };
+        for hop in value.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(hop) => {
+                    ip = canonical_ip(hop);
+                    if !app.trusted.contains(ip) {
+                        return ip;
+                    }
+                }
+                Err(_) => return ip,
+            }
+        }
+    }
+    ip
+}
+
+/// `system.device.location` from the configured headers.
+fn location(app: &App, headers: &HeaderMap) -> Map<String, Value> {
+    let mut loc = Map::new();
+    for (key, header_name) in app.location.pairs() {
+        let v = header_str(headers, header_name);
+        if !v.is_empty() {
+            loc.insert(key.into(), Value::String(v.to_string()));
+        }
+    }
+    if let Some(country) = loc.get("country").and_then(Value::as_str) {
+        loc.insert(
+            "isEUCountry".into(),
+            Value::Bool(crate::event::is_eu_country(country)),
+        );
+    }
+    loc
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn too_large(limit: usize) -> Response<ProxyBody> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("body larger than {limit} bytes (max_event_bytes)"),
+    )
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body::full(body.to_string()))
+        .expect("static response")
+}
+
+pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    json_response(status, &json!({ "error": message }))
+}

@@ -1,0 +1,315 @@
+//! The event model: what one `zaraz.track` / pageview / ecommerce call
+//! becomes on the server, with event properties (`client.*`) and system
+//! properties (`system.*`) under Zaraz's names (SPEC §6).
+//!
+//! An event is built once and shared read-only (`Arc<Event>`) by every tool,
+//! so no adapter can change what another sees.
+
+pub mod identity;
+pub mod ua;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde_json::{json, Map, Value};
+
+pub use identity::Identity;
+
+/// The three kinds of event SPEC §5 sends to tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Pageview,
+    Track,
+    Ecommerce,
+}
+
+/// Event name of every pageview, as in Zaraz.
+pub const PAGEVIEW: &str = "Pageview";
+
+#[derive(Debug)]
+pub struct Event {
+    /// Stable id: the client's when well-formed, else a UUIDv7.
+    pub id: String,
+    pub kind: Kind,
+    /// `Pageview`, the track name, or the ecommerce event name.
+    pub name: String,
+    /// `client.*`: properties, `zaraz.set` values, `__zarazTrack`, `__zarazEcommerce`.
+    pub client: Value,
+    /// `system.*`.
+    pub system: Value,
+    /// The visitor's ids and session.
+    pub identity: Identity,
+    /// When the visitor's browser says the event happened (ms since epoch).
+    pub timestamp_ms: u64,
+    /// Where the typed accessors below read from.
+    pub ip: Option<IpAddr>,
+    pub user_agent: String,
+    pub crawler: bool,
+}
+
+impl Event {
+    /// The ecommerce/track properties the caller passed (without vars).
+    pub fn properties(&self) -> &Map<String, Value> {
+        self.client.as_object().expect("client is an object")
+    }
+
+    /// A property as a string, if present and scalar.
+    pub fn prop_str(&self, key: &str) -> Option<String> {
+        match self.client.get(key)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A property as a number (numeric strings count).
+    pub fn prop_f64(&self, key: &str) -> Option<f64> {
+        number(self.client.get(key)?)
+    }
+
+    /// A system property by path, e.g. `sys(&["page", "title"])`.
+    pub fn sys(&self, path: &[&str]) -> Option<&Value> {
+        path.iter().try_fold(&self.system, |v, k| v.get(k))
+    }
+
+    pub fn sys_str(&self, path: &[&str]) -> &str {
+        self.sys(path).and_then(Value::as_str).unwrap_or("")
+    }
+
+    pub fn page_url(&self) -> &str {
+        self.sys_str(&["page", "url", "href"])
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.sys(&["cookies", name]).and_then(Value::as_str)
+    }
+}
+
+/// A JSON value as a number: numbers, and strings that parse as one.
+pub fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok().filter(|f: &f64| f.is_finite()),
+        _ => None,
+    }
+}
+
+/// What the browser reported about the page, per event.
+#[derive(Debug, Default, Clone)]
+pub struct PageInfo {
+    pub url: String,
+    pub title: String,
+    pub referrer: String,
+    pub encoding: String,
+}
+
+/// What the browser reported about the device, per event.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceInfo {
+    pub viewport: String,
+    pub resolution: String,
+    pub language: String,
+    pub tz_offset: Option<i64>,
+}
+
+/// `system.page.url` as an object of URL parts (renders as its href).
+pub fn url_parts(url: &str) -> (Value, Value) {
+    let Ok(u) = url::Url::parse(url) else {
+        return (json!({"href": url}), json!({}));
+    };
+    let port = u.port().map(|p| p.to_string()).unwrap_or_default();
+    let host = match u.port() {
+        Some(p) => format!("{}:{p}", u.host_str().unwrap_or("")),
+        None => u.host_str().unwrap_or("").to_string(),
+    };
+    let search = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let hash = u.fragment().map(|f| format!("#{f}")).unwrap_or_default();
+    let mut query = Map::new();
+    for (k, v) in u.query_pairs() {
+        query
+            .entry(k.into_owned())
+            .or_insert(Value::String(v.into_owned()));
+    }
+    (
+        json!({
+            "href": u.as_str(),
+            "origin": u.origin().ascii_serialization(),
+            "protocol": format!("{}:", u.scheme()),
+            "host": host,
+            "hostname": u.host_str().unwrap_or(""),
+            "port": port,
+            "pathname": u.path(),
+            "search": search,
+            "hash": hash,
+        }),
+        Value::Object(query),
+    )
+}
+
+/// Parses a `Cookie` header into name → value (first occurrence wins).
+pub fn parse_cookies(header: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in header.split(';') {
+        if let Some((k, v)) = pair.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() {
+                out.entry(k.to_string())
+                    .or_insert_with(|| v.trim().trim_matches('"').to_string());
+            }
+        }
+    }
+    out
+}
+
+/// EU member states, for `system.device.location.isEUCountry`.
+const EU: [&str; 27] = [
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV",
+    "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+];
+
+pub fn is_eu_country(code: &str) -> bool {
+    EU.iter().any(|c| c.eq_ignore_ascii_case(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parts_match_the_browser() {
+        let (u, q) = url_parts("https://shop.test:8443/p/a?utm_source=news&x=1#top");
+        assert_eq!(
+            u["href"],
+            "https://shop.test:8443/p/a?utm_source=news&x=1#top"
+        );
+        assert_eq!(u["origin"], "https://shop.test:8443");
+        assert_eq!(u["protocol"], "https:");
+        assert_eq!(u["host"], "shop.test:8443");
+        assert_eq!(u["hostname"], "shop.test");
+        assert_eq!(u["port"], "8443");
+        assert_eq!(u["pathname"], "/p/a");
+        assert_eq!(u["search"], "?utm_source=news&x=1");
+        assert_eq!(u["hash"], "#top");
+        assert_eq!(q, json!({"utm_source": "news", "x": "1"}));
+        let (u, _) = url_parts("not a url");
+        assert_eq!(u["href"], "not a url");
+    }
+
+    #[test]
+    fn cookies() {
+        let c = parse_cookies("_ga=GA1.1.123.456; tp_cid=abc; empty=; _ga=second");
+        assert_eq!(c["_ga"], "GA1.1.123.456");
+        assert_eq!(c["tp_cid"], "abc");
+        assert_eq!(c["empty"], "");
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One event as the browser (or the events API) described it.
+#[derive(Debug, Default, Clone)]
+pub struct EventInput {
+    pub kind: Option<Kind>,
+    pub name: String,
+    pub properties: Map<String, Value>,
+    /// `zaraz.set` values; merged under the properties.
+    pub vars: Map<String, Value>,
+    pub page: PageInfo,
+    pub device: DeviceInfo,
+    pub timestamp_ms: Option<u64>,
+    pub id: Option<String>,
+}
+
+/// What the HTTP request tells about the visitor, shared by a batch.
+pub struct RequestInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: std::sync::Arc<ua::UserAgent>,
+    pub cookies: HashMap<String, String>,
+    pub location: Map<String, Value>,
+}
+
+/// A well-formed client id is kept so retries dedupe; others are replaced.
+pub fn event_id(client: Option<&str>) -> String {
+    match client {
+        Some(id)
+            if (8..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            id.to_string()
+        }
+        _ => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+impl Event {
+    /// Builds the event: properties, and system properties under Zaraz's
+    /// names. `kind` must be set (pageview/track/ecommerce).
+    pub fn build(input: EventInput, req: &RequestInfo, identity: Identity, now: u64) -> Event {
+        let kind = input.kind.unwrap_or(Kind::Track);
+        let name = match kind {
+            Kind::Pageview => PAGEVIEW.to_string(),
+            _ => input.name,
+        };
+        // zaraz.set values first, so an explicit property wins on a clash.
+        let mut client = input.vars;
+        client.extend(input.properties);
+        client.insert("__zarazTrack".into(), Value::String(name.clone()));
+        if kind == Kind::Ecommerce {
+            client.insert("__zarazEcommerce".into(), Value::Bool(true));
+        }
+
+        let (url, query) = url_parts(&input.page.url);
+        let mut device = json!({
+            "ip": req.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            "resolution": input.device.resolution,
+            "viewport": input.device.viewport,
+            "language": input.device.language,
+            "location": req.location,
+            "user-agent": req.user_agent.json,
+        });
+        if let Some(tz) = input.device.tz_offset {
+            device["timezoneOffset"] = json!(tz);
+        }
+        let system = json!({
+            "page": {
+                "url": url,
+                "query": query,
+                "title": input.page.title,
+                "referrer": input.page.referrer,
+                "encoding": input.page.encoding,
+            },
+            "cookies": req.cookies,
+            "device": device,
+            "consent": {},
+            "clientKV": {},
+            "misc": {
+                "random": rand::random::<u32>(),
+                "timestamp": now / 1000,
+                "timestampMilliseconds": now,
+            },
+        });
+        let ua = req.user_agent.json["ua"].as_str().unwrap_or("").to_string();
+        Event {
+            id: event_id(input.id.as_deref()),
+            kind,
+            name,
+            client: Value::Object(client),
+            system,
+            identity,
+            timestamp_ms: input.timestamp_ms.unwrap_or(now),
+            ip: req.ip,
+            user_agent: ua,
+            crawler: req.user_agent.crawler,
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Templates: `{{ client.x }}`, `{{ system.page.url.pathname }}`,
+//! `{{ $variable }}` inside literal text.
+//!
+//! A template is parsed once, at config load, into literal and path parts, so
+//! rendering per event is a walk over a few slices with no parsing. Unknown
+//! names render as empty strings (SPEC §6); `check` reports them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// Where a path starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// `client.…`: event properties (and `zaraz.set` values).
+    Client,
+    /// `system.…`: system properties.
+    System,
+    /// `$name`: a configured variable.
+    Variable(String),
+}
+
+/// A dotted path such as `system.page.query.utm_source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path {
+    pub root: Root,
+    pub segments: Vec<String>,
+}
+
+impl Path {
+    pub fn parse(expr: &str) -> Result<Path, String> {
+        let expr = expr.trim();
+        if let Some(name) = expr.strip_prefix('$') {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("invalid variable name `{expr}`"));
+            }
+            return Ok(Path {
+                root: Root::Variable(name.to_string()),
+                segments: Vec::new(),
+            });
+        }
+        let mut parts = expr.split('.');
+        let root = match parts.next() {
+            Some("client") => Root::Client,
+            Some("system") => Root::System,
+            _ => {
+                return Err(format!(
+                    "`{expr}` must start with `client.`, `system.` or `$`"
+                ))
+            }
+        };
+        let segments: Vec<String> = parts.map(str::to_string).collect();
+        if segments.is_empty()
+            || segments
+                .iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(format!("invalid path `{expr}`"));
+        }
+        Ok(Path { root, segments })
+    }
+
+    /// The value at this path, if any.
+    pub fn resolve<'a>(&self, ctx: &Context<'a>) -> Option<&'a Value> {
+        let mut value = match &self.root {
+            Root::Client => ctx.client,
+            Root::System => ctx.system,
+            Root::Variable(name) => return ctx.variables.get(name).map(|v| &v.value),
+        };
+        for seg in &self.segments {
+            value = match value {
+                Value::Object(map) => map.get(seg.as_str())?,
+                Value::Array(items) => items.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Path(Path),
+}
+
+/// A compiled template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+/// A configured variable (`[variables]`).
+#[derive(Debug, Clone)]
+pub struct Variable {
+    pub value: Value,
+    /// Read from the environment; never sent to browsers or logged.
+    pub secret: bool,
+}
+
+pub type Variables = HashMap<String, Variable>;
+
+/// What templates render against.
+pub struct Context<'a> {
+    pub client: &'a Value,
+    pub system: &'a Value,
+    pub variables: &'a Variables,
+}
+
+impl Template {
+    /// Parses `text`; errors name the bad expression.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find("{{") {
+            let Some(close) = rest[open + 2..].find("}}") else {
+                return Err(format!("unclosed `{{{{` in {text:?}"));
+            };
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let expr = &rest[open + 2..open + 2 + close];
+            parts.push(Part::Path(Path::parse(expr)?));
+            rest = &rest[open + 2 + close + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// A template of fixed text.
+    pub fn literal(text: &str) -> Template {
+        Template {
+            parts: vec![Part::Literal(text.to_string())],
+        }
+    }
+
+    /// The text, when the template has no expression.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Every path the template reads, for validation.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Path(path) => Some(path),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// Renders to a string; missing values are empty.
+    pub fn render(&self, ctx: &Context<'_>) -> String {
+        if let Some(s) = self.as_literal() {
+            return s.to_string();
+        }
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Path(p) => {
+                    if let Some(v) = p.resolve(ctx) {
+                        write_value(&mut out, v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Renders to a JSON value: a template that is exactly one expression
+    /// keeps the value's type (numbers, arrays…); anything else is a string.
+    pub fn render_value(&self, ctx: &Context<'_>) -> Value {
+        match self.parts.as_slice() {
+            [Part::Path(p)] => match p.resolve(ctx) {
+                Some(Value::Object(m)) if m.contains_key("href") => m["href"].clone(),
+                Some(v) => v.clone(),
+                None => Value::String(String::new()),
+            },
+            _ => Value::String(self.render(ctx)),
+        }
+    }
+}
+
+/// A value as text: strings raw, URLs as their href, other objects as JSON.
+fn write_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Null => {}
+        Value::String(s) => out.push_str(s),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Object(m) if m.get("href").is_some_and(Value::is_string) => {
+            out.push_str(m["href"].as_str().unwrap_or_default())
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx_render(t: &str) -> String {
+        let client = json!({"method": "email", "products": [{"sku": "A1", "price": 12.5}], "n": 3, "ok": true, "__zarazTrack": "purchase"});
+        let system = json!({"page": {"url": {"href": "https://x.test/a?b=1", "pathname": "/a"}, "query": {"utm_source": "news"}}, "cookies": {"_ga": "GA1.1.1.2"}, "device": {"user-agent": {"ua": "UA/1"}}});
+        let mut variables = Variables::new();
+        variables.insert(
+            "site".into(),
+            Variable {
+                value: json!("Démo ✓"),
+                secret: false,
+            },
+        );
+        let ctx = Context {
+            client: &client,
+            system: &system,
+            variables: &variables,
+        };
+        Template::parse(t).unwrap().render(&ctx)
+    }
+
+    #[test]
+    fn renders_paths_literals_and_variables() {
+        assert_eq!(ctx_render("{{ client.method }}"), "email");
+        assert_eq!(
+            ctx_render("m={{client.method}}&s={{ $site }}!"),
+            "m=email&s=Démo ✓!"
+        );
+        assert_eq!(
+            ctx_render("{{ client.products.0.sku }}/{{ client.products.0.price }}"),
+            "A1/12.5"
+        );
+        assert_eq!(ctx_render("{{ system.page.url }}"), "https://x.test/a?b=1");
+        assert_eq!(ctx_render("{{ system.page.url.pathname }}"), "/a");
+        assert_eq!(ctx_render("{{ system.page.query.utm_source }}"), "news");
+        assert_eq!(ctx_render("{{ system.cookies._ga }}"), "GA1.1.1.2");
+        assert_eq!(ctx_render("{{ system.device.user-agent.ua }}"), "UA/1");
+        assert_eq!(ctx_render("{{ client.n }} {{ client.ok }}"), "3 true");
+        assert_eq!(
+            ctx_render("[{{ client.nope }}|{{ client.products.9.sku }}|{{ $nope }}]"),
+            "[||]"
+        );
+        assert_eq!(
+            ctx_render("{{ client.products.0 }}"),
+            r#"{"price":12.5,"sku":"A1"}"#
+        );
+        assert_eq!(ctx_render("plain text"), "plain text");
+    }
+
+    #[test]
+    fn parse_errors_name_the_expression() {
+        assert!(Template::parse("{{ client.x")
+            .unwrap_err()
+            .contains("unclosed"));
+        assert!(Template::parse("{{ event.x }}")
+            .unwrap_err()
+            .contains("`event.x`"));
+        assert!(Template::parse("{{ client. }}").is_err());
+        assert!(Template::parse("{{ $ }}").is_err());
+    }
+
+    #[test]
+    fn render_value_keeps_types() {
+        let client = json!({"total": 12.5, "items": [1, 2]});
+        let system = json!({});
+        let variables = Variables::new();
+        let ctx = Context {
+            client: &client,
+            system: &system,
+            variables: &variables,
+        };
+        assert_eq!(
+            Template::parse("{{ client.total }}")
+                .unwrap()
+                .render_value(&ctx),
+            json!(12.5)
+        );
+        assert_eq!(
+            Template::parse("{{ client.items }}")
+                .unwrap()
+                .render_value(&ctx),
+            json!([1, 2])
+        );
+        assert_eq!(
+            Template::parse("x{{ client.total }}")
+                .unwrap()
+                .render_value(&ctx),
+            json!("x12.5")
+        );
+    }
+}
+
+/// A JSON-shaped value whose strings are templates (request bodies, action
+/// fields). Compiled once; renders to a `serde_json::Value`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateValue {
+    Template(Template),
+    Array(Vec<TemplateValue>),
+    Object(Vec<(String, TemplateValue)>),
+    Fixed(Value),
+}
+
+impl TemplateValue {
+    pub fn render(&self, ctx: &Context<'_>) -> Value {
+        match self {
+            TemplateValue::Template(t) => t.render_value(ctx),
+            TemplateValue::Array(items) => {
+                Value::Array(items.iter().map(|i| i.render(ctx)).collect())
+            }
+            TemplateValue::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.render(ctx)))
+                    .collect(),
+            ),
+            TemplateValue::Fixed(v) => v.clone(),
+        }
+    }
+
+    /// Every template inside, for validation.
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            TemplateValue::Template(t) => vec![t],
+            TemplateValue::Array(items) => items.iter().flat_map(|i| i.templates()).collect(),
+            TemplateValue::Object(fields) => {
+                fields.iter().flat_map(|(_, v)| v.templates()).collect()
+            }
+            TemplateValue::Fixed(_) => Vec::new(),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TemplateValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        fn convert(v: Value) -> Result<TemplateValue, String> {
+            Ok(match v {
+                Value::String(s) => TemplateValue::Template(Template::parse(&s)?),
+                Value::Array(items) => {
+                    TemplateValue::Array(items.into_iter().map(convert).collect::<Result<_, _>>()?)
+                }
+                Value::Object(m) => TemplateValue::Object(
+                    m.into_iter()
+                        .map(|(k, v)| convert(v).map(|v| (k, v)))
+                        .collect::<Result<_, _>>()?,
+                ),
+                other => TemplateValue::Fixed(other),
+            })
+        }
+        let v = Value::deserialize(d)?;
+        convert(v).map_err(serde::de::Error::custom)
+    }
+}
