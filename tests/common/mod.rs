@@ -189,6 +189,7 @@ pub struct Proxy {
     child: Child,
     pub dir: tempfile::TempDir,
     log: PathBuf,
+    stdout: PathBuf,
 }
 
 impl Proxy {
@@ -206,15 +207,30 @@ impl Proxy {
             "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{server_extra}\n{extra}\n"
         );
         let (dir, path) = write_config(&text);
+        Self::spawn(dir, path, port, admin_port, &[]).await
+    }
+
+    /// Runs `tagproxy serve -c path` with extra environment variables and
+    /// waits until both listeners accept.
+    pub async fn spawn(
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        port: u16,
+        admin_port: u16,
+        env: &[(&str, &str)],
+    ) -> Proxy {
         let log = dir.path().join("tagproxy.log");
-        let child = Command::new(bin())
-            .args(["serve", "-c"])
+        let stdout = dir.path().join("tagproxy.stdout");
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "-c"])
             .arg(&path)
             .env("RUST_LOG", "info,tagproxy=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start tagproxy");
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start tagproxy");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -232,7 +248,13 @@ impl Proxy {
             child,
             dir,
             log,
+            stdout,
         }
+    }
+
+    /// What the process printed on stdout (the console tool writes there).
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -277,4 +299,173 @@ pub const TAG: &str = r#"<script src="/_tagproxy/s.js" referrerpolicy="origin"><
 
 pub fn shared_fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pages")
+}
+
+/// A request a mock destination received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, e.g. `/g/collect?v=2&tid=G-1`.
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// Decoded query parameters, in order.
+    pub fn query(&self) -> Vec<(String, String)> {
+        let q = self.uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    /// One query parameter.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+}
+
+/// How a mock destination answers: status codes to return in order (the last
+/// repeats), an optional delay, and a `Retry-After` value.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub statuses: Vec<u16>,
+    pub delay: Duration,
+    pub retry_after: Option<u64>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            statuses: vec![200],
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+}
+
+/// A mock destination on 127.0.0.1 that records every request it gets.
+pub struct Destination {
+    pub addr: SocketAddr,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Destination {
+    pub async fn start() -> Destination {
+        Self::with_script(Script::default()).await
+    }
+
+    pub async fn with_script(script: Script) -> Destination {
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(script));
+        let (rec, scr) = (recorded.clone(), script.clone());
+        let origin = Origin::start(move |req: Request<Incoming>| {
+            let rec = rec.clone();
+            let scr = scr.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let n = {
+                    let mut r = rec.lock().unwrap();
+                    r.push(Recorded {
+                        method: parts.method.to_string(),
+                        uri: parts
+                            .uri
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
+                        headers: parts.headers,
+                        body,
+                    });
+                    r.len()
+                };
+                let (status, delay, retry_after) = {
+                    let s = scr.lock().unwrap();
+                    let status = *s.statuses.get(n - 1).or(s.statuses.last()).unwrap_or(&200);
+                    (status, s.delay, s.retry_after)
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let ra = retry_after.map(|s| s.to_string());
+                let mut headers = vec![("content-type", "application/json")];
+                if let Some(ra) = ra.as_deref() {
+                    headers.push(("retry-after", ra));
+                }
+                respond(status, &headers, "{}")
+            }
+        })
+        .await;
+        Destination {
+            addr: origin.addr,
+            recorded,
+            script,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.recorded.lock().unwrap().clone()
+    }
+
+    pub fn set_script(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+
+    /// Waits until at least `n` requests arrived (or panics after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.requests();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} requests, got {}: {got:#?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Proxy {
+    /// Like `start`, with tool files written first.
+    pub async fn start_tools(upstream: SocketAddr, extra: &str, tools: &[(&str, String)]) -> Proxy {
+        let port = free_port();
+        let admin_port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tools")).unwrap();
+        for (id, text) in tools {
+            std::fs::write(dir.path().join("tools").join(format!("{id}.toml")), text).unwrap();
+        }
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra}\n"
+        );
+        let path = dir.path().join("tagproxy.toml");
+        std::fs::write(&path, text).unwrap();
+        Self::spawn(dir, path, port, admin_port, &[]).await
+    }
 }
