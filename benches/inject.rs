@@ -4,7 +4,8 @@
 //! the real pages in `../shared/fixtures/pages/` (skipped with a note when the
 //! directory is missing) and a generated ~20 KB page with an ordinary
 //! `<head>`. A second group measures the gzip path (gunzip → inject → gzip)
-//! against gunzip → gzip of the same page without injection.
+//! against gunzip → gzip of the same page without injection; `per_page` is
+//! the fixed cost of one response.
 //!
 //! Run: `cargo bench --bench inject`
 
@@ -149,7 +150,22 @@ fn bench_inject(c: &mut Criterion) {
             })
         });
     }
-    group.throughput(Throughput::Elements(1));
+    group.finish();
+}
+
+/// Fixed cost per response, whatever its size: building the scanner, and
+/// deciding on a minimal page.
+fn bench_per_page(c: &mut Criterion) {
+    let tag = script_tag(SCRIPT_PATH, None);
+    let tiny = Bytes::from_static(
+        b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>",
+    );
+    let mut group = c.benchmark_group("per_page");
+    group
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20)
+        .throughput(Throughput::Elements(1));
     group.bench_function("new+finish(empty)", |b| {
         b.iter(|| {
             let mut out = Vec::new();
@@ -158,13 +174,10 @@ fn bench_inject(c: &mut Criterion) {
             black_box(&out);
         })
     });
-    let small = Bytes::from_static(
-        b"<!doctype html><html><head><title>x</title></head><body>hi</body></html>",
-    );
-    group.bench_function("tiny page", |b| {
+    group.bench_function("tiny-page", |b| {
         b.iter(|| {
             let mut out = Vec::new();
-            inject(&tag, std::slice::from_ref(&small), &mut out);
+            inject(&tag, std::slice::from_ref(&tiny), &mut out);
             black_box(&out);
         })
     });
@@ -237,5 +250,5 @@ fn bench_gzip(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_inject, bench_gzip);
+criterion_group!(benches, bench_inject, bench_per_page, bench_gzip);
 criterion_main!(benches);
