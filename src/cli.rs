@@ -130,7 +130,7 @@ fn serve(loaded: Loaded, plan: Plan) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        match server::run(&loaded, plan, bound).await {
+        match server::run(&loaded, plan, bound, true).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");
@@ -176,7 +176,7 @@ fn demo(listen: SocketAddr) -> ExitCode {
         println!("  admin health:                     http://{}/healthz", bound.admin.local_addr().expect("bound"));
         println!("Every event the shop sends is printed below by the `console` tool.");
         println!("Press Ctrl-C to stop.");
-        match server::run(&loaded, plan, bound).await {
+        match server::run(&loaded, plan, bound, false).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{e}");

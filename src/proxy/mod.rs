@@ -104,11 +104,15 @@ impl Proxy {
     }
 }
 
+/// The proxy in force; a config reload swaps it without dropping a request
+/// (each request keeps the `Proxy` it started with).
+pub type CurrentProxy = Arc<arc_swap::ArcSwap<Proxy>>;
+
 /// Serves `proxy` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
 /// then lets open requests finish for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    proxy: CurrentProxy,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
@@ -131,7 +135,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let service = service_fn(move |req| {
-            let proxy = proxy.clone();
+            let proxy = proxy.load_full();
             async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
