@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::config::{ConfigError, Loaded, LocationHeaders, Settings, TrustedProxies};
 use crate::delivery::Dispatcher;
+use crate::event::privacy::Privacy;
 use crate::event::ua::UaParser;
 use crate::event::Event;
 use crate::proxy::assets::{self, Asset};
@@ -53,6 +54,7 @@ pub struct App {
     pub trusted: TrustedProxies,
     pub location: LocationHeaders,
     pub max_event_bytes: u64,
+    pub privacy: Privacy,
     collector_path: String,
 }
 
@@ -70,6 +72,7 @@ impl App {
             trusted: config.server.trusted_proxies.clone(),
             location: config.location.clone(),
             max_event_bytes: config.server.max_event_bytes,
+            privacy: Privacy::from(&config.settings),
             collector_path: format!("{}/t", config.server.prefix.0),
         }
     }

@@ -73,11 +73,12 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
 
     let headers = &parts.headers;
     let trusted_hop = app.trusted.contains(peer.ip());
+    let privacy = &app.privacy;
     let info = RequestInfo {
-        ip: Some(visitor_ip(app, peer.ip(), headers)),
+        ip: privacy.ip(Some(visitor_ip(app, peer.ip(), headers))),
         user_agent: app
             .ua
-            .parse(header_str(headers, header::USER_AGENT.as_str())),
+            .parse(&privacy.user_agent(header_str(headers, header::USER_AGENT.as_str()))),
         cookies: parse_cookies(header_str(headers, "cookie")),
         location: if trusted_hop {
             location(app, headers)
@@ -100,6 +101,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         if page_url.is_empty() {
             page_url = input.page.url.clone();
         }
+        input.page.referrer = privacy.referrer(&input.page.referrer, &input.page.url);
+        input.page.url = privacy.page_url(&input.page.url);
         let event = Arc::new(Event::build(input, &info, tracker.next_event(), now));
         let out = app.fan_out(&event);
         deliveries.extend(out.0);

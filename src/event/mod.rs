@@ -6,6 +6,7 @@
 //! so no adapter can change what another sees.
 
 pub mod identity;
+pub mod privacy;
 pub mod ua;
 
 use std::collections::HashMap;
