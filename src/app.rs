@@ -17,12 +17,14 @@ use crate::proxy::assets::{self, Asset};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::PrefixHandler;
 use crate::rules::template::Variables;
+use crate::rules::Triggers;
 use crate::tools::{self, Delivery, Tool};
 
 /// What `check` validates and `serve` runs: everything but the runtime parts.
 pub struct Plan {
     pub tools: Vec<Tool>,
     pub variables: Variables,
+    pub triggers: Triggers,
 }
 
 impl Plan {
@@ -33,12 +35,19 @@ impl Plan {
             problems.append(&mut p);
             Variables::new()
         });
-        let tools = tools::load_dir(&loaded.tools_dir(), &variables).unwrap_or_else(|mut p| {
-            problems.append(&mut p);
-            Vec::new()
-        });
+        let (triggers, mut trigger_problems) = crate::rules::triggers(loaded, &variables);
+        problems.append(&mut trigger_problems);
+        let tools =
+            tools::load_dir(&loaded.tools_dir(), &variables, &triggers).unwrap_or_else(|mut p| {
+                problems.append(&mut p);
+                Vec::new()
+            });
         if problems.is_empty() {
-            Ok(Plan { tools, variables })
+            Ok(Plan {
+                tools,
+                variables,
+                triggers,
+            })
         } else {
             Err(ConfigError(problems))
         }
@@ -49,6 +58,7 @@ pub struct App {
     pub settings: Settings,
     pub tools: Vec<Tool>,
     pub variables: Variables,
+    pub triggers: Triggers,
     pub dispatcher: Dispatcher,
     pub ua: UaParser,
     pub trusted: TrustedProxies,
@@ -68,6 +78,7 @@ impl App {
             dispatcher: Dispatcher::start(&ids, &config.delivery),
             tools: plan.tools,
             variables: plan.variables,
+            triggers: plan.triggers,
             ua: UaParser::default(),
             trusted: config.server.trusted_proxies.clone(),
             location: config.location.clone(),
@@ -79,7 +90,7 @@ impl App {
 
     /// Deliveries and browser instructions for one event.
     pub fn fan_out(&self, event: &Event) -> (Vec<Delivery>, Vec<Value>) {
-        crate::rules::automated(event, &self.tools, &self.variables)
+        crate::rules::fan_out(event, &self.tools, &self.triggers, &self.variables)
     }
 
     /// Records a processed event (the debugger and admin stream hook in here).
@@ -88,9 +99,10 @@ impl App {
     }
 
     /// The client script with this config's settings in front of it.
-    pub fn client_script(loaded: &Loaded) -> Asset {
+    pub fn client_script(loaded: &Loaded, triggers: &Triggers) -> Asset {
         let s = &loaded.config.settings;
         let config = json!({
+            "triggers": triggers.client_config(),
             "prefix": loaded.config.server.prefix.0,
             "auto_pageview": s.auto_pageview,
             "spa": s.spa,

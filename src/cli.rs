@@ -107,7 +107,7 @@ fn check(path: &Path) -> ExitCode {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
-    let triggers = loaded.config.triggers.as_ref().map_or(0, |t| t.len());
+    let triggers = plan.triggers.list.len();
     println!("ok: {} tools, {triggers} triggers", plan.tools.len());
     ExitCode::SUCCESS
 }
@@ -155,10 +155,10 @@ fn demo(listen: SocketAddr) -> ExitCode {
         );
         let loaded = config::parse(Path::new("<demo>"), &text).expect("demo config is valid");
         let console = "type = \"console\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n";
-        let tool = crate::tools::from_text("console", Path::new("<demo>/tools/console.toml"), console, &Default::default())
+        let tool = crate::tools::from_text("console", Path::new("<demo>/tools/console.toml"), console, &Default::default(), &Default::default())
             .expect("demo tool is valid")
             .expect("enabled");
-        let plan = Plan { tools: vec![tool], variables: Default::default() };
+        let plan = Plan { tools: vec![tool], variables: Default::default(), triggers: Default::default() };
         let bound = match Bound::bind(listen, loaded.config.server.admin_listen.0).await {
             Ok(b) => b,
             Err(e) => {

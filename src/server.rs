@@ -47,11 +47,8 @@ fn build(loaded: &Loaded, plan: Plan) -> Proxy {
         );
     }
     let app = Arc::new(App::start(loaded, plan));
-    Proxy::new(
-        &loaded.config,
-        App::client_script(loaded),
-        Some(app as Arc<dyn PrefixHandler>),
-    )
+    let script = App::client_script(loaded, &app.triggers);
+    Proxy::new(&loaded.config, script, Some(app as Arc<dyn PrefixHandler>))
 }
 
 /// Serves until SIGINT or SIGTERM. With `watch`, the config file is reloaded

@@ -34,8 +34,9 @@ pub struct Config {
     pub bots: Option<toml::Table>,
     #[serde(default)]
     pub consent: Option<toml::Table>,
+    /// `[triggers.<id>]`.
     #[serde(default)]
-    pub triggers: Option<toml::Table>,
+    pub triggers: BTreeMap<String, Spanned<TriggerConfig>>,
     /// `[variables]`: `{{ $name }}` in templates.
     #[serde(default)]
     pub variables: BTreeMap<String, Spanned<VariableConfig>>,
@@ -44,6 +45,75 @@ pub struct Config {
     /// `[location]`: which request headers carry the visitor's location.
     #[serde(default)]
     pub location: LocationHeaders,
+}
+
+/// `[triggers.<id>]` (SPEC §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleConfig>>,
+    /// Zaraz's exclude rules: the trigger does not fire when one matches.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<RuleConfig>>,
+}
+
+/// One rule: a match rule (`match`, `op`, `value`) or one client-side rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(rename = "match")]
+    pub matches: Option<String>,
+    pub op: Option<crate::rules::trigger::Op>,
+    pub value: Option<toml::Value>,
+    pub click: Option<ClickConfig>,
+    pub form_submit: Option<FormSubmitConfig>,
+    pub timer: Option<TimerConfig>,
+    pub scroll_depth: Option<ScrollDepthConfig>,
+    pub element_visible: Option<ElementVisibleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickConfig {
+    pub css: Option<String>,
+    pub xpath: Option<String>,
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormSubmitConfig {
+    pub css: String,
+    #[serde(default)]
+    pub validate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerConfig {
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub interval_ms: u64,
+    /// 0 = no limit.
+    #[serde(default)]
+    pub limit: u64,
+}
+
+/// `"45%"`, `"100px"`, or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ScrollDepthConfig {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElementVisibleConfig {
+    pub css: String,
 }
 
 /// A `[variables]` entry: a plain value, or `{ secret = "NAME" }` read from
@@ -349,7 +419,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     for (name, present) in [
         ("bots", config.bots.is_some()),
         ("consent", config.consent.is_some()),
-        ("triggers", config.triggers.is_some()),
     ] {
         if present {
             warnings.push(format!(

@@ -1,16 +1,19 @@
-//! Rules: templates, variables, and which tools an event goes to.
-//!
-//! Today that is automated actions (SPEC §7: per tool, pageview / track /
-//! ecommerce); triggers and custom actions come with the triggers issue.
+//! Rules: templates, variables, triggers, and which tools an event goes to
+//! (SPEC §7): per tool, custom actions whose firing triggers fire (and no
+//! blocking trigger does), else the automated action for the event's kind.
 
 pub mod template;
+pub mod trigger;
 
-use serde_json::Value;
+use std::collections::HashMap;
 
-use crate::config::{Loaded, Problem, VariableConfig};
-use crate::event::Event;
+use serde_json::{Map, Value};
+
+use crate::config::{Loaded, Problem, RuleConfig, ScrollDepthConfig, VariableConfig};
+use crate::event::{Event, Kind};
 use crate::tools::{BuildContext, Delivery, Tool};
-use template::{Variable, Variables};
+use template::{check_path, Context, Template, Variable, Variables};
+use trigger::{ClientRule, MatchRule, Trigger};
 
 /// Prefix of the environment variables secrets are read from.
 pub const SECRET_ENV_PREFIX: &str = "TAGPROXY_SECRET_";
@@ -63,30 +66,354 @@ pub fn variables(loaded: &Loaded) -> Result<Variables, Vec<Problem>> {
     }
 }
 
-/// Deliveries and browser instructions for `event` from the automated
-/// actions of every tool that asked for its kind.
-pub fn automated(
+/// A reference to a trigger from an action or a tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerRef {
+    /// The built-in `Pageview` trigger: every pageview.
+    Pageview,
+    /// `triggers[i]`.
+    Index(usize),
+}
+
+/// Name of the built-in trigger of every pageview.
+pub const PAGEVIEW_TRIGGER: &str = "Pageview";
+
+/// Every trigger of the config, compiled, with a lookup by id.
+#[derive(Debug, Default)]
+pub struct Triggers {
+    pub list: Vec<Trigger>,
+    ids: HashMap<String, usize>,
+}
+
+impl Triggers {
+    /// Resolves a trigger id as written in a tool file.
+    pub fn resolve(&self, id: &str) -> Option<TriggerRef> {
+        if id == PAGEVIEW_TRIGGER {
+            return Some(TriggerRef::Pageview);
+        }
+        self.ids.get(id).map(|&i| TriggerRef::Index(i))
+    }
+
+    /// The triggers the browser runs, for the client script's config.
+    pub fn client_config(&self) -> Value {
+        let items: Vec<Value> = self
+            .list
+            .iter()
+            .filter_map(|t| {
+                let rule = t.client.as_ref()?;
+                // Page-level match rules let the script arm a listener only
+                // where it can fire (the server checks every rule again).
+                let page_rules: Vec<Value> = t
+                    .rules
+                    .iter()
+                    .filter_map(|r| page_rule(r, false))
+                    .chain(t.exclude.iter().filter_map(|r| page_rule(r, true)))
+                    .collect();
+                let mut v = serde_json::json!({"id": t.id, "rule": rule});
+                if !page_rules.is_empty() {
+                    v["page"] = Value::Array(page_rules);
+                }
+                Some(v)
+            })
+            .collect();
+        Value::Array(items)
+    }
+}
+
+/// A rule the browser can check itself: a single `system.page.*` path.
+fn page_rule(rule: &MatchRule, exclude: bool) -> Option<Value> {
+    let mut paths = rule.template.paths();
+    let path = paths.next()?;
+    if paths.next().is_some() || rule.template.as_literal().is_some() {
+        return None;
+    }
+    let literal_only = rule.template.render(&Context {
+        client: &Value::Null,
+        system: &Value::Null,
+        variables: &Variables::new(),
+    });
+    if !literal_only.is_empty()
+        || path.root != template::Root::System
+        || path.segments.first().map(String::as_str) != Some("page")
+    {
+        return None;
+    }
+    Some(serde_json::json!({
+        "path": path.segments.join("."),
+        "op": trigger::op_name(rule.op),
+        "value": rule.value_text(),
+        "exclude": exclude,
+    }))
+}
+
+/// Compiles `[triggers]`; collects every problem. Every trigger id is known
+/// afterwards, even one whose rules failed, so tool files get no cascade of
+/// "unknown trigger" errors (a config with problems never runs anyway).
+pub fn triggers(loaded: &Loaded, variables: &Variables) -> (Triggers, Vec<Problem>) {
+    let mut out = Triggers::default();
+    let mut problems = Vec::new();
+    for (id, spanned) in &loaded.config.triggers {
+        let problem = |at: usize, msg: String| {
+            Problem::at(
+                &loaded.path,
+                &loaded.text,
+                at,
+                format!("trigger `{id}`: {msg}"),
+            )
+        };
+        if id == PAGEVIEW_TRIGGER
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            problems.push(problem(
+                spanned.span().start,
+                "ids may only hold letters, digits, '_' and '-', and `Pageview` is built in".into(),
+            ));
+            continue;
+        }
+        let cfg = spanned.get_ref();
+        let mut trigger = Trigger {
+            id: id.clone(),
+            rules: Vec::new(),
+            exclude: Vec::new(),
+            client: None,
+        };
+        for (list, exclude) in [(&cfg.rules, false), (&cfg.exclude, true)] {
+            for rule in list {
+                let at = rule.span().start;
+                match compile_rule(rule.get_ref(), variables) {
+                    Ok(Compiled::Match(m)) if exclude => trigger.exclude.push(m),
+                    Ok(Compiled::Match(m)) => trigger.rules.push(m),
+                    Ok(Compiled::Client(_)) if exclude => problems.push(problem(
+                        at,
+                        "client-side rules cannot be exclude rules".into(),
+                    )),
+                    Ok(Compiled::Client(c)) => {
+                        if trigger.client.replace(c).is_some() {
+                            problems.push(problem(
+                                at,
+                                "at most one client-side rule per trigger".into(),
+                            ));
+                        }
+                    }
+                    Err(msg) => problems.push(problem(at, msg)),
+                }
+            }
+        }
+        out.ids.insert(id.clone(), out.list.len());
+        out.list.push(trigger);
+    }
+    (out, problems)
+}
+
+enum Compiled {
+    Match(MatchRule),
+    Client(ClientRule),
+}
+
+fn compile_rule(r: &RuleConfig, variables: &Variables) -> Result<Compiled, String> {
+    let client_kinds = [
+        r.click.is_some(),
+        r.form_submit.is_some(),
+        r.timer.is_some(),
+        r.scroll_depth.is_some(),
+        r.element_visible.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    let is_match = r.matches.is_some() || r.op.is_some() || r.value.is_some();
+    match (is_match, client_kinds) {
+        (true, 0) => {
+            let (Some(template), Some(op), Some(value)) = (&r.matches, r.op, &r.value) else {
+                return Err("a match rule needs `match`, `op` and `value`".into());
+            };
+            let value = serde_json::to_value(value).map_err(|e| e.to_string())?;
+            let rule = MatchRule::new(template, op, &value)?;
+            for p in rule.template.paths() {
+                if let Some(problem) = check_path(p, variables) {
+                    return Err(problem);
+                }
+            }
+            Ok(Compiled::Match(rule))
+        }
+        (false, 1) => Ok(Compiled::Client(client_rule(r)?)),
+        (false, 0) => Err("empty rule: use `match`/`op`/`value` or one of click, form_submit, timer, scroll_depth, element_visible".into()),
+        _ => Err("one rule is either a match rule or one client-side rule".into()),
+    }
+}
+
+fn client_rule(r: &RuleConfig) -> Result<ClientRule, String> {
+    if let Some(c) = &r.click {
+        if c.css.is_none() == c.xpath.is_none() {
+            return Err("click needs exactly one of `css` or `xpath`".into());
+        }
+        return Ok(ClientRule::Click {
+            css: c.css.clone(),
+            xpath: c.xpath.clone(),
+            wait_ms: c.wait_ms,
+        });
+    }
+    if let Some(f) = &r.form_submit {
+        return Ok(ClientRule::FormSubmit {
+            css: f.css.clone(),
+            validate: f.validate,
+        });
+    }
+    if let Some(t) = &r.timer {
+        return Ok(ClientRule::Timer {
+            interval_ms: t.interval_ms,
+            limit: t.limit,
+        });
+    }
+    if let Some(d) = &r.scroll_depth {
+        let depths = match d {
+            ScrollDepthConfig::One(s) => vec![s.clone()],
+            ScrollDepthConfig::Many(v) => v.clone(),
+        };
+        for depth in &depths {
+            let ok = depth
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| (0.0..=100.0).contains(&n))
+                || depth
+                    .strip_suffix("px")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some();
+            if !ok {
+                return Err(format!(
+                    "scroll_depth {depth:?} must look like \"45%\" or \"100px\""
+                ));
+            }
+        }
+        if depths.is_empty() {
+            return Err("scroll_depth needs at least one depth".into());
+        }
+        return Ok(ClientRule::ScrollDepth { depths });
+    }
+    if let Some(v) = &r.element_visible {
+        return Ok(ClientRule::ElementVisible { css: v.css.clone() });
+    }
+    unreachable!("checked by the caller")
+}
+
+/// Memoized trigger results for one event: each trigger is evaluated at most
+/// once however many actions name it.
+struct Fired<'a> {
+    triggers: &'a Triggers,
+    event: &'a Event,
+    ctx: Context<'a>,
+    memo: Vec<Option<bool>>,
+}
+
+impl Fired<'_> {
+    fn fires(&mut self, r: TriggerRef) -> bool {
+        match r {
+            TriggerRef::Pageview => self.event.kind == Kind::Pageview,
+            TriggerRef::Index(i) => *self.memo[i]
+                .get_or_insert_with(|| self.triggers.list[i].fires(self.event, &self.ctx)),
+        }
+    }
+
+    fn any(&mut self, refs: &[TriggerRef]) -> bool {
+        refs.iter().any(|r| self.fires(*r))
+    }
+}
+
+/// Deliveries and browser instructions for `event`. Per tool: nothing when
+/// a tool-level blocking trigger fires; else every custom action that fires;
+/// else, when none did, the automated action for the event's kind (so one
+/// cause never sends a tool the same event twice).
+pub fn fan_out(
     event: &Event,
     tools: &[Tool],
+    triggers: &Triggers,
     variables: &Variables,
 ) -> (Vec<Delivery>, Vec<Value>) {
+    let mut fired = Fired {
+        triggers,
+        event,
+        ctx: Context {
+            client: &event.client,
+            system: &event.system,
+            variables,
+        },
+        memo: vec![None; triggers.list.len()],
+    };
     let mut deliveries = Vec::new();
     let mut instructions = Vec::new();
     for tool in tools {
-        if !tool.file.automated().covers(event.kind) {
+        if fired.any(&tool.blocking) {
             continue;
         }
         let cx = BuildContext {
             tool_id: &tool.id,
             variables,
         };
-        let out = tool.adapter.automated(event, &cx);
-        deliveries.extend(out.payloads.into_iter().map(|payload| Delivery {
-            tool: tool.id.clone(),
-            event_id: event.id.clone(),
-            payload,
-        }));
-        instructions.extend(out.instructions);
+        let mut outputs = Vec::new();
+        for action in &tool.actions {
+            if fired.any(&action.firing) && !fired.any(&action.blocking) {
+                let fields = action.fields(event, &fired.ctx);
+                outputs.push(tool.adapter.custom(&action.kind, fields, event, &cx));
+            }
+        }
+        if outputs.is_empty() && tool.file.automated().covers(event.kind) {
+            outputs.push(tool.adapter.automated(event, &cx));
+        }
+        for out in outputs {
+            deliveries.extend(out.payloads.into_iter().map(|payload| Delivery {
+                tool: tool.id.clone(),
+                event_id: event.id.clone(),
+                payload,
+            }));
+            instructions.extend(out.instructions);
+        }
     }
     (deliveries, instructions)
+}
+
+/// A custom action (`[[actions]]` of a tool file), compiled.
+#[derive(Debug)]
+pub struct Action {
+    pub name: String,
+    pub kind: String,
+    pub firing: Vec<TriggerRef>,
+    pub blocking: Vec<TriggerRef>,
+    pub include_event_properties: bool,
+    pub include_system_properties: bool,
+    pub fields: Vec<(String, template::TemplateValue)>,
+}
+
+impl Action {
+    /// The action's fields rendered for `event`, with the event's and the
+    /// system properties added when asked (explicit fields win).
+    pub fn fields(&self, event: &Event, ctx: &Context<'_>) -> Map<String, Value> {
+        let mut out: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.render(ctx)))
+            .collect();
+        if self.include_event_properties {
+            for (k, v) in event.properties() {
+                if !k.starts_with("__") {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        if self.include_system_properties {
+            out.entry("system".to_string())
+                .or_insert_with(|| event.system.clone());
+        }
+        out
+    }
+}
+
+/// Template literals that only hold text can be checked like templates.
+pub fn templates_of(action: &Action) -> Vec<&Template> {
+    action
+        .fields
+        .iter()
+        .flat_map(|(_, v)| v.templates())
+        .collect()
 }

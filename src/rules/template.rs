@@ -358,3 +358,66 @@ impl<'de> serde::Deserialize<'de> for TemplateValue {
         convert(v).map_err(serde::de::Error::custom)
     }
 }
+
+/// Why `path` would render empty for every event, if it would: an unknown
+/// variable or a system property Zaraz does not have (SPEC §6).
+pub fn check_path(path: &Path, variables: &Variables) -> Option<String> {
+    const PAGE: &[&str] = &["url", "query", "title", "referrer", "encoding"];
+    const URL: &[&str] = &[
+        "href", "origin", "protocol", "host", "hostname", "port", "pathname", "search", "hash",
+    ];
+    const DEVICE: &[&str] = &[
+        "ip",
+        "resolution",
+        "viewport",
+        "language",
+        "location",
+        "user-agent",
+        "timezoneOffset",
+    ];
+    const LOCATION: &[&str] = &[
+        "country",
+        "city",
+        "continent",
+        "region",
+        "regionCode",
+        "postalCode",
+        "timezone",
+        "latitude",
+        "longitude",
+        "isEUCountry",
+    ];
+    const UA: &[&str] = &["ua", "browser", "engine", "os", "device", "cpu"];
+    const MISC: &[&str] = &["random", "timestamp", "timestampMilliseconds"];
+    let name = || {
+        let mut s = String::from("system");
+        for seg in &path.segments {
+            s.push('.');
+            s.push_str(seg);
+        }
+        s
+    };
+    match &path.root {
+        Root::Variable(v) if !variables.contains_key(v) => Some(format!("unknown variable `${v}`")),
+        Root::Variable(_) | Root::Client => None,
+        Root::System => {
+            let seg = |i: usize| path.segments.get(i).map(String::as_str);
+            let known = match (seg(0), seg(1), seg(2)) {
+                (Some("page"), Some("url"), Some(part)) => {
+                    URL.contains(&part) && path.segments.len() == 3
+                }
+                (Some("page"), Some("query"), Some(_)) => path.segments.len() == 3,
+                (Some("page"), Some(p), None) => PAGE.contains(&p),
+                (Some("cookies" | "consent" | "clientKV"), Some(_), None) => true,
+                (Some("device"), Some("location"), Some(k)) => {
+                    LOCATION.contains(&k) && path.segments.len() == 3
+                }
+                (Some("device"), Some("user-agent"), Some(k)) => UA.contains(&k),
+                (Some("device"), Some(d), None) => DEVICE.contains(&d),
+                (Some("misc"), Some(m), None) => MISC.contains(&m),
+                _ => false,
+            };
+            (!known).then(|| format!("unknown system property `{}`", name()))
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! `console`: one line per event on stdout. The demo uses it; operators use it
 //! to see what tools would receive.
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::{Adapter, Automated, BuildContext, Output, Payload};
 use crate::event::Event;
@@ -21,6 +21,30 @@ impl Adapter for Console {
             "id": event.id,
             "url": event.page_url(),
             "properties": event.client,
+        });
+        Output {
+            payloads: vec![Payload::Stdout(format!("[{}] {line}", cx.tool_id))],
+            instructions: Vec::new(),
+        }
+    }
+
+    fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("log", &[])]
+    }
+
+    fn custom(
+        &self,
+        kind: &str,
+        fields: Map<String, Value>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output {
+        let line = json!({
+            "tool": cx.tool_id,
+            "action": kind,
+            "event": event.name,
+            "id": event.id,
+            "fields": fields,
         });
         Output {
             payloads: vec![Payload::Stdout(format!("[{}] {line}", cx.tool_id))],

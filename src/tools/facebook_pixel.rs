@@ -104,13 +104,55 @@ impl Adapter for MetaCapi {
     }
 
     fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output {
-        let mut instructions = Vec::new();
-        let now_ms = crate::event::now_ms();
         let event_name = match event.kind {
             Kind::Pageview => "PageView".to_string(),
             Kind::Track => event.name.clone(),
             Kind::Ecommerce => ecommerce::meta_name(&event.name),
         };
+        self.send(event_name, event.properties(), None, event, cx)
+    }
+
+    fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("event", &["event_name"])]
+    }
+
+    /// `event`: an event named `event_name`; personal fields (`email`…) go
+    /// hashed into `user_data`, every other field into `custom_data`.
+    fn custom(
+        &self,
+        _kind: &str,
+        mut fields: Map<String, Value>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output {
+        let name = match fields.remove("event_name") {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            _ => "CustomEvent".to_string(),
+        };
+        self.send(name, &fields.clone(), Some(fields), event, cx)
+    }
+
+    fn templates(&self) -> Vec<&Template> {
+        let mut t = vec![&self.pixel_id, &self.access_token];
+        t.extend(&self.test_event_code);
+        t
+    }
+}
+
+impl MetaCapi {
+    /// One Conversions API request. `props` feed `user_data` (hashed personal
+    /// fields); `custom` is the `custom_data` of a custom action (else it is
+    /// derived from the event).
+    fn send(
+        &self,
+        event_name: String,
+        props: &Map<String, Value>,
+        custom: Option<Map<String, Value>>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output {
+        let mut instructions = Vec::new();
+        let now_ms = crate::event::now_ms();
 
         let mut user = Map::new();
         if let Some(ip) = event.ip {
@@ -149,7 +191,6 @@ impl Adapter for MetaCapi {
         if let Some(fbc) = fbc {
             user.insert("fbc".into(), json!(fbc));
         }
-        let props = event.properties();
         let mut pii_keys: Vec<&str> = Vec::new();
         for (field, names) in USER_FIELDS {
             if let Some((name, value)) = names
@@ -180,10 +221,11 @@ impl Adapter for MetaCapi {
             "event_source_url": event.page_url(),
             "user_data": user,
         });
-        let custom = match event.kind {
-            Kind::Pageview => Map::new(),
-            Kind::Track => custom_props(props, &pii_keys),
-            Kind::Ecommerce => ecommerce_data(event, &pii_keys),
+        let custom = match (custom, event.kind) {
+            (Some(fields), _) => custom_props(&fields, &pii_keys),
+            (None, Kind::Pageview) => Map::new(),
+            (None, Kind::Track) => custom_props(props, &pii_keys),
+            (None, Kind::Ecommerce) => ecommerce_data(event, &pii_keys),
         };
         if !custom.is_empty() {
             data["custom_data"] = Value::Object(custom);
@@ -214,12 +256,6 @@ impl Adapter for MetaCapi {
             })],
             instructions,
         }
-    }
-
-    fn templates(&self) -> Vec<&Template> {
-        let mut t = vec![&self.pixel_id, &self.access_token];
-        t.extend(&self.test_event_code);
-        t
     }
 }
 

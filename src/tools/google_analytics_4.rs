@@ -78,6 +78,71 @@ impl Adapter for Ga4 {
     }
 
     fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output {
+        let mut q = self.base_query(event, cx);
+        match event.kind {
+            Kind::Pageview => q.push("en", "page_view"),
+            Kind::Track => {
+                q.push("en", &event_name(&event.name));
+                push_params(&mut q, event.properties(), &[]);
+            }
+            Kind::Ecommerce => {
+                q.push("en", &event_name(&ecommerce::ga4_name(&event.name)));
+                push_ecommerce(&mut q, event);
+            }
+        }
+        self.hit(q, event)
+    }
+
+    fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("event", &["event_name"])]
+    }
+
+    /// `event`: a hit named `event_name`; every other field is a parameter
+    /// (nested objects flattened with `_`).
+    fn custom(
+        &self,
+        _kind: &str,
+        fields: Map<String, Value>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output {
+        let mut q = self.base_query(event, cx);
+        let name = fields
+            .get("event_name")
+            .and_then(Value::as_str)
+            .unwrap_or("event");
+        q.push("en", &event_name(name));
+        let mut flat = Map::new();
+        flatten("", &fields, &mut flat);
+        push_params(&mut q, &flat, &["event_name"]);
+        self.hit(q, event)
+    }
+
+    fn templates(&self) -> Vec<&Template> {
+        vec![&self.measurement_id]
+    }
+}
+
+/// Nested objects as `parent_child` keys (GA4 parameters are flat).
+fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Map<String, Value>) {
+    for (k, v) in map {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}_{k}")
+        };
+        match v {
+            Value::Object(inner) => flatten(&key, inner, out),
+            other => {
+                out.insert(key, other.clone());
+            }
+        }
+    }
+}
+
+impl Ga4 {
+    /// The parameters every hit carries.
+    fn base_query(&self, event: &Event, cx: &BuildContext<'_>) -> Query {
         let mut q = Query::default();
         q.push("v", "2");
         q.push("tid", &cx.render(&self.measurement_id, event));
@@ -105,18 +170,10 @@ impl Adapter for Ga4 {
             }
         }
         q.push("ep.event_id", &event.id);
+        q
+    }
 
-        match event.kind {
-            Kind::Pageview => q.push("en", "page_view"),
-            Kind::Track => {
-                q.push("en", &event_name(&event.name));
-                push_params(&mut q, event.properties(), &[]);
-            }
-            Kind::Ecommerce => {
-                q.push("en", &event_name(&ecommerce::ga4_name(&event.name)));
-                push_ecommerce(&mut q, event);
-            }
-        }
+    fn hit(&self, q: Query, event: &Event) -> Output {
         let url = format!("{}/g/collect?{}", self.base, q.finish());
         let mut headers = vec![("accept".to_string(), "*/*".to_string())];
         if !event.user_agent.is_empty() {
@@ -131,10 +188,6 @@ impl Adapter for Ga4 {
             })],
             instructions: Vec::new(),
         }
-    }
-
-    fn templates(&self) -> Vec<&Template> {
-        vec![&self.measurement_id]
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::{
     parse_settings, Adapter, Automated, BuildContext, HttpRequest, Output, Payload, TemplateString,
@@ -104,18 +104,50 @@ impl Adapter for Http {
         {
             headers.push(("content-type".into(), "application/json".into()));
         }
-        headers.push(("idempotency-key".into(), event.id.clone()));
-        let body =
-            (self.method != "GET" && self.method != "HEAD").then(|| body.to_string().into_bytes());
-        Output {
-            payloads: vec![Payload::Http(HttpRequest {
-                method: self.method.clone(),
-                url: self.url.render(&ctx),
-                headers,
-                body,
-            })],
-            instructions: Vec::new(),
+        request(
+            self.method.clone(),
+            self.url.render(&ctx),
+            headers,
+            body,
+            &event.id,
+        )
+    }
+
+    fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("request", &["url"])]
+    }
+
+    /// `request`: fields `url`, `method` (POST), `headers` (object) and
+    /// `body`; without `body`, the other fields are the JSON body.
+    fn custom(
+        &self,
+        _kind: &str,
+        mut fields: Map<String, Value>,
+        event: &Event,
+        _cx: &BuildContext<'_>,
+    ) -> Output {
+        let text = |v: Option<Value>| match v {
+            Some(Value::String(s)) => s,
+            Some(other) if !other.is_null() => other.to_string(),
+            _ => String::new(),
+        };
+        let url = text(fields.remove("url"));
+        let method = Some(text(fields.remove("method")))
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        let mut headers: Vec<(String, String)> = match fields.remove("headers") {
+            Some(Value::Object(h)) => h.into_iter().map(|(k, v)| (k, text(Some(v)))).collect(),
+            _ => Vec::new(),
+        };
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type".into(), "application/json".into()));
         }
+        let body = fields.remove("body").unwrap_or(Value::Object(fields));
+        request(method, url, headers, body, &event.id)
     }
 
     fn templates(&self) -> Vec<&Template> {
@@ -125,5 +157,29 @@ impl Adapter for Http {
             t.extend(b.templates());
         }
         t
+    }
+}
+
+/// The request, with the event id as `Idempotency-Key`; no body for GET.
+fn request(
+    method: String,
+    url: String,
+    mut headers: Vec<(String, String)>,
+    body: Value,
+    event_id: &str,
+) -> Output {
+    headers.push(("idempotency-key".into(), event_id.to_string()));
+    let body = (method != "GET" && method != "HEAD").then(|| match body {
+        Value::String(s) => s.into_bytes(),
+        other => other.to_string().into_bytes(),
+    });
+    Output {
+        payloads: vec![Payload::Http(HttpRequest {
+            method,
+            url,
+            headers,
+            body,
+        })],
+        instructions: Vec::new(),
     }
 }

@@ -14,12 +14,15 @@ pub mod http;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::Problem;
 use crate::event::{Event, Kind};
-use crate::rules::template::{Context, Root, Template, Variables};
+use crate::rules::template::{check_path, Context, Template, TemplateValue, Variables};
+use crate::rules::{Action, TriggerRef, Triggers};
 
 /// Which automated actions a tool runs, or an adapter supports (SPEC §7).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,15 +61,33 @@ pub struct ToolFile {
     pub purposes: Vec<String>,
     pub tcf_vendor_id: Option<u32>,
     #[serde(default)]
-    pub blocking: Vec<String>,
+    pub blocking: Vec<toml::Spanned<String>>,
     pub endpoint: Option<toml::Spanned<String>>,
     /// Checked by the adapter, which reads the file again for its own type.
     #[serde(default)]
     pub settings: toml::Table,
     pub automated: Option<toml::Spanned<Automated>>,
-    /// Custom actions; parsed and kept, run by the triggers issue.
+    /// Custom actions.
     #[serde(default)]
-    pub actions: Vec<toml::Table>,
+    pub actions: Vec<toml::Spanned<ActionConfig>>,
+}
+
+/// `[[actions]]` in a tool file (SPEC §2, §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub firing: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    pub blocking: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    pub include_event_properties: bool,
+    #[serde(default)]
+    pub include_system_properties: bool,
+    #[serde(default)]
+    pub fields: BTreeMap<String, toml::Spanned<TemplateValue>>,
 }
 
 fn yes() -> bool {
@@ -88,6 +109,9 @@ pub struct Tool {
     pub id: String,
     pub file: ToolFile,
     pub adapter: Box<dyn Adapter>,
+    /// Tool-level blocking triggers: when one fires, the tool gets nothing.
+    pub blocking: Vec<TriggerRef>,
+    pub actions: Vec<Action>,
 }
 
 /// One outgoing HTTP request, fully rendered: what the delivery queue sends
@@ -152,6 +176,18 @@ pub trait Adapter: Send + Sync {
     /// The deliveries for `event`, which one of the tool's automated actions
     /// selected.
     fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output;
+
+    /// Custom action kinds, each with the fields it requires.
+    fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])];
+
+    /// The deliveries of a custom action of `kind` with rendered `fields`.
+    fn custom(
+        &self,
+        kind: &str,
+        fields: Map<String, Value>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output;
 
     /// Every template the tool's settings hold, for validation.
     fn templates(&self) -> Vec<&Template> {
@@ -221,7 +257,11 @@ fn make_adapter(path: &Path, text: &str, file: &ToolFile) -> Result<Box<dyn Adap
 
 /// Loads every `*.toml` in `dir` (sorted; the file name is the tool id).
 /// A missing folder means no tools.
-pub fn load_dir(dir: &Path, variables: &Variables) -> Result<Vec<Tool>, Vec<Problem>> {
+pub fn load_dir(
+    dir: &Path,
+    variables: &Variables,
+    triggers: &Triggers,
+) -> Result<Vec<Tool>, Vec<Problem>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -242,7 +282,7 @@ pub fn load_dir(dir: &Path, variables: &Variables) -> Result<Vec<Tool>, Vec<Prob
     let mut tools = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        match load_file(&path, variables) {
+        match load_file(&path, variables, triggers) {
             Ok(Some(tool)) => tools.push(tool),
             Ok(None) => {}
             Err(mut p) => problems.append(&mut p),
@@ -256,7 +296,11 @@ pub fn load_dir(dir: &Path, variables: &Variables) -> Result<Vec<Tool>, Vec<Prob
 }
 
 /// Loads one tool file; `None` when it is disabled.
-pub fn load_file(path: &Path, variables: &Variables) -> Result<Option<Tool>, Vec<Problem>> {
+pub fn load_file(
+    path: &Path,
+    variables: &Variables,
+    triggers: &Triggers,
+) -> Result<Option<Tool>, Vec<Problem>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Problem {
             file: path.to_path_buf(),
@@ -270,7 +314,7 @@ pub fn load_file(path: &Path, variables: &Variables) -> Result<Option<Tool>, Vec
         .and_then(|s| s.to_str())
         .unwrap_or("")
         .to_string();
-    from_text(&id, path, &text, variables)
+    from_text(&id, path, &text, variables, triggers)
 }
 
 /// Builds tool `id` from the text of its file (`path` names it in messages).
@@ -279,6 +323,7 @@ pub fn from_text(
     path: &Path,
     text: &str,
     variables: &Variables,
+    triggers: &Triggers,
 ) -> Result<Option<Tool>, Vec<Problem>> {
     let text = text.to_string();
     let id = id.to_string();
@@ -341,18 +386,104 @@ pub fn from_text(
     }
     for t in adapter.templates() {
         for p in t.paths() {
-            if let Root::Variable(name) = &p.root {
-                if !variables.contains_key(name) {
-                    let at = text.find(&format!("${name}")).unwrap_or(0);
-                    problems.push(Problem::at(
-                        path,
-                        &text,
-                        at,
-                        format!("unknown variable `${name}`"),
-                    ));
+            if let Some(msg) = check_path(p, variables) {
+                let needle = match &p.root {
+                    crate::rules::template::Root::Variable(v) => format!("${v}"),
+                    _ => p.segments.last().cloned().unwrap_or_default(),
+                };
+                let at = text.find(&needle).unwrap_or(0);
+                problems.push(Problem::at(path, &text, at, msg));
+            }
+        }
+    }
+    let resolve =
+        |list: &[toml::Spanned<String>], problems: &mut Vec<Problem>| -> Vec<TriggerRef> {
+            list.iter()
+                .filter_map(|t| {
+                    let r = triggers.resolve(t.get_ref());
+                    if r.is_none() {
+                        problems.push(Problem::at(
+                            path,
+                            &text,
+                            t.span().start,
+                            format!("unknown trigger `{}`", t.get_ref()),
+                        ));
+                    }
+                    r
+                })
+                .collect()
+        };
+    let blocking = resolve(&file.blocking, &mut problems);
+    let mut actions = Vec::new();
+    for spanned in &file.actions {
+        let a = spanned.get_ref();
+        let at = spanned.span().start;
+        let firing = resolve(&a.firing, &mut problems);
+        let action_blocking = resolve(&a.blocking, &mut problems);
+        if a.firing.is_empty() {
+            problems.push(Problem::at(
+                path,
+                &text,
+                at,
+                format!("action `{}` has no firing trigger", a.name),
+            ));
+        }
+        match adapter.action_kinds().iter().find(|(k, _)| *k == a.kind) {
+            None => {
+                let known: Vec<&str> = adapter.action_kinds().iter().map(|(k, _)| *k).collect();
+                problems.push(Problem::at(
+                    path,
+                    &text,
+                    at,
+                    format!(
+                        "action `{}`: unknown kind `{}` for {} (known: {})",
+                        a.name,
+                        a.kind,
+                        file.adapter,
+                        known.join(", ")
+                    ),
+                ));
+            }
+            Some((_, required)) => {
+                for field in *required {
+                    if !a.fields.contains_key(*field) {
+                        problems.push(Problem::at(
+                            path,
+                            &text,
+                            at,
+                            format!("action `{}`: missing field `{field}`", a.name),
+                        ));
+                    }
                 }
             }
         }
+        for (name, value) in &a.fields {
+            for t in value.get_ref().templates() {
+                for p in t.paths() {
+                    if let Some(msg) = check_path(p, variables) {
+                        problems.push(Problem::at(
+                            path,
+                            &text,
+                            value.span().start,
+                            format!("action `{}` field `{name}`: {msg}", a.name),
+                        ));
+                    }
+                }
+            }
+        }
+        actions.push(Action {
+            name: a.name.clone(),
+            kind: a.kind.clone(),
+            firing,
+            blocking: action_blocking,
+            include_event_properties: a.include_event_properties,
+            include_system_properties: a.include_system_properties,
+            fields: a
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect(),
+        });
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -360,7 +491,13 @@ pub fn from_text(
     if !file.enabled {
         return Ok(None);
     }
-    Ok(Some(Tool { id, file, adapter }))
+    Ok(Some(Tool {
+        id,
+        file,
+        adapter,
+        blocking,
+        actions,
+    }))
 }
 
 /// Shared, read-only set of tools.
