@@ -34,9 +34,11 @@ need() {
     exit 1
   }
 }
-# None are needed yet. When tests start using them, e.g.:
-#   need chromium chromium
-#   need chromedriver chromium-driver
+# tests/browser.rs: headless Chromium driven by chromedriver (never a
+# downloaded browser; the tests fail, not skip, when these are missing).
+need chromium chromium
+need chromedriver chromium-driver
+# Later, e.g.:
 #   need nats-server nats-server
 # (and start any server the tests expect here, stopping it on exit with a trap).
 

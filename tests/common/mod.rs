@@ -2,6 +2,8 @@
 //! `tagproxy` binary started on free 127.0.0.1 ports.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
