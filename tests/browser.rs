@@ -1,0 +1,382 @@
+//! End to end in a real browser: headless Chromium (Debian `chromium`, driven
+//! by `chromedriver` through fantoccini) loads pages through the proxy, the
+//! injected `window.zaraz` sends events to the collector, and a GA4 tool
+//! delivers them to a recording mock. Assertions are on the GA4 hits.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::browser::Browser;
+use common::*;
+use fantoccini::Locator;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The page that links to the home page, so the home page has a referrer.
+/// Served with `no-transform`, so it carries no tag and sends nothing.
+const START: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Start</title></head>
+<body><a id="go" href="/">Go to the home page</a></body></html>"#;
+
+/// The home page: tracks in `<head>` right after the injected tag, before
+/// `<title>` has been parsed.
+const HOME: &str = r#"<!doctype html>
+<html><head>
+<script>zaraz.track('signup', {method: 'email'}).then(function () { window.__signupSent = true; });</script>
+<meta charset="utf-8">
+<title>Browser Test Home</title>
+</head>
+<body><h1>Home</h1><button id="add" type="button">Add to cart</button></body></html>"#;
+
+/// A GA4 tool delivering to `dest`, with every automated action on.
+fn ga4(dest: &Destination) -> (&'static str, String) {
+    (
+        "ga4",
+        format!(
+            "type = \"google-analytics-4\"\nendpoint = \"{}\"\n\n[settings]\nmeasurement_id = \"G-BROWSER1\"\n\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+            dest.url()
+        ),
+    )
+}
+
+/// What the page itself reports about the browser.
+struct Env {
+    sr: String,
+    ul: String,
+    user_agent: String,
+}
+
+async fn env(browser: &Browser) -> Env {
+    let v = browser
+        .js("return {sr: screen.width + 'x' + screen.height, ul: navigator.language, ua: navigator.userAgent};")
+        .await;
+    let s = |k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("{k}: {v}"))
+            .to_string()
+    };
+    Env {
+        sr: s("sr"),
+        ul: s("ul").to_ascii_lowercase(),
+        user_agent: s("ua"),
+    }
+}
+
+/// One GA4 hit, its query as a map (GA4 parameters are not repeated).
+struct Hit {
+    q: BTreeMap<String, String>,
+    user_agent: String,
+}
+
+impl Hit {
+    fn get(&self, k: &str) -> &str {
+        self.q
+            .get(k)
+            .unwrap_or_else(|| panic!("hit {:?} has no `{k}`: {:#?}", self.en(), self.q))
+    }
+
+    fn en(&self) -> &str {
+        self.q.get("en").map(String::as_str).unwrap_or("")
+    }
+}
+
+fn hits(dest: &Destination) -> Vec<Hit> {
+    dest.requests()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.method, "GET", "{r:?}");
+            assert_eq!(r.path(), "/g/collect", "{r:?}");
+            Hit {
+                q: r.query().into_iter().collect(),
+                user_agent: r
+                    .headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string(),
+            }
+        })
+        .collect()
+}
+
+fn named<'a>(hits: &'a [Hit], en: &str) -> Vec<&'a Hit> {
+    hits.iter().filter(|h| h.en() == en).collect()
+}
+
+fn summary(hits: &[Hit]) -> Vec<(String, String)> {
+    hits.iter()
+        .map(|h| {
+            (
+                h.en().to_string(),
+                h.q.get("dl").cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Every hit: GA4 basics, the browser's real screen and language, one
+/// visitor, one session, and the browser's User-Agent.
+fn assert_common(hits: &[Hit], env: &Env) {
+    let cid = hits[0].get("cid").to_string();
+    let sid = hits[0].get("sid").to_string();
+    for h in hits {
+        assert_eq!(h.get("v"), "2");
+        assert_eq!(h.get("tid"), "G-BROWSER1");
+        assert_eq!(h.get("sr"), env.sr, "{}: screen size", h.en());
+        assert_eq!(h.get("ul"), env.ul, "{}: language", h.en());
+        assert_eq!(h.get("cid"), cid, "{}: client id", h.en());
+        assert_eq!(h.get("sid"), sid, "{}: session id", h.en());
+        assert_eq!(h.user_agent, env.user_agent, "{}: User-Agent", h.en());
+    }
+}
+
+#[tokio::test]
+async fn pageviews_track_ecommerce_and_history_change_reach_ga4() {
+    let origin = Origin::start(|req| async move {
+        match req.uri().path() {
+            "/start" => respond(
+                200,
+                &[
+                    ("content-type", "text/html; charset=utf-8"),
+                    ("cache-control", "no-transform"),
+                ],
+                START,
+            ),
+            _ => respond(200, &[("content-type", "text/html; charset=utf-8")], HOME),
+        }
+    })
+    .await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(origin.addr, "", &[ga4(&dest)]).await;
+
+    // The tag is injected before the page's inline zaraz.track call.
+    let html = client()
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let tag_at = html.find("/_tagproxy/s.js").expect("tag injected");
+    assert!(tag_at < html.find("zaraz.track").unwrap(), "{html}");
+
+    let browser = Browser::start().await;
+    let (home, start) = (proxy.url("/"), proxy.url("/start"));
+    browser.client.goto(&start).await.unwrap();
+    assert_eq!(
+        browser.js("return typeof window.zaraz;").await,
+        "undefined",
+        "/start must not be tagged"
+    );
+    browser
+        .client
+        .find(Locator::Id("go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_js(
+            "location.pathname == '/' && document.readyState == 'complete' && !!(window.zaraz && zaraz._tp)",
+            WAIT,
+        )
+        .await;
+    assert_eq!(
+        browser.js("return document.referrer;").await,
+        start.as_str()
+    );
+    assert_eq!(
+        browser.js("return document.title;").await,
+        "Browser Test Home"
+    );
+    let env = env(&browser).await;
+
+    // The head's track promise resolves once the collector answered (and set
+    // the visitor cookies), like a visitor who stays on the page a moment.
+    browser.wait_js("window.__signupSent === true", WAIT).await;
+    // Script results that are promises are awaited by WebDriver.
+    browser
+        .js("return zaraz.ecommerce('Product Added', {product_id: 'P1', sku: 'P1', name: 'Mug', price: 14.5, quantity: 1, currency: 'USD'}).then(() => true);")
+        .await;
+    browser
+        .js("history.pushState({}, '', '/next'); document.title = 'Next Page';")
+        .await;
+    dest.wait_for(4, WAIT).await;
+    // Whatever would arrive twice has had the time to by the time an event
+    // sent last is delivered.
+    browser
+        .js("return zaraz.track('sentinel').then(() => true);")
+        .await;
+    dest.wait_for(5, WAIT).await;
+
+    let hits = hits(&dest);
+    let mut names: Vec<&str> = hits.iter().map(Hit::en).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "add_to_cart",
+            "page_view",
+            "page_view",
+            "sentinel",
+            "signup"
+        ],
+        "{:#?}",
+        summary(&hits)
+    );
+    assert_common(&hits, &env);
+
+    let views = named(&hits, "page_view");
+    let first = views
+        .iter()
+        .find(|h| h.get("dl") == home)
+        .unwrap_or_else(|| panic!("no page_view of {home}: {:#?}", summary(&hits)));
+    assert_eq!(first.get("dt"), "Browser Test Home");
+    assert_eq!(first.get("dr"), start);
+    let next = views
+        .iter()
+        .find(|h| h.get("dl").ends_with("/next"))
+        .unwrap_or_else(|| panic!("no page_view of /next: {:#?}", summary(&hits)));
+    assert_eq!(next.get("dl"), proxy.url("/next"));
+    assert_eq!(next.get("dt"), "Next Page");
+
+    let signup = named(&hits, "signup")[0];
+    assert_eq!(signup.get("ep.method"), "email");
+    assert_eq!(signup.get("dl"), home);
+    // Sent before <title> was parsed: the title is filled in at DOMContentLoaded.
+    assert_eq!(signup.get("dt"), "Browser Test Home");
+    assert_eq!(signup.get("dr"), start);
+
+    let add = named(&hits, "add_to_cart")[0];
+    let pr1 = add.get("pr1");
+    assert!(pr1.contains("idP1") && pr1.contains("nmMug"), "pr1 = {pr1}");
+    assert_eq!(add.get("cu"), "USD");
+    assert_eq!(add.get("dl"), home);
+    assert_eq!(add.get("dt"), "Browser Test Home");
+
+    // One session, hits numbered in the order the page made them.
+    let mut order: Vec<(u64, &str)> = hits
+        .iter()
+        .map(|h| (h.get("_s").parse().unwrap(), h.en()))
+        .collect();
+    order.sort();
+    let order: Vec<&str> = order.into_iter().map(|(_, en)| en).collect();
+    assert_eq!(
+        order,
+        [
+            "page_view",
+            "signup",
+            "add_to_cart",
+            "page_view",
+            "sentinel"
+        ]
+    );
+
+    browser.close().await;
+}
+
+/// The async pre-load stub documented at the top of src/client/zaraz.js.
+const STUB: &str = r#"window.zaraz=window.zaraz||{q:[]};["track","set","ecommerce"].forEach(function(m){zaraz[m]=zaraz[m]||function(){zaraz.q.push({m:m,a:[].slice.call(arguments)})}})"#;
+
+#[tokio::test]
+async fn calls_queued_by_the_async_stub_are_replayed_in_order() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Async Stub</title>
+<script>STUB</script>
+<script>
+zaraz.track('queued_first', {step: 'one'});
+zaraz.track('queued_second', {step: 'two'});
+window.__queuedBeforeLoad = zaraz.q.length;
+</script>
+</head>
+<body><p>Loaded async.</p><script async src="/_tagproxy/s.js"></script></body></html>"#
+        .replace("STUB", STUB);
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    // The page loads the tag itself; the proxy must not add a blocking one.
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\n",
+        &[ga4(&dest)],
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser.wait_js("!!(window.zaraz && zaraz._tp)", WAIT).await;
+    assert_eq!(
+        browser.js("return window.__queuedBeforeLoad;").await,
+        Value::from(2),
+        "both calls were queued by the stub, before the script loaded"
+    );
+    let env = env(&browser).await;
+    dest.wait_for(3, WAIT).await;
+
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    let mut order: Vec<(u64, &str)> = hits
+        .iter()
+        .map(|h| (h.get("_s").parse().unwrap(), h.en()))
+        .collect();
+    order.sort();
+    let order: Vec<&str> = order.into_iter().map(|(_, en)| en).collect();
+    assert_eq!(order, ["page_view", "queued_first", "queued_second"]);
+    assert_eq!(named(&hits, "queued_first")[0].get("ep.step"), "one");
+    assert_eq!(named(&hits, "queued_second")[0].get("ep.step"), "two");
+    for h in &hits {
+        assert_eq!(h.get("dl"), proxy.url("/"));
+        assert_eq!(h.get("dt"), "Async Stub");
+    }
+
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn data_layer_push_becomes_a_ga4_event() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Data Layer</title></head>
+<body><p>Newsletter</p></body></html>"#;
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\ndata_layer = true\n",
+        &[ga4(&dest)],
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser
+        .wait_js("!!(window.zaraz && zaraz._tp && window.dataLayer)", WAIT)
+        .await;
+    let env = env(&browser).await;
+    // Once the load pageview's answer has set the visitor cookie: a first
+    // visit's concurrent batches would each get a new client id.
+    browser
+        .wait_js("document.cookie.includes('tp_cid=')", WAIT)
+        .await;
+    browser
+        .js("dataLayer.push({event: 'newsletter', list: 'weekly'});")
+        .await;
+    dest.wait_for(2, WAIT).await;
+
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    let mut names: Vec<&str> = hits.iter().map(Hit::en).collect();
+    names.sort();
+    assert_eq!(names, ["newsletter", "page_view"], "{:#?}", summary(&hits));
+    let hit = named(&hits, "newsletter")[0];
+    assert_eq!(hit.get("ep.list"), "weekly");
+    // `event` names the event; it is not one of its properties.
+    assert_eq!(hit.q.get("ep.event"), None);
+    assert_eq!(hit.get("dl"), proxy.url("/"));
+    assert_eq!(hit.get("dt"), "Data Layer");
+
+    browser.close().await;
+}
