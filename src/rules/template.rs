@@ -421,3 +421,29 @@ pub fn check_path(path: &Path, variables: &Variables) -> Option<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+        /// Any text parses or errors, and a parsed template renders, without
+        /// panicking: braces, dots, `$`, digits and non-ASCII included.
+        #[test]
+        fn parse_and_render_never_panic(text in r"(\{\{|\}\}|[ .$_a-z0-9é✓\{\}]|client\.|system\.|\$v){0,40}") {
+            let client = json!({"a": {"b": [1, {"c": "x"}]}, "é": "✓"});
+            let system = json!({"page": {"url": {"href": "https://x.test/"}}});
+            let mut variables = Variables::new();
+            variables.insert("v".into(), Variable { value: json!("secret"), secret: true });
+            let ctx = Context { client: &client, system: &system, variables: &variables };
+            if let Ok(t) = Template::parse(&text) {
+                let _ = t.render(&ctx);
+                let _ = t.render_value(&ctx);
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Secret variables reach destinations and nothing else: not the page, the
+//! script, the collector's answers, stdout or the logs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const SECRET: &str = "s3cr3t-T0KEN-value-42";
+
+#[tokio::test]
+async fn secrets_only_leave_in_outgoing_requests() {
+    let dest = Destination::start().await;
+    let origin = Origin::page(
+        "text/html",
+        "<html><head><title>p</title></head><body>x</body></html>",
+    )
+    .await;
+    let (port, admin_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(
+        dir.path().join("tools/meta.toml"),
+        format!(
+            "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"123\"\naccess_token = \"{{{{ $meta_token }}}}\"\n[automated]\npageview = true\ntrack = true\n",
+            dest.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tools/hook.toml"),
+        format!(
+            "type = \"http\"\n[settings]\nurl = \"{}/hook\"\nheaders = {{ authorization = \"Bearer {{{{ $meta_token }}}}\" }}\n[automated]\ntrack = true\n",
+            dest.url()
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n[variables]\nmeta_token = {{ secret = \"META\" }}\nsite = \"visible\"\n",
+        origin.addr
+    );
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let proxy = Proxy::spawn(
+        dir,
+        path,
+        port,
+        admin_port,
+        &[("TAGPROXY_SECRET_META", SECRET), ("RUST_LOG", "trace")],
+    )
+    .await;
+
+    let page = client()
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let script = client()
+        .get(proxy.url("/_tagproxy/s.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // A property that looks like a template is data, never rendered.
+    let answer = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"pageview","page":{"url":"https://shop.test/"}},{"type":"track","name":"probe","properties":{"x":"{{ $meta_token }}"},"page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let got = dest.wait_for(3, Duration::from_secs(10)).await;
+
+    assert!(page.contains(TAG));
+    assert!(!page.contains(SECRET) && !script.contains(SECRET) && !answer.contains(SECRET));
+    let meta: Vec<_> = got
+        .iter()
+        .filter(|r| r.path() == "/v21.0/123/events")
+        .collect();
+    assert_eq!(meta.len(), 2);
+    assert!(meta.iter().all(|r| r.json()["access_token"] == SECRET));
+    let hook = got.iter().find(|r| r.path() == "/hook").unwrap();
+    assert_eq!(
+        hook.headers["authorization"],
+        format!("Bearer {SECRET}").as_str()
+    );
+    assert_eq!(hook.json()["client"]["x"], "{{ $meta_token }}");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("delivered"),
+        "trace logs were written: {logs}"
+    );
+    assert!(!logs.contains(SECRET), "the secret leaked into the logs");
+    assert!(!proxy.stdout().contains(SECRET));
+}
