@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Load test: tagproxy vs nginx `sub_filter`, same origin, same worker count.
+#
+#   bash benches/load.sh                 # DURATION=10s per run
+#   DURATION=5s CONNS=32 bash benches/load.sh
+#
+# Starts, all on 127.0.0.1 and all removed on exit:
+#   origin      nginx serving a generated 20 KB page and the shared 318 KB blog
+#               page as text/html (identity, no gzip)
+#   tagproxy    injecting (auto_inject = true) and a second one passing through
+#               (auto_inject = false), release build
+#   nginx       reverse proxy with keep-alive to the origin: one server with
+#               `sub_filter '<head>' '<head><script …>'`, one without
+# and runs wrk against each pair, alternating tagproxy and nginx, then prints
+# requests/s and p99 latency with the ratios tagproxy/nginx. wrk, the origin
+# and the proxies share the machine's cores: read the ratios, not the absolutes.
+#
+# Env: DURATION (10s), WARMUP (2s), THREADS (wrk threads, 2), CONNS (32),
+# WORKERS (proxy threads / nginx workers, default nproc), ROUNDS (1),
+# KEEP_TMP=1 keeps the temp dir (configs, logs), PAGES (the shared fixture
+# pages folder), TAGPROXY (a prebuilt binary: skips `cargo build --release`).
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-32}
+WORKERS=${WORKERS:-$(nproc)}
+ROUNDS=${ROUNDS:-1}
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PAGES=${PAGES:-$ROOT/../shared/fixtures/pages}
+BLOG="$PAGES/blog-post-318k.html"
+TAG='<script src="/_tagproxy/s.js" referrerpolicy="origin"></script>'
+
+die() { echo "load.sh: $*" >&2; exit 1; }
+[[ -f $BLOG ]] || die "missing $BLOG (the shared fixtures)"
+
+# --- tools -------------------------------------------------------------------
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+    echo "installing nginx and wrk…" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nginx-light wrk >/dev/null ||
+        apt-get install -y -qq nginx wrk >/dev/null
+fi
+command -v curl >/dev/null || die "curl is needed"
+nginx -V 2>&1 | grep -q -- --with-http_sub_module || die "this nginx has no sub_filter"
+
+if [[ -z ${TAGPROXY:-} ]]; then
+    echo "building tagproxy (release)…" >&2
+    (cd "$ROOT" && cargo build --release --quiet)
+    TAGPROXY="$ROOT/target/release/tagproxy"
+fi
+
+# --- scratch space and cleanup -----------------------------------------------
+TMP=$(mktemp -d -t tagproxy-load.XXXXXX)
+# Started as root, nginx runs its workers as nobody: they must reach the files.
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'echo "load.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+trap 'exit 130' INT TERM
+
+# A port nothing listens on (checked, not reserved: good enough on loopback).
+used_ports=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 40000))
+        [[ $used_ports == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            used_ports+="$p "
+            echo "$p"
+            return
+        fi
+    done
+    die "no free port"
+}
+
+wait_up() { # url name
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return
+        sleep 0.1
+    done
+    die "$2 did not come up at $1 (logs in $TMP; KEEP_TMP=1 keeps them)"
+}
+
+# nginx in a private prefix: every path it writes is under $1.
+nginx_conf() { # dir workers http-block
+    mkdir -p "$1"/{logs,tmp}
+    cat >"$1/nginx.conf" <<EOF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $1/tmp/body;
+    proxy_temp_path $1/tmp/proxy;
+    fastcgi_temp_path $1/tmp/fastcgi;
+    uwsgi_temp_path $1/tmp/uwsgi;
+    scgi_temp_path $1/tmp/scgi;
+    keepalive_requests 1000000;
+$3
+}
+EOF
+}
+start_nginx() { # dir
+    nginx -p "$1" -c "$1/nginx.conf" -g 'daemon off;' 2>>"$1/logs/stderr.log" &
+    PIDS+=($!)
+}
+
+# --- origin --------------------------------------------------------------------
+WWW="$TMP/www"
+mkdir -p "$WWW"
+{
+    printf '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    printf '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    printf '<title>Product 42 - Demo Shop</title>\n<link rel="stylesheet" href="/shop.css">\n'
+    printf '</head>\n<body>\n<main>\n'
+    for i in $(seq 0 129); do
+        printf '<div class="card" id="item-%d"><h2>Item %d</h2><p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.</p><a href="/p/%d">View</a></div>\n' "$i" "$i" "$i"
+    done
+    printf '</main>\n</body>\n</html>\n'
+} >"$WWW/page-20k.html"
+cp "$BLOG" "$WWW/blog-318k.html"
+
+ORIGIN_PORT=$(free_port)
+nginx_conf "$TMP/origin" 1 "
+    sendfile on;
+    tcp_nopush on;
+    gzip off;
+    open_file_cache max=100;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        root $WWW;
+        types { text/html html; }
+    }"
+start_nginx "$TMP/origin"
+wait_up "http://127.0.0.1:$ORIGIN_PORT/page-20k.html" "origin nginx"
+
+# --- tagproxy: injecting and passthrough ---------------------------------------
+TP_INJECT_PORT=$(free_port)
+TP_PASS_PORT=$(free_port)
+tagproxy_start() { # name port auto_inject
+    local dir="$TMP/$1"
+    mkdir -p "$dir/tools" "$dir/data"
+    cat >"$dir/tagproxy.toml" <<EOF
+tools_dir = "$dir/tools"
+data_dir = "$dir/data"
+
+[server]
+listen = "127.0.0.1:$2"
+upstream = "http://127.0.0.1:$ORIGIN_PORT"
+admin_listen = "127.0.0.1:0"
+
+[settings]
+auto_inject = $3
+EOF
+    (cd "$dir" && TOKIO_WORKER_THREADS=$WORKERS RUST_LOG=warn exec "$TAGPROXY" serve -c "$dir/tagproxy.toml") \
+        >"$dir/stdout.log" 2>"$dir/stderr.log" &
+    PIDS+=($!)
+}
+tagproxy_start tagproxy-inject "$TP_INJECT_PORT" true
+tagproxy_start tagproxy-pass "$TP_PASS_PORT" false
+
+# --- nginx reverse proxy: sub_filter and plain ---------------------------------
+NG_INJECT_PORT=$(free_port)
+NG_PASS_PORT=$(free_port)
+proxy_common="
+        proxy_pass http://origin;
+        proxy_http_version 1.1;
+        proxy_set_header Connection \"\";
+        proxy_set_header Host \$host;
+        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto \$scheme;
+        proxy_buffer_size 16k;
+        proxy_buffers 64 16k;"
+nginx_conf "$TMP/nginx-proxy" "$WORKERS" "
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NG_INJECT_PORT;
+        location / {
+$proxy_common
+            proxy_set_header Accept-Encoding \"\";
+            sub_filter '<head>' '<head>$TAG';
+            sub_filter_once on;
+        }
+    }
+    server {
+        listen 127.0.0.1:$NG_PASS_PORT;
+        location / {
+$proxy_common
+        }
+    }"
+start_nginx "$TMP/nginx-proxy"
+
+for port in $TP_INJECT_PORT $TP_PASS_PORT $NG_INJECT_PORT $NG_PASS_PORT; do
+    wait_up "http://127.0.0.1:$port/page-20k.html" "proxy on port $port"
+done
+
+# --- check that each endpoint does what it is measured for ------------------------
+check() { # url want-tag(yes/no) origin-file
+    local body="$TMP/check.html" n
+    curl -fsS -o "$body" "$1" || die "GET $1 failed"
+    n=$({ grep -o -F "$TAG" "$body" || true; } | wc -l)
+    if [[ $2 == yes ]]; then
+        [[ $n == 1 ]] || die "$1: expected the tag once, found it $n times"
+        [[ $(stat -c %s "$body") == $(($(stat -c %s "$3") + ${#TAG})) ]] ||
+            die "$1: body is not the page plus exactly the tag"
+    else
+        [[ $n == 0 ]] || die "$1: passthrough endpoint returned the tag"
+        cmp -s "$body" "$3" || die "$1: passthrough body differs from the origin's"
+    fi
+}
+for page in page-20k blog-318k; do
+    check "http://127.0.0.1:$TP_INJECT_PORT/$page.html" yes "$WWW/$page.html"
+    check "http://127.0.0.1:$NG_INJECT_PORT/$page.html" yes "$WWW/$page.html"
+    check "http://127.0.0.1:$TP_PASS_PORT/$page.html" no "$WWW/$page.html"
+    check "http://127.0.0.1:$NG_PASS_PORT/$page.html" no "$WWW/$page.html"
+done
+echo "checked: inject endpoints add the tag once, passthrough endpoints are byte-exact" >&2
+
+# --- measure -------------------------------------------------------------------
+# wrk → "REQS P99_MS"; fails on errors or non-2xx answers.
+run_wrk() { # url duration
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency "$1") || die "wrk failed on $1"
+    if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+        echo "$out" >&2
+        die "errors while loading $1"
+    fi
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /m$/)  return substr(v, 1, length(v) - 1) * 60000
+            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+            return v + 0
+        }
+        /^Requests\/sec:/ { rps = $2 }
+        $1 == "99%"       { p99 = ms($2) }
+        END { printf "%.0f %.3f\n", rps, p99 }
+    ' <<<"$out"
+}
+
+declare -A RPS P99
+SCENARIOS=("pass 20KB" "pass 318KB" "inject 20KB" "inject 318KB")
+url_for() { # proxy scenario
+    local port page
+    case "$1 ${2%% *}" in
+        "tagproxy pass") port=$TP_PASS_PORT ;;
+        "tagproxy inject") port=$TP_INJECT_PORT ;;
+        "nginx pass") port=$NG_PASS_PORT ;;
+        "nginx inject") port=$NG_INJECT_PORT ;;
+    esac
+    [[ $2 == *20KB ]] && page=page-20k || page=blog-318k
+    echo "http://127.0.0.1:$port/$page.html"
+}
+
+echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency; proxies with $WORKERS workers; $(nproc) cores" >&2
+for round in $(seq "$ROUNDS"); do
+    for s in "${SCENARIOS[@]}"; do
+        # Alternate who goes first from round to round.
+        order=(tagproxy nginx)
+        ((round % 2 == 0)) && order=(nginx tagproxy)
+        for proxy in "${order[@]}"; do
+            url=$(url_for "$proxy" "$s")
+            run_wrk "$url" "$WARMUP" >/dev/null
+            res=$(run_wrk "$url" "$DURATION")
+            read -r rps p99 <<<"$res"
+            echo "  round $round  $proxy  $s: $rps req/s, p99 $p99 ms" >&2
+            RPS[$proxy,$s]=$(awk -v a="${RPS[$proxy,$s]:-0}" -v b="$rps" 'BEGIN { print a + b }')
+            P99[$proxy,$s]=$(awk -v a="${P99[$proxy,$s]:-0}" -v b="$p99" 'BEGIN { print a + b }')
+        done
+    done
+done
+
+# --- report (means over rounds) ------------------------------------------------------
+avg() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN { printf "%.3f", s / n }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+printf '%-13s | %12s %9s | %12s %9s | %11s %10s\n' \
+    scenario "tagproxy r/s" "p99 ms" "nginx r/s" "p99 ms" "r/s tp/ngx" "p99 tp/ngx"
+printf '%s\n' "--------------+------------------------+------------------------+-----------------------"
+for s in "${SCENARIOS[@]}"; do
+    tr=$(avg "${RPS[tagproxy,$s]}") tp=$(avg "${P99[tagproxy,$s]}")
+    nr=$(avg "${RPS[nginx,$s]}") np=$(avg "${P99[nginx,$s]}")
+    printf '%-13s | %12.0f %9.2f | %12.0f %9.2f | %11s %10s\n' \
+        "$s" "$tr" "$tp" "$nr" "$np" "$(div "$tr" "$nr")" "$(div "$tp" "$np")"
+done
+echo
+for size in 20KB 318KB; do
+    printf 'inject/passthrough r/s, %-5s: tagproxy %s, nginx %s\n' "$size" \
+        "$(div "${RPS[tagproxy,inject $size]}" "${RPS[tagproxy,pass $size]}")" \
+        "$(div "${RPS[nginx,inject $size]}" "${RPS[nginx,pass $size]}")"
+done
+echo "(wrk -t$THREADS -c$CONNS -d$DURATION x$ROUNDS; $WORKERS proxy workers; origin nginx 1 worker; $(nproc) cores shared by all)"
