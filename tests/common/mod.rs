@@ -4,6 +4,8 @@
 
 pub mod browser;
 
+pub mod validate;
+
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
