@@ -1,0 +1,948 @@
+//! Adapters end to end: events posted to the real binary's collector the
+//! way the browser script sends them, and what mock GA4, Meta, HTTP and
+//! console destinations receive, field by field. Every recorded GA4 and
+//! Meta request also passes the validators in `common::validate`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::validate;
+use common::*;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const CHROME_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const PIXEL: &str = "1234567890";
+const TOKEN: &str = "tok-secret-4f1c2e";
+const GA_COOKIE: &str = "GA1.1.1234567890.1700000000";
+const FBP_COOKIE: &str = "fb.1.1700000000000.987654321";
+
+/// The proxy never reaches its origin in these tests.
+fn no_origin() -> SocketAddr {
+    "127.0.0.1:9".parse().unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ga4_tool(dest: &Destination, automated: &str) -> String {
+    format!(
+        "type = \"google-analytics-4\"\nendpoint = \"{}\"\n[settings]\nmeasurement_id = \"G-TEST123\"\n[automated]\n{automated}\n",
+        dest.url()
+    )
+}
+
+fn meta_tool(dest: &Destination) -> String {
+    format!(
+        "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"{PIXEL}\"\naccess_token = \"{{{{ $meta_token }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        dest.url()
+    )
+}
+
+const ALL: &str = "pageview = true\ntrack = true\necommerce = true";
+
+/// Like `Proxy::start_tools`, with environment variables (for secrets).
+async fn start(extra: &str, tools: &[(&str, String)], env: &[(&str, &str)]) -> Proxy {
+    let port = free_port();
+    let admin_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    for (id, text) in tools {
+        std::fs::write(dir.path().join("tools").join(format!("{id}.toml")), text).unwrap();
+    }
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra}\n",
+        no_origin()
+    );
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(&path, text).unwrap();
+    Proxy::spawn(dir, path, port, admin_port, env).await
+}
+
+/// GA4 and Meta on their own mocks, fast retries.
+async fn start_ga4_meta(ga: &Destination, meta: &Destination) -> Proxy {
+    start(
+        "[variables]\nmeta_token = { secret = \"META\" }\n[delivery]\nretry_base_ms = 50\n",
+        &[("ga4", ga4_tool(ga, ALL)), ("meta", meta_tool(meta))],
+        &[("TAGPROXY_SECRET_META", TOKEN)],
+    )
+    .await
+}
+
+/// An event as `zaraz.js` builds it.
+fn event(kind: &str, name: Option<&str>, properties: Value, url: &str, id: &str) -> Value {
+    let mut e = json!({
+        "type": kind,
+        "properties": properties,
+        "page": {
+            "url": url,
+            "title": "Blue Mug – Demo Shop",
+            "referrer": "https://www.google.com/",
+            "encoding": "UTF-8",
+        },
+        "device": {
+            "viewport": "1280x720",
+            "resolution": "1920x1080",
+            "language": "en-US",
+            "tz_offset": -60,
+        },
+        "vars": {},
+        "ts": now_ms(),
+        "id": id,
+    });
+    if let Some(name) = name {
+        e["name"] = json!(name);
+    }
+    e
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Value,
+}
+
+/// POSTs a batch to the collector as the script's `fetch` does.
+async fn post(proxy: &Proxy, batch: &Value, headers: &[(&str, &str)]) -> Answer {
+    let mut req = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", CHROME_UA)
+        .header("origin", "https://shop.example.com")
+        .body(batch.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("answer {text:?}: {e}"));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn assert_ga4_valid(reqs: &[Recorded]) {
+    for r in reqs {
+        if let Err(e) = validate::ga4(r, CHROME_UA) {
+            panic!("invalid GA4 hit {}:\n{e}", r.uri);
+        }
+    }
+}
+
+fn assert_meta_valid(reqs: &[Recorded]) {
+    for r in reqs {
+        if let Err(e) = validate::meta(r, PIXEL) {
+            panic!(
+                "invalid Meta request {}:\n{e}\n{}",
+                r.uri,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}
+
+fn param_names(r: &Recorded) -> BTreeSet<String> {
+    r.query().into_iter().map(|(k, _)| k).collect()
+}
+
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Lets stray extra deliveries arrive before a test counts.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+// ---------------------------------------------------------------------------
+// The validators themselves: they must reject what the services reject.
+
+fn recorded(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Recorded {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    Recorded {
+        method: method.into(),
+        uri: uri.into(),
+        headers: map,
+        body: body.to_string().into(),
+    }
+}
+
+const GOOD_GA4: &str = "/g/collect?v=2&tid=G-TEST123&cid=1234567890.1700000000&sid=1732450000&sct=1&seg=1&_s=1&_ss=1&_fv=1&ul=en-us&sr=1920x1080&dl=https%3A%2F%2Fshop.example.com%2F&dt=Shop&dr=https%3A%2F%2Fwww.google.com%2F&_uip=203.0.113.7&ep.event_id=abc&en=purchase&cu=EUR&ep.transaction_id=A1&epn.value=12.5&pr1=idSKU-1~nmMug~pr12.5~qt1";
+
+#[test]
+fn ga4_validator_accepts_a_good_hit() {
+    let r = recorded("GET", GOOD_GA4, &[("user-agent", CHROME_UA)], "");
+    assert_eq!(validate::ga4(&r, CHROME_UA), Ok(()));
+}
+
+#[test]
+fn ga4_validator_rejects_every_mistake() {
+    let bad = "/g/collect?v=1&tid=UA-123&cid=abc&sid=x&sct=&_s=1&en=1st%20event&sr=big&epn.value=ten&ep.this_parameter_name_is_far_too_long_for_ga4_xx=1&dl=%2Frelative&cu=eur&pr1=SKU-1&pr3=idA~qtmany&zz=1";
+    let r = recorded("POST", bad, &[("user-agent", "curl/8")], "");
+    let err = validate::ga4(&r, CHROME_UA).unwrap_err();
+    for want in [
+        "method is POST",
+        "User-Agent is \"curl/8\"",
+        "v is \"1\"",
+        "tid \"UA-123\"",
+        "cid \"abc\"",
+        "sid \"x\" is not numeric",
+        "sct is missing",
+        "en \"1st event\" does not match",
+        "sr \"big\"",
+        "epn.value = \"ten\" is not a number",
+        "longer than 40 characters",
+        "dl \"/relative\"",
+        "cu \"eur\"",
+        "pr1 = \"SKU-1\"",
+        "pr3 = \"idA~qtmany\": qtmany not an integer",
+        "not pr1..prN",
+        "unknown parameter zz",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let long_en = GOOD_GA4.replace("en=purchase", &format!("en={}", "a".repeat(41)));
+    let r = recorded("GET", &long_en, &[("user-agent", CHROME_UA)], "");
+    assert!(validate::ga4(&r, CHROME_UA)
+        .unwrap_err()
+        .contains("longer than 40"));
+    let no_cu = GOOD_GA4.replace("&cu=EUR", "");
+    let r = recorded("GET", &no_cu, &[("user-agent", CHROME_UA)], "");
+    assert!(validate::ga4(&r, CHROME_UA)
+        .unwrap_err()
+        .contains("without a currency"));
+}
+
+fn good_meta_body() -> Value {
+    json!({
+        "data": [{
+            "event_name": "Purchase",
+            "event_time": now_ms() / 1000 - 5,
+            "event_id": "evt-1",
+            "action_source": "website",
+            "event_source_url": "https://shop.example.com/checkout",
+            "user_data": {
+                "client_ip_address": "203.0.113.7",
+                "client_user_agent": CHROME_UA,
+                "em": [sha256_hex("joe@example.com")],
+                "fbp": FBP_COOKIE,
+                "fbc": "fb.1.1700000000000.IwAR_abc",
+            },
+            "custom_data": {
+                "value": 12.5, "currency": "EUR", "content_ids": ["SKU-1"],
+                "contents": [{"id": "SKU-1", "quantity": 1, "item_price": 12.5}],
+                "num_items": 1, "order_id": "A1",
+            },
+        }],
+        "access_token": TOKEN,
+    })
+}
+
+fn meta_recorded(body: &Value) -> Recorded {
+    recorded(
+        "POST",
+        &format!("/v21.0/{PIXEL}/events"),
+        &[("content-type", "application/json")],
+        &body.to_string(),
+    )
+}
+
+#[test]
+fn meta_validator_accepts_a_good_batch() {
+    assert_eq!(
+        validate::meta(&meta_recorded(&good_meta_body()), PIXEL),
+        Ok(())
+    );
+}
+
+#[test]
+fn meta_validator_rejects_every_mistake() {
+    let mut b = good_meta_body();
+    let e = &mut b["data"][0];
+    e["event_time"] = json!(now_ms()); // milliseconds
+    e["action_source"] = json!("web");
+    e["event_source_url"] = json!("/checkout");
+    e["user_data"]["em"] = json!(["joe@example.com"]);
+    e["user_data"]["ph"] = json!(sha256_hex("1"));
+    e["user_data"]["fn"] = json!([sha256_hex("joe").to_uppercase()]);
+    e["user_data"]["fbp"] = json!("fb.1.abc.123");
+    e["user_data"]["fbc"] = json!("fbclid=abc");
+    e["user_data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("client_user_agent");
+    e["custom_data"]["value"] = json!("12.5");
+    e["custom_data"]["currency"] = json!("euro");
+    e["custom_data"]["contents"] = json!([{"id": "SKU-1"}]);
+    e.as_object_mut().unwrap().remove("event_id");
+    b.as_object_mut().unwrap().remove("access_token");
+    let err = validate::meta(&meta_recorded(&b), PIXEL).unwrap_err();
+    for want in [
+        "access_token missing",
+        "event_time",
+        "milliseconds instead of seconds",
+        "event_id missing",
+        "action_source is Some(String(\"web\"))",
+        "event_source_url Some(\"/checkout\")",
+        "user_data.em: \"joe@example.com\" is not a lower-case SHA-256",
+        "user_data.ph is not a non-empty array",
+        "user_data.fn: ",
+        "fbp \"fb.1.abc.123\"",
+        "fbc \"fbclid=abc\"",
+        "client_user_agent missing",
+        "custom_data.value \"12.5\" is not a number",
+        "currency \"euro\"",
+        "contents[0]",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+
+    // Old events, empty batches, a wrong path.
+    let mut old = good_meta_body();
+    old["data"][0]["event_time"] = json!(now_ms() / 1000 - 8 * 24 * 3600);
+    let err = validate::meta(&meta_recorded(&old), PIXEL).unwrap_err();
+    assert!(err.contains("older than 7 days"), "{err}");
+    let empty = json!({"data": [], "access_token": TOKEN});
+    let err = validate::meta(&meta_recorded(&empty), PIXEL).unwrap_err();
+    assert!(err.contains("not 1..=1000"), "{err}");
+    let err = validate::meta(&meta_recorded(&good_meta_body()), "999").unwrap_err();
+    assert!(err.contains("not /v21.0/999/events"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// GA4 and Meta, field by field.
+
+#[tokio::test]
+async fn pageview_reaches_ga4_and_meta_with_every_field() {
+    let ga = Destination::start().await;
+    let meta = Destination::start().await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    let url = "https://shop.example.com/products/mug?color=blue&fbclid=abc";
+    let id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    let pv = event("pageview", None, json!({}), url, id);
+    let ts = pv["ts"].as_u64().unwrap();
+    let before = now_ms();
+    let answer = post(
+        &proxy,
+        &json!([pv]),
+        &[
+            ("cookie", &format!("_ga={GA_COOKIE}; _fbp={FBP_COOKIE}")),
+            ("x-forwarded-for", "203.0.113.7"),
+        ],
+    )
+    .await;
+    let after = now_ms();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["ok"], true);
+    assert_eq!(answer.body["events"], 1);
+
+    let hit = &ga.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_ga4_valid(std::slice::from_ref(hit));
+    let p = |k: &str| {
+        hit.param(k)
+            .unwrap_or_else(|| panic!("no {k} in {}", hit.uri))
+    };
+    assert_eq!(hit.method, "GET");
+    assert_eq!(hit.path(), "/g/collect");
+    assert_eq!(p("v"), "2");
+    assert_eq!(p("tid"), "G-TEST123");
+    assert_eq!(p("en"), "page_view");
+    assert_eq!(p("dl"), url);
+    assert_eq!(p("dt"), "Blue Mug – Demo Shop");
+    assert_eq!(p("dr"), "https://www.google.com/");
+    assert_eq!(p("ul"), "en-us");
+    assert_eq!(p("sr"), "1920x1080");
+    // The site's own `_ga` cookie: its last two parts, as gtag reads it.
+    assert_eq!(p("cid"), "1234567890.1700000000");
+    let sid: u64 = p("sid").parse().unwrap();
+    assert!(
+        sid >= before / 1000 - 1 && sid <= after / 1000 + 1,
+        "sid {sid}"
+    );
+    assert_eq!(p("sct"), "1");
+    assert_eq!(p("_s"), "1");
+    assert_eq!(p("_ss"), "1");
+    assert_eq!(p("_fv"), "1");
+    assert_eq!(p("seg"), "1");
+    // X-Forwarded-For from 127.0.0.1, a default trusted proxy.
+    assert_eq!(p("_uip"), "203.0.113.7");
+    assert_eq!(p("ep.event_id"), id);
+    assert_eq!(
+        param_names(hit),
+        names(&[
+            "v",
+            "tid",
+            "cid",
+            "sid",
+            "sct",
+            "seg",
+            "_s",
+            "_ss",
+            "_fv",
+            "ul",
+            "sr",
+            "dl",
+            "dt",
+            "dr",
+            "_uip",
+            "ep.event_id",
+            "en"
+        ])
+    );
+    assert_eq!(hit.headers["user-agent"], CHROME_UA);
+
+    let req = &meta.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_meta_valid(std::slice::from_ref(req));
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path(), format!("/v21.0/{PIXEL}/events"));
+    let body = req.json();
+    assert_eq!(body["access_token"], TOKEN);
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    let e = &data[0];
+    assert_eq!(e["event_name"], "PageView");
+    assert_eq!(e["event_time"], ts / 1000);
+    assert_eq!(e["event_id"], id);
+    assert_eq!(e["action_source"], "website");
+    assert_eq!(e["event_source_url"], url);
+    assert!(e.get("custom_data").is_none(), "{e}");
+    let u = &e["user_data"];
+    assert_eq!(u["client_ip_address"], "203.0.113.7");
+    assert_eq!(u["client_user_agent"], CHROME_UA);
+    assert_eq!(u["fbp"], FBP_COOKIE);
+    // `fbclid` in the page URL: fbc = fb.1.<ms>.<fbclid>, stored by the browser.
+    let fbc = u["fbc"].as_str().unwrap();
+    let ms: u64 = fbc
+        .strip_prefix("fb.1.")
+        .and_then(|r| r.strip_suffix(".abc"))
+        .unwrap_or_else(|| panic!("fbc {fbc}"))
+        .parse()
+        .unwrap();
+    assert!(ms >= before && ms <= after, "fbc time {ms}");
+    assert_eq!(u.as_object().unwrap().len(), 4, "{u}");
+    let instructions = answer.body["instructions"].as_array().unwrap();
+    assert_eq!(
+        instructions,
+        &vec![
+            json!({"set_cookie": {"name": "_fbc", "value": fbc, "max_age": 7776000, "path": "/"}})
+        ],
+        "the browser already has _fbp; it must store the new _fbc"
+    );
+
+    // The secret token goes to Meta only.
+    assert!(!answer.body.to_string().contains(TOKEN));
+    assert!(!proxy.logs().contains(TOKEN));
+    assert!(!proxy.stdout().contains(TOKEN));
+    settle().await;
+    assert_eq!(ga.requests().len(), 1);
+    assert_eq!(meta.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn track_with_properties_reaches_ga4_and_meta() {
+    let ga = Destination::start().await;
+    let meta = Destination::start().await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    let url = "https://shop.example.com/signup";
+    let id = "evt_signup_000001";
+    let ev = event(
+        "track",
+        Some("signup"),
+        json!({"method": "email", "plan_price": 9.5}),
+        url,
+        id,
+    );
+    // No cookies at all: our own client id, and a new `_fbp` for the browser.
+    let answer = post(&proxy, &json!([ev]), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let tp_cid = answer
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("tp_cid="))
+        .expect("tp_cid cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let own_cid = tp_cid.rsplit_once('.').unwrap().0.to_string();
+
+    let hit = &ga.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_ga4_valid(std::slice::from_ref(hit));
+    let p = |k: &str| {
+        hit.param(k)
+            .unwrap_or_else(|| panic!("no {k} in {}", hit.uri))
+    };
+    assert_eq!(p("en"), "signup");
+    assert_eq!(p("ep.method"), "email");
+    assert_eq!(p("epn.plan_price"), "9.5");
+    assert_eq!(p("ep.event_id"), id);
+    assert_eq!(p("cid"), own_cid);
+    assert_eq!(p("dl"), url);
+    assert_eq!(p("_uip"), "127.0.0.1");
+    assert_eq!(p("_s"), "1");
+    let extra: Vec<String> = param_names(hit)
+        .into_iter()
+        .filter(|k| k.starts_with("ep"))
+        .collect();
+    assert_eq!(extra, ["ep.event_id", "ep.method", "epn.plan_price"]);
+
+    let req = &meta.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_meta_valid(std::slice::from_ref(req));
+    let e = &req.json()["data"][0];
+    assert_eq!(e["event_name"], "signup");
+    assert_eq!(e["event_id"], id);
+    assert_eq!(e["event_source_url"], url);
+    assert_eq!(
+        e["custom_data"],
+        json!({"method": "email", "plan_price": 9.5})
+    );
+    let u = &e["user_data"];
+    assert_eq!(u["client_ip_address"], "127.0.0.1");
+    assert_eq!(u["client_user_agent"], CHROME_UA);
+    assert!(u.get("fbc").is_none(), "no fbclid, no _fbc: {u}");
+    let fbp = u["fbp"].as_str().unwrap();
+    assert_eq!(
+        answer.body["instructions"],
+        json!([{"set_cookie": {"name": "_fbp", "value": fbp, "max_age": 7776000, "path": "/"}}])
+    );
+}
+
+#[tokio::test]
+async fn order_completed_with_two_products_reaches_ga4_and_meta() {
+    let ga = Destination::start().await;
+    let meta = Destination::start().await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    let url = "https://shop.example.com/checkout/done";
+    let id = "evt_order_0000001";
+    let email = "  Jane.Doe@Example.com ";
+    let ev = event(
+        "ecommerce",
+        Some("Order Completed"),
+        json!({
+            "order_id": "ORD-1001",
+            "total": 59.5,
+            "shipping": 5,
+            "tax": 4.5,
+            "coupon": "SUMMER",
+            "currency": "EUR",
+            "email": email,
+            "products": [
+                {"product_id": "SKU-1", "name": "Blue Mug", "brand": "TP", "category": "Kitchen", "price": 14.5, "quantity": 2},
+                {"product_id": "SKU-2", "name": "Green Tea", "price": 25, "quantity": 1},
+            ],
+        }),
+        url,
+        id,
+    );
+    let answer = post(
+        &proxy,
+        &json!([ev]),
+        &[("cookie", &format!("_ga={GA_COOKIE}; _fbp={FBP_COOKIE}"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["instructions"], json!([]));
+
+    let hit = &ga.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_ga4_valid(std::slice::from_ref(hit));
+    let p = |k: &str| {
+        hit.param(k)
+            .unwrap_or_else(|| panic!("no {k} in {}", hit.uri))
+    };
+    assert_eq!(p("en"), "purchase");
+    assert_eq!(p("cu"), "EUR");
+    assert_eq!(p("ep.transaction_id"), "ORD-1001");
+    assert_eq!(p("epn.value"), "59.5");
+    assert_eq!(p("epn.tax"), "4.5");
+    assert_eq!(p("epn.shipping"), "5");
+    assert_eq!(p("ep.coupon"), "SUMMER");
+    assert_eq!(p("pr1"), "idSKU-1~nmBlue Mug~brTP~caKitchen~pr14.5~qt2");
+    assert_eq!(p("pr2"), "idSKU-2~nmGreen Tea~pr25~qt1");
+    assert_eq!(hit.param("pr3"), None);
+    assert_eq!(p("cid"), "1234567890.1700000000");
+    // No personal data in GA4 (its terms forbid it).
+    let uri = hit.uri.to_ascii_lowercase();
+    assert!(
+        !uri.contains("jane") && !uri.contains("example.com%40"),
+        "{uri}"
+    );
+
+    let req = &meta.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_meta_valid(std::slice::from_ref(req));
+    let raw = String::from_utf8_lossy(&req.body).to_ascii_lowercase();
+    assert!(
+        !raw.contains("jane.doe") && !raw.contains("jane"),
+        "raw email in the Meta body: {raw}"
+    );
+    let e = &req.json()["data"][0];
+    assert_eq!(e["event_name"], "Purchase");
+    assert_eq!(e["event_id"], id);
+    assert_eq!(e["event_source_url"], url);
+    assert_eq!(
+        e["user_data"]["em"],
+        json!([sha256_hex("jane.doe@example.com")])
+    );
+    assert_eq!(e["user_data"]["fbp"], FBP_COOKIE);
+    let c = &e["custom_data"];
+    assert_eq!(c["value"], json!(59.5));
+    assert_eq!(c["currency"], "EUR");
+    assert_eq!(c["order_id"], "ORD-1001");
+    assert_eq!(c["content_ids"], json!(["SKU-1", "SKU-2"]));
+    assert_eq!(
+        c["contents"],
+        json!([
+            {"id": "SKU-1", "quantity": 2, "item_price": 14.5},
+            {"id": "SKU-2", "quantity": 1, "item_price": 25.0},
+        ])
+    );
+    assert_eq!(c["num_items"], 3);
+    assert_eq!(c["content_type"], "product");
+    assert!(
+        c.get("email").is_none() && c.get("products").is_none(),
+        "{c}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Which tool gets what.
+
+#[tokio::test]
+async fn tools_receive_exactly_the_automated_actions_they_enabled() {
+    let pv_only = Destination::start().await;
+    let events_only = Destination::start().await;
+    let proxy = start(
+        "",
+        &[
+            ("pv_only", ga4_tool(&pv_only, "pageview = true")),
+            (
+                "events_only",
+                ga4_tool(&events_only, "track = true\necommerce = true"),
+            ),
+        ],
+        &[],
+    )
+    .await;
+    let url = "https://shop.example.com/";
+    let batch = json!([
+        event("pageview", None, json!({}), url, "evt_a_00000001"),
+        event("track", Some("signup"), json!({}), url, "evt_a_00000002"),
+        event("track", Some("newsletter"), json!({}), url, "evt_a_00000003"),
+        event("ecommerce", Some("Product Added"), json!({"product_id": "SKU-1", "price": 3, "currency": "USD"}), url, "evt_a_00000004"),
+        {"type": "set", "vars": {"plan": "pro"}},
+        event("pageview", None, json!({}), url, "evt_a_00000005"),
+    ]);
+    let answer = post(&proxy, &batch, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["events"], 5);
+
+    pv_only.wait_for(2, Duration::from_secs(10)).await;
+    events_only.wait_for(3, Duration::from_secs(10)).await;
+    settle().await;
+    let en = |d: &Destination| -> Vec<String> {
+        let reqs = d.requests();
+        assert_ga4_valid(&reqs);
+        let mut v: Vec<String> = reqs.iter().map(|r| r.param("en").unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(en(&pv_only), ["page_view", "page_view"]);
+    assert_eq!(en(&events_only), ["add_to_cart", "newsletter", "signup"]);
+}
+
+#[tokio::test]
+async fn http_tool_gets_the_event_json_with_an_idempotency_key() {
+    let hook = Destination::start().await;
+    let tool = format!(
+        "type = \"http\"\nendpoint = \"{url}\"\n[settings]\nurl = \"{url}/hook\"\n[settings.headers]\nauthorization = \"Bearer {{{{ $hook_key }}}}\"\nx-page = \"{{{{ system.page.url.pathname }}}}\"\n[automated]\ntrack = true\n",
+        url = hook.url()
+    );
+    let proxy = start(
+        "[variables]\nhook_key = \"k-123\"\n",
+        &[("hook", tool)],
+        &[],
+    )
+    .await;
+    let id = "evt_hook_0000001";
+    let url = "https://shop.example.com/pricing?x=1";
+    let batch = json!([
+        event("pageview", None, json!({}), url, "evt_hook_pv_0001"),
+        event("track", Some("signup"), json!({"method": "email"}), url, id),
+    ]);
+    let answer = post(&proxy, &batch, &[("x-forwarded-for", "198.51.100.4")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    let r = &hook.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path(), "/hook");
+    assert_eq!(r.headers["idempotency-key"], id);
+    assert_eq!(r.headers["authorization"], "Bearer k-123");
+    assert_eq!(r.headers["x-page"], "/pricing");
+    assert_eq!(r.headers["content-type"], "application/json");
+    let body = r.json();
+    assert_eq!(body["id"], id);
+    assert_eq!(body["type"], "track");
+    assert_eq!(body["name"], "signup");
+    assert!(body["timestamp"].as_u64().is_some(), "{body}");
+    assert_eq!(body["client"]["method"], "email");
+    assert_eq!(body["client"]["__zarazTrack"], "signup");
+    let sys = &body["system"];
+    assert_eq!(sys["page"]["url"]["href"], url);
+    assert_eq!(sys["page"]["query"]["x"], "1");
+    assert_eq!(sys["page"]["title"], "Blue Mug – Demo Shop");
+    assert_eq!(sys["device"]["ip"], "198.51.100.4");
+    assert_eq!(sys["device"]["language"], "en-US");
+    assert_eq!(sys["device"]["resolution"], "1920x1080");
+    assert_eq!(sys["device"]["viewport"], "1280x720");
+    assert_eq!(sys["device"]["user-agent"]["ua"], CHROME_UA);
+    assert_eq!(sys["device"]["user-agent"]["browser"]["name"], "Chrome");
+    settle().await;
+    assert_eq!(
+        hook.requests().len(),
+        1,
+        "the pageview is not for this tool"
+    );
+}
+
+#[tokio::test]
+async fn console_tool_prints_one_line_per_event() {
+    let proxy = start(
+        "",
+        &[(
+            "console",
+            format!("type = \"console\"\n[automated]\n{ALL}\n"),
+        )],
+        &[],
+    )
+    .await;
+    let url = "https://shop.example.com/";
+    let ids = ["evt_console_001", "evt_console_002", "evt_console_003"];
+    let batch = json!([
+        event("pageview", None, json!({}), url, ids[0]),
+        event(
+            "track",
+            Some("signup"),
+            json!({"method": "email"}),
+            url,
+            ids[1]
+        ),
+        event("ecommerce", Some("Cart Viewed"), json!({}), url, ids[2]),
+    ]);
+    assert_eq!(post(&proxy, &batch, &[]).await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.stdout().lines().count() < 3 {
+        assert!(Instant::now() < deadline, "stdout: {}", proxy.stdout());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settle().await;
+    let out = proxy.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (id, name) in ids.iter().zip(["Pageview", "signup", "Cart Viewed"]) {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(id))
+            .unwrap_or_else(|| panic!("no line for {id}: {out}"));
+        let json: Value = serde_json::from_str(line.strip_prefix("[console] ").unwrap()).unwrap();
+        assert_eq!(json["id"], *id);
+        assert_eq!(json["event"], name);
+        assert_eq!(json["tool"], "console");
+        assert_eq!(json["url"], url);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Delivery: retries, and destinations that never answer.
+
+/// `delivered` log lines (JSON) for `event_id`.
+fn delivered_lines(logs: &str, event_id: &str) -> usize {
+    logs.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "delivered" && l["event_id"] == event_id)
+        .count()
+}
+
+#[tokio::test]
+async fn a_destination_answering_503_twice_gets_the_event_three_times_and_it_is_delivered_once() {
+    let ga = Destination::with_script(Script {
+        statuses: vec![503, 503, 204],
+        ..Script::default()
+    })
+    .await;
+    let proxy = start(
+        "[delivery]\nretry_base_ms = 50\n",
+        &[("ga4", ga4_tool(&ga, ALL))],
+        &[],
+    )
+    .await;
+    let id = "evt_retry_000001";
+    let ev = event(
+        "track",
+        Some("signup"),
+        json!({}),
+        "https://shop.example.com/",
+        id,
+    );
+    assert_eq!(post(&proxy, &json!([ev]), &[]).await.status, 200);
+    let reqs = ga.wait_for(3, Duration::from_secs(10)).await;
+    assert_ga4_valid(&reqs);
+    assert!(reqs.iter().all(|r| r.uri == reqs[0].uri), "{reqs:#?}");
+    assert_eq!(reqs[0].param("ep.event_id").unwrap(), id);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while delivered_lines(&proxy.logs(), id) == 0 {
+        assert!(Instant::now() < deadline, "{}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ga.requests().len(), 3, "no fourth attempt after a 204");
+    assert_eq!(delivered_lines(&proxy.logs(), id), 1, "{}", proxy.logs());
+}
+
+#[tokio::test]
+async fn a_hanging_destination_does_not_slow_the_collector() {
+    let ga = Destination::with_script(Script {
+        delay: Duration::from_secs(30),
+        ..Script::default()
+    })
+    .await;
+    let meta = Destination::with_script(Script {
+        delay: Duration::from_secs(30),
+        ..Script::default()
+    })
+    .await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    let started = Instant::now();
+    for i in 0..20 {
+        let ev = event(
+            "track",
+            Some("signup"),
+            json!({"n": i}),
+            "https://shop.example.com/",
+            &format!("evt_hang_{i:08}"),
+        );
+        let answer = post(&proxy, &json!([ev]), &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "20 answers took {took:?}");
+    // The destinations did get (and are still holding) the requests.
+    ga.wait_for(20, Duration::from_secs(10)).await;
+    meta.wait_for(20, Duration::from_secs(10)).await;
+}
+
+// ---------------------------------------------------------------------------
+// `tagproxy check` on tool files.
+
+fn check_tool(tool: &str) -> (i32, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let tool_path = dir.path().join("tools").join("t.toml");
+    std::fs::write(&tool_path, tool).unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(&config, "[variables]\nmeta_token = { secret = \"META\" }\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env_remove("TAGPROXY_CONFIG")
+        .env("TAGPROXY_SECRET_META", TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        tool_path.to_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn check_accepts_good_tool_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let ga = "type = \"google-analytics-4\"\n[settings]\nmeasurement_id = \"G-TEST123\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n";
+    let meta = "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"{{ $meta_token }}\"\n[automated]\npageview = true\n";
+    std::fs::write(dir.path().join("tools/ga4.toml"), ga).unwrap();
+    std::fs::write(dir.path().join("tools/meta.toml"), meta).unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(&config, "[variables]\nmeta_token = { secret = \"META\" }\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env_remove("TAGPROXY_CONFIG")
+        .env("TAGPROXY_SECRET_META", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 2 tools, 0 triggers\n"
+    );
+}
+
+#[test]
+fn check_rejects_bad_tool_files_with_file_line_col() {
+    let cases = [
+        (
+            "type = \"google-analytics-4\"\n[settings]\nmeasurement_id = \"G-TEST123\"\ncolour = \"red\"\n",
+            "4:1: unknown field `colour`, expected `measurement_id` or `hide_ip`",
+        ),
+        (
+            "type = \"google-analytics-4\"\n[settings]\nhide_ip = true\n[automated]\npageview = true\n",
+            "2:1: google-analytics-4 needs settings.measurement_id",
+        ),
+        (
+            "enabled = true\ntype = \"matomo\"\n",
+            "2:1: unknown tool type `matomo`; known: google-analytics-4, facebook-pixel, http, console",
+        ),
+        (
+            "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"{{ $meta_tokn }}\"\n",
+            "4:20: unknown variable `$meta_tokn`",
+        ),
+        (
+            "type = \"google-analytics-4\"\n[settings]\nmeasurement_id = \"G-TEST123\"\n[automated]\npageview = true\nclicks = true\n",
+            "6:1: unknown field `clicks`, expected one of `pageview`, `track`, `ecommerce`",
+        ),
+    ];
+    for (tool, want) in cases {
+        let (code, out, err, path) = check_tool(tool);
+        assert_eq!(code, 1, "{tool}\n{err}");
+        assert_eq!(out, "", "{tool}");
+        let want = format!("{path}:{want}");
+        assert!(
+            err.lines().any(|l| l == want),
+            "want the line {want:?}\ngot:\n{err}"
+        );
+    }
+}
