@@ -57,11 +57,47 @@ declare global {
     set(key: string, value: unknown, options?: ZarazSetOptions): void;
     /** Send one of Zaraz's e-commerce events (e.g. "Order Completed"). */
     ecommerce(eventName: string, eventProperties?: ZarazEventProperties): Promise<void>;
-    /** Send a pageview now (for SPAs that route themselves). */
+    /** Send a pageview now (for SPAs that route themselves); client triggers restart for the new virtual page. */
     spaPageview(): void;
     /** Set the `zarazDebug` cookie to `key`; no key clears it. */
     debug(key?: string): void;
     consent: ZarazConsent;
+  }
+
+  /** A client-side rule (SPEC §7): exactly one kind per rule. */
+  type TagproxyClientRule =
+    | { click: { css?: string; xpath?: string; /** Hold same-tab link / submit navigation up to this long for the send. */ wait_ms: number } }
+    | { form_submit: { css: string; /** Fire only when `form.checkValidity()`. */ validate: boolean } }
+    | { timer: { interval_ms: number; /** 0 = no limit. */ limit: number } }
+    | { scroll_depth: { /** `"50%"` of the document height or `"1200px"`, measured at the viewport's bottom. */ depths: string[] } }
+    | { element_visible: { css: string } };
+
+  type TagproxyOp =
+    | "equals" | "not_equals" | "contains" | "not_contains"
+    | "starts_with" | "not_starts_with" | "ends_with" | "not_ends_with"
+    | "matches_regex" | "not_matches_regex"
+    | "greater_than" | "greater_than_or_equal" | "less_than" | "less_than_or_equal";
+
+  /** A `system.page.*` match rule the script checks before arming a trigger. */
+  interface TagproxyPageRule {
+    /** `page.url[.href|origin|protocol|host|hostname|port|pathname|search|hash]`, `page.query.<param>`, `page.title`, `page.referrer`. */
+    path: string;
+    op: TagproxyOp;
+    value: string;
+    /** An exclude rule: the trigger is not armed where it holds. */
+    exclude: boolean;
+  }
+
+  /**
+   * A client-side trigger. When it fires the script sends
+   * `zaraz.track(id, props)`: the element's attributes plus `textContent`
+   * (click, form_submit, element_visible), `{ depth }` (scroll_depth) or
+   * `{ count }` (timer).
+   */
+  interface TagproxyTrigger {
+    id: string;
+    rule: TagproxyClientRule;
+    page?: TagproxyPageRule[];
   }
 
   /** The configuration the server prepends to the script. */
@@ -71,6 +107,7 @@ declare global {
     spa?: boolean;
     data_layer?: boolean;
     ecommerce?: boolean;
+    triggers?: TagproxyTrigger[];
     [key: string]: unknown;
   }
 

@@ -13,6 +13,7 @@
  * Events: POST {prefix}/t, a JSON array of 1..50 events per request, batched
  * per tick; retried with backoff on network errors / 429 / 5xx; whatever is
  * pending when the page is hidden or left goes out with sendBeacon.
+ * Client-side triggers (config `triggers`, SPEC §7) send zaraz.track(<id>).
  * Plain ES2017, no run-time dependencies.
  */
 ((w, d, nav, loc) => {
@@ -30,6 +31,7 @@
   const json = JSON.stringify;
   const bytes = (s) => new Blob([s]).size;
   const path = () => loc.pathname + loc.search;
+  const on = (t, e, f, o) => t.addEventListener(e, f, o);
 
   // ---- vars (zaraz.set) ----------------------------------------------------
   const store = (n) => {
@@ -217,27 +219,35 @@
     R.clear();
     batches().forEach(beacon);
   };
-  w.addEventListener("pagehide", bye);
-  d.addEventListener("visibilitychange", () => d.visibilityState == "hidden" && bye());
+  on(w, "pagehide", bye);
+  on(d, "visibilitychange", () => d.visibilityState == "hidden" && bye());
 
   if (hold)
-    d.addEventListener("DOMContentLoaded", () => {
+    on(d, "DOMContentLoaded", () => {
       hold = false;
       for (const x of Q) x.e.page.title = x.e.page.title || d.title;
       flush();
+      arm();
     });
 
   // ---- pageviews -------------------------------------------------------------
   const pageview = (first) => emit("pageview", undefined, {}, first);
   let here = path();
-  // Deferred one task so a title set right after pushState is reported;
-  // hash-only changes and same-URL replaceState don't count.
+  let href = loc.href;
+  // Deferred one task so a title set right after pushState is reported.
+  // A new path or query is a virtual page: a pageview, and every client
+  // trigger restarts; a hash-only change re-checks the triggers' page rules.
   const changed = () =>
     setTimeout(() => {
       const u = path();
-      if (u != here) (here = u), pageview();
+      if (loc.href == href) return;
+      href = loc.href;
+      const v = u != here;
+      here = u;
+      v && C.auto_pageview && pageview();
+      arm(v);
     });
-  if (C.spa && C.auto_pageview) {
+  if (C.spa) {
     const h = history;
     for (const m of ["pushState", "replaceState"]) {
       const o = h[m];
@@ -247,8 +257,192 @@
         return r;
       };
     }
-    w.addEventListener("popstate", changed);
+    on(w, "popstate", changed);
   }
+
+  // ---- client-side triggers (SPEC §7) -------------------------------------------
+  // C.triggers: [{id, rule: {<kind>: {...}}, page: [{path, op, value, exclude}]}].
+  // Each fires zaraz.track(id, props); the server checks every rule again, so
+  // page rules here only decide where a trigger is armed.
+  const A = C.triggers || [];
+  const fire = (t, p) => emit("track", t.id, p);
+  const props = (el) => {
+    const p = {};
+    for (const a of el.attributes || []) p[a.name] = a.value;
+    p.textContent = (el.textContent || "").trim().slice(0, 200);
+    return p;
+  };
+  // `page.url[.part]`, `page.query.<param>`, `page.title|referrer|encoding`.
+  const val = (p) => {
+    const [, a, ...b] = p.split(".");
+    const k = b.join(".");
+    const v =
+      a == "url" ? (k ? loc[k] : loc.href)
+      : a == "query" ? new URLSearchParams(loc.search).get(k)
+      : a == "encoding" ? d.characterSet
+      : d[a];
+    return typeof v == "string" ? v : "";
+  };
+  // The 14 ops, case-sensitive; the numeric ones are false on a missing or
+  // non-numeric side.
+  const test = (l, op, v) => {
+    const n = op.startsWith("not_");
+    const o = n ? op.slice(4) : op;
+    if (/^(g|l)/.test(o)) {
+      const a = l.trim() ? +l : NaN;
+      return isFinite(a) && isFinite((v = +v)) && (o[0] == "g" ? a > v || (o.length > 12 && a == v) : a < v || (o.length > 9 && a == v));
+    }
+    return (
+      n !=
+      (o == "equals" ? l == v
+      : o == "contains" ? l.includes(v)
+      : o == "starts_with" ? l.startsWith(v)
+      : o == "ends_with" ? l.endsWith(v)
+      : o == "matches_regex" ? RegExp(v).test(l)
+      : n)
+    );
+  };
+  // The closest element at or above `el` that the rule's selector matches.
+  const hit = (el, r) => {
+    if (r.css) return el.closest(r.css);
+    let m;
+    const x = d.evaluate(r.xpath, d, null, 7, null);
+    for (let i = 0; i < x.snapshotLength; i++) {
+      const n = x.snapshotItem(i);
+      if (n.contains(el) && !(m && n.contains(m))) m = n;
+    }
+    return m;
+  };
+  const each = (k, f) => {
+    for (const t of A)
+      if (t.on && t.rule[k])
+        try {
+          f(t, t.rule[k]);
+        } catch (e) {
+          warn("trigger", t.id, e);
+        }
+  };
+
+  // Clicks are matched in the capture phase (before the page can stop them);
+  // navigation is held only in the bubble phase, once the page's own handlers
+  // (e.g. a SPA router) had their chance to preventDefault.
+  let held;
+  on(w, "click", (e) => {
+    const el = e.target;
+    const s = [];
+    let ms = 0;
+    held = 0;
+    if (el.closest)
+      each("click", (t, r) => {
+        const m = hit(el, r);
+        if (m) s.push(fire(t, props(m))), (ms = Math.max(ms, r.wait_ms | 0));
+      });
+    if (ms) held = [e, s, ms];
+  }, true);
+  on(w, "click", (e) => {
+    if (!held || held[0] != e || e.defaultPrevented || e.button || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey) return;
+    const el = e.target;
+    const a = el.closest("a[href]");
+    const b = el.closest("button,input");
+    const f = b && b.form;
+    const self = (x) => /^(_self)?$/i.test(x);
+    let go;
+    if (a) {
+      const u = a.href;
+      if (self(a.target) && !a.hasAttribute("download") && /^https?:$/.test(a.protocol)) go = () => loc.assign(u);
+    } else if (f && /^(submit|image)$/.test(b.type) && self(b.formTarget || f.target))
+      go = () => (f.requestSubmit ? f.requestSubmit(b) : f.submit());
+    if (go) {
+      e.preventDefault();
+      let g = 0;
+      const once = () => g++ || go();
+      Promise.all(held[1]).then(once);
+      setTimeout(once, held[2]);
+    }
+  });
+  on(d, "submit", (e) => {
+    const f = e.target;
+    each("form_submit", (t, r) => f.matches(r.css) && (!r.validate || f.checkValidity()) && fire(t, props(f)));
+  }, true);
+
+  // Element-visible scans, re-run (debounced) when the DOM changes.
+  const scans = new Set();
+  let mo;
+  // Arm / disarm functions per kind; each returns its disarm.
+  const K = {
+    timer: (t, r) => {
+      let n = 0;
+      const i = setInterval(() => {
+        fire(t, { count: ++n });
+        n == r.limit && clearInterval(i);
+      }, r.interval_ms);
+      return () => clearInterval(i);
+    },
+    // Depth scrolled = bottom of the viewport; "50%" of the document height.
+    scroll_depth: (t, r) => {
+      const f = new Set();
+      const h = () => {
+        const y = Math.ceil(w.scrollY + w.innerHeight);
+        const H = (d.scrollingElement || d.documentElement).scrollHeight;
+        for (const x of r.depths)
+          f.has(x) || y < (/%$/.test(x) ? (parseFloat(x) * H) / 100 : parseFloat(x)) || (f.add(x), fire(t, { depth: x }));
+      };
+      on(w, "scroll", h, { passive: true });
+      return () => w.removeEventListener("scroll", h);
+    },
+    element_visible: (t, r) => {
+      const seen = new WeakSet();
+      const io = new IntersectionObserver((es) => {
+        for (const e of es)
+          if (e.isIntersecting && !seen.has(e.target)) seen.add(e.target), io.unobserve(e.target), fire(t, props(e.target));
+      });
+      const scan = () => d.querySelectorAll(r.css).forEach((e) => seen.has(e) || io.observe(e));
+      scan();
+      scans.add(scan);
+      if (!mo) {
+        let p = 0;
+        mo = new MutationObserver(
+          () =>
+            p ||
+            (p = setTimeout(() => {
+              p = 0;
+              scans.forEach((f) => {
+                try {
+                  f();
+                } catch (e) {}
+              });
+            }, 99))
+        );
+        mo.observe(d.documentElement, { childList: true, subtree: true });
+      }
+      return () => (io.disconnect(), scans.delete(scan));
+    },
+  };
+
+  // Arms the triggers whose page rules hold here and disarms the others;
+  // `reset` (a new virtual page) restarts the ones that stay armed.
+  const arm = (reset) => {
+    for (const t of A) {
+      const ok = (t.page || []).every((p) => {
+        try {
+          return test(val(p.path), p.op, p.value) == !p.exclude;
+        } catch (e) {
+          return 1; // e.g. a regex JS can't compile: the server decides
+        }
+      });
+      if (t.on && (reset || !ok)) (t.on = 0), t.off && t.off();
+      if (ok && !t.on) {
+        t.on = 1;
+        t.off = 0;
+        for (const k in t.rule)
+          try {
+            t.off = K[k] && K[k](t, t.rule[k]);
+          } catch (e) {
+            warn("trigger", t.id, e);
+          }
+      }
+    }
+  };
 
   // ---- the API -----------------------------------------------------------------
   const off = () => warn("consent is not enabled");
@@ -257,7 +451,7 @@
     set,
     ecommerce: (n, p) =>
       C.ecommerce ? emit("ecommerce", String(n), p) : (warn("ecommerce is not enabled"), Promise.resolve()),
-    spaPageview: () => pageview(),
+    spaPageview: () => (pageview(), arm(1)),
     debug: (k) => cookie("zarazDebug", k || "", k ? null : 0),
     // Seam for the consent issue: same shape as Zaraz's zaraz.consent.
     consent: {
@@ -283,6 +477,8 @@
 
   // The load pageview goes first, with the vars the queued calls set.
   if (C.auto_pageview) pageview(true);
+  // Triggers arm once the DOM is parsed (page rules may read the title).
+  hold || arm();
 
   // ---- dataLayer compatibility ------------------------------------------------
   if (C.data_layer) {
