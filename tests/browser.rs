@@ -356,11 +356,6 @@ async fn data_layer_push_becomes_a_ga4_event() {
         .wait_js("!!(window.zaraz && zaraz._tp && window.dataLayer)", WAIT)
         .await;
     let env = env(&browser).await;
-    // Once the load pageview's answer has set the visitor cookie: a first
-    // visit's concurrent batches would each get a new client id.
-    browser
-        .wait_js("document.cookie.includes('tp_cid=')", WAIT)
-        .await;
     browser
         .js("dataLayer.push({event: 'newsletter', list: 'weekly'});")
         .await;
@@ -378,5 +373,39 @@ async fn data_layer_push_becomes_a_ga4_event() {
     assert_eq!(hit.get("dl"), proxy.url("/"));
     assert_eq!(hit.get("dt"), "Data Layer");
 
+    browser.close().await;
+}
+
+/// A first visit fires several requests before the collector's first answer
+/// has set the visitor cookie: they must all be one visitor.
+#[tokio::test]
+async fn first_visit_requests_share_one_client_id() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>First Visit</title>
+<script>
+  zaraz.track('one');
+  setTimeout(function () { zaraz.track('two'); }, 0);
+  setTimeout(function () { zaraz.track('three'); }, 5);
+</script></head>
+<body><p>hello</p></body></html>"#;
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(origin.addr, "", &[ga4(&dest)]).await;
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    dest.wait_for(4, WAIT).await;
+    let hits = hits(&dest);
+    let mut names: Vec<&str> = hits.iter().map(Hit::en).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["one", "page_view", "three", "two"],
+        "{:#?}",
+        summary(&hits)
+    );
+    let cids: std::collections::BTreeSet<&str> = hits.iter().map(|h| h.get("cid")).collect();
+    assert_eq!(cids.len(), 1, "one visitor, one client id: {cids:?}");
+    let sids: std::collections::BTreeSet<&str> = hits.iter().map(|h| h.get("sid")).collect();
+    assert_eq!(sids.len(), 1, "one session: {sids:?}");
     browser.close().await;
 }

@@ -207,9 +207,21 @@
     done(b);
   };
 
+  // A new visitor's ids (tp_cid / tp_sid) come with the collector's first
+  // answer: until that cookie exists, one request at a time, or two requests
+  // in flight would make two visitors.
+  let gate;
   const flush = () => {
     timer = 0;
-    batches().forEach((b) => send(b, 0));
+    if (gate) return;
+    const a = batches();
+    if (a.length && !/(^|;\s*)tp_cid=/.test(d.cookie)) {
+      Q.unshift(...a.slice(1).flat());
+      gate = send(a[0], 0).finally(() => {
+        gate = 0;
+        Q.length && flush();
+      });
+    } else a.forEach((b) => send(b, 0));
   };
 
   // Page hidden or left: everything pending (queued or waiting for a retry)
