@@ -321,16 +321,26 @@ impl Fired<'_> {
     }
 }
 
-/// Deliveries and browser instructions for `event`. Per tool: nothing when
-/// a tool-level blocking trigger fires; else every custom action that fires;
-/// else, when none did, the automated action for the event's kind (so one
-/// cause never sends a tool the same event twice).
-pub fn fan_out(
+/// What one tool does with one event.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    /// Custom actions that fired, with their rendered fields.
+    Custom(Vec<(&'a Action, Map<String, Value>)>),
+    /// No custom action fired; the automated action for the event's kind.
+    Automated,
+}
+
+/// The fan-out decision for `event`, per tool (by index). Per tool: nothing
+/// when a tool-level blocking trigger fires; else every custom action that
+/// fires (and no blocking trigger of it does); else, when none did, the
+/// automated action for the event's kind, so one cause never sends a tool
+/// the same event twice. Each trigger is evaluated at most once.
+pub fn decide<'a>(
     event: &Event,
-    tools: &[Tool],
+    tools: &'a [Tool],
     triggers: &Triggers,
     variables: &Variables,
-) -> (Vec<Delivery>, Vec<Value>) {
+) -> Vec<(usize, Decision<'a>)> {
     let mut fired = Fired {
         triggers,
         event,
@@ -341,26 +351,49 @@ pub fn fan_out(
         },
         memo: vec![None; triggers.list.len()],
     };
-    let mut deliveries = Vec::new();
-    let mut instructions = Vec::new();
-    for tool in tools {
+    let mut decisions = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
         if fired.any(&tool.blocking) {
             continue;
         }
+        let mut custom = Vec::new();
+        for action in &tool.actions {
+            if fired.any(&action.firing) && !fired.any(&action.blocking) {
+                custom.push((action, action.fields(event, &fired.ctx)));
+            }
+        }
+        if !custom.is_empty() {
+            decisions.push((i, Decision::Custom(custom)));
+        } else if tool.file.automated().covers(event.kind) {
+            decisions.push((i, Decision::Automated));
+        }
+    }
+    decisions
+}
+
+/// Deliveries and browser instructions for `event`: the decision, then each
+/// adapter builds its requests.
+pub fn fan_out(
+    event: &Event,
+    tools: &[Tool],
+    triggers: &Triggers,
+    variables: &Variables,
+) -> (Vec<Delivery>, Vec<Value>) {
+    let mut deliveries = Vec::new();
+    let mut instructions = Vec::new();
+    for (i, decision) in decide(event, tools, triggers, variables) {
+        let tool = &tools[i];
         let cx = BuildContext {
             tool_id: &tool.id,
             variables,
         };
-        let mut outputs = Vec::new();
-        for action in &tool.actions {
-            if fired.any(&action.firing) && !fired.any(&action.blocking) {
-                let fields = action.fields(event, &fired.ctx);
-                outputs.push(tool.adapter.custom(&action.kind, fields, event, &cx));
-            }
-        }
-        if outputs.is_empty() && tool.file.automated().covers(event.kind) {
-            outputs.push(tool.adapter.automated(event, &cx));
-        }
+        let outputs = match decision {
+            Decision::Custom(actions) => actions
+                .into_iter()
+                .map(|(action, fields)| tool.adapter.custom(&action.kind, fields, event, &cx))
+                .collect(),
+            Decision::Automated => vec![tool.adapter.automated(event, &cx)],
+        };
         for out in outputs {
             deliveries.extend(out.payloads.into_iter().map(|payload| Delivery {
                 tool: tool.id.clone(),
