@@ -51,13 +51,19 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let (parts, mut incoming) = req.into_parts();
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(&mut incoming).await;
+        }
         return too_large(limit);
     }
-    let (parts, incoming) = req.into_parts();
-    let body: Bytes = match Limited::new(incoming, limit).collect().await {
+    let body: Bytes = match Limited::new(&mut incoming, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(limit),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            drain(&mut incoming).await;
+            return too_large(limit);
+        }
         Err(e) => {
             tracing::debug!(error = %e, "collector body read failed");
             return json_error(
@@ -193,6 +199,32 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// At most this much of a too-large body is read (and dropped) before the
+/// `413`, for at most `DRAIN_TIME`.
+const DRAIN_MAX_BYTES: u64 = 4 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of a rejected body, within bounds, so the
+/// client gets the `413`: closing a socket with unread data resets the
+/// connection, and the client would see a broken pipe instead of the answer.
+async fn drain<B>(body: &mut B)
+where
+    B: http_body::Body + Unpin,
+{
+    use bytes::Buf as _;
+    let mut left = DRAIN_MAX_BYTES;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+            if n >= left {
+                return;
+            }
+            left -= n;
+        }
+    })
+    .await;
+}
+
 fn too_large(limit: usize) -> Response<ProxyBody> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -211,4 +243,32 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<ProxyBody> {
 
 pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     json_response(status, &json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    fn megabytes(n: usize) -> impl http_body::Body<Data = Bytes> + Unpin {
+        StreamBody::new(futures_util::stream::iter((0..n).map(|_| {
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![0u8; 1 << 20])))
+        })))
+    }
+
+    #[tokio::test]
+    async fn drain_reads_the_rest_of_a_rejected_body_within_bounds() {
+        let mut small = megabytes(3);
+        drain(&mut small).await;
+        assert!(small.frame().await.is_none());
+        // A body past the bound is left alone after 4 MiB.
+        let mut big = megabytes(10);
+        drain(&mut big).await;
+        let mut rest = 0;
+        while big.frame().await.is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 6);
+    }
 }
