@@ -164,7 +164,7 @@ impl MetaCapi {
         let fbp = match event.cookie("_fbp").filter(|v| v.starts_with("fb.")) {
             Some(v) => v.to_string(),
             None => {
-                let v = format!("fb.1.{now_ms}.{}", rand::random::<u32>());
+                let v = new_fbp(event);
                 instructions.push(set_cookie("_fbp", &v));
                 v
             }
@@ -181,7 +181,12 @@ impl MetaCapi {
             // A new click id replaces the stored one, as the pixel does.
             (Some(v), Some(id)) if v.ends_with(id) => Some(v.to_string()),
             (_, Some(id)) => {
-                let v = format!("fb.1.{now_ms}.{id}");
+                // The collector's receive time, shared by a batch's events.
+                let at = event
+                    .sys(&["misc", "timestampMilliseconds"])
+                    .and_then(Value::as_u64)
+                    .unwrap_or(now_ms);
+                let v = format!("fb.1.{at}.{id}");
                 instructions.push(set_cookie("_fbc", &v));
                 Some(v)
             }
@@ -191,15 +196,21 @@ impl MetaCapi {
         if let Some(fbc) = fbc {
             user.insert("fbc".into(), json!(fbc));
         }
+        // Every property that names personal data stays out of custom_data,
+        // whatever its type and even when another spelling is the one hashed.
         let mut pii_keys: Vec<&str> = Vec::new();
         for (field, names) in USER_FIELDS {
-            if let Some((name, value)) = names
-                .iter()
-                .find_map(|n| props.get(*n).and_then(Value::as_str).map(|v| (*n, v)))
-            {
+            for name in names.iter().filter(|n| props.contains_key(**n)) {
                 pii_keys.push(name);
-                if let Some(hash) = hash_user_field(field, value) {
-                    user.insert(field.into(), json!([hash]));
+                let value = match &props[*name] {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                if !user.contains_key(field) {
+                    if let Some(hash) = hash_user_field(field, &value) {
+                        user.insert(field.into(), json!([hash]));
+                    }
                 }
             }
         }
@@ -257,6 +268,22 @@ impl MetaCapi {
             instructions,
         }
     }
+}
+
+/// A new `_fbp` (`fb.1.<creation ms>.<random>`) for a visitor without one,
+/// derived from our own client id (`<random>.<first-seen secs>`): every
+/// event of a batch, and every request until the browser has stored the
+/// cookie, carries the same browser id. The random part is a hash, so Meta
+/// never sees the id other tools get.
+fn new_fbp(event: &Event) -> String {
+    let id = &event.identity.client_id;
+    let first_seen = id
+        .split_once('.')
+        .and_then(|(_, secs)| secs.parse::<u64>().ok())
+        .map_or_else(crate::event::now_ms, |secs| secs * 1000);
+    let digest = Sha256::digest(format!("_fbp:{id}").as_bytes());
+    let random = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    format!("fb.1.{first_seen}.{random}")
 }
 
 fn set_cookie(name: &str, value: &str) -> Value {
@@ -388,5 +415,89 @@ mod tests {
         let h = hash_user_field("em", "x@y.z").unwrap();
         assert_eq!(hash_user_field("em", &h.to_uppercase()).unwrap(), h);
         assert_eq!(hash_user_field("em", "   "), None);
+    }
+
+    /// The Meta request for each event of one collector batch.
+    fn batch(cookies: &str, props: Value, n: usize) -> Vec<(Value, Vec<Value>)> {
+        let text =
+            "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1\"\naccess_token = \"t\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        let meta = MetaCapi::from_config(Path::new("meta.toml"), text, &file).unwrap();
+        let req = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: crate::event::parse_cookies(cookies),
+            location: Map::new(),
+        };
+        let now = crate::event::now_ms();
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header(cookies, now / 1000);
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+        };
+        (0..n)
+            .map(|_| {
+                let input = crate::event::EventInput {
+                    kind: Some(Kind::Track),
+                    name: "lead".into(),
+                    properties: props.as_object().unwrap().clone(),
+                    page: crate::event::PageInfo {
+                        url: "https://shop.test/?fbclid=click".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let event = Event::build(input, &req, tracker.next_event(), now);
+                let out = meta.automated(&event, &cx);
+                let Payload::Http(http) = &out.payloads[0] else {
+                    panic!("not http")
+                };
+                let body: Value = serde_json::from_slice(http.body.as_ref().unwrap()).unwrap();
+                (body["data"][0].clone(), out.instructions)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_new_fbp_and_fbc_per_visitor_not_per_event() {
+        let events = batch("", json!({}), 3);
+        let (first, instructions) = &events[0];
+        let fbp = first["user_data"]["fbp"].as_str().unwrap();
+        let fbc = first["user_data"]["fbc"].as_str().unwrap();
+        assert!(fbp.starts_with("fb.1.") && fbc.starts_with("fb.1.") && fbc.ends_with(".click"));
+        for (e, i) in &events {
+            assert_eq!(e["user_data"]["fbp"], fbp);
+            assert_eq!(e["user_data"]["fbc"], fbc);
+            assert_eq!(i, instructions);
+        }
+        // Our own client id never reaches Meta as such.
+        let cid = "1234567890.1700000000.1";
+        let (e, _) = &batch(&format!("tp_cid={cid}"), json!({}), 1)[0];
+        let fbp = e["user_data"]["fbp"].as_str().unwrap();
+        assert!(fbp.starts_with("fb.1.1700000000000."), "{fbp}");
+        assert!(!fbp.contains("1234567890"), "{fbp}");
+        // The same visitor, before the browser stored the cookie: same id.
+        let (again, _) = &batch(&format!("tp_cid={cid}"), json!({}), 1)[0];
+        assert_eq!(again["user_data"]["fbp"], fbp);
+    }
+
+    #[test]
+    fn personal_data_never_rides_in_custom_data() {
+        let (e, _) = &batch(
+            "",
+            json!({"em": "A@B.test", "email": "raw@b.test", "phone": 6505551212u64, "zip": "", "plan": "pro"}),
+            1,
+        )[0];
+        assert_eq!(
+            e["user_data"]["em"],
+            json!([hash_user_field("em", "a@b.test").unwrap()])
+        );
+        assert_eq!(
+            e["user_data"]["ph"],
+            json!([hash_user_field("ph", "6505551212").unwrap()])
+        );
+        assert!(e["user_data"].get("zp").is_none());
+        assert_eq!(e["custom_data"], json!({"plan": "pro"}));
     }
 }
