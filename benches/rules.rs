@@ -104,7 +104,7 @@ fn event(ua: &UaParser) -> Event {
 
 fn bench(c: &mut Criterion) {
     let loaded = tagproxy::config::parse(Path::new("bench.toml"), &config_text()).unwrap();
-    let variables = rules::variables(&loaded).unwrap();
+    let variables = rules::variables(&loaded, rules::Secrets::Required, &mut Vec::new()).unwrap();
     let (triggers, problems) = rules::triggers(&loaded, &variables);
     assert!(problems.is_empty(), "{problems:?}");
     let tools: Vec<_> = (0..20)
@@ -123,8 +123,9 @@ fn bench(c: &mut Criterion) {
     let actions: usize = tools.iter().map(|t| t.actions.len()).sum();
     assert_eq!((tools.len(), triggers.list.len(), actions), (20, 50, 100));
     let ua = UaParser::default();
+    let consent = tagproxy::consent::ConsentPolicy::default();
     let ev = Arc::new(event(&ua));
-    let (deliveries, _) = rules::fan_out(&ev, &tools, &triggers, &variables);
+    let (deliveries, _) = rules::fan_out(&ev, &tools, &triggers, &variables, &consent);
     println!(
         "fan-out of the bench event: {} deliveries",
         deliveries.len()
@@ -132,7 +133,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("rules");
     g.throughput(Throughput::Elements(1));
-    let decided = rules::decide(&ev, &tools, &triggers, &variables);
+    let decided = rules::decide(&ev, &tools, &triggers, &variables, &consent);
     let custom = decided
         .iter()
         .filter(|(_, d)| matches!(d, rules::Decision::Custom(_)))
@@ -142,7 +143,15 @@ fn bench(c: &mut Criterion) {
         decided.len()
     );
     g.bench_function("decide 20 tools / 50 triggers / 100 actions", |b| {
-        b.iter(|| black_box(rules::decide(black_box(&ev), &tools, &triggers, &variables)))
+        b.iter(|| {
+            black_box(rules::decide(
+                black_box(&ev),
+                &tools,
+                &triggers,
+                &variables,
+                &consent,
+            ))
+        })
     });
     g.bench_function("fan_out incl. building 20 requests", |b| {
         b.iter(|| {
@@ -151,6 +160,7 @@ fn bench(c: &mut Criterion) {
                 &tools,
                 &triggers,
                 &variables,
+                &consent,
             ))
         })
     });

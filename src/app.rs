@@ -8,7 +8,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::config::{ConfigError, Loaded, LocationHeaders, Settings, TrustedProxies};
+use crate::config::{ConfigError, Loaded, LocationHeaders, Problem, Settings, TrustedProxies};
+use crate::consent::ConsentPolicy;
 use crate::delivery::Dispatcher;
 use crate::event::privacy::Privacy;
 use crate::event::ua::UaParser;
@@ -17,7 +18,7 @@ use crate::proxy::assets::{self, Asset};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::PrefixHandler;
 use crate::rules::template::Variables;
-use crate::rules::Triggers;
+use crate::rules::{Secrets, Triggers};
 use crate::tools::{self, Delivery, Tool};
 
 /// What `check` validates and `serve` runs: everything but the runtime parts.
@@ -25,16 +26,20 @@ pub struct Plan {
     pub tools: Vec<Tool>,
     pub variables: Variables,
     pub triggers: Triggers,
+    /// Remarks for `check` that do not stop the config from running.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
     /// Loads variables and every tool file; collects every problem.
-    pub fn load(loaded: &Loaded) -> Result<Plan, ConfigError> {
+    pub fn load(loaded: &Loaded, secrets: Secrets) -> Result<Plan, ConfigError> {
         let mut problems = Vec::new();
-        let variables = crate::rules::variables(loaded).unwrap_or_else(|mut p| {
-            problems.append(&mut p);
-            Variables::new()
-        });
+        let mut warnings = Vec::new();
+        let variables =
+            crate::rules::variables(loaded, secrets, &mut warnings).unwrap_or_else(|mut p| {
+                problems.append(&mut p);
+                Variables::new()
+            });
         let (triggers, mut trigger_problems) = crate::rules::triggers(loaded, &variables);
         problems.append(&mut trigger_problems);
         let tools =
@@ -42,16 +47,64 @@ impl Plan {
                 problems.append(&mut p);
                 Vec::new()
             });
+        warnings.extend(consent_problems(loaded, &tools, &mut problems));
         if problems.is_empty() {
             Ok(Plan {
                 tools,
                 variables,
                 triggers,
+                warnings,
             })
         } else {
             Err(ConfigError(problems))
         }
     }
+}
+
+/// Consent checks across files: purpose ids are unique, tools name only
+/// configured purposes; tools without purposes run without consent (a
+/// warning, as in SPEC §9).
+fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>) -> Vec<String> {
+    let consent = &loaded.config.consent;
+    let mut warnings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in &consent.purposes {
+        if !seen.insert(p.get_ref().id.as_str()) {
+            problems.push(Problem::at(
+                &loaded.path,
+                &loaded.text,
+                p.span().start,
+                format!("consent purpose `{}` is defined twice", p.get_ref().id),
+            ));
+        }
+    }
+    if !consent.enabled {
+        return warnings;
+    }
+    let policy = ConsentPolicy::new(consent);
+    for tool in tools {
+        let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for purpose in &tool.file.purposes {
+            if !policy.has_purpose(purpose) {
+                let at = text.find("purposes").unwrap_or(0);
+                problems.push(Problem::at(
+                    &path,
+                    &text,
+                    at,
+                    format!("unknown consent purpose `{purpose}`"),
+                ));
+            }
+        }
+        if tool.file.purposes.is_empty() {
+            warnings.push(format!(
+                "{}: tool `{}` lists no consent purposes, so it runs without consent",
+                path.display(),
+                tool.id
+            ));
+        }
+    }
+    warnings
 }
 
 pub struct App {
@@ -65,6 +118,7 @@ pub struct App {
     pub location: LocationHeaders,
     pub max_event_bytes: u64,
     pub privacy: Privacy,
+    pub consent: ConsentPolicy,
     collector_path: String,
 }
 
@@ -84,13 +138,20 @@ impl App {
             location: config.location.clone(),
             max_event_bytes: config.server.max_event_bytes,
             privacy: Privacy::from(&config.settings),
+            consent: ConsentPolicy::new(&config.consent),
             collector_path: format!("{}/t", config.server.prefix.0),
         }
     }
 
     /// Deliveries and browser instructions for one event.
     pub fn fan_out(&self, event: &Event) -> (Vec<Delivery>, Vec<Value>) {
-        crate::rules::fan_out(event, &self.tools, &self.triggers, &self.variables)
+        crate::rules::fan_out(
+            event,
+            &self.tools,
+            &self.triggers,
+            &self.variables,
+            &self.consent,
+        )
     }
 
     /// Records a processed event (the debugger and admin stream hook in here).

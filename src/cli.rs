@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::app::Plan;
 use crate::config::{self, Loaded};
 use crate::logging::{self, LogFormat};
+use crate::rules::Secrets;
 use crate::server::{self, Bound};
 
 #[derive(Parser)]
@@ -66,7 +67,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check => check(&cli.config),
         Command::Serve => match load(&cli.config) {
-            Some(loaded) => match load_plan(&loaded) {
+            Some(loaded) => match load_plan(&loaded, Secrets::Required) {
                 Some(plan) => serve(loaded, plan),
                 None => ExitCode::from(1),
             },
@@ -87,8 +88,8 @@ fn load(path: &Path) -> Option<Loaded> {
 }
 
 /// Loads the config and every tool file, or prints why not.
-fn load_plan(loaded: &Loaded) -> Option<Plan> {
-    match Plan::load(loaded) {
+fn load_plan(loaded: &Loaded, secrets: Secrets) -> Option<Plan> {
+    match Plan::load(loaded, secrets) {
         Ok(plan) => Some(plan),
         Err(e) => {
             eprintln!("{e}");
@@ -101,10 +102,11 @@ fn check(path: &Path) -> ExitCode {
     let Some(loaded) = load(path) else {
         return ExitCode::from(1);
     };
-    let Some(plan) = load_plan(&loaded) else {
+    // A config is checked where its secrets may not be (CI, an editor).
+    let Some(plan) = load_plan(&loaded, Secrets::Optional) else {
         return ExitCode::from(1);
     };
-    for w in &loaded.warnings {
+    for w in loaded.warnings.iter().chain(&plan.warnings) {
         eprintln!("warning: {w}");
     }
     let triggers = plan.triggers.list.len();
@@ -158,7 +160,7 @@ fn demo(listen: SocketAddr) -> ExitCode {
         let tool = crate::tools::from_text("console", Path::new("<demo>/tools/console.toml"), console, &Default::default(), &Default::default())
             .expect("demo tool is valid")
             .expect("enabled");
-        let plan = Plan { tools: vec![tool], variables: Default::default(), triggers: Default::default() };
+        let plan = Plan { tools: vec![tool], variables: Default::default(), triggers: Default::default(), warnings: Vec::new() };
         let bound = match Bound::bind(listen, loaded.config.server.admin_listen.0).await {
             Ok(b) => b,
             Err(e) => {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod consent;
 pub mod delivery;
 pub mod demo;
 pub mod event;

@@ -123,7 +123,7 @@ async fn reloader(first: Loaded, mut rx: mpsc::Receiver<&'static str>, current: 
 
 fn reload(path: &Path) -> Result<(Loaded, Plan), String> {
     let loaded = config::load(path).map_err(|e| e.to_string())?;
-    let plan = Plan::load(&loaded).map_err(|e| e.to_string())?;
+    let plan = Plan::load(&loaded, crate::rules::Secrets::Required).map_err(|e| e.to_string())?;
     Ok((loaded, plan))
 }
 

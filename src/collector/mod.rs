@@ -95,6 +95,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let now = now_ms();
     let mut tracker = Tracker::from_cookie_header(header_str(headers, "cookie"), now / 1000);
     let referer = header_str(headers, "referer").to_string();
+    let choices = app
+        .consent
+        .enabled
+        .then(|| Arc::new(app.consent.evaluate(&info.cookies)));
 
     let mut instructions: Vec<Value> = Vec::new();
     let mut deliveries = Vec::new();
@@ -109,7 +113,16 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         input.page.referrer = privacy.referrer(&input.page.referrer, &input.page.url);
         input.page.url = privacy.page_url(&input.page.url);
-        let event = Arc::new(Event::build(input, &info, tracker.next_event(), now));
+        let mut event = Event::build(input, &info, tracker.next_event(), now);
+        if let Some(choices) = &choices {
+            event.system["consent"] = app.consent.system_json(choices);
+            event.consent = Some(choices.clone());
+        }
+        event.consent_mode = app.consent.consent_mode(
+            choices.as_deref().unwrap_or(&Default::default()),
+            &event.client,
+        );
+        let event = Arc::new(event);
         let out = app.fan_out(&event);
         deliveries.extend(out.0);
         for i in out.1 {

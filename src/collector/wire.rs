@@ -21,6 +21,8 @@ struct WireEvent {
     vars: Option<Map<String, Value>>,
     ts: Option<f64>,
     id: Option<String>,
+    #[serde(default)]
+    consent_replay: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -156,6 +158,7 @@ fn convert(w: WireEvent) -> Result<Option<EventInput>, String> {
         },
         timestamp_ms: ts,
         id: w.id,
+        consent_replay: w.consent_replay,
     }))
 }
 

@@ -28,12 +28,10 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub settings: Settings,
-    /// Sections of SPEC §2 whose features are not built yet. They are accepted so
-    /// a complete SPEC-shaped file loads, and `check` says they are not applied.
     #[serde(default)]
-    pub bots: Option<toml::Table>,
+    pub bots: BotsConfig,
     #[serde(default)]
-    pub consent: Option<toml::Table>,
+    pub consent: ConsentConfig,
     /// `[triggers.<id>]`.
     #[serde(default)]
     pub triggers: BTreeMap<String, Spanned<TriggerConfig>>,
@@ -45,6 +43,104 @@ pub struct Config {
     /// `[location]`: which request headers carry the visitor's location.
     #[serde(default)]
     pub location: LocationHeaders,
+}
+
+/// `[bots]` (SPEC §9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotsConfig {
+    /// Bots get no injected script, and their events are counted and dropped.
+    pub skip_events: bool,
+    /// The proxy answers known AI crawlers `403`.
+    pub block_ai_crawlers: bool,
+    /// Case-insensitive User-Agent substrings treated as bots.
+    pub extra_user_agents: Vec<String>,
+}
+
+impl Default for BotsConfig {
+    fn default() -> Self {
+        BotsConfig {
+            skip_events: true,
+            block_ai_crawlers: false,
+            extra_user_agents: Vec::new(),
+        }
+    }
+}
+
+/// `[consent]` (SPEC §9).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    pub enabled: bool,
+    /// The cookie holding the visitor's choice (Zaraz's name by default).
+    pub cookie: String,
+    pub show_modal: bool,
+    /// IAB TCF v2.2 mode: purposes come from the `euconsent-v2` TC string.
+    pub tcf: bool,
+    pub purposes: Vec<Spanned<PurposeConfig>>,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        ConsentConfig {
+            enabled: false,
+            cookie: "cf_consent".into(),
+            show_modal: true,
+            tcf: false,
+            purposes: Vec::new(),
+        }
+    }
+}
+
+/// One consent purpose.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeConfig {
+    pub id: String,
+    pub name: Text,
+    #[serde(default)]
+    pub description: Text,
+    /// Before the visitor chooses (and Consent Mode v2's default).
+    #[serde(default)]
+    pub default: ConsentDefault,
+    /// The Consent Mode v2 signals this purpose drives.
+    #[serde(default)]
+    pub consent_mode: Vec<ConsentSignal>,
+    /// TCF mode: IAB purposes that must all have consent.
+    #[serde(default)]
+    pub tcf_purposes: Vec<u8>,
+}
+
+/// A text, or translations of it by language (`{ en = "…", de = "…" }`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum Text {
+    One(String),
+    Translated(BTreeMap<String, String>),
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::One(String::new())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsentDefault {
+    Granted,
+    #[default]
+    Denied,
+}
+
+/// Google Consent Mode v2 signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentSignal {
+    AdStorage,
+    AnalyticsStorage,
+    AdUserData,
+    AdPersonalization,
 }
 
 /// `[triggers.<id>]` (SPEC §7).
@@ -415,18 +511,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             message: e.message().trim().to_string(),
         }])
     })?;
-    let mut warnings = Vec::new();
-    for (name, present) in [
-        ("bots", config.bots.is_some()),
-        ("consent", config.consent.is_some()),
-    ] {
-        if present {
-            warnings.push(format!(
-                "{}: [{name}] is accepted but not applied by this version yet",
-                path.display()
-            ));
-        }
-    }
+    let warnings = Vec::new();
     Ok(Loaded {
         path: path.to_path_buf(),
         text: text.to_string(),

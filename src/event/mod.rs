@@ -47,6 +47,13 @@ pub struct Event {
     pub ip: Option<IpAddr>,
     pub user_agent: String,
     pub crawler: bool,
+    /// The visitor's consent (`None` when consent is off).
+    pub consent: Option<std::sync::Arc<crate::consent::Choices>>,
+    /// Consent Mode v2 state for Google tools.
+    pub consent_mode: Option<crate::consent::ConsentMode>,
+    /// Sent again by the browser after the visitor decided: only tools that
+    /// needed consent get it.
+    pub consent_replay: bool,
 }
 
 impl Event {
@@ -227,6 +234,7 @@ pub struct EventInput {
     pub device: DeviceInfo,
     pub timestamp_ms: Option<u64>,
     pub id: Option<String>,
+    pub consent_replay: bool,
 }
 
 /// What the HTTP request tells about the visitor, shared by a batch.
@@ -311,6 +319,9 @@ impl Event {
             ip: req.ip,
             user_agent: ua,
             crawler: req.user_agent.crawler,
+            consent: None,
+            consent_mode: None,
+            consent_replay: input.consent_replay,
         }
     }
 }

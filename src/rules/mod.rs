@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::config::{Loaded, Problem, RuleConfig, ScrollDepthConfig, VariableConfig};
+use crate::consent::{Choices, ConsentPolicy};
 use crate::event::{Event, Kind};
 use crate::tools::{BuildContext, Delivery, Tool};
 use template::{check_path, Context, Template, Variable, Variables};
@@ -18,8 +19,20 @@ use trigger::{ClientRule, MatchRule, Trigger};
 /// Prefix of the environment variables secrets are read from.
 pub const SECRET_ENV_PREFIX: &str = "TAGPROXY_SECRET_";
 
+/// Whether an unset secret's environment variable is an error (`serve`) or
+/// a warning (`check`, which may run where the secrets are not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    Required,
+    Optional,
+}
+
 /// `[variables]`, with secrets read from the environment.
-pub fn variables(loaded: &Loaded) -> Result<Variables, Vec<Problem>> {
+pub fn variables(
+    loaded: &Loaded,
+    secrets: Secrets,
+    warnings: &mut Vec<String>,
+) -> Result<Variables, Vec<Problem>> {
     let mut vars = Variables::new();
     let mut problems = Vec::new();
     for (name, spanned) in &loaded.config.variables {
@@ -42,13 +55,25 @@ pub fn variables(loaded: &Loaded) -> Result<Variables, Vec<Problem>> {
                         secret: true,
                     },
                     Err(_) => {
-                        problems.push(Problem::at(
+                        let problem = Problem::at(
                             &loaded.path,
                             &loaded.text,
                             at,
                             format!("secret `{name}`: environment variable {env} is not set"),
-                        ));
-                        continue;
+                        );
+                        match secrets {
+                            Secrets::Required => {
+                                problems.push(problem);
+                                continue;
+                            }
+                            Secrets::Optional => {
+                                warnings.push(problem.to_string());
+                                Variable {
+                                    value: Value::String(String::new()),
+                                    secret: true,
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -340,7 +365,10 @@ pub fn decide<'a>(
     tools: &'a [Tool],
     triggers: &Triggers,
     variables: &Variables,
+    consent: &ConsentPolicy,
 ) -> Vec<(usize, Decision<'a>)> {
+    let no_choice = Choices::default();
+    let choices = event.consent.as_deref().unwrap_or(&no_choice);
     let mut fired = Fired {
         triggers,
         event,
@@ -353,6 +381,10 @@ pub fn decide<'a>(
     };
     let mut decisions = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
+        let f = &tool.file;
+        if !consent.allows(choices, &f.purposes, f.tcf_vendor_id, event.consent_replay) {
+            continue;
+        }
         if fired.any(&tool.blocking) {
             continue;
         }
@@ -378,10 +410,11 @@ pub fn fan_out(
     tools: &[Tool],
     triggers: &Triggers,
     variables: &Variables,
+    consent: &ConsentPolicy,
 ) -> (Vec<Delivery>, Vec<Value>) {
     let mut deliveries = Vec::new();
     let mut instructions = Vec::new();
-    for (i, decision) in decide(event, tools, triggers, variables) {
+    for (i, decision) in decide(event, tools, triggers, variables, consent) {
         let tool = &tools[i];
         let cx = BuildContext {
             tool_id: &tool.id,

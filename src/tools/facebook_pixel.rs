@@ -336,7 +336,8 @@ fn ecommerce_data(event: &Event, pii: &[&str]) -> Map<String, Value> {
     if let Some(cu) = event.prop_str("currency") {
         c.insert("currency".into(), json!(cu.to_ascii_uppercase()));
     }
-    if let Some(v) = ["value", "revenue", "total", "price"]
+    // Zaraz's order for Meta: a product's `price` before an order's `total`.
+    if let Some(v) = ["value", "price", "total", "revenue"]
         .iter()
         .find_map(|k| event.prop_f64(k))
     {

@@ -150,7 +150,11 @@ impl Ga4 {
         let id = &event.identity;
         q.push("sid", &id.session_id.to_string());
         q.push("sct", &id.session_count.to_string());
-        q.push("seg", "1");
+        // "Engaged session": gtag sets it once a session has more than one
+        // event (or 10 s); on every hit it would zero the bounce rate.
+        if id.hit > 1 || !id.session_start {
+            q.push("seg", "1");
+        }
         q.push("_s", &id.hit.to_string());
         if id.session_start {
             q.push("_ss", "1");
@@ -161,13 +165,18 @@ impl Ga4 {
         let language = event.sys_str(&["device", "language"]).to_ascii_lowercase();
         q.push_nonempty("ul", &language);
         q.push_nonempty("sr", event.sys_str(&["device", "resolution"]));
-        q.push_nonempty("dl", event.page_url());
-        q.push_nonempty("dt", event.sys_str(&["page", "title"]));
-        q.push_nonempty("dr", event.sys_str(&["page", "referrer"]));
+        // GA4's length limits for page location, title and referrer.
+        q.push_nonempty("dl", truncate(event.page_url(), 1000));
+        q.push_nonempty("dt", truncate(event.sys_str(&["page", "title"]), 300));
+        q.push_nonempty("dr", truncate(event.sys_str(&["page", "referrer"]), 420));
         if !self.hide_ip {
             if let Some(ip) = event.ip {
                 q.push("_uip", &ip.to_string());
             }
+        }
+        if let Some(mode) = &event.consent_mode {
+            q.push("gcs", &mode.gcs());
+            q.push("gcd", &mode.gcd());
         }
         q.push("ep.event_id", &event.id);
         q
@@ -246,7 +255,8 @@ fn push_ecommerce(q: &mut Query, event: &Event) {
     if let Some(id) = str_of("order_id").or_else(|| str_of("transaction_id")) {
         q.push("ep.transaction_id", &id);
     }
-    if let Some(v) = ["value", "revenue", "total", "price"]
+    // Zaraz's order for GA4: an order's `total` before its `revenue`.
+    if let Some(v) = ["value", "total", "revenue", "price"]
         .iter()
         .find_map(|k| event.prop_f64(k))
     {

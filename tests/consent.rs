@@ -1,0 +1,193 @@
+//! Consent on the server: purposes gate tools, replays reach only the tools
+//! that needed consent, GA4 gets Consent Mode v2 as gcs/gcd.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const CONFIG: &str = r#"
+[consent]
+enabled = true
+[[consent.purposes]]
+id = "analytics"
+name = "Analytics"
+default = "denied"
+consent_mode = ["analytics_storage"]
+[[consent.purposes]]
+id = "ads"
+name = { en = "Advertising", de = "Werbung" }
+default = "denied"
+consent_mode = ["ad_storage", "ad_user_data", "ad_personalization"]
+"#;
+
+fn tools(dest: &Destination) -> Vec<(&'static str, String)> {
+    let hook = |purposes: &str, path: &str| {
+        format!(
+            "type = \"http\"\npurposes = [{purposes}]\n[settings]\nurl = \"{}{path}\"\n[automated]\npageview = true\ntrack = true\n",
+            dest.url()
+        )
+    };
+    vec![
+        ("stats", hook("\"analytics\"", "/stats")),
+        ("ads", hook("\"ads\"", "/ads")),
+        ("always", hook("", "/always")),
+        (
+            "ga4",
+            format!(
+                "type = \"google-analytics-4\"\nendpoint = \"{}\"\npurposes = [\"analytics\"]\n[settings]\nmeasurement_id = \"G-CONSENT\"\n[automated]\ntrack = true\n",
+                dest.url()
+            ),
+        ),
+    ]
+}
+
+async fn send(proxy: &Proxy, cookie: &str, events: serde_json::Value) {
+    let resp = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("cookie", cookie)
+        .body(events.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+fn track(name: &str, id: &str, replay: bool) -> serde_json::Value {
+    json!({"type": "track", "name": name, "id": id, "consent_replay": replay, "page": {"url": "https://shop.test/"}})
+}
+
+#[tokio::test]
+async fn purposes_gate_tools_and_replays_reach_only_newly_granted_tools() {
+    let dest = Destination::start().await;
+    let origin = Origin::page("text/html", "<head></head>").await;
+    let proxy = Proxy::start_tools(origin.addr, CONFIG, &tools(&dest)).await;
+
+    // Undecided (defaults denied): only the tool without purposes gets it.
+    send(&proxy, "", json!([track("before", "evt-before-1", false)])).await;
+    dest.wait_for(1, Duration::from_secs(10)).await;
+    // The visitor grants analytics; the browser replays the queued event.
+    let granted = "cf_consent=%7B%22analytics%22%3Atrue%2C%22ads%22%3Afalse%7D";
+    send(
+        &proxy,
+        granted,
+        json!([track("before", "evt-before-1", true)]),
+    )
+    .await;
+    send(
+        &proxy,
+        granted,
+        json!([track("after", "evt-after-01", false)]),
+    )
+    .await;
+    dest.wait_for(5, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let got = dest.requests();
+    let seen = |path: &str| -> Vec<String> {
+        got.iter()
+            .filter(|r| r.path() == path)
+            .map(|r| r.json()["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        seen("/always"),
+        ["before", "after"],
+        "no replay for tools that needed no consent"
+    );
+    assert_eq!(
+        seen("/stats"),
+        ["before", "after"],
+        "the replay reached the analytics tool"
+    );
+    assert!(seen("/ads").is_empty(), "ads was refused");
+    let hook = got.iter().find(|r| r.path() == "/stats").unwrap().json();
+    assert_eq!(
+        hook["system"]["consent"],
+        json!({"analytics": true, "ads": false})
+    );
+
+    // GA4 (analytics): Consent Mode v2 from the defaults and the choice.
+    let hits: Vec<_> = got.iter().filter(|r| r.path() == "/g/collect").collect();
+    assert_eq!(hits.len(), 2);
+    for hit in hits {
+        assert_eq!(hit.param("gcs").as_deref(), Some("G101"));
+        assert_eq!(hit.param("gcd").as_deref(), Some("11q1r1q1q5"));
+    }
+}
+
+#[tokio::test]
+async fn malformed_consent_cookie_grants_nothing_and_set_values_drive_consent_mode() {
+    let dest = Destination::start().await;
+    let origin = Origin::page("text/html", "<head></head>").await;
+    let proxy = Proxy::start_tools(origin.addr, CONFIG, &tools(&dest)).await;
+    send(
+        &proxy,
+        "cf_consent=%7Bbroken",
+        json!([track("x", "evt-broken-1", false)]),
+    )
+    .await;
+    // zaraz.set("google_consent_update", …) travels in vars.
+    let granted = "cf_consent=%7B%22analytics%22%3Atrue%7D";
+    let mut ev = track("y", "evt-vars-001", false);
+    ev["vars"] =
+        json!({"google_consent_update": {"ad_storage": "granted", "ad_user_data": "granted"}});
+    send(&proxy, granted, json!([ev])).await;
+    dest.wait_for(4, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = dest.requests();
+    let paths: Vec<&str> = got.iter().map(|r| r.path()).collect();
+    assert_eq!(paths.iter().filter(|p| **p == "/always").count(), 2);
+    assert_eq!(
+        paths.iter().filter(|p| **p == "/stats").count(),
+        1,
+        "{paths:?}"
+    );
+    let hit = got.iter().find(|r| r.path() == "/g/collect").unwrap();
+    assert_eq!(hit.param("gcs").as_deref(), Some("G111"));
+    assert_eq!(hit.param("gcd").as_deref(), Some("11r1r1r1p5"));
+}
+
+#[test]
+fn check_rejects_unknown_purposes_and_warns_about_tools_without_any() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(&path, CONFIG).unwrap();
+    std::fs::write(
+        dir.path().join("tools/a.toml"),
+        "type = \"console\"\npurposes = [\"marketing\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tools/b.toml"), "type = \"console\"\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tools/a.toml:2:1: unknown consent purpose `marketing`"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join("tools/a.toml")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("tool `b` lists no consent purposes, so it runs without consent"),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ok: 1 tools, 0 triggers\n"
+    );
+}
