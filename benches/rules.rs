@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
     let consent = tagproxy::consent::ConsentPolicy::default();
     let ev = Arc::new(event(&ua));
     let (deliveries, _) = rules::fan_out(&ev, &tools, &triggers, &variables, &consent);
-    println!(
+    eprintln!(
         "fan-out of the bench event: {} deliveries",
         deliveries.len()
     );
@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
         .iter()
         .filter(|(_, d)| matches!(d, rules::Decision::Custom(_)))
         .count();
-    println!(
+    eprintln!(
         "decision: {} tools act ({custom} through custom actions)",
         decided.len()
     );
