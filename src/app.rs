@@ -169,9 +169,38 @@ impl App {
             "spa": s.spa,
             "data_layer": s.data_layer,
             "ecommerce": s.ecommerce,
+            "consent": consent_client_config(&loaded.config.consent),
         });
         assets::client_script(&config)
     }
+}
+
+/// What the browser's consent API needs: the purposes (with their texts in
+/// every language configured) and where the choice is stored. `null` when
+/// consent is off.
+fn consent_client_config(c: &crate::config::ConsentConfig) -> Value {
+    if !c.enabled {
+        return Value::Null;
+    }
+    let purposes: Vec<Value> = c
+        .purposes
+        .iter()
+        .map(|p| {
+            let p = p.get_ref();
+            json!({
+                "id": p.id,
+                "name": p.name,
+                "description": p.description,
+                "default": p.default,
+            })
+        })
+        .collect();
+    json!({
+        "cookie": c.cookie,
+        "show_modal": c.show_modal,
+        "tcf": c.tcf,
+        "purposes": purposes,
+    })
 }
 
 impl PrefixHandler for App {
