@@ -8,7 +8,6 @@
 //! chosen counts as its `default`; the browser keeps events for undecided
 //! purposes and replays them once the visitor decides (`consent_replay`).
 
-#[path = "tcf_stub.rs"]
 pub mod tcf;
 
 use std::collections::HashMap;
@@ -388,6 +387,49 @@ consent_mode = ["ad_storage", "ad_user_data", "ad_personalization"]
         assert!(policy("")
             .consent_mode(&Choices::default(), &json!({}))
             .is_none());
+    }
+
+    /// TCF mode: the IAB's out-of-band example string (purposes 1–3, vendors
+    /// 2, 6 and 8 consented) decides purposes and vendors; missing or
+    /// malformed strings grant nothing.
+    #[test]
+    fn tcf_mode_maps_iab_purposes_and_vendors() {
+        let p = policy(
+            r#"[consent]
+enabled = true
+tcf = true
+[[consent.purposes]]
+id = "analytics"
+name = "Analytics"
+tcf_purposes = [1, 3]
+[[consent.purposes]]
+id = "personalised_ads"
+name = "Ads"
+tcf_purposes = [1, 4]
+"#,
+        );
+        let tc = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA.IFoEUQQgAIQwgIwQABAEAAAAOIAACAIAAAAQAIAgEAACEAAAAAgAQBAAAAAAAGBAAgAAAAAAAFAAECAAAgAAQARAEQAAAAAJAAIAAgAAAYQEAAAQmAgBC3ZAYzUw";
+        let c = p.evaluate(&[(TCF_COOKIE.to_string(), tc.to_string())].into());
+        assert_eq!(
+            p.system_json(&c),
+            json!({"analytics": true, "personalised_ads": false})
+        );
+        assert!(p.allows(&c, &["analytics".into()], None, false));
+        assert!(p.allows(&c, &["analytics".into()], Some(6), false));
+        assert!(
+            !p.allows(&c, &["analytics".into()], Some(7), false),
+            "vendor 7 has no consent"
+        );
+        assert!(!p.allows(&c, &["personalised_ads".into()], None, false));
+        for bad in ["", "COvFyGBOvFyG", "not-a-tc-string!", &tc[..20]] {
+            let c = p.evaluate(&[(TCF_COOKIE.to_string(), bad.to_string())].into());
+            assert!(
+                !p.allows(&c, &["analytics".into()], None, false),
+                "{bad:?} grants nothing"
+            );
+        }
+        let none = p.evaluate(&HashMap::new());
+        assert!(!p.allows(&none, &["analytics".into()], None, false));
     }
 
     /// Each of the nine letters, for every combination of default and update.

@@ -21,7 +21,7 @@ use crate::config::DeliveryConfig;
 use crate::tools::{Delivery, HttpRequest, Payload};
 
 /// Deliveries waiting per tool before the collector starts answering 503.
-const QUEUE_CAPACITY: usize = 100_000;
+const QUEUE_CAPACITY: usize = 20_000;
 
 /// Counters for metrics and tests; one place for all of them.
 #[derive(Debug, Default)]

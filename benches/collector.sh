@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Collector load test: events/s that tagproxy accepts and delivers with GA4
+# and Meta CAPI enabled, delivering to local mock destinations, and the
+# proxy's peak RSS under that load.
+#
+#   bash benches/collector.sh            # DURATION=10s per run
+#   DURATION=5s BATCHES="1 10" bash benches/collector.sh
+#
+# Everything runs on 127.0.0.1: nginx answers 204 as both GA4 and Meta (and
+# counts what it received in its access log); wrk POSTs batches of events to
+# /_tagproxy/t. wrk, nginx and tagproxy share the cores: the figures are for
+# comparing runs on this machine, not absolutes.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+BATCHES=${BATCHES:-"1 10"}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+die() { echo "collector.sh: $*" >&2; exit 1; }
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+    echo "installing nginx and wrk…" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq nginx-light wrk >/dev/null || apt-get install -y -qq nginx wrk >/dev/null
+fi
+echo "building tagproxy (release)…" >&2
+(cd "$ROOT" && cargo build --release --quiet)
+
+TMP=$(mktemp -d -t tagproxy-collector.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [[ ${KEEP_TMP:-0} == 1 ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- mock destinations: nginx answering 204, logging one line per request ----
+MOCK=$(free_port)
+mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
+cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $TMP/nginx/tmp;
+    log_format short '\$request_method \$uri';
+    access_log $TMP/nginx/logs/access.log short buffer=64k flush=100ms;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$MOCK; location / { return 204; } }
+}
+EOF
+nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+
+# --- tagproxy with GA4 + Meta ---------------------------------------------------
+PORT=$(free_port)
+ADMIN=$(free_port)
+mkdir -p "$TMP/tp/tools"
+cat >"$TMP/tp/tagproxy.toml" <<EOF
+[server]
+listen = "127.0.0.1:$PORT"
+upstream = "http://127.0.0.1:$MOCK"
+admin_listen = "127.0.0.1:$ADMIN"
+[delivery]
+backend = "memory"
+concurrency_per_tool = 64
+EOF
+cat >"$TMP/tp/tools/ga4.toml" <<EOF
+type = "google-analytics-4"
+endpoint = "http://127.0.0.1:$MOCK"
+[settings]
+measurement_id = "G-LOAD123"
+[automated]
+pageview = true
+track = true
+ecommerce = true
+EOF
+cat >"$TMP/tp/tools/meta.toml" <<EOF
+type = "facebook-pixel"
+endpoint = "http://127.0.0.1:$MOCK"
+[settings]
+pixel_id = "1234567890"
+access_token = "load-test-token"
+[automated]
+pageview = true
+track = true
+ecommerce = true
+EOF
+RUST_LOG=warn "$ROOT/target/release/tagproxy" serve -c "$TMP/tp/tagproxy.toml" 2>"$TMP/tp.log" &
+TP=$!
+PIDS+=($TP)
+for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" || die "tagproxy did not start: $(cat "$TMP/tp.log")"
+
+delivered() { wc -l <"$TMP/nginx/logs/access.log" 2>/dev/null || echo 0; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$TP/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$TP/status"; }
+
+echo "idle RSS: $(($(rss_kb) / 1024)) MB" >&2
+printf '%-8s %14s %14s %12s %12s %10s\n' batch "requests/s" "events/s" "delivered/s" "p99" "peak RSS"
+for n in $BATCHES; do
+    # One batch body: a pageview, tracks and an Order Completed, like a page.
+    python3 - "$n" >"$TMP/body.json" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+page = {"url": "https://shop.test/checkout?utm_source=news", "title": "Checkout", "referrer": "https://shop.test/cart"}
+device = {"viewport": "1280x720", "resolution": "1920x1080", "language": "en-US", "tz_offset": -60}
+events = []
+for i in range(n):
+    if i % 3 == 0:
+        e = {"type": "pageview"}
+    elif i % 3 == 1:
+        e = {"type": "track", "name": "signup", "properties": {"method": "email", "plan_price": 9.5}}
+    else:
+        e = {"type": "ecommerce", "name": "Order Completed", "properties": {"order_id": f"A{i}", "total": 27.5, "currency": "USD",
+             "products": [{"product_id": "P1", "name": "Mug", "price": 14.5, "quantity": 1}, {"product_id": "P2", "name": "Tee", "price": 13, "quantity": 1}]}}
+    e.update({"page": page, "device": device, "ts": 1764000000000})
+    events.append(e)
+print(json.dumps(events))
+PY
+    cat >"$TMP/post.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+local f = io.open("$TMP/body.json"); wrk.body = f:read("*a"); f:close()
+EOF
+    before=$(delivered)
+    start=$(date +%s.%N)
+    out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$TMP/post.lua" "http://127.0.0.1:$PORT/_tagproxy/t")
+    # Let the queues drain (deliveries run behind the collector's answers).
+    last=-1
+    for _ in $(seq 300); do
+        now=$(delivered)
+        [[ $now == "$last" ]] && break
+        last=$now
+        sleep 0.5
+    done
+    end=$(date +%s.%N)
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+    [[ -z $non2xx ]] || echo "warning: $non2xx non-2xx answers" >&2
+    events=$(python3 -c "print(round($rps * $n))")
+    deliveries=$(( $(delivered) - before ))
+    per_s=$(python3 -c "print(round($deliveries / ($end - $start)))")
+    printf '%-8s %14s %14s %12s %12s %7s MB\n' "$n" "$rps" "$events" "$per_s" "$p99" "$(($(hwm_kb) / 1024))"
+done
+echo "(delivered/s: requests GA4 + Meta received per second, until the queues drained; 2 per event)" >&2
