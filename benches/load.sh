@@ -12,16 +12,18 @@
 #   nginx       reverse proxy with keep-alive to the origin: one server with
 #               `sub_filter '<head>' '<head><script …>'`, one without
 # and runs wrk against each pair, alternating tagproxy and nginx, then prints
-# requests/s and p99 latency with the ratios tagproxy/nginx. wrk, the origin
-# and the proxies share the machine's cores: read the ratios, not the absolutes.
+# requests/s, p99 latency and the proxy's CPU time per request, with the
+# ratios tagproxy/nginx. wrk, the origin and the proxies share the machine's
+# cores: read the ratios, not the absolutes.
 #
-# Env: DURATION (10s), WARMUP (2s), THREADS (wrk threads, 2), CONNS (32),
+# Env: DURATION (10s; whole seconds), WARMUP (2s), THREADS (wrk threads, 2), CONNS (32),
 # WORKERS (proxy threads / nginx workers, default nproc), ROUNDS (1),
 # KEEP_TMP=1 keeps the temp dir (configs, logs), PAGES (the shared fixture
 # pages folder), TAGPROXY (a prebuilt binary: skips `cargo build --release`).
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
+[[ $DURATION =~ ^[0-9]+s$ ]] || { echo "load.sh: DURATION is whole seconds, like 10s" >&2; exit 2; }
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-32}
@@ -84,12 +86,13 @@ free_port() {
     die "no free port"
 }
 
-wait_up() { # url name
-    for _ in $(seq 100); do
+wait_up() { # url name log
+    for _ in $(seq 300); do
         curl -fsS -o /dev/null "$1" 2>/dev/null && return
         sleep 0.1
     done
-    die "$2 did not come up at $1 (logs in $TMP; KEEP_TMP=1 keeps them)"
+    tail -n 20 "$3" >&2 || true
+    die "$2 did not come up at $1 within 30 s (KEEP_TMP=1 keeps the logs in $TMP)"
 }
 
 # nginx in a private prefix: every path it writes is under $1.
@@ -144,7 +147,7 @@ nginx_conf "$TMP/origin" 1 "
         types { text/html html; }
     }"
 start_nginx "$TMP/origin"
-wait_up "http://127.0.0.1:$ORIGIN_PORT/page-20k.html" "origin nginx"
+wait_up "http://127.0.0.1:$ORIGIN_PORT/page-20k.html" "origin nginx" "$TMP/origin/logs/error.log"
 
 # --- tagproxy: injecting and passthrough ---------------------------------------
 TP_INJECT_PORT=$(free_port)
@@ -169,7 +172,9 @@ EOF
     PIDS+=($!)
 }
 tagproxy_start tagproxy-inject "$TP_INJECT_PORT" true
+TP_INJECT_PID=$!
 tagproxy_start tagproxy-pass "$TP_PASS_PORT" false
+TP_PASS_PID=$!
 
 # --- nginx reverse proxy: sub_filter and plain ---------------------------------
 NG_INJECT_PORT=$(free_port)
@@ -204,10 +209,12 @@ $proxy_common
         }
     }"
 start_nginx "$TMP/nginx-proxy"
+NG_PROXY_PID=$!
 
-for port in $TP_INJECT_PORT $TP_PASS_PORT $NG_INJECT_PORT $NG_PASS_PORT; do
-    wait_up "http://127.0.0.1:$port/page-20k.html" "proxy on port $port"
-done
+wait_up "http://127.0.0.1:$TP_INJECT_PORT/page-20k.html" "tagproxy (inject)" "$TMP/tagproxy-inject/stderr.log"
+wait_up "http://127.0.0.1:$TP_PASS_PORT/page-20k.html" "tagproxy (passthrough)" "$TMP/tagproxy-pass/stderr.log"
+wait_up "http://127.0.0.1:$NG_INJECT_PORT/page-20k.html" "nginx (sub_filter)" "$TMP/nginx-proxy/logs/error.log"
+wait_up "http://127.0.0.1:$NG_PASS_PORT/page-20k.html" "nginx (passthrough)" "$TMP/nginx-proxy/logs/error.log"
 
 # --- check that each endpoint does what it is measured for ------------------------
 check() { # url want-tag(yes/no) origin-file
@@ -229,6 +236,7 @@ for page in page-20k blog-318k; do
     check "http://127.0.0.1:$TP_PASS_PORT/$page.html" no "$WWW/$page.html"
     check "http://127.0.0.1:$NG_PASS_PORT/$page.html" no "$WWW/$page.html"
 done
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "checked: inject endpoints add the tag once, passthrough endpoints are byte-exact" >&2
 
 # --- measure -------------------------------------------------------------------
@@ -254,19 +262,31 @@ run_wrk() { # url duration
     ' <<<"$out"
 }
 
-declare -A RPS P99
+declare -A RPS P99 CPU
 SCENARIOS=("pass 20KB" "pass 318KB" "inject 20KB" "inject 318KB")
-url_for() { # proxy scenario
-    local port page
+target() { # proxy scenario -> "URL PID" (PID: the process whose CPU time counts)
+    local port pid page
     case "$1 ${2%% *}" in
-        "tagproxy pass") port=$TP_PASS_PORT ;;
-        "tagproxy inject") port=$TP_INJECT_PORT ;;
-        "nginx pass") port=$NG_PASS_PORT ;;
-        "nginx inject") port=$NG_INJECT_PORT ;;
+        "tagproxy pass") port=$TP_PASS_PORT pid=$TP_PASS_PID ;;
+        "tagproxy inject") port=$TP_INJECT_PORT pid=$TP_INJECT_PID ;;
+        "nginx pass") port=$NG_PASS_PORT pid=$NG_PROXY_PID ;;
+        "nginx inject") port=$NG_INJECT_PORT pid=$NG_PROXY_PID ;;
     esac
     [[ $2 == *20KB ]] && page=page-20k || page=blog-318k
-    echo "http://127.0.0.1:$port/$page.html"
+    echo "http://127.0.0.1:$port/$page.html $pid"
 }
+
+# CPU time (clock ticks, user + system) of a process and its children
+# (nginx's workers; tagproxy's threads are already in its own line).
+cpu_ticks() { # pid
+    local pid total=0
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+add() { awk -v a="${1:-0}" -v b="$2" 'BEGIN { print a + b }'; }
 
 echo "wrk -t$THREADS -c$CONNS -d$DURATION --latency; proxies with $WORKERS workers; $(nproc) cores" >&2
 for round in $(seq "$ROUNDS"); do
@@ -275,13 +295,19 @@ for round in $(seq "$ROUNDS"); do
         order=(tagproxy nginx)
         ((round % 2 == 0)) && order=(nginx tagproxy)
         for proxy in "${order[@]}"; do
-            url=$(url_for "$proxy" "$s")
+            read -r url pid <<<"$(target "$proxy" "$s")"
             run_wrk "$url" "$WARMUP" >/dev/null
+            before=$(cpu_ticks "$pid")
             res=$(run_wrk "$url" "$DURATION")
+            after=$(cpu_ticks "$pid")
             read -r rps p99 <<<"$res"
-            echo "  round $round  $proxy  $s: $rps req/s, p99 $p99 ms" >&2
-            RPS[$proxy,$s]=$(awk -v a="${RPS[$proxy,$s]:-0}" -v b="$rps" 'BEGIN { print a + b }')
-            P99[$proxy,$s]=$(awk -v a="${P99[$proxy,$s]:-0}" -v b="$p99" 'BEGIN { print a + b }')
+            # Proxy CPU per request: unlike req/s, barely moved by other load.
+            cpu=$(awk -v t=$((after - before)) -v us="$TICK_US" -v r="$rps" -v d="${DURATION%s}" \
+                'BEGIN { printf "%.1f", t * us / (r * d) }')
+            echo "  round $round  $proxy  $s: $rps req/s, p99 $p99 ms, $cpu us CPU/req" >&2
+            RPS[$proxy,$s]=$(add "${RPS[$proxy,$s]:-}" "$rps")
+            P99[$proxy,$s]=$(add "${P99[$proxy,$s]:-}" "$p99")
+            CPU[$proxy,$s]=$(add "${CPU[$proxy,$s]:-}" "$cpu")
         done
     done
 done
@@ -290,19 +316,21 @@ done
 avg() { awk -v s="$1" -v n="$ROUNDS" 'BEGIN { printf "%.3f", s / n }'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 echo
-printf '%-13s | %12s %9s | %12s %9s | %11s %10s\n' \
-    scenario "tagproxy r/s" "p99 ms" "nginx r/s" "p99 ms" "r/s tp/ngx" "p99 tp/ngx"
-printf '%s\n' "--------------+------------------------+------------------------+-----------------------"
+printf '%-12s | %-25s | %-25s | %s\n' "" "tagproxy" "nginx" "tagproxy/nginx"
+printf '%-12s | %9s %7s %7s | %9s %7s %7s | %6s %6s %6s\n' \
+    scenario "req/s" "p99 ms" "us/req" "req/s" "p99 ms" "us/req" "req/s" "p99" "CPU"
+printf '%s\n' "-------------+---------------------------+---------------------------+---------------------"
 for s in "${SCENARIOS[@]}"; do
-    tr=$(avg "${RPS[tagproxy,$s]}") tp=$(avg "${P99[tagproxy,$s]}")
-    nr=$(avg "${RPS[nginx,$s]}") np=$(avg "${P99[nginx,$s]}")
-    printf '%-13s | %12.0f %9.2f | %12.0f %9.2f | %11s %10s\n' \
-        "$s" "$tr" "$tp" "$nr" "$np" "$(div "$tr" "$nr")" "$(div "$tp" "$np")"
+    tr=$(avg "${RPS[tagproxy,$s]}") tp=$(avg "${P99[tagproxy,$s]}") tc=$(avg "${CPU[tagproxy,$s]}")
+    nr=$(avg "${RPS[nginx,$s]}") np=$(avg "${P99[nginx,$s]}") nc=$(avg "${CPU[nginx,$s]}")
+    printf '%-12s | %9.0f %7.2f %7.1f | %9.0f %7.2f %7.1f | %6s %6s %6s\n' \
+        "$s" "$tr" "$tp" "$tc" "$nr" "$np" "$nc" "$(div "$tr" "$nr")" "$(div "$tp" "$np")" "$(div "$tc" "$nc")"
 done
 echo
 for size in 20KB 318KB; do
-    printf 'inject/passthrough r/s, %-5s: tagproxy %s, nginx %s\n' "$size" \
+    printf 'inject/passthrough req/s, %-5s: tagproxy %s, nginx %s\n' "$size" \
         "$(div "${RPS[tagproxy,inject $size]}" "${RPS[tagproxy,pass $size]}")" \
         "$(div "${RPS[nginx,inject $size]}" "${RPS[nginx,pass $size]}")"
 done
-echo "(wrk -t$THREADS -c$CONNS -d$DURATION x$ROUNDS; $WORKERS proxy workers; origin nginx 1 worker; $(nproc) cores shared by all)"
+echo "(us/req: the proxy's own CPU time per request. wrk -t$THREADS -c$CONNS -d$DURATION x$ROUNDS;"
+echo " $WORKERS proxy workers; origin nginx 1 worker; $(nproc) cores shared by all; load before: $LOAD0)"
