@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod bots;
 pub mod cli;
 pub mod collector;
 pub mod config;
