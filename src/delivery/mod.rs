@@ -21,7 +21,9 @@ use crate::config::DeliveryConfig;
 use crate::tools::{Delivery, HttpRequest, Payload};
 
 /// Deliveries waiting per tool before the collector starts answering 503.
-const QUEUE_CAPACITY: usize = 20_000;
+const QUEUE_CAPACITY: usize = 4_096;
+/// Deliveries per tool being sent or waiting to retry.
+const LIVE_PER_TOOL: usize = 4_096;
 
 /// Counters for metrics and tests; one place for all of them.
 #[derive(Debug, Default)]
@@ -117,11 +119,23 @@ pub fn install_tls_provider() {
 
 /// Takes a tool's deliveries in order and runs each under the tool's
 /// concurrency limit.
+///
+/// A delivery leaves the queue only when it has a place among the tool's
+/// `LIVE_PER_TOOL` live deliveries (sending or waiting to retry), so a slow
+/// or dead destination fills its queue, and the collector then answers 503,
+/// instead of memory growing without bound.
 async fn worker(mut rx: mpsc::Receiver<Delivery>, limit: Arc<Semaphore>, sender: Arc<Sender>) {
+    let live = Arc::new(Semaphore::new(LIVE_PER_TOOL));
     while let Some(delivery) = rx.recv().await {
+        let Ok(place) = live.clone().acquire_owned().await else {
+            return;
+        };
         let sender = sender.clone();
         let limit = limit.clone();
-        tokio::spawn(async move { sender.deliver(delivery, &limit).await });
+        tokio::spawn(async move {
+            sender.deliver(delivery, &limit).await;
+            drop(place);
+        });
     }
 }
 
