@@ -54,17 +54,18 @@ if [ ! -d "$fixtures" ] || [ -z "$(ls -A "$fixtures" 2>/dev/null)" ]; then
 fi
 
 # --- client script -----------------------------------------------------------
-# src/client/s.min.js is committed (the binary embeds it); rebuild it from
-# src/client/zaraz.js and fail when the committed copy is stale.
+# src/client/s.min.js and c.min.js are committed (the binary embeds them);
+# rebuild them from src/client/zaraz.js and consent.js and fail when a
+# committed copy is stale.
 if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   if ! (cd src/client && npm ci --silent --no-audit --no-fund && npm run --silent build); then
     echo "tests/run.sh: error: building the client script (src/client) failed" >&2
     exit 1
   fi
   if git rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
-    ! git diff --exit-code -- src/client/s.min.js; then
-    echo "tests/run.sh: error: src/client/s.min.js is stale (it does not match zaraz.js)." >&2
-    echo "  Run 'cd src/client && npm ci && npm run build' and commit s.min.js." >&2
+    ! git diff --exit-code -- src/client/s.min.js src/client/c.min.js; then
+    echo "tests/run.sh: error: src/client/s.min.js or c.min.js is stale (it does not match zaraz.js / consent.js)." >&2
+    echo "  Run 'cd src/client && npm ci && npm run build' and commit s.min.js and c.min.js." >&2
     exit 1
   fi
 else

@@ -16,35 +16,56 @@ declare global {
     scope?: ZarazScope;
   }
 
+  /** One consent purpose, its texts in the visitor's language. */
   interface ZarazPurpose {
     id: string;
     name: string;
     description: string;
+    /** Position in the configuration (and in the modal), from 0. */
     order: number;
   }
 
+  /** `{ purposeId: granted }`. */
+  type ZarazConsentPreferences = Record<string, boolean>;
+
   /**
-   * Zaraz's Consent API. Until consent management is enabled in tagproxy,
-   * `APIReady` stays `false` and every method only warns ("consent is not
-   * enabled"); when it is, `zarazConsentAPIReady` is dispatched on `document`.
+   * Zaraz's Consent API. With consent off in tagproxy, `APIReady` stays
+   * `false` and every method only warns ("consent is not enabled"). With it
+   * on, s.js loads `{prefix}/c.js`; until then `get`, `set`, `getAll`,
+   * `setAll` and `sendQueuedEvents` are queued (they return `undefined`) and
+   * `modal = true` takes effect once it has loaded; then `APIReady` becomes
+   * `true` and `zarazConsentAPIReady` is dispatched on `document`.
+   * `zarazConsentChoicesUpdated` is dispatched after every `set` / `setAll`
+   * (and every choice made in the modal). The choice is stored in the
+   * `cf_consent` cookie (URL-encoded JSON, one year).
    */
   interface ZarazConsent {
     /** Whether the Consent API is available on the page (read-only). */
     readonly APIReady: boolean;
-    /** Get or set the visibility of the consent modal. */
+    /** Get or set the visibility of the built-in consent modal. */
     modal: boolean;
     /** The configured purposes by id (read-only). */
     readonly purposes: Record<string, ZarazPurpose>;
-    /** `true` granted, `false` refused, `undefined` no such purpose. */
+    /** `true` granted, `false` refused, `undefined` not chosen yet (or no such purpose). */
     get(purposeId: string): boolean | undefined;
-    /** Set the consent status of some purposes. */
-    set(consentPreferences: Record<string, boolean>): void;
-    /** The consent status of every purpose. */
-    getAll(): Record<string, boolean>;
+    /**
+     * Set the consent status of some purposes (others keep theirs). Events
+     * kept while purposes were undecided are then sent again for the tools
+     * whose purposes are now all granted.
+     */
+    set(consentPreferences: ZarazConsentPreferences): void;
+    /** The consent status of every purpose (`undefined`: not chosen yet). */
+    getAll(): Record<string, boolean | undefined>;
     /** Grant or refuse every purpose at once. */
     setAll(consentStatus: boolean): void;
-    /** Send the events that waited for consent. */
+    /** Send the kept events now, if a purpose was granted since they were sent. */
     sendQueuedEvents(): void;
+    /** The modal's checkboxes (not the choice), by purpose id. Available once `APIReady`. */
+    getAllCheckboxes(): ZarazConsentPreferences;
+    /** Tick or untick some of the modal's checkboxes. Available once `APIReady`. */
+    setCheckboxes(checkboxesStatus: ZarazConsentPreferences): void;
+    /** Tick or untick all of the modal's checkboxes. Available once `APIReady`. */
+    setAllCheckboxes(checkboxStatus: boolean): void;
   }
 
   interface Zaraz {
@@ -100,6 +121,20 @@ declare global {
     page?: TagproxyPageRule[];
   }
 
+  /** A text, or its translations by language tag (`{ en: "…", de: "…" }`). */
+  type TagproxyText = string | Record<string, string>;
+
+  /** `[consent]` as the scripts see it. */
+  interface TagproxyConsentConfig {
+    /** The cookie holding the choice (`cf_consent`). */
+    cookie: string;
+    /** Open the modal on a visit with no complete choice (never in TCF mode). */
+    show_modal: boolean;
+    /** IAB TCF mode: the site's CMP decides (its `euconsent-v2` cookie). */
+    tcf: boolean;
+    purposes: { id: string; name: TagproxyText; description: TagproxyText; default: "granted" | "denied" }[];
+  }
+
   /** The configuration the server prepends to the script. */
   interface TagproxyConfig {
     prefix?: string;
@@ -108,7 +143,14 @@ declare global {
     data_layer?: boolean;
     ecommerce?: boolean;
     triggers?: TagproxyTrigger[];
+    /** `null` when consent is off. */
+    consent?: TagproxyConsentConfig | null;
     [key: string]: unknown;
+  }
+
+  interface DocumentEventMap {
+    zarazConsentAPIReady: Event;
+    zarazConsentChoicesUpdated: Event;
   }
 
   interface Window {

@@ -14,12 +14,14 @@
  * per tick; retried with backoff on network errors / 429 / 5xx; whatever is
  * pending when the page is hidden or left goes out with sendBeacon.
  * Client-side triggers (config `triggers`, SPEC §7) send zaraz.track(<id>).
+ * With consent on (config `consent`), zaraz.consent comes from {prefix}/c.js
+ * (consent.js), loaded async; this file only keeps copies of the events sent
+ * while a purpose is undecided, for c.js to replay.
  * Plain ES2017, no run-time dependencies.
  */
 ((w, d, nav, loc) => {
   const z = (w.zaraz = w.zaraz || {});
   if (z._tp) return; // loaded twice
-  z._tp = 1;
 
   const C = Object.assign(
     { prefix: "/_tagproxy", auto_pageview: true, spa: true, data_layer: false, ecommerce: true },
@@ -27,7 +29,8 @@
   );
   const T = C.prefix + "/t";
   const P = "_tp_"; // storage key prefix for session / persist vars
-  const warn = (...a) => console.warn("tagproxy:", ...a);
+  // Resolves a promise, for the API calls that return one.
+  const warn = (...a) => (console.warn("tagproxy:", ...a), Promise.resolve());
   const json = JSON.stringify;
   const bytes = (s) => new Blob([s]).size;
   const path = () => loc.pathname + loc.search;
@@ -109,35 +112,44 @@
   // queue until DOMContentLoaded and fill in the title of events made before.
   let hold = d.readyState == "loading";
 
-  // The one way out for every event (the seam where consent will gate later).
-  const emit = (type, name, props, first) =>
+  const add = (e, first) =>
     new Promise((r) => {
-      let e;
-      try {
-        e = JSON.parse(
-          json({
-            type,
-            name, // undefined (so absent) for pageviews
-            properties: props && typeof props == "object" ? props : {},
-            page: { url: loc.href, title: d.title, referrer: d.referrer, encoding: d.characterSet },
-            device: {
-              viewport: w.innerWidth + "x" + w.innerHeight,
-              resolution: screen.width + "x" + screen.height,
-              language: nav.language,
-              tz_offset: new Date().getTimezoneOffset(),
-            },
-            vars: vars(),
-            ts: Date.now(),
-            id: uuid(),
-          })
-        );
-      } catch (err) {
-        warn(name || type, "not sent:", err);
-        return r();
-      }
       Q[first ? "unshift" : "push"]({ e, r });
       hold || timer || (timer = setTimeout(flush));
     });
+  // What the consent script (c.js, consent.js) works with: `c` copies of the
+  // events sent while a purpose is undecided (at most 100), kept while `k`;
+  // `q` the zaraz.consent calls made before c.js loaded; `s` queues an event;
+  // `Q` / `R` the events not sent yet / waiting for a retry.
+  const X = (z._tp = { c: [], k: C.consent, d: 0, q: [], s: add, Q, R });
+  // The one way out for every event.
+  const emit = (type, name, props, first) => {
+    let e;
+    try {
+      e = JSON.parse(
+        json({
+          type,
+          name, // undefined (so absent) for pageviews
+          properties: props && typeof props == "object" ? props : {},
+          page: { url: loc.href, title: d.title, referrer: d.referrer, encoding: d.characterSet },
+          device: {
+            viewport: w.innerWidth + "x" + w.innerHeight,
+            resolution: screen.width + "x" + screen.height,
+            language: nav.language,
+            tz_offset: new Date().getTimezoneOffset(),
+          },
+          vars: vars(),
+          ts: Date.now(),
+          id: uuid(),
+        })
+      );
+    } catch (err) {
+      return warn(name || type, "not sent:", err);
+    }
+    // Over 100: the oldest goes; the first time, a warning (c.js tells the total).
+    X.k && X.c.push(e) > 100 && (X.c.shift(), X.d++ || warn("consent queue full (100)"));
+    return add(e, first);
+  };
 
   // Cut the queue into requests of at most 50 events and ~60 KB.
   const batches = () => {
@@ -457,25 +469,22 @@
   };
 
   // ---- the API -----------------------------------------------------------------
+  // zaraz.consent: until c.js has loaded (only with consent enabled), a stub
+  // whose calls wait in X.q; c.js turns this same object into the real API.
   const off = () => warn("consent is not enabled");
+  const con = { APIReady: false, modal: false, purposes: {} };
+  for (const m of "get set getAll setAll sendQueuedEvents".split(" "))
+    con[m] = C.consent ? (...a) => void X.q.push([m, a]) : off;
+  // A script element made by script is async.
+  C.consent && d.head.append(Object.assign(d.createElement("script"), { src: C.prefix + "/c.js" }));
   Object.assign(z, {
-    track: (n, p) => (n == null || n === "" ? (warn("zaraz.track needs an event name"), Promise.resolve()) : emit("track", String(n), p)),
+    track: (n, p) => (n == null || n === "" ? warn("zaraz.track needs an event name") : emit("track", String(n), p)),
     set,
     ecommerce: (n, p) =>
-      C.ecommerce ? emit("ecommerce", String(n), p) : (warn("ecommerce is not enabled"), Promise.resolve()),
+      C.ecommerce ? emit("ecommerce", String(n), p) : warn("ecommerce is not enabled"),
     spaPageview: () => (pageview(), arm(1)),
     debug: (k) => cookie("zarazDebug", k || "", k ? null : 0),
-    // Seam for the consent issue: same shape as Zaraz's zaraz.consent.
-    consent: {
-      APIReady: false,
-      modal: false,
-      purposes: {},
-      get: off,
-      set: off,
-      getAll: off,
-      setAll: off,
-      sendQueuedEvents: off,
-    },
+    consent: con,
   });
 
   // Calls queued by the stub, in order; later pushes to the old queue run at once.
@@ -496,7 +505,7 @@
   if (C.data_layer) {
     const dl = (w.dataLayer = w.dataLayer || []);
     const take = (o) => {
-      if (Object.prototype.toString.call(o) != "[object Object]") return; // e.g. gtag's arguments
+      if ({}.toString.call(o) != "[object Object]") return; // e.g. gtag's arguments
       if ("event" in o) {
         const p = Object.assign({}, o);
         delete p.event;

@@ -107,3 +107,13 @@ pub fn client_script(config: &serde_json::Value) -> Asset {
         text.as_bytes(),
     )
 }
+
+/// The consent script (`{prefix}/c.js`, see `src/client/consent.js`), which
+/// the client script loads when consent is enabled.
+pub fn consent_script() -> Asset {
+    Asset::new(
+        "application/javascript; charset=utf-8",
+        "public, max-age=300",
+        include_str!("../client/c.min.js").as_bytes(),
+    )
+}

@@ -44,6 +44,8 @@ pub struct Proxy {
     prefix: String,
     script_path: String,
     script: assets::Asset,
+    consent_path: String,
+    consent_script: assets::Asset,
     forwarder: Forwarder,
     routes: Option<Arc<dyn PrefixHandler>>,
 }
@@ -70,6 +72,8 @@ impl Proxy {
             ),
             script,
             script_path,
+            consent_path: format!("{prefix}/c.js"),
+            consent_script: assets::consent_script(),
             prefix,
             routes,
         }
@@ -92,11 +96,18 @@ impl Proxy {
             None => req,
         };
         let path = req.uri().path();
-        if path == self.script_path {
+        let asset = if path == self.script_path {
+            Some(&self.script)
+        } else if path == self.consent_path {
+            Some(&self.consent_script)
+        } else {
+            None
+        };
+        if let Some(asset) = asset {
             return match *req.method() {
-                Method::GET | Method::HEAD => self
-                    .script
-                    .respond(req.headers(), req.method() == Method::HEAD),
+                Method::GET | Method::HEAD => {
+                    asset.respond(req.headers(), req.method() == Method::HEAD)
+                }
                 _ => error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", true),
             };
         }
