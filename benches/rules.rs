@@ -91,6 +91,7 @@ fn event(ua: &UaParser) -> Event {
         },
         timestamp_ms: Some(1_764_000_000_000),
         id: Some("bench-event-0001".into()),
+        consent_replay: false,
     };
     let info = RequestInfo {
         ip: Some("203.0.113.9".parse().unwrap()),

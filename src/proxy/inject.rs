@@ -127,6 +127,19 @@ impl Scan {
     }
 }
 
+/// Returned by the handlers once the decision is made, so lol_html stops
+/// lexing the rest of the current slice.
+#[derive(Debug)]
+struct Decided;
+
+impl std::fmt::Display for Decided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injection point decided")
+    }
+}
+
+impl std::error::Error for Decided {}
+
 /// Discards the scanner's output: ours is built from the raw input.
 struct Discard;
 
@@ -144,6 +157,7 @@ pub struct Injector {
     /// Total input bytes seen.
     seen: usize,
     tag: Bytes,
+    script_path: String,
     outcome: Outcome,
 }
 
@@ -168,16 +182,21 @@ impl Injector {
             .append_element_content_handler(element!("*", move |el| {
                 let mut scan = handler_scan.lock().unwrap();
                 if matches!(scan.phase, Phase::Done(_)) {
-                    return Ok(());
+                    return Err(Decided.into());
                 }
                 let is_head = scan.on_element(el);
+                let done = matches!(scan.phase, Phase::Done(_));
                 drop(scan);
+                if done {
+                    // Stop lexing here: `push` commits on this error.
+                    return Err(Decided.into());
+                }
                 if is_head {
                     let end_scan = handler_scan.clone();
                     if let Some(handlers) = el.end_tag_handlers() {
                         handlers.push(Box::new(move |_end| {
                             end_scan.lock().unwrap().on_head_end();
-                            Ok(())
+                            Err(Decided.into())
                         }));
                     }
                 }
@@ -190,6 +209,7 @@ impl Injector {
             held_from: 0,
             seen: 0,
             tag,
+            script_path: script_path.to_string(),
             outcome: Outcome::Pending,
         }
     }
@@ -223,6 +243,11 @@ impl Injector {
                 Phase::Checking { offset, .. } if start + pos - offset > CHECK_BUDGET => {
                     return self.commit(Some(offset), out)
                 }
+                // The whole head is here and our script path is nowhere in
+                // it: no need to lex it to know the tag is not there yet.
+                Phase::Checking { offset, in_head: true } if self.head_is_clean(offset) => {
+                    return self.commit(Some(offset), out)
+                }
                 Phase::Seeking if start + pos > SEEK_BUDGET => {
                     return self.commit(None, out);
                 }
@@ -250,6 +275,21 @@ impl Injector {
             Phase::Seeking => None,
         };
         self.commit(decision, out);
+    }
+
+    /// Whether the held bytes after `offset` reach the end of the head
+    /// (`</head` or `<body`) without mentioning our script path.
+    fn head_is_clean(&self, offset: usize) -> bool {
+        let rest = &self.held[offset.saturating_sub(self.held_from).min(self.held.len())..];
+        let path = self.script_path.as_bytes();
+        let end = memchr::memchr_iter(b'<', rest).find(|&i| {
+            let tag = &rest[i + 1..];
+            starts_with_ignore_case(tag, b"/head") || starts_with_ignore_case(tag, b"body")
+        });
+        match end {
+            Some(end) => memchr::memmem::find(&rest[..end], path).is_none(),
+            None => false,
+        }
     }
 
     /// The scanner failed (memory cap, bad input): inject where we already
@@ -295,6 +335,10 @@ impl Injector {
         }
         self.held_from = self.seen;
     }
+}
+
+fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 /// The `<script>` tag for a page, with the CSP nonce when the page has one.
