@@ -245,9 +245,10 @@ impl Injector {
                 }
                 // The whole head is here and our script path is nowhere in
                 // it: no need to lex it to know the tag is not there yet.
-                Phase::Checking { offset, in_head: true } if self.head_is_clean(offset) => {
-                    return self.commit(Some(offset), out)
-                }
+                Phase::Checking {
+                    offset,
+                    in_head: true,
+                } if self.head_is_clean(offset) => return self.commit(Some(offset), out),
                 Phase::Seeking if start + pos > SEEK_BUDGET => {
                     return self.commit(None, out);
                 }
