@@ -8,6 +8,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use crate::bots::BotDetector;
 use crate::config::{ConfigError, Loaded, LocationHeaders, Problem, Settings, TrustedProxies};
 use crate::consent::ConsentPolicy;
 use crate::delivery::Dispatcher;
@@ -119,6 +120,11 @@ pub struct App {
     pub max_event_bytes: u64,
     pub privacy: Privacy,
     pub consent: ConsentPolicy,
+    pub bots: Arc<BotDetector>,
+    /// Events of bots are counted and dropped (`[bots] skip_events`).
+    pub skip_bot_events: bool,
+    /// Bot events dropped so far.
+    pub bot_events_dropped: std::sync::atomic::AtomicU64,
     collector_path: String,
 }
 
@@ -139,6 +145,9 @@ impl App {
             max_event_bytes: config.server.max_event_bytes,
             privacy: Privacy::from(&config.settings),
             consent: ConsentPolicy::new(&config.consent),
+            bots: Arc::new(BotDetector::new(&config.bots.extra_user_agents)),
+            skip_bot_events: config.bots.skip_events,
+            bot_events_dropped: Default::default(),
             collector_path: format!("{}/t", config.server.prefix.0),
         }
     }

@@ -48,7 +48,13 @@ fn build(loaded: &Loaded, plan: Plan) -> Proxy {
     }
     let app = Arc::new(App::start(loaded, plan));
     let script = App::client_script(loaded, &app.triggers);
-    Proxy::new(&loaded.config, script, Some(app as Arc<dyn PrefixHandler>))
+    let bots = app.bots.clone();
+    Proxy::new(
+        &loaded.config,
+        script,
+        Some(app as Arc<dyn PrefixHandler>),
+        bots,
+    )
 }
 
 /// Serves until SIGINT or SIGTERM. With `watch`, the config file is reloaded

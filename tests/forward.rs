@@ -429,6 +429,7 @@ async fn h2c_clients_are_served_and_host_comes_from_authority() {
     let proxy = Proxy::start(origin.addr, "").await;
     tagproxy::delivery::install_tls_provider();
     let h2 = reqwest::Client::builder()
+        .user_agent(BROWSER_UA)
         .http2_prior_knowledge()
         .no_proxy()
         .build()

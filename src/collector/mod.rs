@@ -132,6 +132,21 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         app.observe(&event);
     }
+    // Bots: answered like anyone (so they learn nothing), never delivered.
+    let bot = app
+        .bots
+        .check(header_str(headers, header::USER_AGENT.as_str()));
+    if bot.bot && app.skip_bot_events {
+        app.bot_events_dropped
+            .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(
+            reason = bot.reason.unwrap_or(""),
+            events = count,
+            "bot events dropped"
+        );
+        deliveries.clear();
+        instructions.clear();
+    }
     if app.dispatcher.submit(deliveries).is_err() {
         let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "busy: retry later");
         resp.headers_mut()

@@ -48,6 +48,8 @@ pub struct Forwarder {
 pub struct InjectPolicy {
     pub script_path: String,
     pub inject_iframes: bool,
+    /// Set with `skip_events`: bots get no script.
+    pub skip_bots: Option<std::sync::Arc<crate::bots::BotDetector>>,
 }
 
 impl Forwarder {
@@ -273,6 +275,7 @@ struct RequestView {
     method: Method,
     accept_encoding: Option<String>,
     fetch_dest: Option<String>,
+    user_agent: String,
     wants_json: bool,
 }
 
@@ -288,6 +291,7 @@ impl RequestView {
             method: req.method().clone(),
             accept_encoding: get("accept-encoding"),
             fetch_dest: get("sec-fetch-dest").map(|d| d.to_ascii_lowercase()),
+            user_agent: get("user-agent").unwrap_or_default(),
             wants_json: get("accept").is_some_and(|a| a.contains("json") && !a.contains("html")),
         }
     }
@@ -304,6 +308,14 @@ fn injectable(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::PARTIAL_CONTENT
         || req.method == Method::HEAD
+    {
+        return None;
+    }
+    // Bots get no script (SPEC §9): they cannot send events anyway.
+    if policy
+        .skip_bots
+        .as_ref()
+        .is_some_and(|b| b.check(&req.user_agent).bot)
     {
         return None;
     }

@@ -98,6 +98,7 @@ impl Browser {
         }
 
         let user_data = profile.path().join("profile");
+        let user_agent = format!("--user-agent={}", super::BROWSER_UA);
         let caps = json!({
             "goog:chromeOptions": {
                 "binary": chromium,
@@ -112,6 +113,9 @@ impl Browser {
                     "--disable-dev-shm-usage",
                     format!("--user-data-dir={}", user_data.display()),
                     "--window-size=1280,720",
+                    // Headless Chrome says "HeadlessChrome", which tagproxy's
+                    // bot filter (rightly) drops: present as a desktop Chrome.
+                    &user_agent,
                 ],
             }
         });

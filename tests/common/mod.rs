@@ -290,9 +290,15 @@ impl Drop for Proxy {
 }
 
 /// A client that never decompresses or follows redirects: tests see the bytes.
+/// The User-Agent of test requests: a desktop Chrome, because tagproxy
+/// (rightly) treats requests without one as bots.
+pub const BROWSER_UA: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
 pub fn client() -> reqwest::Client {
     tagproxy::delivery::install_tls_provider();
     reqwest::Client::builder()
+        .user_agent(BROWSER_UA)
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .build()
