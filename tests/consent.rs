@@ -191,3 +191,35 @@ fn check_rejects_unknown_purposes_and_warns_about_tools_without_any() {
         "ok: 1 tools, 0 triggers\n"
     );
 }
+
+#[tokio::test]
+async fn meta_gets_data_processing_options_when_configured() {
+    let dest = Destination::start().await;
+    let origin = Origin::page("text/html", "<head></head>").await;
+    let meta = format!(
+        "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"42\"\naccess_token = \"t\"\ndata_processing_options = [\"LDU\"]\ndata_processing_options_country = 1\ndata_processing_options_state = 1000\n[automated]\ntrack = true\n",
+        dest.url()
+    );
+    let plain = format!(
+        "type = \"facebook-pixel\"\nendpoint = \"{}/plain\"\n[settings]\npixel_id = \"43\"\naccess_token = \"t\"\n[automated]\ntrack = true\n",
+        dest.url()
+    );
+    let proxy = Proxy::start_tools(origin.addr, "", &[("meta", meta), ("plain", plain)]).await;
+    send(&proxy, "", json!([track("t", "evt-ldu-0001", false)])).await;
+    let got = dest.wait_for(2, Duration::from_secs(10)).await;
+    let ldu = got
+        .iter()
+        .find(|r| r.path() == "/v21.0/42/events")
+        .unwrap()
+        .json();
+    let event = &ldu["data"][0];
+    assert_eq!(event["data_processing_options"], json!(["LDU"]));
+    assert_eq!(event["data_processing_options_country"], 1);
+    assert_eq!(event["data_processing_options_state"], 1000);
+    let plain = got
+        .iter()
+        .find(|r| r.path() == "/plain/v21.0/43/events")
+        .unwrap()
+        .json();
+    assert!(plain["data"][0].get("data_processing_options").is_none());
+}

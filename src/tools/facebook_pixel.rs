@@ -54,6 +54,11 @@ struct Settings {
     access_token: Option<TemplateString>,
     test_event_code: Option<TemplateString>,
     api_version: Option<String>,
+    /// Meta's Limited Data Use: e.g. `["LDU"]`, with country 1 / state 1000
+    /// (or 0 / 0 to let Meta geolocate).
+    data_processing_options: Option<Vec<String>>,
+    data_processing_options_country: Option<u32>,
+    data_processing_options_state: Option<u32>,
 }
 
 pub struct MetaCapi {
@@ -62,6 +67,8 @@ pub struct MetaCapi {
     pixel_id: Template,
     access_token: Template,
     test_event_code: Option<Template>,
+    /// Sent with every event when configured.
+    data_processing: Option<Value>,
 }
 
 impl MetaCapi {
@@ -94,6 +101,13 @@ impl MetaCapi {
             pixel_id,
             access_token,
             test_event_code: s.test_event_code.map(|t| t.0),
+            data_processing: s.data_processing_options.map(|options| {
+                json!({
+                    "data_processing_options": options,
+                    "data_processing_options_country": s.data_processing_options_country.unwrap_or(0),
+                    "data_processing_options_state": s.data_processing_options_state.unwrap_or(0),
+                })
+            }),
         })
     }
 }
@@ -232,6 +246,11 @@ impl MetaCapi {
             "event_source_url": event.page_url(),
             "user_data": user,
         });
+        if let Some(Value::Object(options)) = &self.data_processing {
+            for (k, v) in options {
+                data[k] = v.clone();
+            }
+        }
         let custom = match (custom, event.kind) {
             (Some(fields), _) => custom_props(&fields, &pii_keys),
             (None, Kind::Pageview) => Map::new(),
