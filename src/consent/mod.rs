@@ -147,8 +147,10 @@ impl ConsentPolicy {
 
     /// Whether a tool needing `purposes` (and, in TCF mode, vendor
     /// `tcf_vendor_id`) may receive an event. A replayed event (sent again
-    /// after the visitor decided) only goes to tools that needed consent:
-    /// the others had it the first time.
+    /// after the visitor decided) only goes to tools that could not have had
+    /// it the first time: tools with at least one purpose denied by default.
+    /// Tools without purposes, or whose purposes are all granted by default,
+    /// got the original.
     pub fn allows(
         &self,
         choices: &Choices,
@@ -159,7 +161,13 @@ impl ConsentPolicy {
         if !self.enabled {
             return !replay;
         }
-        if replay && purposes.is_empty() {
+        let needed_a_choice = purposes.iter().any(|id| {
+            self.purposes
+                .iter()
+                .find(|p| &p.id == id)
+                .is_some_and(|p| !p.default_granted)
+        });
+        if replay && !needed_a_choice {
             return false;
         }
         let purposes_ok = purposes.iter().all(|id| {
@@ -387,6 +395,29 @@ consent_mode = ["ad_storage", "ad_user_data", "ad_personalization"]
         assert!(policy("")
             .consent_mode(&Choices::default(), &json!({}))
             .is_none());
+    }
+
+    /// A tool whose purposes are granted by default got the original event:
+    /// no replay for it, while a default-denied purpose's tool gets one.
+    #[test]
+    fn replays_skip_tools_granted_by_default() {
+        let p = policy(
+            r#"[consent]
+enabled = true
+[[consent.purposes]]
+id = "functional"
+name = "Functional"
+default = "granted"
+[[consent.purposes]]
+id = "analytics"
+name = "Analytics"
+"#,
+        );
+        let c = p.evaluate(&cookies(r#"{"analytics":true}"#));
+        assert!(p.allows(&c, &["functional".into()], None, false));
+        assert!(!p.allows(&c, &["functional".into()], None, true));
+        assert!(p.allows(&c, &["analytics".into()], None, true));
+        assert!(p.allows(&c, &["functional".into(), "analytics".into()], None, true));
     }
 
     /// TCF mode: the IAB's out-of-band example string (purposes 1–3, vendors
