@@ -15,6 +15,7 @@ use crate::delivery::Dispatcher;
 use crate::event::privacy::Privacy;
 use crate::event::ua::UaParser;
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::proxy::assets::{self, Asset};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::PrefixHandler;
@@ -123,19 +124,18 @@ pub struct App {
     pub bots: Arc<BotDetector>,
     /// Events of bots are counted and dropped (`[bots] skip_events`).
     pub skip_bot_events: bool,
-    /// Bot events dropped so far.
-    pub bot_events_dropped: std::sync::atomic::AtomicU64,
+    pub metrics: Arc<Metrics>,
     collector_path: String,
 }
 
 impl App {
     /// Starts the delivery workers; needs a Tokio runtime.
-    pub fn start(loaded: &Loaded, plan: Plan) -> App {
+    pub fn start(loaded: &Loaded, plan: Plan, metrics: Arc<Metrics>) -> App {
         let config = &loaded.config;
         let ids: Vec<String> = plan.tools.iter().map(|t| t.id.clone()).collect();
         App {
             settings: config.settings.clone(),
-            dispatcher: Dispatcher::start(&ids, &config.delivery),
+            dispatcher: Dispatcher::start(&ids, &config.delivery, metrics.clone()),
             tools: plan.tools,
             variables: plan.variables,
             triggers: plan.triggers,
@@ -147,13 +147,30 @@ impl App {
             consent: ConsentPolicy::new(&config.consent),
             bots: Arc::new(BotDetector::new(&config.bots.extra_user_agents)),
             skip_bot_events: config.bots.skip_events,
-            bot_events_dropped: Default::default(),
+            metrics: metrics.clone(),
             collector_path: format!("{}/t", config.server.prefix.0),
         }
     }
 
     /// Deliveries and browser instructions for one event.
     pub fn fan_out(&self, event: &Event) -> (Vec<Delivery>, Vec<Value>) {
+        if self.consent.enabled {
+            let no_choice = Default::default();
+            let choices = event.consent.as_deref().unwrap_or(&no_choice);
+            let blocked = self
+                .tools
+                .iter()
+                .filter(|t| {
+                    !self.consent.allows(
+                        choices,
+                        &t.file.purposes,
+                        t.file.tcf_vendor_id,
+                        event.consent_replay,
+                    )
+                })
+                .count();
+            Metrics::add(&self.metrics.consent_blocked, blocked as u64);
+        }
         crate::rules::fan_out(
             event,
             &self.tools,

@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod demo;
 pub mod event;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod rules;
 pub mod server;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::app::{App, Plan};
 use crate::config::{self, DeliveryBackend, Loaded};
+use crate::metrics::Metrics;
 use crate::proxy::{self, CurrentProxy, PrefixHandler, Proxy};
 
 /// How long open requests may finish after SIGTERM / Ctrl-C.
@@ -39,14 +40,14 @@ impl Bound {
 }
 
 /// Builds the proxy (and the app behind it) for one config.
-fn build(loaded: &Loaded, plan: Plan) -> Proxy {
+fn build(loaded: &Loaded, plan: Plan, metrics: Arc<Metrics>) -> Proxy {
     if loaded.config.delivery.backend != DeliveryBackend::Memory {
         tracing::warn!(
             backend = ?loaded.config.delivery.backend,
             "this version delivers from memory only; the durable spool and NATS come next: events queued at a restart are lost"
         );
     }
-    let app = Arc::new(App::start(loaded, plan));
+    let app = Arc::new(App::start(loaded, plan, metrics));
     let script = App::client_script(loaded, &app.triggers);
     let bots = app.bots.clone();
     Proxy::new(
@@ -60,7 +61,9 @@ fn build(loaded: &Loaded, plan: Plan) -> Proxy {
 /// Serves until SIGINT or SIGTERM. With `watch`, the config file is reloaded
 /// on SIGHUP and when it or a tool file changes.
 pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyhow::Result<()> {
-    let current: CurrentProxy = Arc::new(ArcSwap::from_pointee(build(loaded, plan)));
+    let metrics = Arc::new(Metrics::default());
+    let current: CurrentProxy =
+        Arc::new(ArcSwap::from_pointee(build(loaded, plan, metrics.clone())));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -71,7 +74,11 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         upstream = loaded.config.server.upstream.authority(),
         "tagproxy serving"
     );
-    let admin = tokio::spawn(crate::admin::serve(bound.admin, stopped(stop_rx.clone())));
+    let admin = tokio::spawn(crate::admin::serve(
+        bound.admin,
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let public = tokio::spawn(proxy::serve(
         bound.public,
         current.clone(),
@@ -82,7 +89,7 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         let (tx, rx) = mpsc::channel(16);
         let watcher = watch_files(loaded, tx.clone());
         spawn_sighup(tx);
-        tokio::spawn(reloader(loaded.clone(), rx, current));
+        tokio::spawn(reloader(loaded.clone(), rx, current, metrics));
         watcher
     } else {
         None
@@ -96,7 +103,12 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
 }
 
 /// Reloads on every request in `rx`; a bad config keeps the old one.
-async fn reloader(first: Loaded, mut rx: mpsc::Receiver<&'static str>, current: CurrentProxy) {
+async fn reloader(
+    first: Loaded,
+    mut rx: mpsc::Receiver<&'static str>,
+    current: CurrentProxy,
+    metrics: Arc<Metrics>,
+) {
     let mut previous = first;
     while let Some(why) = rx.recv().await {
         // Let a burst of file events settle into one reload.
@@ -110,7 +122,7 @@ async fn reloader(first: Loaded, mut rx: mpsc::Receiver<&'static str>, current: 
                     tracing::warn!("listen addresses changed; they apply after a restart");
                 }
                 let tools = plan.tools.len();
-                current.store(Arc::new(build(&loaded, plan)));
+                current.store(Arc::new(build(&loaded, plan, metrics.clone())));
                 tracing::info!(reason = why, tools, "config reloaded");
                 previous = loaded;
             }

@@ -74,6 +74,39 @@ async fn bots_get_no_script_and_their_events_are_dropped() {
     got.sort();
     assert_eq!(got, ["chrome", "firefox", "iphone"]);
     assert!(proxy.logs().contains("bot events dropped"));
+
+    // Counted by reason, on the admin listener's /metrics.
+    let metrics = client()
+        .get(format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped = |reason: &str| -> u64 {
+        let key = format!("tagproxy_bot_events_dropped_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(dropped("ai-robots-txt"), 2, "{metrics}");
+    assert_eq!(dropped("extra_user_agents"), 1, "{metrics}");
+    let total: u64 = [
+        "ai-robots-txt",
+        "extra_user_agents",
+        "crawler-user-agents",
+        "woothee",
+    ]
+    .iter()
+    .map(|r| dropped(r))
+    .sum();
+    assert_eq!(total, 6, "{metrics}");
+    assert!(
+        metrics.contains("tagproxy_events_received_total 9\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -110,6 +110,21 @@ async fn purposes_gate_tools_and_replays_reach_only_newly_granted_tools() {
         json!({"analytics": true, "ads": false})
     );
 
+    // Withheld deliveries are counted: the first send (stats, ads, ga4), the
+    // replay (always: it had the original; ads), the later event (ads).
+    let metrics = client()
+        .get(format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tagproxy_consent_blocked_total 6\n"),
+        "{metrics}"
+    );
+
     // GA4 (analytics): Consent Mode v2 from the defaults and the choice.
     let hits: Vec<_> = got.iter().filter(|r| r.path() == "/g/collect").collect();
     assert_eq!(hits.len(), 2);

@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::config::canonical_ip;
 use crate::event::identity::{cookie_domain, Tracker};
 use crate::event::{now_ms, parse_cookies, Event, RequestInfo};
+use crate::metrics::Metrics;
 use crate::proxy::body::{self, ProxyBody};
 
 /// Handles one collector request.
@@ -103,6 +104,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let mut instructions: Vec<Value> = Vec::new();
     let mut deliveries = Vec::new();
     let count = inputs.len();
+    Metrics::add(&app.metrics.events_received, count as u64);
     let mut page_url = String::new();
     for mut input in inputs {
         if input.page.url.is_empty() {
@@ -137,8 +139,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         .bots
         .check(header_str(headers, header::USER_AGENT.as_str()));
     if bot.bot && app.skip_bot_events {
-        app.bot_events_dropped
-            .fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
+        app.metrics
+            .bot_dropped(bot.reason.unwrap_or("unknown"), count as u64);
         tracing::debug!(
             reason = bot.reason.unwrap_or(""),
             events = count,

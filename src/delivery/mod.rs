@@ -9,7 +9,6 @@ mod retry;
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,23 +17,13 @@ use tokio::sync::{mpsc, Semaphore};
 pub use retry::{Backoff, Verdict};
 
 use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
 use crate::tools::{Delivery, HttpRequest, Payload};
 
 /// Deliveries waiting per tool before the collector starts answering 503.
 const QUEUE_CAPACITY: usize = 4_096;
 /// Deliveries per tool being sent or waiting to retry.
 const LIVE_PER_TOOL: usize = 4_096;
-
-/// Counters for metrics and tests; one place for all of them.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub submitted: AtomicU64,
-    pub delivered: AtomicU64,
-    pub attempts: AtomicU64,
-    pub retried: AtomicU64,
-    pub failed: AtomicU64,
-    pub rejected: AtomicU64,
-}
 
 /// The queue is full: the caller should ask the client to retry later.
 #[derive(Debug)]
@@ -44,20 +33,23 @@ pub struct QueueFull;
 #[derive(Clone)]
 pub struct Dispatcher {
     queues: Arc<HashMap<String, mpsc::Sender<Delivery>>>,
-    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Shared by every delivery task.
 struct Sender {
     http: reqwest::Client,
     backoff: Backoff,
-    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
     /// Starts one worker per tool id.
-    pub fn start(tool_ids: &[String], config: &DeliveryConfig) -> Dispatcher {
-        let stats = Arc::new(Stats::default());
+    pub fn start(
+        tool_ids: &[String],
+        config: &DeliveryConfig,
+        metrics: Arc<Metrics>,
+    ) -> Dispatcher {
         install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
@@ -73,7 +65,7 @@ impl Dispatcher {
                 max_attempts: config.max_attempts,
                 max_age: Duration::from_secs(config.max_age_s),
             },
-            stats: stats.clone(),
+            metrics: metrics.clone(),
         });
         let mut queues = HashMap::new();
         for id in tool_ids {
@@ -84,7 +76,7 @@ impl Dispatcher {
         }
         Dispatcher {
             queues: Arc::new(queues),
-            stats,
+            metrics,
         }
     }
 
@@ -97,10 +89,10 @@ impl Dispatcher {
             };
             match q.try_send(d) {
                 Ok(()) => {
-                    self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+                    Metrics::add(&self.metrics.deliveries_submitted, 1);
                 }
                 Err(mpsc::error::TrySendError::Full(d)) => {
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    Metrics::add(&self.metrics.deliveries_rejected, 1);
                     tracing::warn!(tool = %d.tool, event_id = %d.event_id, "delivery queue full");
                     return Err(QueueFull);
                 }
@@ -148,7 +140,7 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.stats.attempts.fetch_add(1, Ordering::Relaxed);
+            Metrics::add(&self.metrics.delivery_attempts, 1);
             let verdict = {
                 let Ok(_permit) = limit.acquire().await else {
                     return;
@@ -164,24 +156,24 @@ impl Sender {
             };
             match verdict {
                 Verdict::Done => {
-                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    Metrics::add(&self.metrics.deliveries_delivered, 1);
                     tracing::debug!(tool = %d.tool, event_id = %d.event_id, attempt, "delivered");
                     return;
                 }
                 Verdict::Reject(why) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    Metrics::add(&self.metrics.deliveries_failed, 1);
                     tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery rejected by the destination");
                     return;
                 }
                 Verdict::Retry { why, after } => {
                     match self.backoff.next_delay(attempt, started.elapsed(), after) {
                         Some(delay) => {
-                            self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                            Metrics::add(&self.metrics.delivery_retries, 1);
                             tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, delay_ms = delay.as_millis() as u64, "delivery will be retried");
                             tokio::time::sleep(delay).await;
                         }
                         None => {
-                            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            Metrics::add(&self.metrics.deliveries_failed, 1);
                             tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery given up");
                             return;
                         }
