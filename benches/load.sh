@@ -47,6 +47,8 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
         apt-get install -y -qq nginx wrk >/dev/null
 fi
 command -v curl >/dev/null || die "curl is needed"
+# A browser's User-Agent: tagproxy gives bots (curl, wrk's default) no script.
+UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 nginx -V 2>&1 | grep -q -- --with-http_sub_module || die "this nginx has no sub_filter"
 
 if [[ -z ${TAGPROXY:-} ]]; then
@@ -219,7 +221,7 @@ wait_up "http://127.0.0.1:$NG_PASS_PORT/page-20k.html" "nginx (passthrough)" "$T
 # --- check that each endpoint does what it is measured for ------------------------
 check() { # url want-tag(yes/no) origin-file
     local body="$TMP/check.html" n
-    curl -fsS -o "$body" "$1" || die "GET $1 failed"
+    curl -fsS -A "$UA" -o "$body" "$1" || die "GET $1 failed"
     n=$({ grep -o -F "$TAG" "$body" || true; } | wc -l)
     if [[ $2 == yes ]]; then
         [[ $n == 1 ]] || die "$1: expected the tag once, found it $n times"
@@ -243,7 +245,7 @@ echo "checked: inject endpoints add the tag once, passthrough endpoints are byte
 # wrk → "REQS P99_MS"; fails on errors or non-2xx answers.
 run_wrk() { # url duration
     local out
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency "$1") || die "wrk failed on $1"
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "User-Agent: $UA" "$1") || die "wrk failed on $1"
     if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
         echo "$out" >&2
         die "errors while loading $1"

@@ -40,6 +40,19 @@ impl Automated {
         ecommerce: true,
     };
 
+    /// The actions turned on here that `supported` lacks.
+    pub fn unsupported(&self, supported: Automated) -> Vec<&'static str> {
+        [
+            ("pageview", self.pageview, supported.pageview),
+            ("track", self.track, supported.track),
+            ("ecommerce", self.ecommerce, supported.ecommerce),
+        ]
+        .into_iter()
+        .filter(|(_, on, ok)| *on && !ok)
+        .map(|(name, _, _)| name)
+        .collect()
+    }
+
     pub fn covers(&self, kind: Kind) -> bool {
         match kind {
             Kind::Pageview => self.pageview,
@@ -364,25 +377,17 @@ pub fn from_text(
             return Err(problems);
         }
     };
-    let supported = adapter.supports();
-    let wanted = file.automated();
     let automated_at = file.automated.as_ref().map_or(0, |a| a.span().start);
-    for (name, on, ok) in [
-        ("pageview", wanted.pageview, supported.pageview),
-        ("track", wanted.track, supported.track),
-        ("ecommerce", wanted.ecommerce, supported.ecommerce),
-    ] {
-        if on && !ok {
-            problems.push(Problem::at(
-                path,
-                &text,
-                automated_at,
-                format!(
-                    "the `{}` adapter has no automated `{name}` action",
-                    file.adapter
-                ),
-            ));
-        }
+    for name in file.automated().unsupported(adapter.supports()) {
+        problems.push(Problem::at(
+            path,
+            &text,
+            automated_at,
+            format!(
+                "the `{}` adapter has no automated `{name}` action",
+                file.adapter
+            ),
+        ));
     }
     for t in adapter.templates() {
         for p in t.paths() {
@@ -502,3 +507,30 @@ pub fn from_text(
 
 /// Shared, read-only set of tools.
 pub type Tools = Arc<Vec<Tool>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every required adapter supports all three automated actions, so this
+    /// rule is tested on its own: an adapter without ecommerce rejects a tool
+    /// that turns it on.
+    #[test]
+    fn unsupported_automated_actions_are_named() {
+        let no_ecommerce = Automated {
+            pageview: true,
+            track: true,
+            ecommerce: false,
+        };
+        assert_eq!(Automated::ALL.unsupported(no_ecommerce), vec!["ecommerce"]);
+        let wanted = Automated {
+            pageview: true,
+            ..Default::default()
+        };
+        assert!(wanted.unsupported(no_ecommerce).is_empty());
+        assert_eq!(
+            Automated::ALL.unsupported(Automated::default()),
+            vec!["pageview", "track", "ecommerce"]
+        );
+    }
+}
