@@ -933,8 +933,13 @@ fn check_rejects_bad_tool_files_with_file_line_col() {
             "2:1: google-analytics-4 needs settings.measurement_id",
         ),
         (
+            // A comment naming `[settings]` and `type` does not move the position.
+            "# set type and [settings] below\ntype = \"google-analytics-4\"\n[settings]\nhide_ip = true\n",
+            "3:1: google-analytics-4 needs settings.measurement_id",
+        ),
+        (
             "enabled = true\ntype = \"matomo\"\n",
-            "2:1: unknown tool type `matomo`; known: google-analytics-4, facebook-pixel, http, console",
+            "2:8: unknown tool type `matomo`; known: google-analytics-4, facebook-pixel, http, console",
         ),
         (
             "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"{{ $meta_tokn }}\"\n",

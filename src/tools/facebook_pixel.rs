@@ -75,7 +75,7 @@ impl MetaCapi {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<MetaCapi, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let missing = |what: &str| {
-            let at = text.find("[settings]").unwrap_or(0);
+            let at = file.settings_at();
             Problem::at(
                 path,
                 text,
@@ -87,7 +87,7 @@ impl MetaCapi {
         let access_token = s.access_token.ok_or_else(|| missing("access_token"))?.0;
         let api_version = s.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.into());
         if !(api_version.starts_with('v') && api_version[1..].parse::<f32>().is_ok()) {
-            let at = text.find("api_version").unwrap_or(0);
+            let at = file.settings_key_at(text, "api_version");
             return Err(Problem::at(
                 path,
                 text,
@@ -325,6 +325,19 @@ pub fn hash_user_field(field: &str, value: &str) -> Option<String> {
             .filter(|c| !c.is_whitespace())
             .collect(),
         "zp" => v.to_lowercase().replace(' ', ""),
+        // Gender: "f" or "m".
+        "ge" => match v.to_lowercase().chars().next() {
+            Some(c @ ('f' | 'm')) => c.to_string(),
+            _ => return None,
+        },
+        // Date of birth: YYYYMMDD, from "1990-07-04", "1990/07/04" or already so.
+        "db" => {
+            let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+            if digits.len() != 8 {
+                return None;
+            }
+            digits
+        }
         _ => v.to_lowercase(),
     };
     if normalized.is_empty() {
@@ -435,6 +448,13 @@ mod tests {
         let h = hash_user_field("em", "x@y.z").unwrap();
         assert_eq!(hash_user_field("em", &h.to_uppercase()).unwrap(), h);
         assert_eq!(hash_user_field("em", "   "), None);
+        assert_eq!(hash_user_field("ge", "Female"), hash_user_field("ge", "f"));
+        assert_eq!(hash_user_field("ge", "other"), None);
+        assert_eq!(
+            hash_user_field("db", "1990-07-04"),
+            hash_user_field("db", "19900704")
+        );
+        assert_eq!(hash_user_field("db", "July 4th"), None);
     }
 
     /// The Meta request for each event of one collector batch.

@@ -45,7 +45,7 @@ impl Ga4 {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Ga4, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(measurement_id) = s.measurement_id else {
-            let at = text.find("[settings]").unwrap_or(0);
+            let at = file.settings_at();
             return Err(Problem::at(
                 path,
                 text,
@@ -55,7 +55,7 @@ impl Ga4 {
         };
         if let Some(id) = measurement_id.0.as_literal() {
             if !id.starts_with("G-") || id.len() < 4 {
-                let at = text.find(id).unwrap_or(0);
+                let at = file.settings_key_at(text, id);
                 return Err(Problem::at(
                     path,
                     text,
@@ -83,7 +83,10 @@ impl Adapter for Ga4 {
             Kind::Pageview => q.push("en", "page_view"),
             Kind::Track => {
                 q.push("en", &event_name(&event.name));
-                push_params(&mut q, event.properties(), &[]);
+                // Nested properties as `parent_child` parameters.
+                let mut flat = Map::new();
+                flatten("", event.properties(), &mut flat);
+                push_params(&mut q, &flat, &[]);
             }
             Kind::Ecommerce => {
                 q.push("en", &event_name(&ecommerce::ga4_name(&event.name)));
@@ -384,6 +387,17 @@ mod tests {
         assert_eq!(event_name("Sign Up!"), "sign_up");
         assert_eq!(event_name("1st"), "e_1st");
         assert_eq!(event_name(&"x".repeat(60)).len(), 40);
+    }
+
+    #[test]
+    fn nested_properties_flatten() {
+        let props = serde_json::json!({"a": {"b": 1, "c": {"d": "x"}}, "e": true});
+        let mut flat = Map::new();
+        flatten("", props.as_object().unwrap(), &mut flat);
+        assert_eq!(
+            serde_json::Value::Object(flat),
+            serde_json::json!({"a_b": 1, "a_c_d": "x", "e": true})
+        );
     }
 
     #[test]

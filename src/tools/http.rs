@@ -44,7 +44,7 @@ impl Http {
             (Some(u), _) => u.0,
             (None, false) => Template::literal(""),
             (None, true) => {
-                let at = text.find("[settings]").unwrap_or(0);
+                let at = file.settings_at();
                 return Err(Problem::at(
                     path,
                     text,
@@ -58,7 +58,7 @@ impl Http {
             .unwrap_or_else(|| "POST".into())
             .to_ascii_uppercase();
         if http::Method::from_bytes(method.as_bytes()).is_err() {
-            let at = text.find("method").unwrap_or(0);
+            let at = file.settings_key_at(text, "method");
             return Err(Problem::at(
                 path,
                 text,

@@ -67,7 +67,7 @@ impl Automated {
 #[serde(deny_unknown_fields)]
 pub struct ToolFile {
     #[serde(rename = "type")]
-    pub adapter: String,
+    pub adapter: toml::Spanned<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default)]
@@ -77,8 +77,7 @@ pub struct ToolFile {
     pub blocking: Vec<toml::Spanned<String>>,
     pub endpoint: Option<toml::Spanned<String>>,
     /// Checked by the adapter, which reads the file again for its own type.
-    #[serde(default)]
-    pub settings: toml::Table,
+    pub settings: Option<toml::Spanned<toml::Table>>,
     pub automated: Option<toml::Spanned<Automated>>,
     /// Custom actions.
     #[serde(default)]
@@ -108,6 +107,33 @@ fn yes() -> bool {
 }
 
 impl ToolFile {
+    /// The adapter's name (`type`).
+    pub fn adapter_name(&self) -> &str {
+        self.adapter.get_ref()
+    }
+
+    /// Where a problem with the settings table is reported: the table, or
+    /// the `type` line when there is none.
+    pub fn settings_at(&self) -> usize {
+        self.settings
+            .as_ref()
+            .map_or(self.adapter.span().start, |s| s.span().start)
+    }
+
+    /// Where `key` is written inside the settings table (the table itself
+    /// when it cannot be found), so comments elsewhere cannot mislead.
+    pub fn settings_key_at(&self, text: &str, key: &str) -> usize {
+        match &self.settings {
+            Some(s) => {
+                let span = s.span();
+                text.get(span.clone())
+                    .and_then(|t| t.find(key))
+                    .map_or(span.start, |i| span.start + i)
+            }
+            None => self.settings_at(),
+        }
+    }
+
     /// The `[automated]` table (all off when absent).
     pub fn automated(&self) -> Automated {
         self.automated
@@ -249,13 +275,13 @@ pub fn endpoint(file: &ToolFile, default: &str) -> String {
 
 /// Builds the adapter named by `file.adapter`.
 fn make_adapter(path: &Path, text: &str, file: &ToolFile) -> Result<Box<dyn Adapter>, Problem> {
-    Ok(match file.adapter.as_str() {
+    Ok(match file.adapter.get_ref().as_str() {
         "google-analytics-4" => Box::new(google_analytics_4::Ga4::from_config(path, text, file)?),
         "facebook-pixel" => Box::new(facebook_pixel::MetaCapi::from_config(path, text, file)?),
         "http" => Box::new(http::Http::from_config(path, text, file)?),
         "console" => Box::new(console::Console),
         other => {
-            let at = text.find("type").unwrap_or(0);
+            let at = file.adapter.span().start;
             return Err(Problem::at(
                 path,
                 text,
@@ -385,7 +411,7 @@ pub fn from_text(
             automated_at,
             format!(
                 "the `{}` adapter has no automated `{name}` action",
-                file.adapter
+                file.adapter_name()
             ),
         ));
     }
@@ -444,7 +470,7 @@ pub fn from_text(
                         "action `{}`: unknown kind `{}` for {} (known: {})",
                         a.name,
                         a.kind,
-                        file.adapter,
+                        file.adapter_name(),
                         known.join(", ")
                     ),
                 ));
