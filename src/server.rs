@@ -74,6 +74,22 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         upstream = loaded.config.server.upstream.authority(),
         "tagproxy serving"
     );
+    // Watch before serving: a change made as soon as the server answers
+    // must not be missed.
+    let _watcher = if watch {
+        let (tx, rx) = mpsc::channel(16);
+        let watcher = watch_files(loaded, tx.clone());
+        spawn_sighup(tx);
+        tokio::spawn(reloader(
+            loaded.clone(),
+            rx,
+            current.clone(),
+            metrics.clone(),
+        ));
+        watcher
+    } else {
+        None
+    };
     let admin = tokio::spawn(crate::admin::serve(
         bound.admin,
         metrics.clone(),
@@ -85,15 +101,6 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         stopped(stop_rx),
         SHUTDOWN_GRACE,
     ));
-    let _watcher = if watch {
-        let (tx, rx) = mpsc::channel(16);
-        let watcher = watch_files(loaded, tx.clone());
-        spawn_sighup(tx);
-        tokio::spawn(reloader(loaded.clone(), rx, current, metrics));
-        watcher
-    } else {
-        None
-    };
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

@@ -129,9 +129,17 @@ async fn new_tool_file_is_picked_up() {
         "type = \"console\"\n[automated]\ntrack = true\n",
     )
     .unwrap();
-    wait_until("the console tool to print", async || {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
         send().await;
-        proxy.stdout().contains("reload_probe")
-    })
-    .await;
+        if proxy.stdout().contains("reload_probe") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the console tool never printed; logs:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

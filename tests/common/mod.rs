@@ -237,8 +237,19 @@ impl Proxy {
         let child = cmd.spawn().expect("start tagproxy");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        // Ready when the admin listener answers (it starts after the config
+        // watcher and with the public listener), not merely when the ports
+        // are bound.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(admin).await.is_err() || TcpStream::connect(addr).await.is_err() {
+        let ready = format!("http://{admin}/readyz");
+        while client()
+            .get(&ready)
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+            || TcpStream::connect(addr).await.is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "tagproxy did not start: {}",
