@@ -469,3 +469,41 @@ async fn navigations_offer_the_origin_only_codings_the_injector_decodes() {
         "other requests are untouched"
     );
 }
+
+#[tokio::test]
+async fn utf16_pages_are_not_injected() {
+    let page: Vec<u8> = "<html><head></head></html>"
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let origin = Origin::page("text/html; charset=utf-16le", page.clone()).await;
+    let proxy = Proxy::start(origin.addr, "").await;
+    let got = client()
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), page);
+    // An ASCII-compatible charset other than UTF-8 is injected.
+    let latin = Origin::page(
+        "text/html; charset=iso-8859-1",
+        &b"<html><head></head>caf\xe9</html>"[..],
+    )
+    .await;
+    let proxy = Proxy::start(latin.addr, "").await;
+    let got = client()
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut want = b"<html><head>".to_vec();
+    want.extend_from_slice(TAG.as_bytes());
+    want.extend_from_slice(b"</head>caf\xe9</html>");
+    assert_eq!(got.to_vec(), want);
+}

@@ -331,6 +331,10 @@ fn injectable(
     if !mime.eq_ignore_ascii_case("text/html") {
         return None;
     }
+    // Our ASCII tag would corrupt a UTF-16 page: such pages stream untouched.
+    if !charset(h).is_ascii_compatible() {
+        return None;
+    }
     let no_transform = h
         .get_all(header::CACHE_CONTROL)
         .iter()
