@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::bots::BotDetector;
+use crate::collector::dedupe::RecentIds;
 use crate::config::{ConfigError, Loaded, LocationHeaders, Problem, Settings, TrustedProxies};
 use crate::consent::ConsentPolicy;
 use crate::delivery::Dispatcher;
@@ -109,6 +110,26 @@ fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>
     warnings
 }
 
+/// State that outlives config reloads.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub recent_ids: Arc<RecentIds>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            metrics: Arc::new(Metrics::default()),
+            // 100 000 ids per generation, rotated at least every 12 h: a retry
+            // within 12–24 h is recognised, in at most ~15 MB.
+            recent_ids: Arc::new(RecentIds::new(
+                100_000,
+                std::time::Duration::from_secs(12 * 3600),
+            )),
+        }
+    }
+}
+
 pub struct App {
     pub settings: Settings,
     pub tools: Vec<Tool>,
@@ -125,12 +146,15 @@ pub struct App {
     /// Events of bots are counted and dropped (`[bots] skip_events`).
     pub skip_bot_events: bool,
     pub metrics: Arc<Metrics>,
+    /// Event ids seen recently, so retried batches are delivered once.
+    pub recent_ids: Arc<RecentIds>,
     collector_path: String,
 }
 
 impl App {
     /// Starts the delivery workers; needs a Tokio runtime.
-    pub fn start(loaded: &Loaded, plan: Plan, metrics: Arc<Metrics>) -> App {
+    pub fn start(loaded: &Loaded, plan: Plan, shared: &Shared) -> App {
+        let metrics = shared.metrics.clone();
         let config = &loaded.config;
         let ids: Vec<String> = plan.tools.iter().map(|t| t.id.clone()).collect();
         App {
@@ -148,6 +172,7 @@ impl App {
             bots: Arc::new(BotDetector::new(&config.bots.extra_user_agents)),
             skip_bot_events: config.bots.skip_events,
             metrics: metrics.clone(),
+            recent_ids: shared.recent_ids.clone(),
             collector_path: format!("{}/t", config.server.prefix.0),
         }
     }

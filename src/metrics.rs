@@ -12,6 +12,8 @@ use dashmap::DashMap;
 pub struct Metrics {
     /// Events the collector accepted.
     pub events_received: AtomicU64,
+    /// Events seen before (a retried batch): answered, not delivered again.
+    pub events_duplicate: AtomicU64,
     /// Bot events answered but dropped, by detection reason.
     pub bot_events_dropped: DashMap<&'static str, AtomicU64>,
     /// (event, tool) pairs not delivered because consent was missing.
@@ -52,6 +54,11 @@ impl Metrics {
             "tagproxy_events_received_total",
             "Events the collector accepted.",
             get(&self.events_received),
+        );
+        counter(
+            "tagproxy_events_duplicate_total",
+            "Events received again with an id seen recently; not delivered again.",
+            get(&self.events_duplicate),
         );
         counter(
             "tagproxy_consent_blocked_total",

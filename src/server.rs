@@ -10,9 +10,8 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::app::{App, Plan};
+use crate::app::{App, Plan, Shared};
 use crate::config::{self, DeliveryBackend, Loaded};
-use crate::metrics::Metrics;
 use crate::proxy::{self, CurrentProxy, PrefixHandler, Proxy};
 
 /// How long open requests may finish after SIGTERM / Ctrl-C.
@@ -40,14 +39,14 @@ impl Bound {
 }
 
 /// Builds the proxy (and the app behind it) for one config.
-fn build(loaded: &Loaded, plan: Plan, metrics: Arc<Metrics>) -> Proxy {
+fn build(loaded: &Loaded, plan: Plan, shared: &Shared) -> Proxy {
     if loaded.config.delivery.backend != DeliveryBackend::Memory {
         tracing::warn!(
             backend = ?loaded.config.delivery.backend,
             "this version delivers from memory only; the durable spool and NATS come next: events queued at a restart are lost"
         );
     }
-    let app = Arc::new(App::start(loaded, plan, metrics));
+    let app = Arc::new(App::start(loaded, plan, shared));
     let script = App::client_script(loaded, &app.triggers);
     let bots = app.bots.clone();
     Proxy::new(
@@ -61,9 +60,9 @@ fn build(loaded: &Loaded, plan: Plan, metrics: Arc<Metrics>) -> Proxy {
 /// Serves until SIGINT or SIGTERM. With `watch`, the config file is reloaded
 /// on SIGHUP and when it or a tool file changes.
 pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::default());
-    let current: CurrentProxy =
-        Arc::new(ArcSwap::from_pointee(build(loaded, plan, metrics.clone())));
+    let shared = Arc::new(Shared::default());
+    let metrics = shared.metrics.clone();
+    let current: CurrentProxy = Arc::new(ArcSwap::from_pointee(build(loaded, plan, &shared)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -84,7 +83,7 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
             loaded.clone(),
             rx,
             current.clone(),
-            metrics.clone(),
+            shared.clone(),
         ));
         watcher
     } else {
@@ -114,7 +113,7 @@ async fn reloader(
     first: Loaded,
     mut rx: mpsc::Receiver<&'static str>,
     current: CurrentProxy,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 ) {
     let mut previous = first;
     while let Some(why) = rx.recv().await {
@@ -129,7 +128,7 @@ async fn reloader(
                     tracing::warn!("listen addresses changed; they apply after a restart");
                 }
                 let tools = plan.tools.len();
-                current.store(Arc::new(build(&loaded, plan, metrics.clone())));
+                current.store(Arc::new(build(&loaded, plan, &shared)));
                 tracing::info!(reason = why, tools, "config reloaded");
                 previous = loaded;
             }

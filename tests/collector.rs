@@ -298,7 +298,9 @@ async fn seen_ip(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let a = send(req.body(json!([pageview("evt_ip_000000001")]).to_string())).await;
+    // A fresh id per call: the same id again would be a retry, delivered once.
+    let id = format!("evt_ip_{n:09}");
+    let a = send(req.body(json!([pageview(&id)]).to_string())).await;
     assert_eq!(a.status, 200, "{}", a.text);
     let hit = ga.wait_for(n + 1, Duration::from_secs(10)).await[n].clone();
     validate::ga4(&hit, CHROME_UA).unwrap();
@@ -476,4 +478,55 @@ async fn a_send_beacon_text_plain_body_is_accepted() {
     assert_eq!(hit.param("en").unwrap(), "signup");
     assert_eq!(hit.param("ep.method").unwrap(), "email");
     assert_eq!(hit.param("ep.event_id").unwrap(), "evt_beacon_000001");
+}
+
+/// The browser retries a batch whose answer it lost with the same event
+/// ids: the retry is answered, and delivered once.
+#[tokio::test]
+async fn a_retried_batch_is_delivered_once() {
+    let dest = Destination::start().await;
+    let hook = format!(
+        "type = \"http\"\n[settings]\nurl = \"{}/hook\"\n[automated]\npageview = true\ntrack = true\n",
+        dest.url()
+    );
+    let proxy = Proxy::start_tools(no_origin(), "", &[("hook", hook)]).await;
+    let batch = json!([
+        {"type": "pageview", "id": "retry-evt-000001", "page": {"url": "https://shop.test/"}},
+        {"type": "track", "name": "signup", "id": "retry-evt-000002", "page": {"url": "https://shop.test/"}},
+        // No client id: a fresh one each time, so both sends deliver it.
+        {"type": "track", "name": "no_id", "page": {"url": "https://shop.test/"}},
+    ])
+    .to_string();
+    for _ in 0..2 {
+        let resp = client()
+            .post(proxy.url("/_tagproxy/t"))
+            .header("content-type", "application/json")
+            .body(batch.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["events"], 3);
+    }
+    dest.wait_for(4, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut names: Vec<String> = dest
+        .requests()
+        .iter()
+        .map(|r| r.json()["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Pageview", "no_id", "no_id", "signup"]);
+    let metrics = client()
+        .get(format!("http://{}/metrics", proxy.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tagproxy_events_duplicate_total 2\n"),
+        "{metrics}"
+    );
 }

@@ -3,6 +3,7 @@
 //! with the instructions tools have for the browser. It never waits for a
 //! destination.
 
+pub mod dedupe;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -115,6 +116,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         input.page.referrer = privacy.referrer(&input.page.referrer, &input.page.url);
         input.page.url = privacy.page_url(&input.page.url);
+        let client_id = input.id.clone();
         let mut event = Event::build(input, &info, tracker.next_event(), now);
         if let Some(choices) = &choices {
             event.system["consent"] = app.consent.system_json(choices);
@@ -124,6 +126,20 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             choices.as_deref().unwrap_or(&Default::default()),
             &event.client,
         );
+        // A retried batch (same client ids) is answered again but delivered
+        // once. A consent replay carries the original id on purpose: it is
+        // its own delivery (to other tools), deduplicated as such.
+        let dedupe_key = if event.consent_replay {
+            format!("{}:replay", event.id)
+        } else {
+            event.id.clone()
+        };
+        if client_id.as_deref() == Some(event.id.as_str())
+            && !app.recent_ids.first_time(&dedupe_key)
+        {
+            Metrics::add(&app.metrics.events_duplicate, 1);
+            continue;
+        }
         let event = Arc::new(event);
         let out = app.fan_out(&event);
         deliveries.extend(out.0);
