@@ -76,14 +76,7 @@ async fn bots_get_no_script_and_their_events_are_dropped() {
     assert!(proxy.logs().contains("bot events dropped"));
 
     // Counted by reason, on the admin listener's /metrics.
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     let dropped = |reason: &str| -> u64 {
         let key = format!("tagproxy_bot_events_dropped_total{{reason=\"{reason}\"}} ");
         metrics
@@ -168,14 +161,7 @@ async fn an_origin_robots_txt_wins_and_blocking_is_off_by_default() {
     })
     .await;
     let blocking = Proxy::start(origin.addr, "[bots]\nblock_ai_crawlers = true\n").await;
-    let text = client()
-        .get(blocking.url("/robots.txt"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(blocking.url("/robots.txt")).await;
     assert_eq!(text, "User-agent: *\nAllow: /\n");
     let open = Proxy::start(origin.addr, "").await;
     let resp = client()

@@ -153,14 +153,7 @@ async fn pageviews_track_ecommerce_and_history_change_reach_ga4() {
     let proxy = Proxy::start_tools(origin.addr, "", &[ga4(&dest)]).await;
 
     // The tag is injected before the page's inline zaraz.track call.
-    let html = client()
-        .get(proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(proxy.url("/")).await;
     let tag_at = html.find("/_tagproxy/s.js").expect("tag injected");
     assert!(tag_at < html.find("zaraz.track").unwrap(), "{html}");
 

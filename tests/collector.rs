@@ -517,14 +517,7 @@ async fn a_retried_batch_is_delivered_once() {
         .collect();
     names.sort();
     assert_eq!(names, ["Pageview", "no_id", "no_id", "signup"]);
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("tagproxy_events_duplicate_total 2\n"),
         "{metrics}"

@@ -112,14 +112,7 @@ async fn purposes_gate_tools_and_replays_reach_only_newly_granted_tools() {
 
     // Withheld deliveries are counted: the first send (stats, ads, ga4), the
     // replay (always: it had the original; ads), the later event (ads).
-    let metrics = client()
-        .get(format!("http://{}/metrics", proxy.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("tagproxy_consent_blocked_total 6\n"),
         "{metrics}"

@@ -272,14 +272,7 @@ async fn head_split_across_tcp_segments_at_every_offset() {
         ];
         let origin = RawOrigin::start(parts, Duration::from_millis(30)).await;
         let proxy = Proxy::start(origin.addr, "").await;
-        let body = client()
-            .get(proxy.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(proxy.url("/")).await;
         assert_eq!(body, want, "cut at byte {cut}");
     }
 }

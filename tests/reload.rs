@@ -10,14 +10,7 @@ use common::*;
 const PAGE: &str = "<html><head><title>t</title></head><body>x</body></html>";
 
 async fn has_tag(proxy: &Proxy) -> bool {
-    let body = client()
-        .get(proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(proxy.url("/")).await;
     body.contains(TAG)
 }
 

@@ -51,22 +51,8 @@ async fn secrets_only_leave_in_outgoing_requests() {
     )
     .await;
 
-    let page = client()
-        .get(proxy.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let script = client()
-        .get(proxy.url("/_tagproxy/s.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text(proxy.url("/")).await;
+    let script = get_text(proxy.url("/_tagproxy/s.js")).await;
     // A property that looks like a template is data, never rendered.
     let answer = client()
         .post(proxy.url("/_tagproxy/t"))

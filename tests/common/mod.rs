@@ -490,3 +490,22 @@ impl Proxy {
         Self::spawn(dir, path, port, admin_port, &[]).await
     }
 }
+
+/// GET `url` with the test client; the body as text.
+pub async fn get_text(url: impl AsRef<str>) -> String {
+    client()
+        .get(url.as_ref())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+impl Proxy {
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        get_text(format!("http://{}/metrics", self.admin)).await
+    }
+}
