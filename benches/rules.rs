@@ -126,7 +126,7 @@ fn bench(c: &mut Criterion) {
     let ua = UaParser::default();
     let consent = tagproxy::consent::ConsentPolicy::default();
     let ev = Arc::new(event(&ua));
-    let (deliveries, _) = rules::fan_out(&ev, &tools, &triggers, &variables, &consent);
+    let deliveries = rules::fan_out(&ev, &tools, &triggers, &variables, &consent).deliveries;
     eprintln!(
         "fan-out of the bench event: {} deliveries",
         deliveries.len()

@@ -179,30 +179,15 @@ impl App {
 
     /// Deliveries and browser instructions for one event.
     pub fn fan_out(&self, event: &Event) -> (Vec<Delivery>, Vec<Value>) {
-        if self.consent.enabled {
-            let no_choice = Default::default();
-            let choices = event.consent.as_deref().unwrap_or(&no_choice);
-            let blocked = self
-                .tools
-                .iter()
-                .filter(|t| {
-                    !self.consent.allows(
-                        choices,
-                        &t.file.purposes,
-                        t.file.tcf_vendor_id,
-                        event.consent_replay,
-                    )
-                })
-                .count();
-            Metrics::add(&self.metrics.consent_blocked, blocked as u64);
-        }
-        crate::rules::fan_out(
+        let out = crate::rules::fan_out(
             event,
             &self.tools,
             &self.triggers,
             &self.variables,
             &self.consent,
-        )
+        );
+        Metrics::add(&self.metrics.consent_blocked, out.consent_withheld as u64);
+        (out.deliveries, out.instructions)
     }
 
     /// Records a processed event (the debugger and admin stream hook in here).

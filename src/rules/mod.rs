@@ -353,6 +353,8 @@ pub enum Decision<'a> {
     Custom(Vec<(&'a Action, Map<String, Value>)>),
     /// No custom action fired; the automated action for the event's kind.
     Automated,
+    /// The tool's purposes are not all granted: nothing (counted).
+    ConsentWithheld,
 }
 
 /// The fan-out decision for `event`, per tool (by index). Per tool: nothing
@@ -383,6 +385,7 @@ pub fn decide<'a>(
     for (i, tool) in tools.iter().enumerate() {
         let f = &tool.file;
         if !consent.allows(choices, &f.purposes, f.tcf_vendor_id, event.consent_replay) {
+            decisions.push((i, Decision::ConsentWithheld));
             continue;
         }
         if fired.any(&tool.blocking) {
@@ -403,6 +406,16 @@ pub fn decide<'a>(
     decisions
 }
 
+/// What the fan-out of one event produced.
+#[derive(Debug, Default)]
+pub struct FanOut {
+    pub deliveries: Vec<Delivery>,
+    /// Browser instructions (`{"fetch": …}`, `{"set_cookie": …}`).
+    pub instructions: Vec<Value>,
+    /// Tools the event did not reach for want of consent.
+    pub consent_withheld: usize,
+}
+
 /// Deliveries and browser instructions for `event`: the decision, then each
 /// adapter builds its requests.
 pub fn fan_out(
@@ -411,9 +424,8 @@ pub fn fan_out(
     triggers: &Triggers,
     variables: &Variables,
     consent: &ConsentPolicy,
-) -> (Vec<Delivery>, Vec<Value>) {
-    let mut deliveries = Vec::new();
-    let mut instructions = Vec::new();
+) -> FanOut {
+    let mut result = FanOut::default();
     for (i, decision) in decide(event, tools, triggers, variables, consent) {
         let tool = &tools[i];
         let cx = BuildContext {
@@ -426,17 +438,23 @@ pub fn fan_out(
                 .map(|(action, fields)| tool.adapter.custom(&action.kind, fields, event, &cx))
                 .collect(),
             Decision::Automated => vec![tool.adapter.automated(event, &cx)],
+            Decision::ConsentWithheld => {
+                result.consent_withheld += 1;
+                Vec::new()
+            }
         };
         for out in outputs {
-            deliveries.extend(out.payloads.into_iter().map(|payload| Delivery {
-                tool: tool.id.clone(),
-                event_id: event.id.clone(),
-                payload,
-            }));
-            instructions.extend(out.instructions);
+            result
+                .deliveries
+                .extend(out.payloads.into_iter().map(|payload| Delivery {
+                    tool: tool.id.clone(),
+                    event_id: event.id.clone(),
+                    payload,
+                }));
+            result.instructions.extend(out.instructions);
         }
     }
-    (deliveries, instructions)
+    result
 }
 
 /// A custom action (`[[actions]]` of a tool file), compiled.
