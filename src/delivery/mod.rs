@@ -5,6 +5,8 @@
 //! behind the same `submit` seam). A destination that is down or slow only
 //! fills its own tool's queue; the collector never waits for a destination.
 
+pub mod deadletter;
+pub mod inbox;
 mod retry;
 
 use std::collections::HashMap;

@@ -1,0 +1,555 @@
+//! The dead-letter store (SPEC §11): deliveries a destination refused with a
+//! non-retryable 4xx, or that ran out of retries, kept with the last response
+//! so an operator can look at them (`tagproxy deadletter list`), send them
+//! again (`replay`) or drop them (`purge`).
+//!
+//! One JSON object per line in `data_dir/deadletters.jsonl`. Everyone who
+//! reads or writes it first takes an advisory lock on the sidecar file
+//! `deadletters.lock`: shared to read, exclusive to append or remove. The lock
+//! lives in its own file because removing letters rewrites the data file
+//! under a new inode (tmp file, fsync, rename), and a lock held on the old
+//! inode would protect nothing.
+//!
+//! Lines that do not parse (a write torn by a crash, a hand edit, a newer
+//! format) are counted, never fatal, and always kept: nothing deletes data it
+//! cannot read.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tools::Delivery;
+
+/// The store's file name under `data_dir`.
+pub const FILE_NAME: &str = "deadletters.jsonl";
+/// The lock file's name under `data_dir`.
+pub const LOCK_NAME: &str = "deadletters.lock";
+/// A dead letter keeps at most this many bytes of the last response body.
+pub const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// A delivery that will not be sent again unless an operator replays it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Unique dead-letter id (UUIDv7).
+    pub id: String,
+    pub tool: String,
+    pub event_id: String,
+    /// The whole delivery, so it can be replayed.
+    pub delivery: Delivery,
+    /// Why it was given up, e.g. `HTTP 400: {...}` or
+    /// `gave up after 8 attempts: HTTP 503`.
+    pub reason: String,
+    /// The last HTTP status, if there was an answer at all.
+    pub status: Option<u16>,
+    /// The last response body, lossy UTF-8, at most [`MAX_RESPONSE_BYTES`].
+    pub response: String,
+    pub attempts: u32,
+    /// When the collector accepted the event (Unix ms).
+    pub accepted_ms: u64,
+    /// When it was dead-lettered (Unix ms).
+    pub failed_ms: u64,
+}
+
+impl DeadLetter {
+    /// A dead letter for `delivery`, failed now, with a fresh id; `response`
+    /// is the raw last response body (made lossy UTF-8 and truncated here).
+    pub fn new(
+        delivery: Delivery,
+        reason: impl Into<String>,
+        status: Option<u16>,
+        response: &[u8],
+        attempts: u32,
+        accepted_ms: u64,
+    ) -> DeadLetter {
+        DeadLetter {
+            id: uuid::Uuid::now_v7().to_string(),
+            tool: delivery.tool.clone(),
+            event_id: delivery.event_id.clone(),
+            delivery,
+            reason: reason.into(),
+            status,
+            response: response_text(response),
+            attempts,
+            accepted_ms,
+            failed_ms: now_ms(),
+        }
+    }
+}
+
+/// A response body as kept in a dead letter: lossy UTF-8, at most
+/// [`MAX_RESPONSE_BYTES`] bytes, cut on a character boundary.
+pub fn response_text(body: &[u8]) -> String {
+    let mut end = body.len().min(MAX_RESPONSE_BYTES);
+    // Cut before a character rather than through it (up to 3 bytes back).
+    if end < body.len() {
+        let floor = end.saturating_sub(3);
+        while end > floor && body[end] & 0xC0 == 0x80 {
+            end -= 1;
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..end]);
+    // Replacement characters can make the text longer than the bytes were.
+    let cut = text.floor_char_boundary(MAX_RESPONSE_BYTES);
+    text[..cut].to_string()
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Which dead letters an operation applies to. The default matches all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this tool's letters.
+    pub tool: Option<String>,
+    /// Dead-letter ids or event ids; empty = all.
+    pub ids: Vec<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        self.tool.as_ref().is_none_or(|t| *t == letter.tool)
+            && (self.ids.is_empty()
+                || self
+                    .ids
+                    .iter()
+                    .any(|id| *id == letter.id || *id == letter.event_id))
+    }
+}
+
+/// What [`DeadLetters::list`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The matching letters, in file order (oldest first).
+    pub letters: Vec<DeadLetter>,
+    /// Lines that did not parse, e.g. a last line torn by a crash.
+    pub unreadable: usize,
+}
+
+/// The dead-letter file of one `data_dir`.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    dir: PathBuf,
+    path: PathBuf,
+    lock: PathBuf,
+}
+
+impl DeadLetters {
+    /// The store under `data_dir`; touches nothing on disk.
+    pub fn new(data_dir: &Path) -> DeadLetters {
+        DeadLetters {
+            dir: data_dir.to_path_buf(),
+            path: data_dir.join(FILE_NAME),
+            lock: data_dir.join(LOCK_NAME),
+        }
+    }
+
+    /// `data_dir/deadletters.jsonl`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `letters` durably (written and `sync_data`ed before this
+    /// returns), creating `data_dir` when needed.
+    pub fn append(&self, letters: &[DeadLetter]) -> io::Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for letter in letters {
+            serde_json::to_writer(&mut buf, letter)?;
+            buf.push(b'\n');
+        }
+        fs::create_dir_all(&self.dir)?;
+        let _lock = self.lock(true)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            // A torn last line (a crash mid-write) must not swallow the
+            // first new letter: end it first.
+            let mut last = [0u8];
+            file.seek(SeekFrom::End(-1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                buf.insert(0, b'\n');
+            }
+        }
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        if len == 0 {
+            // The file may be new: make its directory entry durable too.
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The letters matching `filter`, and how many lines did not parse. A
+    /// missing file (or `data_dir`) is an empty store.
+    pub fn list(&self, filter: &Filter) -> io::Result<Listing> {
+        let _lock = match self.lock(false) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listing::default()),
+            Err(e) => return Err(e),
+        };
+        let bytes = read_or_empty(&self.path)?;
+        let mut listing = Listing::default();
+        for line in lines(&bytes) {
+            match serde_json::from_slice::<DeadLetter>(line) {
+                Ok(letter) if filter.matches(&letter) => listing.letters.push(letter),
+                Ok(_) => {}
+                Err(_) => listing.unreadable += 1,
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Removes the letters matching `filter` and returns them. Lines that do
+    /// not parse are kept.
+    pub fn take(&self, filter: &Filter) -> io::Result<Vec<DeadLetter>> {
+        self.take_with(filter, |_| Ok(())).map(|(taken, _)| taken)
+    }
+
+    /// Like [`take`](Self::take), but calls `before_removing` with the
+    /// matching letters while still holding the lock, and removes them only
+    /// when it succeeds: a replay writes the letters elsewhere first, so a
+    /// crash in between duplicates them rather than losing them.
+    /// `before_removing` is not called when nothing matches (the result is
+    /// then `(vec![], None)`).
+    pub fn take_with<T>(
+        &self,
+        filter: &Filter,
+        before_removing: impl FnOnce(&[DeadLetter]) -> io::Result<T>,
+    ) -> io::Result<(Vec<DeadLetter>, Option<T>)> {
+        let _lock = match self.lock(true) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), None)),
+            Err(e) => return Err(e),
+        };
+        let bytes = read_or_empty(&self.path)?;
+        let mut taken = Vec::new();
+        let mut kept = Vec::with_capacity(bytes.len());
+        for line in lines(&bytes) {
+            match serde_json::from_slice::<DeadLetter>(line) {
+                Ok(letter) if filter.matches(&letter) => taken.push(letter),
+                // Everything else stays byte for byte, unreadable lines too.
+                _ => {
+                    kept.extend_from_slice(line);
+                    kept.push(b'\n');
+                }
+            }
+        }
+        if taken.is_empty() {
+            return Ok((taken, None));
+        }
+        let out = before_removing(&taken)?;
+        self.rewrite(&kept)?;
+        Ok((taken, Some(out)))
+    }
+
+    /// How many readable letters the store holds.
+    pub fn count(&self) -> io::Result<usize> {
+        Ok(self.list(&Filter::default())?.letters.len())
+    }
+
+    /// Replaces the file's content atomically: tmp file, fsync, rename,
+    /// fsync the directory. Called with the exclusive lock held.
+    fn rewrite(&self, content: &[u8]) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(content)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &self.path)?;
+        sync_dir(&self.dir)
+    }
+
+    /// Opens and locks the lock file (creating it, which fails with
+    /// `NotFound` when `data_dir` does not exist). A reader without write
+    /// permission still gets a shared lock on an existing lock file.
+    fn lock(&self, exclusive: bool) -> io::Result<File> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.lock)
+        {
+            Ok(file) => file,
+            Err(e) if !exclusive && e.kind() == io::ErrorKind::PermissionDenied => {
+                File::open(&self.lock)?
+            }
+            Err(e) => return Err(e),
+        };
+        if exclusive {
+            file.lock()?;
+        } else {
+            file.lock_shared()?;
+        }
+        Ok(file)
+    }
+}
+
+/// The non-blank lines of a JSON-lines file.
+fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes a directory's entries (a new or renamed file) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::{HttpRequest, Payload};
+
+    fn delivery(tool: &str, event_id: &str) -> Delivery {
+        Delivery {
+            tool: tool.into(),
+            event_id: event_id.into(),
+            payload: Payload::Http(HttpRequest {
+                method: "POST".into(),
+                url: "https://collect.example/e".into(),
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Some(br#"{"a":1}"#.to_vec()),
+            }),
+        }
+    }
+
+    fn letter(tool: &str, event_id: &str) -> DeadLetter {
+        DeadLetter::new(
+            delivery(tool, event_id),
+            "HTTP 400: bad",
+            Some(400),
+            b"{\"error\":\"bad\"}",
+            1,
+            1_700_000_000_000,
+        )
+    }
+
+    fn ids(letters: &[DeadLetter]) -> Vec<&str> {
+        letters.iter().map(|l| l.event_id.as_str()).collect()
+    }
+
+    #[test]
+    fn new_does_not_touch_the_disk_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = DeadLetters::new(&data);
+        assert_eq!(store.path(), data.join("deadletters.jsonl"));
+        assert!(!data.exists());
+        let listing = store.list(&Filter::default()).unwrap();
+        assert!(listing.letters.is_empty());
+        assert_eq!(listing.unreadable, 0);
+        assert_eq!(store.count().unwrap(), 0);
+        assert!(store.take(&Filter::default()).unwrap().is_empty());
+        assert!(!data.exists(), "reading and taking nothing creates nothing");
+    }
+
+    #[test]
+    fn append_list_take_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetters::new(&dir.path().join("a/b"));
+        let a = letter("ga4", "e1");
+        let b = letter("meta", "e2");
+        let c = letter("ga4", "e3");
+        store.append(&[a.clone(), b.clone()]).unwrap();
+        store.append(&[c.clone()]).unwrap();
+        store.append(&[]).unwrap();
+        assert_eq!(store.count().unwrap(), 3);
+        let all = store.list(&Filter::default()).unwrap();
+        assert_eq!(all.letters, vec![a.clone(), b.clone(), c.clone()]);
+        assert_eq!(all.unreadable, 0);
+
+        let ga4 = Filter {
+            tool: Some("ga4".into()),
+            ids: vec![],
+        };
+        assert_eq!(ids(&store.list(&ga4).unwrap().letters), ["e1", "e3"]);
+
+        // By dead-letter id or by event id.
+        let by_ids = Filter {
+            tool: None,
+            ids: vec![a.id.clone(), "e2".into(), "nope".into()],
+        };
+        assert_eq!(ids(&store.list(&by_ids).unwrap().letters), ["e1", "e2"]);
+        // Tool and ids together must both match.
+        let both = Filter {
+            tool: Some("meta".into()),
+            ids: vec![a.id.clone(), "e2".into()],
+        };
+        assert_eq!(ids(&store.take(&both).unwrap()), ["e2"]);
+        assert_eq!(store.list(&Filter::default()).unwrap().letters, vec![a, c]);
+
+        assert_eq!(ids(&store.take(&Filter::default()).unwrap()), ["e1", "e3"]);
+        assert_eq!(store.count().unwrap(), 0);
+        assert!(store.take(&Filter::default()).unwrap().is_empty());
+        // No tmp file is left behind.
+        assert!(!dir.path().join("a/b/deadletters.jsonl.tmp").exists());
+    }
+
+    #[test]
+    fn torn_and_foreign_lines_are_counted_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetters::new(dir.path());
+        let a = letter("ga4", "e1");
+        store.append(std::slice::from_ref(&a)).unwrap();
+        // A hand-edited line in the middle, then a torn last line.
+        let mut f = OpenOptions::new().append(true).open(store.path()).unwrap();
+        f.write_all(b"not json\n\n{\"id\":\"x\",\"tool\":\"ga")
+            .unwrap();
+        drop(f);
+        let listing = store.list(&Filter::default()).unwrap();
+        assert_eq!(listing.letters, vec![a.clone()]);
+        assert_eq!(listing.unreadable, 2);
+
+        // The next append does not glue itself onto the torn line.
+        let b = letter("ga4", "e2");
+        store.append(std::slice::from_ref(&b)).unwrap();
+        let listing = store.list(&Filter::default()).unwrap();
+        assert_eq!(listing.letters, vec![a.clone(), b.clone()]);
+        assert_eq!(listing.unreadable, 2);
+
+        // Taking everything keeps what could not be read, byte for byte.
+        assert_eq!(store.take(&Filter::default()).unwrap(), vec![a, b]);
+        let listing = store.list(&Filter::default()).unwrap();
+        assert!(listing.letters.is_empty());
+        assert_eq!(listing.unreadable, 2);
+        let text = fs::read_to_string(store.path()).unwrap();
+        assert_eq!(text, "not json\n{\"id\":\"x\",\"tool\":\"ga\n");
+    }
+
+    #[test]
+    fn take_with_removes_only_after_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetters::new(dir.path());
+        let a = letter("ga4", "e1");
+        store.append(std::slice::from_ref(&a)).unwrap();
+        let err = store
+            .take_with(&Filter::default(), |_| -> io::Result<()> {
+                Err(io::Error::other("disk full"))
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "disk full");
+        assert_eq!(store.count().unwrap(), 1);
+
+        let (taken, out) = store
+            .take_with(&Filter::default(), |letters| Ok(letters.len()))
+            .unwrap();
+        assert_eq!(taken, vec![a]);
+        assert_eq!(out, Some(1));
+        let (taken, out) = store
+            .take_with(&Filter::default(), |_| -> io::Result<()> {
+                panic!("not called without matches")
+            })
+            .unwrap();
+        assert!(taken.is_empty());
+        assert_eq!(out, None);
+    }
+
+    #[test]
+    fn concurrent_appends_and_takes_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        const WRITERS: usize = 4;
+        const PER_WRITER: usize = 60;
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = DeadLetters::new(&data);
+                std::thread::spawn(move || {
+                    for i in 0..PER_WRITER {
+                        let l = letter(&format!("t{w}"), &format!("w{w}-{i}"));
+                        store.append(&[l]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        // Meanwhile a "CLI" keeps taking one writer's letters at a time
+        // until every writer is done.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let taker = {
+            let store = DeadLetters::new(&data);
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut taken = Vec::new();
+                let mut round = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let filter = Filter {
+                        tool: Some(format!("t{}", round % WRITERS)),
+                        ids: vec![],
+                    };
+                    taken.extend(store.take(&filter).unwrap());
+                    round += 1;
+                }
+                taken
+            })
+        };
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut all = taker.join().unwrap();
+        let store = DeadLetters::new(&data);
+        let rest = store.list(&Filter::default()).unwrap();
+        assert_eq!(rest.unreadable, 0);
+        all.extend(store.take(&Filter::default()).unwrap());
+        let mut seen: Vec<String> = all.into_iter().map(|l| l.event_id).collect();
+        seen.sort();
+        let mut want: Vec<String> = (0..WRITERS)
+            .flat_map(|w| (0..PER_WRITER).map(move |i| format!("w{w}-{i}")))
+            .collect();
+        want.sort();
+        assert_eq!(seen, want, "every letter taken exactly once");
+        assert_eq!(store.count().unwrap(), 0);
+    }
+
+    #[test]
+    fn response_is_truncated_on_a_char_boundary() {
+        assert_eq!(response_text(b"ok"), "ok");
+        assert_eq!(response_text(b"\xff!"), "\u{fffd}!");
+        let long = "é".repeat(3000); // 6000 bytes
+        let text = response_text(long.as_bytes());
+        assert_eq!(text.len(), MAX_RESPONSE_BYTES);
+        assert!(text.chars().all(|c| c == 'é'));
+        let odd = format!("x{long}");
+        let text = response_text(odd.as_bytes());
+        assert_eq!(text.len(), MAX_RESPONSE_BYTES - 1);
+        assert!(!text.contains('\u{fffd}'));
+        // Invalid bytes that expand to U+FFFD still fit.
+        let text = response_text(&[0xff; 5000]);
+        assert!(text.len() <= MAX_RESPONSE_BYTES);
+    }
+
+    #[test]
+    fn new_fills_ids_and_times() {
+        let a = letter("t", "e");
+        let b = letter("t", "e");
+        assert_ne!(a.id, b.id);
+        assert_eq!(uuid::Uuid::parse_str(&a.id).unwrap().get_version_num(), 7);
+        assert_eq!((a.tool.as_str(), a.event_id.as_str()), ("t", "e"));
+        assert_eq!(a.response, "{\"error\":\"bad\"}");
+        assert!(a.failed_ms >= 1_700_000_000_000);
+    }
+}
