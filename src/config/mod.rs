@@ -476,6 +476,11 @@ impl Loaded {
         self.resolve(&self.config.tools_dir)
     }
 
+    /// `delivery.spool_dir` resolved against the config file's folder.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.resolve(&self.config.delivery.spool_dir)
+    }
+
     fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             return p.to_path_buf();
