@@ -1,6 +1,7 @@
 //! The command line (SPEC §1). Exit codes: 0 ok, 1 invalid config or input,
 //! 2 usage.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::app::Plan;
 use crate::config::{self, Loaded};
+use crate::delivery::deadletter::{DeadLetter, DeadLetters, Filter};
+use crate::delivery::inbox;
 use crate::logging::{self, LogFormat};
 use crate::rules::Secrets;
 use crate::server::{self, Bound};
@@ -48,6 +51,53 @@ enum Command {
     },
     /// Validate the config file and every tool file.
     Check,
+    /// The dead-letter store: deliveries a destination refused or that ran
+    /// out of retries.
+    Deadletter {
+        #[command(subcommand)]
+        command: DeadletterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadletterCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this tool's dead letters.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Print the full records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters again: they are queued in the spool's replay inbox,
+    /// which the running server (or the next start) delivers.
+    Replay {
+        /// Only this tool's dead letters.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Dead-letter ids or event ids; none = all (that match --tool).
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Delete dead letters; needs IDs, --tool or --all.
+    #[command(group(
+        clap::ArgGroup::new("which")
+            .required(true)
+            .multiple(true)
+            .args(["tool", "all", "ids"])
+    ))]
+    Purge {
+        /// Only this tool's dead letters.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Every dead letter.
+        #[arg(long, conflicts_with_all = ["tool", "ids"])]
+        all: bool,
+        /// Dead-letter ids or event ids.
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -74,6 +124,7 @@ pub fn main() -> ExitCode {
             None => ExitCode::from(1),
         },
         Command::Demo { listen } => demo(listen),
+        Command::Deadletter { command } => deadletter_command(&cli.config, command),
     }
 }
 
@@ -186,4 +237,203 @@ fn demo(listen: SocketAddr) -> ExitCode {
             }
         }
     })
+}
+
+/// `tagproxy deadletter list|replay|purge` (SPEC §1, §11).
+fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
+    // Loaded as `check` loads it: an invalid config is refused, secrets are
+    // not needed.
+    let Some(loaded) = load(path) else {
+        return ExitCode::from(1);
+    };
+    if load_plan(&loaded, Secrets::Optional).is_none() {
+        return ExitCode::from(1);
+    }
+    let store = DeadLetters::new(&loaded.data_dir());
+    let failed = |e: std::io::Error| {
+        eprintln!("{}: {e}", store.path().display());
+        ExitCode::from(1)
+    };
+    match command {
+        DeadletterCommand::List { tool, json } => {
+            let listing = match store.list(&Filter {
+                tool,
+                ids: Vec::new(),
+            }) {
+                Ok(listing) => listing,
+                Err(e) => return failed(e),
+            };
+            let mut out = std::io::stdout().lock();
+            for letter in &listing.letters {
+                let line = if json {
+                    serde_json::to_string(letter).expect("a dead letter serializes")
+                } else {
+                    letter_line(letter)
+                };
+                if writeln!(out, "{line}").is_err() {
+                    return ExitCode::from(1);
+                }
+            }
+            let unreadable = match listing.unreadable {
+                0 => String::new(),
+                1 => "1 unreadable line".to_string(),
+                k => format!("{k} unreadable lines"),
+            };
+            if !json {
+                let n = dead_letters(listing.letters.len());
+                let sep = if unreadable.is_empty() { "" } else { ", " };
+                let _ = writeln!(out, "{n}{sep}{unreadable}");
+            } else if listing.unreadable > 0 {
+                let path = store.path().display();
+                eprintln!("warning: {path}: {unreadable} (kept, not listed)");
+            }
+            ExitCode::SUCCESS
+        }
+        DeadletterCommand::Replay { tool, ids } => {
+            let spool = loaded.spool_dir();
+            let mut inbox_error = None;
+            // The deliveries reach the inbox before they leave the store: a
+            // crash in between sends them twice, never zero times.
+            let result = store.take_with(&Filter { tool, ids }, |letters| {
+                let deliveries: Vec<_> = letters.iter().map(|l| l.delivery.clone()).collect();
+                inbox::write(&spool, &deliveries).inspect_err(|e| {
+                    inbox_error = Some(format!("{}: {e}", inbox::dir(&spool).display()));
+                })
+            });
+            match result {
+                Ok((taken, Some(file))) => {
+                    println!(
+                        "replayed {} (queued in {})",
+                        dead_letters(taken.len()),
+                        file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok((_, None)) => {
+                    println!("nothing to replay");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => match inbox_error {
+                    Some(message) => {
+                        eprintln!("{message}");
+                        ExitCode::from(1)
+                    }
+                    None => failed(e),
+                },
+            }
+        }
+        DeadletterCommand::Purge { tool, all: _, ids } => {
+            // clap guarantees IDs, --tool or --all; --all is the empty filter.
+            match store.take(&Filter { tool, ids }) {
+                Ok(taken) => {
+                    println!("purged {}", dead_letters(taken.len()));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
+    }
+}
+
+fn dead_letters(n: usize) -> String {
+    if n == 1 {
+        "1 dead letter".to_string()
+    } else {
+        format!("{n} dead letters")
+    }
+}
+
+/// `<id>  <tool>  <event_id>  <status>  <attempts>  <failed at>  <reason>`.
+fn letter_line(l: &DeadLetter) -> String {
+    let status = l.status.map_or_else(|| "-".to_string(), |s| s.to_string());
+    let mut reason: String = l
+        .reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if reason.chars().count() > 100 {
+        reason = reason.chars().take(99).collect::<String>() + "…";
+    }
+    format!(
+        "{}  {}  {}  {status}  {}  {}  {reason}",
+        l.id,
+        l.tool,
+        l.event_id,
+        l.attempts,
+        rfc3339_ms(l.failed_ms)
+    )
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2024-11-24T12:26:40.000Z`); the bare
+/// number past year 9999.
+fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let of_day = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if year > 9999 {
+        return ms.to_string();
+    }
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_of_unix_ms() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_732_450_000_123), "2024-11-24T12:06:40.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(253_402_300_800_000), "253402300800000");
+    }
+
+    #[test]
+    fn letter_line_columns_and_reason_cut() {
+        let delivery = crate::tools::Delivery {
+            tool: "ga4".into(),
+            event_id: "evt-1".into(),
+            payload: crate::tools::Payload::Stdout("x".into()),
+        };
+        let mut l = DeadLetter::new(delivery, "HTTP 400:\n{}", Some(400), b"", 1, 0);
+        l.id = "id1".into();
+        l.failed_ms = 0;
+        assert_eq!(
+            letter_line(&l),
+            "id1  ga4  evt-1  400  1  1970-01-01T00:00:00.000Z  HTTP 400: {}"
+        );
+        l.status = None;
+        l.reason = "é".repeat(150);
+        let line = letter_line(&l);
+        assert!(line.contains("  -  1  "), "{line}");
+        assert!(line.ends_with(&format!("{}…", "é".repeat(99))), "{line}");
+    }
+
+    #[test]
+    fn purge_needs_a_filter_or_all() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let e = parse(&["tagproxy", "deadletter", "purge"]).err().unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(parse(&["tagproxy", "deadletter", "purge", "--all"]).is_ok());
+        assert!(parse(&["tagproxy", "deadletter", "purge", "--tool", "ga4"]).is_ok());
+        assert!(parse(&["tagproxy", "deadletter", "purge", "a", "b"]).is_ok());
+        assert!(parse(&["tagproxy", "deadletter", "purge", "--all", "a"]).is_err());
+    }
 }

@@ -376,7 +376,7 @@ mod tests {
         let b = letter("meta", "e2");
         let c = letter("ga4", "e3");
         store.append(&[a.clone(), b.clone()]).unwrap();
-        store.append(&[c.clone()]).unwrap();
+        store.append(std::slice::from_ref(&c)).unwrap();
         store.append(&[]).unwrap();
         assert_eq!(store.count().unwrap(), 3);
         let all = store.list(&Filter::default()).unwrap();

@@ -1,0 +1,371 @@
+//! `tagproxy deadletter list|replay|purge` against a store filled through the
+//! library types: output, filters, exit codes, and replay queueing the
+//! deliveries in the spool's inbox before removing them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tagproxy::delivery::deadletter::{DeadLetter, DeadLetters, Filter};
+use tagproxy::delivery::inbox;
+use tagproxy::tools::{Delivery, HttpRequest, Payload};
+
+/// A config folder: `tagproxy.toml`, a tool that needs a secret (which these
+/// commands must not require), and the data dir the store lives in.
+struct Site {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+const CONFIG: &str = r#"[server]
+upstream = "http://127.0.0.1:1"
+[variables]
+hook_key = { secret = "DEADLETTER_CLI_TEST_KEY" }
+"#;
+
+const TOOL: &str = r#"type = "http"
+[settings]
+url = "https://hooks.example/in"
+[settings.headers]
+authorization = "Bearer {{ $hook_key }}"
+[automated]
+track = true
+"#;
+
+impl Site {
+    fn new(config: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tagproxy.toml");
+        std::fs::write(&path, config).unwrap();
+        std::fs::create_dir(dir.path().join("tools")).unwrap();
+        std::fs::write(dir.path().join("tools/hook.toml"), TOOL).unwrap();
+        Site { dir, config: path }
+    }
+
+    fn store(&self) -> DeadLetters {
+        DeadLetters::new(&self.dir.path().join("data"))
+    }
+
+    /// Runs the binary from another folder, so relative paths must resolve
+    /// against the config file's folder.
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tagproxy"))
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .env_remove("TAGPROXY_CONFIG")
+            .env_remove("TAGPROXY_SECRET_DEADLETTER_CLI_TEST_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+}
+
+fn delivery(tool: &str, event_id: &str) -> Delivery {
+    Delivery {
+        tool: tool.into(),
+        event_id: event_id.into(),
+        payload: Payload::Http(HttpRequest {
+            method: "POST".into(),
+            url: "https://hooks.example/in".into(),
+            headers: vec![("idempotency-key".into(), event_id.into())],
+            body: Some(format!("{{\"event\":\"{event_id}\"}}").into_bytes()),
+        }),
+    }
+}
+
+/// Three letters: two for `hook`, one for `ga4`.
+fn fill(site: &Site) -> Vec<DeadLetter> {
+    let mut a = DeadLetter::new(
+        delivery("hook", "evt-a"),
+        "HTTP 400: {\"error\":\"bad field\"}",
+        Some(400),
+        b"{\"error\":\"bad field\"}",
+        1,
+        1_732_450_000_000,
+    );
+    a.failed_ms = 1_732_450_001_500;
+    let b = DeadLetter::new(
+        delivery("ga4", "evt-b"),
+        "gave up after 8 attempts: connection error",
+        None,
+        b"",
+        8,
+        1_732_450_000_000,
+    );
+    let c = DeadLetter::new(
+        delivery("hook", "evt-c"),
+        "gave up after 8 attempts: HTTP 503",
+        Some(503),
+        b"unavailable",
+        8,
+        1_732_450_000_000,
+    );
+    let letters = vec![a, b, c];
+    site.store().append(&letters).unwrap();
+    letters
+}
+
+fn remaining(site: &Site) -> Vec<String> {
+    let listing = site.store().list(&Filter::default()).unwrap();
+    listing.letters.into_iter().map(|l| l.event_id).collect()
+}
+
+#[test]
+fn list_of_an_absent_store_is_empty() {
+    let site = Site::new(CONFIG);
+    let (code, out, err) = site.run(&["deadletter", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "0 dead letters\n");
+    let (code, out, err) = site.run(&["deadletter", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert!(
+        !site.dir.path().join("data").exists(),
+        "listing creates nothing"
+    );
+}
+
+#[test]
+fn list_as_text_and_json() {
+    let site = Site::new(CONFIG);
+    let letters = fill(&site);
+    let (code, out, err) = site.run(&["deadletter", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}  hook  evt-a  400  1  2024-11-24T12:06:41.500Z  HTTP 400: {{\"error\":\"bad field\"}}",
+            letters[0].id
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}  ga4  evt-b  -  8  ", letters[1].id)),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].ends_with("  gave up after 8 attempts: connection error"));
+    assert!(lines[2].contains("  hook  evt-c  503  8  "));
+    assert_eq!(lines[3], "3 dead letters");
+
+    let (code, out, err) = site.run(&["deadletter", "list", "--tool", "hook"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("\n2 dead letters\n"), "{out}");
+    assert!(!out.contains("evt-b"));
+
+    let (code, out, err) = site.run(&["deadletter", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let parsed: Vec<DeadLetter> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, letters);
+    let (_, out, _) = site.run(&["deadletter", "list", "--json", "--tool", "ga4"]);
+    let parsed: Vec<DeadLetter> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed, vec![letters[1].clone()]);
+}
+
+#[test]
+fn list_counts_unreadable_lines() {
+    let site = Site::new(CONFIG);
+    fill(&site);
+    let path = site.store().path().to_path_buf();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"id\":\"torn");
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = site.run(&["deadletter", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.ends_with("\n3 dead letters, 1 unreadable line\n"),
+        "{out}"
+    );
+    let (code, out, err) = site.run(&["deadletter", "list", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 3);
+    assert!(err.contains("1 unreadable line"), "{err}");
+    // Purging everything keeps the line it cannot read.
+    let (code, out, _) = site.run(&["deadletter", "purge", "--all"]);
+    assert_eq!((code, out.as_str()), (0, "purged 3 dead letters\n"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"id\":\"torn\n");
+}
+
+#[test]
+fn purge_by_id_tool_or_all() {
+    let site = Site::new(CONFIG);
+    let letters = fill(&site);
+    // By dead-letter id and by event id; unknown ids are no error.
+    let (code, out, err) = site.run(&["deadletter", "purge", &letters[0].id, "nope"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "purged 1 dead letter\n");
+    assert_eq!(remaining(&site), ["evt-b", "evt-c"]);
+    let (code, out, _) = site.run(&["deadletter", "purge", "evt-c"]);
+    assert_eq!((code, out.as_str()), (0, "purged 1 dead letter\n"));
+    assert_eq!(remaining(&site), ["evt-b"]);
+    // --tool and ids together must both match.
+    let (code, out, _) = site.run(&["deadletter", "purge", "--tool", "hook", "evt-b"]);
+    assert_eq!((code, out.as_str()), (0, "purged 0 dead letters\n"));
+    assert_eq!(remaining(&site), ["evt-b"]);
+
+    fill(&site);
+    let (code, out, _) = site.run(&["deadletter", "purge", "--tool", "hook"]);
+    assert_eq!((code, out.as_str()), (0, "purged 2 dead letters\n"));
+    assert_eq!(remaining(&site), ["evt-b", "evt-b"]);
+
+    let (code, out, _) = site.run(&["deadletter", "purge", "--all"]);
+    assert_eq!((code, out.as_str()), (0, "purged 2 dead letters\n"));
+    assert!(remaining(&site).is_empty());
+}
+
+#[test]
+fn purge_without_a_filter_is_a_usage_error() {
+    let site = Site::new(CONFIG);
+    fill(&site);
+    for args in [
+        &["deadletter", "purge"][..],
+        &["deadletter", "purge", "--all", "evt-a"],
+        &["deadletter", "purge", "--all", "--tool", "hook"],
+        &["deadletter"],
+        &["deadletter", "list", "evt-a"],
+    ] {
+        let (code, out, err) = site.run(args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert_eq!(out, "");
+        assert!(err.contains("Usage"), "{err}");
+    }
+    assert_eq!(remaining(&site).len(), 3, "nothing was purged");
+}
+
+#[test]
+fn replay_queues_deliveries_in_the_inbox_then_removes_them() {
+    let site = Site::new(CONFIG);
+    let letters = fill(&site);
+    let spool = site.dir.path().join("data/spool");
+
+    let (code, out, err) = site.run(&["deadletter", "replay", "--tool", "hook"]);
+    assert_eq!(code, 0, "{err}");
+    let inbox_dir = spool.join("inbox");
+    let files: Vec<PathBuf> = std::fs::read_dir(&inbox_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    assert!(file.to_string_lossy().ends_with(".jsonl"));
+    assert_eq!(
+        out,
+        format!("replayed 2 dead letters (queued in {})\n", file.display())
+    );
+    let queued: Vec<Delivery> = std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        queued,
+        vec![letters[0].delivery.clone(), letters[2].delivery.clone()]
+    );
+    assert_eq!(remaining(&site), ["evt-b"]);
+    // The engine's view of the same inbox.
+    let pending = inbox::pending(&spool).unwrap();
+    assert_eq!(pending, vec![(file.clone(), queued)]);
+
+    // By id (dead-letter id here).
+    let (code, out, err) = site.run(&["deadletter", "replay", &letters[1].id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("replayed 1 dead letter (queued in "),
+        "{out}"
+    );
+    assert!(remaining(&site).is_empty());
+    let pending = inbox::pending(&spool).unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[1].1, vec![letters[1].delivery.clone()]);
+}
+
+#[test]
+fn replay_of_nothing() {
+    let site = Site::new(CONFIG);
+    let (code, out, err) = site.run(&["deadletter", "replay"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "nothing to replay\n");
+    fill(&site);
+    let (code, out, _) = site.run(&["deadletter", "replay", "--tool", "meta", "evt-a"]);
+    assert_eq!((code, out.as_str()), (0, "nothing to replay\n"));
+    let (code, out, _) = site.run(&["deadletter", "replay", "--tool", "ga4", "evt-a"]);
+    assert_eq!((code, out.as_str()), (0, "nothing to replay\n"));
+    assert!(!site.dir.path().join("data/spool/inbox").exists());
+    assert_eq!(remaining(&site).len(), 3);
+}
+
+#[test]
+fn data_dir_and_spool_dir_resolve_against_the_config_folder() {
+    let config = format!("data_dir = \"state\"\n{CONFIG}[delivery]\nspool_dir = \"queue/spool\"\n");
+    let site = Site::new(&config);
+    let store = DeadLetters::new(&site.dir.path().join("state"));
+    store
+        .append(&[DeadLetter::new(
+            delivery("hook", "evt-z"),
+            "HTTP 422",
+            Some(422),
+            b"",
+            1,
+            0,
+        )])
+        .unwrap();
+    let (code, out, err) = site.run(&["deadletter", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("\n1 dead letter\n"), "{out}");
+    let (code, out, err) = site.run(&["deadletter", "replay", "evt-z"]);
+    assert_eq!(code, 0, "{err}");
+    let inbox_dir = site.dir.path().join("queue/spool/inbox");
+    assert!(out.contains(&inbox_dir.display().to_string()), "{out}");
+    assert_eq!(
+        inbox::pending(&site.dir.path().join("queue/spool"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.count().unwrap(), 0);
+}
+
+#[test]
+fn an_invalid_config_exits_1_with_its_problems() {
+    let site = Site::new("[server]\nupstrem = \"http://127.0.0.1:1\"\n");
+    for args in [
+        &["deadletter", "list"][..],
+        &["deadletter", "replay"],
+        &["deadletter", "purge", "--all"],
+    ] {
+        let (code, out, err) = site.run(args);
+        assert_eq!(code, 1, "{args:?}");
+        assert_eq!(out, "");
+        let want = format!("{}:2:1: unknown field `upstrem`", site.config.display());
+        assert!(err.starts_with(&want), "{err}");
+    }
+    // A broken tool file is a broken config too.
+    let site = Site::new(CONFIG);
+    std::fs::write(site.dir.path().join("tools/bad.toml"), "type = \"nope\"\n").unwrap();
+    let (code, _, err) = site.run(&["deadletter", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn a_store_that_cannot_be_read_exits_1() {
+    let site = Site::new(CONFIG);
+    // The data dir is a file: the store cannot exist there.
+    std::fs::write(site.dir.path().join("data"), "not a folder").unwrap();
+    let store_path: &Path = &site.dir.path().join("data/deadletters.jsonl");
+    let (code, out, err) = site.run(&["deadletter", "list"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&store_path.display().to_string()), "{err}");
+}
