@@ -12,7 +12,7 @@ use crate::bots::BotDetector;
 use crate::collector::dedupe::RecentIds;
 use crate::config::{ConfigError, Loaded, LocationHeaders, Problem, Settings, TrustedProxies};
 use crate::consent::ConsentPolicy;
-use crate::delivery::Dispatcher;
+use crate::delivery::{Engine, Paths};
 use crate::event::privacy::Privacy;
 use crate::event::ua::UaParser;
 use crate::event::Event;
@@ -110,23 +110,34 @@ fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>
     warnings
 }
 
-/// State that outlives config reloads.
+/// State that outlives config reloads: the delivery engine (and what it
+/// has queued), counters, recently seen event ids.
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub recent_ids: Arc<RecentIds>,
+    pub engine: Arc<Engine>,
 }
 
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            metrics: Arc::new(Metrics::default()),
+impl Shared {
+    /// Opens the delivery store; needs a Tokio runtime. `[delivery]` is read
+    /// here only, so its changes apply after a restart.
+    pub fn start(loaded: &Loaded) -> std::io::Result<Shared> {
+        let metrics = Arc::new(Metrics::default());
+        let paths = Paths {
+            spool_dir: loaded.spool_dir(),
+            data_dir: loaded.data_dir(),
+        };
+        let engine = Engine::start(&loaded.config.delivery, paths, metrics.clone())?;
+        Ok(Shared {
+            metrics,
             // 100 000 ids per generation, rotated at least every 12 h: a retry
             // within 12–24 h is recognised, in at most ~15 MB.
             recent_ids: Arc::new(RecentIds::new(
                 100_000,
                 std::time::Duration::from_secs(12 * 3600),
             )),
-        }
+            engine,
+        })
     }
 }
 
@@ -135,7 +146,7 @@ pub struct App {
     pub tools: Vec<Tool>,
     pub variables: Variables,
     pub triggers: Triggers,
-    pub dispatcher: Dispatcher,
+    pub engine: Arc<Engine>,
     pub ua: UaParser,
     pub trusted: TrustedProxies,
     pub location: LocationHeaders,
@@ -152,14 +163,13 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the delivery workers; needs a Tokio runtime.
+    /// Builds the app for one config around the long-lived `shared` state.
     pub fn start(loaded: &Loaded, plan: Plan, shared: &Shared) -> App {
         let metrics = shared.metrics.clone();
         let config = &loaded.config;
-        let ids: Vec<String> = plan.tools.iter().map(|t| t.id.clone()).collect();
         App {
             settings: config.settings.clone(),
-            dispatcher: Dispatcher::start(&ids, &config.delivery, metrics.clone()),
+            engine: shared.engine.clone(),
             tools: plan.tools,
             variables: plan.variables,
             triggers: plan.triggers,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 /// Every counter tagproxy keeps.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     /// Events the collector accepted.
     pub events_received: AtomicU64,
@@ -26,11 +26,42 @@ pub struct Metrics {
     pub deliveries_rejected: AtomicU64,
     pub delivery_attempts: AtomicU64,
     pub delivery_retries: AtomicU64,
+    /// fdatasync calls of the spool (one per group commit).
+    pub spool_fsyncs: AtomicU64,
+    /// Bytes cut off torn spool writes at start-up.
+    pub spool_torn_bytes: AtomicU64,
+    /// Deliveries found pending in the spool at start-up.
+    pub spool_recovered: AtomicU64,
+    /// Spool size on disk (a gauge, refreshed when rendered).
+    pub spool_bytes: AtomicU64,
+    /// Per-tool queue gauges and counters, from the delivery engine.
+    tool_gauges: std::sync::OnceLock<GaugeSource>,
+}
+
+type GaugeSource = Box<dyn Fn() -> Vec<ToolGauges> + Send + Sync>;
+
+/// One tool's delivery queue, as `/metrics` shows it.
+#[derive(Debug, Default, Clone)]
+pub struct ToolGauges {
+    pub tool: String,
+    /// Deliveries owed: waiting, in flight or waiting to retry.
+    pub queued: u64,
+    /// Age of the oldest delivery owed.
+    pub oldest_age_s: f64,
+    pub attempts: u64,
+    pub delivered: u64,
+    pub retries: u64,
+    pub dead_lettered: u64,
 }
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Where per-tool gauges come from (set once, by the delivery engine).
+    pub fn set_tool_gauges(&self, source: GaugeSource) {
+        let _ = self.tool_gauges.set(source);
     }
 
     pub fn bot_dropped(&self, reason: &'static str, n: u64) {
@@ -95,6 +126,28 @@ impl Metrics {
             "Attempts that will be retried.",
             get(&self.delivery_retries),
         );
+        counter(
+            "tagproxy_spool_fsyncs_total",
+            "fdatasync calls of the spool (one per group commit).",
+            get(&self.spool_fsyncs),
+        );
+        counter(
+            "tagproxy_spool_torn_bytes_total",
+            "Bytes of torn spool writes cut off at start-up.",
+            get(&self.spool_torn_bytes),
+        );
+        counter(
+            "tagproxy_spool_recovered_total",
+            "Deliveries found pending in the spool at start-up.",
+            get(&self.spool_recovered),
+        );
+        let gauges = self.tool_gauges.get().map(|f| f()).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP tagproxy_spool_bytes Spool size on disk.\n# TYPE tagproxy_spool_bytes gauge\ntagproxy_spool_bytes {}",
+            get(&self.spool_bytes)
+        );
+        render_tools(&mut out, &gauges);
         let _ = writeln!(
             out,
             "# HELP tagproxy_bot_events_dropped_total Bot events answered but not delivered, by reason.\n# TYPE tagproxy_bot_events_dropped_total counter"
@@ -112,6 +165,55 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Per-tool families, one line per tool.
+fn render_tools(out: &mut String, gauges: &[ToolGauges]) {
+    type Field = fn(&ToolGauges) -> String;
+    let families: [(&str, &str, &str, Field); 6] = [
+        (
+            "tagproxy_delivery_queue_depth",
+            "gauge",
+            "Deliveries owed per tool: waiting, in flight or waiting to retry.",
+            |g| g.queued.to_string(),
+        ),
+        (
+            "tagproxy_delivery_oldest_pending_seconds",
+            "gauge",
+            "Age of the oldest delivery owed per tool.",
+            |g| format!("{:.3}", g.oldest_age_s),
+        ),
+        (
+            "tagproxy_tool_delivery_attempts_total",
+            "counter",
+            "Requests sent per tool.",
+            |g| g.attempts.to_string(),
+        ),
+        (
+            "tagproxy_tool_deliveries_delivered_total",
+            "counter",
+            "Deliveries a destination accepted, per tool.",
+            |g| g.delivered.to_string(),
+        ),
+        (
+            "tagproxy_tool_delivery_retries_total",
+            "counter",
+            "Attempts to be retried, per tool.",
+            |g| g.retries.to_string(),
+        ),
+        (
+            "tagproxy_tool_dead_letters_total",
+            "counter",
+            "Deliveries moved to the dead letters, per tool.",
+            |g| g.dead_lettered.to_string(),
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for g in gauges {
+            let _ = writeln!(out, "{name}{{tool=\"{}\"}} {}", g.tool, field(g));
+        }
     }
 }
 

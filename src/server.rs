@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::app::{App, Plan, Shared};
-use crate::config::{self, DeliveryBackend, Loaded};
+use crate::config::{self, Loaded};
 use crate::proxy::{self, CurrentProxy, PrefixHandler, Proxy};
 
 /// How long open requests may finish after SIGTERM / Ctrl-C.
@@ -40,12 +40,6 @@ impl Bound {
 
 /// Builds the proxy (and the app behind it) for one config.
 fn build(loaded: &Loaded, plan: Plan, shared: &Shared) -> Proxy {
-    if loaded.config.delivery.backend != DeliveryBackend::Memory {
-        tracing::warn!(
-            backend = ?loaded.config.delivery.backend,
-            "this version delivers from memory only; the durable spool and NATS come next: events queued at a restart are lost"
-        );
-    }
     let app = Arc::new(App::start(loaded, plan, shared));
     let script = App::client_script(loaded, &app.triggers);
     let bots = app.bots.clone();
@@ -60,7 +54,7 @@ fn build(loaded: &Loaded, plan: Plan, shared: &Shared) -> Proxy {
 /// Serves until SIGINT or SIGTERM. With `watch`, the config file is reloaded
 /// on SIGHUP and when it or a tool file changes.
 pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::start(loaded)?);
     let metrics = shared.metrics.clone();
     let current: CurrentProxy = Arc::new(ArcSwap::from_pointee(build(loaded, plan, &shared)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -126,6 +120,12 @@ async fn reloader(
                 let old = &previous.config.server;
                 if server.listen != old.listen || server.admin_listen != old.admin_listen {
                     tracing::warn!("listen addresses changed; they apply after a restart");
+                }
+                if loaded.config.delivery != previous.config.delivery
+                    || loaded.spool_dir() != previous.spool_dir()
+                    || loaded.data_dir() != previous.data_dir()
+                {
+                    tracing::warn!("[delivery] and data_dir changes apply after a restart");
                 }
                 let tools = plan.tools.len();
                 current.store(Arc::new(build(&loaded, plan, &shared)));

@@ -49,6 +49,14 @@ impl RecentIds {
         g.current.insert(id.to_string());
         true
     }
+
+    /// Forgets `id`: its event was not accepted after all (the delivery
+    /// queue answered busy), so the client's retry must go through.
+    pub fn forget(&self, id: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.current.remove(id);
+        g.previous.remove(id);
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +78,8 @@ mod tests {
             assert!(ids.first_time(id));
         }
         assert!(ids.first_time("a"), "forgotten after two generations");
+        ids.forget("a");
+        assert!(ids.first_time("a"), "forgotten on request");
         let g = ids.inner.lock().unwrap();
         assert!(g.current.len() + g.previous.len() <= 6);
     }

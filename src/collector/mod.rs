@@ -104,6 +104,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
 
     let mut instructions: Vec<Value> = Vec::new();
     let mut deliveries = Vec::new();
+    let mut fresh_ids = Vec::new();
     let count = inputs.len();
     Metrics::add(&app.metrics.events_received, count as u64);
     let mut page_url = String::new();
@@ -134,11 +135,12 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         } else {
             event.id.clone()
         };
-        if client_id.as_deref() == Some(event.id.as_str())
-            && !app.recent_ids.first_time(&dedupe_key)
-        {
-            Metrics::add(&app.metrics.events_duplicate, 1);
-            continue;
+        if client_id.as_deref() == Some(event.id.as_str()) {
+            if !app.recent_ids.first_time(&dedupe_key) {
+                Metrics::add(&app.metrics.events_duplicate, 1);
+                continue;
+            }
+            fresh_ids.push(dedupe_key);
         }
         let event = Arc::new(event);
         let out = app.fan_out(&event);
@@ -165,7 +167,12 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         deliveries.clear();
         instructions.clear();
     }
-    if app.dispatcher.submit(deliveries).is_err() {
+    if app.engine.submit(deliveries).await.is_err() {
+        // Not accepted after all: the client's retry must not look like a
+        // duplicate.
+        for key in &fresh_ids {
+            app.recent_ids.forget(key);
+        }
         let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "busy: retry later");
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

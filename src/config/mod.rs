@@ -222,11 +222,15 @@ pub enum VariableConfig {
 }
 
 /// `[delivery]` (SPEC §2, §11).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     pub backend: DeliveryBackend,
-    pub spool_dir: PathBuf,
+    /// Default: `spool` under `data_dir`.
+    pub spool_dir: Option<PathBuf>,
+    /// Past this size the collector answers 503 (with `Retry-After`).
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub spool_max_bytes: u64,
     pub nats_url: String,
     #[serde(deserialize_with = "values::positive_u64")]
     pub timeout_ms: u64,
@@ -253,7 +257,8 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             backend: DeliveryBackend::Spool,
-            spool_dir: PathBuf::from("data/spool"),
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
             nats_url: "nats://127.0.0.1:4222".into(),
             timeout_ms: 10_000,
             max_attempts: 8,
@@ -478,7 +483,10 @@ impl Loaded {
 
     /// `delivery.spool_dir` resolved against the config file's folder.
     pub fn spool_dir(&self) -> PathBuf {
-        self.resolve(&self.config.delivery.spool_dir)
+        match &self.config.delivery.spool_dir {
+            Some(dir) => self.resolve(dir),
+            None => self.data_dir().join("spool"),
+        }
     }
 
     fn resolve(&self, p: &Path) -> PathBuf {

@@ -1,66 +1,148 @@
-//! Delivery: sends what adapters built, off the request path, with
-//! per-tool queues and concurrency limits and retries with backoff.
+//! Delivery (SPEC §11): sends what adapters built, off the request path, at
+//! least once.
 //!
-//! This is the in-memory first path (SPEC §11's durable spool and NATS come
-//! behind the same `submit` seam). A destination that is down or slow only
-//! fills its own tool's queue; the collector never waits for a destination.
+//! The collector hands each event's deliveries to the [`Engine`], which
+//! keeps them in a store before the collector answers `200`:
+//! - `spool` (default): the embedded durable [`spool`], fsynced with group
+//!   commit; survives `kill -9`.
+//! - `nats`: a JetStream stream shared by any number of instances ([`nats`]).
+//! - `memory`: nothing survives a restart (tests and the demo).
+//!
+//! Every tool has its own queue, concurrency limit and retry timers, so a
+//! slow or dead destination only fills its own queue. A delivery is settled
+//! (removed from the store) only after a `2xx`, or once it is safely in the
+//! dead letters: a non-retryable `4xx`, or retries exhausted.
 
 pub mod deadletter;
 pub mod inbox;
-mod retry;
+pub mod retry;
+mod send;
+pub mod spool;
 
-use std::collections::HashMap;
-use std::io::Write as _;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use dashmap::DashMap;
+use tokio::sync::{Notify, Semaphore};
 
 pub use retry::{Backoff, Verdict};
+pub use send::{Attempt, Sender};
 
-use crate::config::DeliveryConfig;
-use crate::metrics::Metrics;
-use crate::tools::{Delivery, HttpRequest, Payload};
+use crate::config::{DeliveryBackend, DeliveryConfig};
+use crate::event::now_ms;
+use crate::metrics::{Metrics, ToolGauges};
+use crate::tools::Delivery;
+use deadletter::{DeadLetter, DeadLetters};
+use spool::{Loc, Spool};
 
-/// Deliveries waiting per tool before the collector starts answering 503.
-const QUEUE_CAPACITY: usize = 4_096;
+/// Deliveries a tool may have waiting in memory with the `memory` backend
+/// before the collector answers 503.
+const MEMORY_QUEUE: usize = 4_096;
+/// With the spool, deliveries past this many per tool wait on disk only
+/// (their place is kept, ~40 bytes each) and are read back when their turn
+/// comes, so a long outage costs disk, not memory.
+const IN_MEMORY_PER_TOOL: usize = 4_096;
 /// Deliveries per tool being sent or waiting to retry.
 const LIVE_PER_TOOL: usize = 4_096;
+/// How often the replay inbox (`deadletter replay`) is looked at.
+const INBOX_POLL: Duration = Duration::from_secs(1);
 
-/// The queue is full: the caller should ask the client to retry later.
+/// The store is full or failing: the caller should ask the client to retry.
 #[derive(Debug)]
 pub struct QueueFull;
 
-/// Sends deliveries; cheap to clone.
-#[derive(Clone)]
-pub struct Dispatcher {
-    queues: Arc<HashMap<String, mpsc::Sender<Delivery>>>,
+/// Where the engine's files are.
+pub struct Paths {
+    pub spool_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+/// The delivery engine; lives as long as the process (config reloads keep
+/// it, so nothing queued is dropped by a reload).
+pub struct Engine {
+    store: Store,
+    queues: DashMap<Arc<str>, Arc<ToolQueue>>,
+    policy: Arc<Policy>,
+    concurrency: usize,
+    spool_dir: PathBuf,
+    /// Sequence numbers for the memory store (the spool numbers its own).
+    memory_seq: AtomicU64,
+}
+
+enum Store {
+    Memory,
+    Spool(Arc<Spool>),
+}
+
+/// One attempt and what follows from it; shared by every backend.
+pub struct Policy {
+    pub sender: Sender,
+    pub backoff: Backoff,
     pub metrics: Arc<Metrics>,
+    pub dead: Arc<DeadLetters>,
 }
 
-/// Shared by every delivery task.
-struct Sender {
-    http: reqwest::Client,
-    backoff: Backoff,
-    metrics: Arc<Metrics>,
+/// What to do after an attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Delivered, or safely in the dead letters: remove it from the store.
+    Settled,
+    /// Try again after this long.
+    RetryIn(Duration),
 }
 
-impl Dispatcher {
-    /// Starts one worker per tool id.
+/// Per-tool counters, for `/metrics`.
+#[derive(Default)]
+pub struct ToolCounters {
+    pub attempts: AtomicU64,
+    pub delivered: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// A delivery owed.
+struct Job {
+    seq: u64,
+    accepted_ms: u64,
+    body: JobBody,
+}
+
+enum JobBody {
+    Loaded(Delivery),
+    /// Only its place in the spool; read back when its turn comes.
+    OnDisk(Loc),
+}
+
+/// One tool's queue.
+struct ToolQueue {
+    tool: Arc<str>,
+    pending: Mutex<VecDeque<Job>>,
+    notify: Notify,
+    /// Requests in flight.
+    limit: Semaphore,
+    /// Jobs taken from `pending` and not yet settled: seq → accepted_ms.
+    live: Mutex<BTreeMap<u64, u64>>,
+    counters: ToolCounters,
+}
+
+impl Engine {
+    /// Opens the store (recovering what a previous run left in the spool)
+    /// and starts delivering.
     pub fn start(
-        tool_ids: &[String],
         config: &DeliveryConfig,
+        paths: Paths,
         metrics: Arc<Metrics>,
-    ) -> Dispatcher {
+    ) -> io::Result<Arc<Engine>> {
         install_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .connect_timeout(Duration::from_millis(config.timeout_ms.min(5_000)))
-            .pool_max_idle_per_host(config.concurrency_per_tool as usize)
-            .build()
-            .expect("http client");
-        let sender = Arc::new(Sender {
-            http,
+        let policy = Arc::new(Policy {
+            sender: Sender::new(
+                Duration::from_millis(config.timeout_ms),
+                config.concurrency_per_tool as usize,
+            ),
             backoff: Backoff {
                 base: Duration::from_millis(config.retry_base_ms),
                 cap: Duration::from_secs(300),
@@ -68,40 +150,407 @@ impl Dispatcher {
                 max_age: Duration::from_secs(config.max_age_s),
             },
             metrics: metrics.clone(),
+            dead: Arc::new(DeadLetters::new(&paths.data_dir)),
         });
-        let mut queues = HashMap::new();
-        for id in tool_ids {
-            let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-            let limit = Arc::new(Semaphore::new(config.concurrency_per_tool as usize));
-            tokio::spawn(worker(rx, limit, sender.clone()));
-            queues.insert(id.clone(), tx);
+        let mut recovered = Vec::new();
+        let store = match config.backend {
+            DeliveryBackend::Memory => Store::Memory,
+            DeliveryBackend::Spool => {
+                let (spool, recovery) =
+                    Spool::open(&paths.spool_dir, config.spool_max_bytes, metrics.clone())
+                        .map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("cannot open the spool {}: {e}", paths.spool_dir.display()),
+                            )
+                        })?;
+                tracing::info!(
+                    dir = %paths.spool_dir.display(),
+                    pending = recovery.pending.len(),
+                    segments = recovery.segments,
+                    torn_bytes = recovery.torn_bytes,
+                    "spool opened"
+                );
+                if recovery.torn_bytes > 0 {
+                    tracing::warn!(
+                        bytes = recovery.torn_bytes,
+                        "the spool ended in a torn write (a crash mid-write); those events were never acknowledged, so their clients retry them"
+                    );
+                }
+                for bad in &recovery.unreadable {
+                    tracing::error!(file = %bad, "spool file unreadable");
+                }
+                Metrics::add(&metrics.spool_torn_bytes, recovery.torn_bytes);
+                Metrics::add(&metrics.spool_recovered, recovery.pending.len() as u64);
+                recovered = recovery.pending;
+                Store::Spool(Arc::new(spool))
+            }
+            DeliveryBackend::Nats => {
+                return Err(io::Error::other(
+                    "backend = \"nats\" is not available in this build",
+                ))
+            }
+        };
+        let engine = Arc::new(Engine {
+            store,
+            queues: DashMap::new(),
+            policy,
+            concurrency: config.concurrency_per_tool as usize,
+            spool_dir: paths.spool_dir,
+            memory_seq: AtomicU64::new(1),
+        });
+        for r in recovered {
+            engine.queue(&r.tool).push(Job {
+                seq: r.seq,
+                accepted_ms: r.accepted_ms,
+                body: JobBody::OnDisk(r.loc),
+            });
         }
-        Dispatcher {
-            queues: Arc::new(queues),
-            metrics,
+        let weak = Arc::downgrade(&engine);
+        metrics.set_tool_gauges(Box::new(move || {
+            weak.upgrade().map(|e| e.gauges()).unwrap_or_default()
+        }));
+        tokio::spawn(import_inbox(Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    /// Stores deliveries (durably, with the spool) and queues them. Fails
+    /// when the store is full or failing; then nothing was accepted.
+    pub async fn submit(&self, deliveries: Vec<Delivery>) -> Result<(), QueueFull> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let metrics = &self.policy.metrics;
+        let accepted_ms = now_ms();
+        let n = deliveries.len() as u64;
+        match &self.store {
+            Store::Memory => {
+                for d in &deliveries {
+                    if self.queue(&d.tool).len() >= MEMORY_QUEUE {
+                        Metrics::add(&metrics.deliveries_rejected, n);
+                        tracing::warn!(tool = %d.tool, "delivery queue full");
+                        return Err(QueueFull);
+                    }
+                }
+                for d in deliveries {
+                    self.queue(&d.tool).push(Job {
+                        seq: self.memory_seq.fetch_add(1, Ordering::Relaxed),
+                        accepted_ms,
+                        body: JobBody::Loaded(d),
+                    });
+                }
+            }
+            Store::Spool(spool) => {
+                if spool.is_full() || spool.has_failed() {
+                    Metrics::add(&metrics.deliveries_rejected, n);
+                    tracing::warn!(bytes = spool.bytes(), "spool full; answering 503");
+                    return Err(QueueFull);
+                }
+                let items: Vec<(u64, Delivery)> = deliveries
+                    .iter()
+                    .map(|d| (accepted_ms, d.clone()))
+                    .collect();
+                let placed = match spool.append(items).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        Metrics::add(&metrics.deliveries_rejected, n);
+                        tracing::error!(error = %e, "spool write failed; answering 503");
+                        return Err(QueueFull);
+                    }
+                };
+                for (d, (seq, loc)) in deliveries.into_iter().zip(placed) {
+                    let queue = self.queue(&d.tool);
+                    let body = if queue.len() < IN_MEMORY_PER_TOOL {
+                        JobBody::Loaded(d)
+                    } else {
+                        JobBody::OnDisk(loc)
+                    };
+                    queue.push(Job {
+                        seq,
+                        accepted_ms,
+                        body,
+                    });
+                }
+            }
+        }
+        Metrics::add(&metrics.deliveries_submitted, n);
+        Ok(())
+    }
+
+    /// Waits until acks and appends so far are on disk (tests, shutdown).
+    pub async fn flush(&self) {
+        if let Store::Spool(spool) = &self.store {
+            spool.flush().await;
         }
     }
 
-    /// Queues deliveries; fails only when a tool's queue is full.
-    pub fn submit(&self, deliveries: Vec<Delivery>) -> Result<(), QueueFull> {
-        for d in deliveries {
-            let Some(q) = self.queues.get(&d.tool) else {
-                tracing::error!(tool = %d.tool, "delivery for an unknown tool dropped");
-                continue;
-            };
-            match q.try_send(d) {
-                Ok(()) => {
-                    Metrics::add(&self.metrics.deliveries_submitted, 1);
+    /// The tool's queue, created (with its worker) on first use.
+    fn queue(self: &Engine, tool: &str) -> Arc<ToolQueue> {
+        if let Some(q) = self.queues.get(tool) {
+            return q.clone();
+        }
+        self.queues
+            .entry(Arc::from(tool))
+            .or_insert_with(|| {
+                let q = Arc::new(ToolQueue {
+                    tool: Arc::from(tool),
+                    pending: Mutex::new(VecDeque::new()),
+                    notify: Notify::new(),
+                    limit: Semaphore::new(self.concurrency),
+                    live: Mutex::new(BTreeMap::new()),
+                    counters: ToolCounters::default(),
+                });
+                let store = match &self.store {
+                    Store::Memory => None,
+                    Store::Spool(s) => Some(s.clone()),
+                };
+                tokio::spawn(run_tool(q.clone(), self.policy.clone(), store));
+                q
+            })
+            .clone()
+    }
+
+    fn gauges(&self) -> Vec<ToolGauges> {
+        let now = now_ms();
+        let mut out: Vec<ToolGauges> = self
+            .queues
+            .iter()
+            .map(|q| {
+                let pending = q.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let live = q.live.lock().unwrap_or_else(|e| e.into_inner());
+                let oldest = pending
+                    .front()
+                    .map(|j| j.accepted_ms)
+                    .into_iter()
+                    .chain(live.values().copied())
+                    .min();
+                let c = &q.counters;
+                ToolGauges {
+                    tool: q.tool.to_string(),
+                    queued: (pending.len() + live.len()) as u64,
+                    oldest_age_s: oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0),
+                    attempts: c.attempts.load(Ordering::Relaxed),
+                    delivered: c.delivered.load(Ordering::Relaxed),
+                    retries: c.retries.load(Ordering::Relaxed),
+                    dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
                 }
-                Err(mpsc::error::TrySendError::Full(d)) => {
-                    Metrics::add(&self.metrics.deliveries_rejected, 1);
-                    tracing::warn!(tool = %d.tool, event_id = %d.event_id, "delivery queue full");
-                    return Err(QueueFull);
+            })
+            .collect();
+        if let Store::Spool(spool) = &self.store {
+            self.policy
+                .metrics
+                .spool_bytes
+                .store(spool.bytes(), Ordering::Relaxed);
+        }
+        out.sort_by(|a, b| a.tool.cmp(&b.tool));
+        out
+    }
+}
+
+impl ToolQueue {
+    fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn push(&self, job: Job) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(job);
+        self.notify.notify_one();
+    }
+
+    async fn next(&self) -> Job {
+        loop {
+            if let Some(job) = self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            {
+                return job;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Takes a tool's jobs in order and runs each until it is settled, at most
+/// `LIVE_PER_TOOL` at once; each request holds one of the tool's
+/// `concurrency_per_tool` permits only while it is in flight.
+async fn run_tool(queue: Arc<ToolQueue>, policy: Arc<Policy>, spool: Option<Arc<Spool>>) {
+    let live = Arc::new(Semaphore::new(LIVE_PER_TOOL));
+    loop {
+        let Ok(place) = live.clone().acquire_owned().await else {
+            return;
+        };
+        let job = queue.next().await;
+        queue
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.seq, job.accepted_ms);
+        let (queue, policy, spool) = (queue.clone(), policy.clone(), spool.clone());
+        tokio::spawn(async move {
+            let seq = job.seq;
+            if let Some(settled) = run_job(&queue, &policy, spool.as_ref(), job).await {
+                if let (Some(spool), true) = (&spool, settled) {
+                    spool.ack(seq);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(QueueFull),
+            }
+            queue
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&seq);
+            drop(place);
+        });
+    }
+}
+
+/// Runs one job to its end. `Some(true)`: settled.
+async fn run_job(
+    queue: &ToolQueue,
+    policy: &Policy,
+    spool: Option<&Arc<Spool>>,
+    job: Job,
+) -> Option<bool> {
+    let delivery = match job.body {
+        JobBody::Loaded(d) => d,
+        JobBody::OnDisk(loc) => {
+            let spool = spool?.clone();
+            match tokio::task::spawn_blocking(move || spool.read(loc))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+            {
+                Ok(stored) => stored.delivery,
+                Err(e) => {
+                    // Left in the spool: a restart tries to read it again.
+                    tracing::error!(error = %e, tool = %queue.tool, "cannot read a spooled delivery");
+                    return None;
+                }
             }
         }
-        Ok(())
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let next = {
+            let Ok(_permit) = queue.limit.acquire().await else {
+                return None;
+            };
+            policy
+                .attempt(&queue.counters, &delivery, attempt, job.accepted_ms)
+                .await
+        };
+        match next {
+            Next::Settled => return Some(true),
+            Next::RetryIn(delay) => tokio::time::sleep(delay).await,
+        }
+    }
+}
+
+impl Policy {
+    /// Makes attempt number `attempt` (from 1) and decides what follows.
+    pub async fn attempt(
+        &self,
+        counters: &ToolCounters,
+        d: &Delivery,
+        attempt: u32,
+        accepted_ms: u64,
+    ) -> Next {
+        Metrics::add(&self.metrics.delivery_attempts, 1);
+        counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let result = self.sender.attempt(d).await;
+        let why = match &result.verdict {
+            Verdict::Done => {
+                Metrics::add(&self.metrics.deliveries_delivered, 1);
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tool = %d.tool, event_id = %d.event_id, attempt, "delivered");
+                return Next::Settled;
+            }
+            Verdict::Reject(why) => {
+                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery rejected by the destination; moved to the dead letters");
+                why.clone()
+            }
+            Verdict::Retry { why, after } => {
+                let age = Duration::from_millis(now_ms().saturating_sub(accepted_ms));
+                match self.backoff.next_delay(attempt, age, *after) {
+                    Some(delay) => {
+                        Metrics::add(&self.metrics.delivery_retries, 1);
+                        counters.retries.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, delay_ms = delay.as_millis() as u64, "delivery will be retried");
+                        return Next::RetryIn(delay);
+                    }
+                    None => {
+                        tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery out of retries; moved to the dead letters");
+                        format!("gave up after {attempt} attempts: {why}")
+                    }
+                }
+            }
+        };
+        let letter = DeadLetter {
+            id: uuid::Uuid::now_v7().to_string(),
+            tool: d.tool.clone(),
+            event_id: d.event_id.clone(),
+            delivery: d.clone(),
+            reason: why,
+            status: result.status,
+            response: result.response,
+            attempts: attempt,
+            accepted_ms,
+            failed_ms: now_ms(),
+        };
+        let dead = self.dead.clone();
+        let written =
+            tokio::task::spawn_blocking(move || dead.append(std::slice::from_ref(&letter)))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match written {
+            Ok(()) => {
+                Metrics::add(&self.metrics.deliveries_failed, 1);
+                counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                Next::Settled
+            }
+            Err(e) => {
+                // Kept (and retried later) rather than lost.
+                tracing::error!(error = %e, path = %self.dead.path().display(), "cannot write a dead letter; the delivery stays queued");
+                Next::RetryIn(self.backoff.cap)
+            }
+        }
+    }
+}
+
+/// Feeds `deadletter replay` files into the engine: at start, then every
+/// second. A file is deleted only once its deliveries are stored.
+async fn import_inbox(engine: std::sync::Weak<Engine>) {
+    let mut tick = tokio::time::interval(INBOX_POLL);
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let dir = engine.spool_dir.clone();
+        let files = match tokio::task::spawn_blocking(move || inbox::pending(&dir)).await {
+            Ok(Ok(files)) => files,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::NotFound => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the replay inbox");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for (path, deliveries) in files {
+            let n = deliveries.len();
+            if engine.submit(deliveries).await.is_err() {
+                break; // full: try again next tick
+            }
+            engine.flush().await;
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %e, file = %path.display(), "cannot remove an imported replay file");
+            }
+            tracing::info!(deliveries = n, file = %path.display(), "dead letters replayed");
+        }
     }
 }
 
@@ -109,113 +558,4 @@ impl Dispatcher {
 /// a plain C compiler (aws-lc needs more). Installing twice is harmless.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Takes a tool's deliveries in order and runs each under the tool's
-/// concurrency limit.
-///
-/// A delivery leaves the queue only when it has a place among the tool's
-/// `LIVE_PER_TOOL` live deliveries (sending or waiting to retry), so a slow
-/// or dead destination fills its queue, and the collector then answers 503,
-/// instead of memory growing without bound.
-async fn worker(mut rx: mpsc::Receiver<Delivery>, limit: Arc<Semaphore>, sender: Arc<Sender>) {
-    let live = Arc::new(Semaphore::new(LIVE_PER_TOOL));
-    while let Some(delivery) = rx.recv().await {
-        let Ok(place) = live.clone().acquire_owned().await else {
-            return;
-        };
-        let sender = sender.clone();
-        let limit = limit.clone();
-        tokio::spawn(async move {
-            sender.deliver(delivery, &limit).await;
-            drop(place);
-        });
-    }
-}
-
-impl Sender {
-    /// Sends one delivery until it succeeds or the retry policy gives up.
-    /// The concurrency permit is held only while a request is in flight,
-    /// never while waiting to retry.
-    async fn deliver(&self, d: Delivery, limit: &Semaphore) {
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            Metrics::add(&self.metrics.delivery_attempts, 1);
-            let verdict = {
-                let Ok(_permit) = limit.acquire().await else {
-                    return;
-                };
-                match &d.payload {
-                    Payload::Stdout(line) => {
-                        let mut out = std::io::stdout().lock();
-                        let _ = writeln!(out, "{line}");
-                        Verdict::Done
-                    }
-                    Payload::Http(req) => self.send(req).await,
-                }
-            };
-            match verdict {
-                Verdict::Done => {
-                    Metrics::add(&self.metrics.deliveries_delivered, 1);
-                    tracing::debug!(tool = %d.tool, event_id = %d.event_id, attempt, "delivered");
-                    return;
-                }
-                Verdict::Reject(why) => {
-                    Metrics::add(&self.metrics.deliveries_failed, 1);
-                    tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery rejected by the destination");
-                    return;
-                }
-                Verdict::Retry { why, after } => {
-                    match self.backoff.next_delay(attempt, started.elapsed(), after) {
-                        Some(delay) => {
-                            Metrics::add(&self.metrics.delivery_retries, 1);
-                            tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, delay_ms = delay.as_millis() as u64, "delivery will be retried");
-                            tokio::time::sleep(delay).await;
-                        }
-                        None => {
-                            Metrics::add(&self.metrics.deliveries_failed, 1);
-                            tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery given up");
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn send(&self, req: &HttpRequest) -> Verdict {
-        let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
-            return Verdict::Reject(format!("invalid method {}", req.method));
-        };
-        let mut builder = self.http.request(method, &req.url);
-        for (k, v) in &req.headers {
-            builder = builder.header(k, v);
-        }
-        if let Some(body) = &req.body {
-            builder = builder.body(body.clone());
-        }
-        match builder.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(retry::parse_retry_after);
-                // Drain the body so the connection goes back to the pool.
-                let body = resp.bytes().await.unwrap_or_default();
-                retry::classify_status(status, retry_after, &body)
-            }
-            Err(e) if e.is_timeout() => Verdict::Retry {
-                why: "timeout".into(),
-                after: None,
-            },
-            Err(e) => Verdict::Retry {
-                why: format!("connection error: {e}"),
-                after: None,
-            },
-        }
-    }
 }

@@ -1,0 +1,99 @@
+//! One attempt at one delivery: an HTTP request to a destination (or a line
+//! on stdout for the `console` tool), classified by the retry policy.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use super::retry::{self, Verdict};
+use crate::tools::{Delivery, HttpRequest, Payload};
+
+/// What one attempt came to, with what the destination said (kept for dead
+/// letters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    pub status: Option<u16>,
+    /// The response body, lossy UTF-8, at most `RESPONSE_KEPT` bytes.
+    pub response: String,
+}
+
+/// How much of a response body a dead letter keeps.
+const RESPONSE_KEPT: usize = 4096;
+
+/// Sends deliveries; cheap to share.
+pub struct Sender {
+    http: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new(timeout: Duration, pool_per_host: usize) -> Sender {
+        super::install_tls_provider();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(pool_per_host)
+            .build()
+            .expect("http client");
+        Sender { http }
+    }
+
+    /// Makes one attempt.
+    pub async fn attempt(&self, d: &Delivery) -> Attempt {
+        match &d.payload {
+            Payload::Stdout(line) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                Attempt {
+                    verdict: Verdict::Done,
+                    status: None,
+                    response: String::new(),
+                }
+            }
+            Payload::Http(req) => self.send(req).await,
+        }
+    }
+
+    async fn send(&self, req: &HttpRequest) -> Attempt {
+        let failed = |verdict| Attempt {
+            verdict,
+            status: None,
+            response: String::new(),
+        };
+        let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
+            return failed(Verdict::Reject(format!("invalid method {}", req.method)));
+        };
+        let mut builder = self.http.request(method, &req.url);
+        for (k, v) in &req.headers {
+            builder = builder.header(k, v);
+        }
+        if let Some(body) = &req.body {
+            builder = builder.body(body.clone());
+        }
+        match builder.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(retry::parse_retry_after);
+                // Drain the body so the connection goes back to the pool.
+                let body = resp.bytes().await.unwrap_or_default();
+                Attempt {
+                    verdict: retry::classify_status(status, retry_after, &body),
+                    status: Some(status),
+                    response: String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEPT)])
+                        .into_owned(),
+                }
+            }
+            Err(e) if e.is_timeout() => failed(Verdict::Retry {
+                why: "timeout".into(),
+                after: None,
+            }),
+            Err(e) => failed(Verdict::Retry {
+                why: format!("connection error: {e}"),
+                after: None,
+            }),
+        }
+    }
+}

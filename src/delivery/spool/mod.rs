@@ -1,0 +1,576 @@
+//! The durable spool (`backend = "spool"`, SPEC §11): every delivery the
+//! collector accepts is on disk, fsynced, before it answers `200`.
+//!
+//! Layout: `spool_dir/<first seq>.seg` segment files of framed delivery
+//! records ([`record`]), each with a `<first seq>.ack` file listing the
+//! deliveries of that segment that are settled (delivered, or moved to the
+//! dead letters). A segment and its ack file are deleted together once the
+//! segment is sealed (a newer one took over) and all of its deliveries are
+//! settled; acks never point into another segment, so files can go in any
+//! order and one stuck delivery pins only its own segment.
+//!
+//! One writer thread owns every file. Appends from many collector requests
+//! queue up while the previous `fdatasync` runs and then share the next one
+//! (group commit), so a durable write costs one fsync per batch, not per
+//! event, and never waits on a timer. Acks are written without fsync: an ack
+//! lost to a power cut only means a delivery is sent again, and every
+//! delivery carries its event id so destinations can drop the repeat.
+
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::tools::Delivery;
+use record::{Frame, Stored};
+
+/// A segment is sealed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 8 << 20;
+/// Most appends one group commit takes (bounds the writer's buffer).
+const MAX_GROUP: usize = 1024;
+
+/// Where a record lives, so it can be read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// A pending delivery found at start-up.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub seq: u64,
+    pub accepted_ms: u64,
+    pub tool: Arc<str>,
+    pub loc: Loc,
+}
+
+/// What recovery found, for the start-up log.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub pending: Vec<Recovered>,
+    pub segments: usize,
+    /// Bytes cut off torn segment tails (a crash during a write that was
+    /// therefore never acknowledged).
+    pub torn_bytes: u64,
+    /// Files that could not be read at all.
+    pub unreadable: Vec<String>,
+}
+
+/// One caller's deliveries and where to send their places.
+type PendingAppend = (
+    Vec<(u64, Delivery)>,
+    oneshot::Sender<io::Result<Vec<(u64, Loc)>>>,
+);
+
+enum Command {
+    Append {
+        items: Vec<(u64, Delivery)>,
+        reply: oneshot::Sender<io::Result<Vec<(u64, Loc)>>>,
+    },
+    Ack(u64),
+    /// Answers once everything sent before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The spool; cheap to share behind an `Arc`.
+pub struct Spool {
+    dir: PathBuf,
+    tx: mpsc::Sender<Command>,
+    bytes: Arc<AtomicU64>,
+    max_bytes: u64,
+    failed: Arc<AtomicBool>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, recovering what a previous run
+    /// left, and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<(Spool, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let (segments, recovery) = recover(dir)?;
+        let next_seq = segments
+            .values()
+            .map(|s| s.next_seq)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let bytes = Arc::new(AtomicU64::new(segments.values().map(|s| s.bytes).sum()));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            segments,
+            active: None,
+            next_seq,
+            bytes: bytes.clone(),
+            metrics,
+        };
+        writer.collect_settled();
+        let (tx, rx) = mpsc::channel();
+        let thread_failed = failed.clone();
+        std::thread::Builder::new()
+            .name("tagproxy-spool".into())
+            .spawn(move || {
+                writer.run(rx);
+                thread_failed.store(true, Ordering::Relaxed);
+            })?;
+        Ok((
+            Spool {
+                dir: dir.to_path_buf(),
+                tx,
+                bytes,
+                max_bytes,
+                failed,
+            },
+            recovery,
+        ))
+    }
+
+    /// Writes deliveries (with the time their event was accepted) durably;
+    /// returns each one's sequence number and place, in order.
+    pub async fn append(&self, items: Vec<(u64, Delivery)>) -> io::Result<Vec<(u64, Loc)>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append { items, reply })
+            .map_err(|_| io::Error::other("the spool writer has stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the spool writer has stopped"))?
+    }
+
+    /// Marks a delivery settled. Not synced: see the module doc.
+    pub fn ack(&self, seq: u64) {
+        let _ = self.tx.send(Command::Ack(seq));
+    }
+
+    /// Waits until every append and ack sent so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Command::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Reads a record back (blocking; a page-cache hit in practice).
+    pub fn read(&self, loc: Loc) -> io::Result<Stored> {
+        let file = File::open(segment_path(&self.dir, loc.segment))?;
+        let mut buf = vec![0; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        match record::decode_frame(&buf) {
+            Frame::Record(stored, _) => Ok(stored),
+            Frame::Torn => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("damaged spool record at {}:{}", loc.segment, loc.offset),
+            )),
+        }
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Past `spool_max_bytes`: the collector should answer 503.
+    pub fn is_full(&self) -> bool {
+        self.bytes() >= self.max_bytes
+    }
+
+    /// The writer thread stopped (an I/O error it cannot recover from).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.seg"))
+}
+
+fn ack_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("{first_seq:020}.ack"))
+}
+
+/// One segment's bookkeeping.
+#[derive(Debug)]
+struct Segment {
+    /// Deliveries written and not yet settled.
+    live: u64,
+    /// One past the highest sequence number written to it.
+    next_seq: u64,
+    /// Segment plus ack file size.
+    bytes: u64,
+    /// Open for appending acks (opened on the first one).
+    acks: Option<File>,
+}
+
+/// The active segment, open for appending.
+struct Active {
+    first_seq: u64,
+    file: File,
+    len: u64,
+}
+
+/// Owns the files; runs on its own thread.
+struct Writer {
+    dir: PathBuf,
+    segments: BTreeMap<u64, Segment>,
+    active: Option<Active>,
+    next_seq: u64,
+    bytes: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(first) = rx.recv() {
+            let mut appends = Vec::new();
+            let mut acks = Vec::new();
+            let mut flushes = Vec::new();
+            let mut take = |cmd| match cmd {
+                Command::Append { items, reply } => appends.push((items, reply)),
+                Command::Ack(seq) => acks.push(seq),
+                Command::Flush(tx) => flushes.push(tx),
+            };
+            take(first);
+            // Everything that queued up during the last fsync joins this one.
+            let mut n = 0;
+            while let Ok(cmd) = rx.try_recv() {
+                take(cmd);
+                n += 1;
+                if n >= MAX_GROUP * 8 {
+                    break;
+                }
+            }
+            if !appends.is_empty() {
+                self.write_appends(appends);
+            }
+            if !acks.is_empty() {
+                if let Err(e) = self.write_acks(&acks) {
+                    tracing::error!(error = %e, "cannot write spool acks; those deliveries may be sent again after a restart");
+                }
+                self.collect_settled();
+            }
+            for tx in flushes {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Writes a group of appends with one fsync and answers each.
+    fn write_appends(&mut self, appends: Vec<PendingAppend>) {
+        let result = self.ensure_active().and_then(|()| {
+            let active = self.active.as_mut().expect("active segment");
+            let mut buf = Vec::with_capacity(64 * 1024);
+            let mut placed = Vec::with_capacity(appends.len());
+            let mut seq = self.next_seq;
+            for (items, _) in &appends {
+                let mut locs = Vec::with_capacity(items.len());
+                for (accepted_ms, delivery) in items {
+                    let offset = active.len + buf.len() as u64;
+                    let stored = Stored {
+                        seq,
+                        accepted_ms: *accepted_ms,
+                        delivery: delivery.clone(),
+                    };
+                    record::encode_frame(&stored, &mut buf);
+                    let len = (active.len + buf.len() as u64 - offset) as u32;
+                    locs.push((
+                        seq,
+                        Loc {
+                            segment: active.first_seq,
+                            offset,
+                            len,
+                        },
+                    ));
+                    seq += 1;
+                }
+                placed.push(locs);
+            }
+            active.file.write_all(&buf)?;
+            active.file.sync_data()?;
+            Metrics::add(&self.metrics.spool_fsyncs, 1);
+            active.len += buf.len() as u64;
+            let written = seq - self.next_seq;
+            self.next_seq = seq;
+            let segment = self.segments.get_mut(&active.first_seq).expect("segment");
+            segment.live += written;
+            segment.next_seq = seq;
+            segment.bytes += buf.len() as u64;
+            self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            Ok(placed)
+        });
+        match result {
+            Ok(placed) => {
+                for ((_, reply), locs) in appends.into_iter().zip(placed) {
+                    let _ = reply.send(Ok(locs));
+                }
+                if self.active.as_ref().is_some_and(|a| a.len >= SEGMENT_BYTES) {
+                    self.seal();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; the collector answers 503 for these events");
+                // What was written may be partial: start a fresh segment.
+                self.seal();
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn ensure_active(&mut self) -> io::Result<()> {
+        if self.active.is_some() {
+            return Ok(());
+        }
+        let first_seq = self.next_seq;
+        let path = segment_path(&self.dir, first_seq);
+        // An ack file left by an old segment of the same name would settle
+        // new deliveries: it must not survive.
+        match fs::remove_file(ack_path(&self.dir, first_seq)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        file.write_all(record::MAGIC)?;
+        file.sync_data()?;
+        // The new file's name must be durable too.
+        File::open(&self.dir)?.sync_all()?;
+        let len = record::MAGIC.len() as u64;
+        self.segments.insert(
+            first_seq,
+            Segment {
+                live: 0,
+                next_seq: first_seq,
+                bytes: len,
+                acks: None,
+            },
+        );
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.active = Some(Active {
+            first_seq,
+            file,
+            len,
+        });
+        Ok(())
+    }
+
+    /// Stops appending to the active segment; the next append starts one.
+    fn seal(&mut self) {
+        self.active = None;
+        self.collect_settled();
+    }
+
+    fn write_acks(&mut self, acks: &[u64]) -> io::Result<()> {
+        let mut per_segment: HashMap<u64, Vec<u8>> = HashMap::new();
+        for &seq in acks {
+            let Some((&first, segment)) = self.segments.range_mut(..=seq).next_back() else {
+                continue;
+            };
+            if seq >= segment.next_seq {
+                continue;
+            }
+            segment.live = segment.live.saturating_sub(1);
+            record::encode_ack(seq, per_segment.entry(first).or_default());
+        }
+        for (first, buf) in per_segment {
+            let segment = self.segments.get_mut(&first).expect("segment");
+            if segment.acks.is_none() {
+                segment.acks = Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(ack_path(&self.dir, first))?,
+                );
+            }
+            segment.acks.as_mut().expect("ack file").write_all(&buf)?;
+            segment.bytes += buf.len() as u64;
+            self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Deletes sealed segments whose deliveries are all settled.
+    fn collect_settled(&mut self) {
+        let active = self.active.as_ref().map(|a| a.first_seq);
+        let done: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(first, s)| Some(**first) != active && s.live == 0)
+            .map(|(first, _)| *first)
+            .collect();
+        for first in done {
+            let segment = self.segments.remove(&first).expect("segment");
+            // The segment goes first: an ack file without its segment is
+            // harmless, a segment without its acks would be sent again.
+            let removed = fs::remove_file(segment_path(&self.dir, first))
+                .or_else(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .and_then(|()| {
+                    fs::remove_file(ack_path(&self.dir, first)).or_else(|e| {
+                        if e.kind() == io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                });
+            match removed {
+                Ok(()) => {
+                    self.bytes.fetch_sub(
+                        segment.bytes.min(self.bytes.load(Ordering::Relaxed)),
+                        Ordering::Relaxed,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, segment = first, "cannot delete a settled spool segment");
+                }
+            }
+        }
+    }
+}
+
+/// Reads every segment and ack file: the deliveries still owed, with torn
+/// tails cut off.
+fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
+    let mut firsts = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = name
+            .strip_suffix(".seg")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            firsts.push(first);
+        }
+    }
+    firsts.sort_unstable();
+    // Ack files whose segment is gone (a crash between the two deletions).
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let orphan = path.extension().is_some_and(|e| e == "ack")
+            && path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|first| firsts.binary_search(&first).is_err());
+        if orphan {
+            let _ = fs::remove_file(&path);
+        }
+    }
+    let mut segments = BTreeMap::new();
+    let mut recovery = Recovery::default();
+    let mut tools: HashMap<String, Arc<str>> = HashMap::new();
+    for first in firsts {
+        let path = segment_path(dir, first);
+        let mut data = Vec::new();
+        if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_end(&mut data)) {
+            recovery.unreadable.push(format!("{}: {e}", path.display()));
+            continue;
+        }
+        let acked: std::collections::HashSet<u64> = match fs::read(ack_path(dir, first)) {
+            Ok(bytes) => record::decode_acks(&bytes).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+            Err(e) => {
+                // Without the acks every delivery is still owed: send again
+                // rather than lose.
+                recovery
+                    .unreadable
+                    .push(format!("{}: {e}", ack_path(dir, first).display()));
+                Default::default()
+            }
+        };
+        if !data.starts_with(record::MAGIC) {
+            // A crash while creating the file: nothing in it was acknowledged.
+            recovery.torn_bytes += data.len() as u64;
+            let _ = fs::remove_file(&path);
+            let _ = fs::remove_file(ack_path(dir, first));
+            continue;
+        }
+        let mut offset = record::MAGIC.len();
+        let mut live = 0;
+        let mut next_seq = first;
+        while offset < data.len() {
+            match record::decode_frame(&data[offset..]) {
+                Frame::Record(stored, used) => {
+                    next_seq = next_seq.max(stored.seq + 1);
+                    if !acked.contains(&stored.seq) {
+                        live += 1;
+                        let tool = tools
+                            .entry(stored.delivery.tool.clone())
+                            .or_insert_with(|| Arc::from(stored.delivery.tool.as_str()))
+                            .clone();
+                        recovery.pending.push(Recovered {
+                            seq: stored.seq,
+                            accepted_ms: stored.accepted_ms,
+                            tool,
+                            loc: Loc {
+                                segment: first,
+                                offset: offset as u64,
+                                len: used as u32,
+                            },
+                        });
+                    }
+                    offset += used;
+                }
+                Frame::Torn => {
+                    // The write that was torn was never fsynced, so never
+                    // answered 200: cut it off and go on.
+                    let cut = (data.len() - offset) as u64;
+                    recovery.torn_bytes += cut;
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset,
+                        bytes = cut,
+                        "spool segment ends in a torn write; dropped it"
+                    );
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)?
+                        .set_len(offset as u64)?;
+                    data.truncate(offset);
+                    break;
+                }
+            }
+        }
+        let ack_bytes = fs::metadata(ack_path(dir, first))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        recovery.segments += 1;
+        segments.insert(
+            first,
+            Segment {
+                live,
+                next_seq,
+                bytes: data.len() as u64 + ack_bytes,
+                acks: None,
+            },
+        );
+    }
+    Ok((segments, recovery))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! The spool's on-disk records.
+//!
+//! A segment file is a magic header followed by framed records:
+//! `[u32 len][u32 crc32 of payload][payload]`, little-endian. The payload is
+//! a small binary encoding of one delivery (request bodies stay bytes; JSON
+//! would triple them). A frame whose length runs past the end of the file or
+//! whose checksum does not match is a torn write: everything from there on
+//! is dropped at recovery.
+//!
+//! An ack file holds `[u64 seq][u32 crc32 of seq]` entries: deliveries of the
+//! segment that are settled.
+
+use crate::tools::{Delivery, HttpRequest, Payload};
+
+/// First bytes of every segment file; the digit is the format version.
+pub const MAGIC: &[u8; 8] = b"TPSPOOL1";
+/// Bytes of a frame header.
+pub const FRAME_HEADER: usize = 8;
+/// Bytes of one ack entry.
+pub const ACK_LEN: usize = 12;
+/// No single record is larger (a delivery is at most a few hundred KB).
+pub const MAX_RECORD: usize = 16 << 20;
+
+/// A delivery as the spool keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub seq: u64,
+    /// When the collector accepted the event (unix ms): `max_age_s` counts
+    /// from here, across restarts.
+    pub accepted_ms: u64,
+    pub delivery: Delivery,
+}
+
+/// Appends `stored` as one frame to `out`.
+pub fn encode_frame(stored: &Stored, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    encode(stored, out);
+    let payload = &out[start + FRAME_HEADER..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// What the frame at the start of `buf` holds.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// A whole, valid record and the bytes it took.
+    Record(Stored, usize),
+    /// Not enough bytes, a bad checksum or an undecodable payload.
+    Torn,
+}
+
+pub fn decode_frame(buf: &[u8]) -> Frame {
+    if buf.len() < FRAME_HEADER {
+        return Frame::Torn;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    if len > MAX_RECORD || buf.len() < FRAME_HEADER + len {
+        return Frame::Torn;
+    }
+    let payload = &buf[FRAME_HEADER..FRAME_HEADER + len];
+    if crc32fast::hash(payload) != crc {
+        return Frame::Torn;
+    }
+    match decode(payload) {
+        Some(stored) => Frame::Record(stored, FRAME_HEADER + len),
+        None => Frame::Torn,
+    }
+}
+
+pub fn encode_ack(seq: u64, out: &mut Vec<u8>) {
+    let bytes = seq.to_le_bytes();
+    out.extend_from_slice(&bytes);
+    out.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+}
+
+/// The valid acks in an ack file; a torn or damaged entry is skipped.
+pub fn decode_acks(buf: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    buf.chunks_exact(ACK_LEN).filter_map(|c| {
+        let seq = &c[0..8];
+        let crc = u32::from_le_bytes(c[8..12].try_into().unwrap());
+        (crc32fast::hash(seq) == crc).then(|| u64::from_le_bytes(seq.try_into().unwrap()))
+    })
+}
+
+const STDOUT: u8 = 0;
+const HTTP: u8 = 1;
+
+fn encode(s: &Stored, out: &mut Vec<u8>) {
+    out.extend_from_slice(&s.seq.to_le_bytes());
+    out.extend_from_slice(&s.accepted_ms.to_le_bytes());
+    put_bytes(out, s.delivery.tool.as_bytes());
+    put_bytes(out, s.delivery.event_id.as_bytes());
+    match &s.delivery.payload {
+        Payload::Stdout(line) => {
+            out.push(STDOUT);
+            put_bytes(out, line.as_bytes());
+        }
+        Payload::Http(req) => {
+            out.push(HTTP);
+            put_bytes(out, req.method.as_bytes());
+            put_bytes(out, req.url.as_bytes());
+            out.extend_from_slice(&(req.headers.len() as u32).to_le_bytes());
+            for (k, v) in &req.headers {
+                put_bytes(out, k.as_bytes());
+                put_bytes(out, v.as_bytes());
+            }
+            match &req.body {
+                None => out.push(0),
+                Some(body) => {
+                    out.push(1);
+                    put_bytes(out, body);
+                }
+            }
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Reads fields off the front of a payload.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+}
+
+fn decode(payload: &[u8]) -> Option<Stored> {
+    let mut r = Reader(payload);
+    let seq = r.u64()?;
+    let accepted_ms = r.u64()?;
+    let tool = r.string()?;
+    let event_id = r.string()?;
+    let payload = match r.u8()? {
+        STDOUT => Payload::Stdout(r.string()?),
+        HTTP => {
+            let method = r.string()?;
+            let url = r.string()?;
+            let n = r.u32()? as usize;
+            let mut headers = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                headers.push((r.string()?, r.string()?));
+            }
+            let body = match r.u8()? {
+                0 => None,
+                1 => Some(r.bytes()?.to_vec()),
+                _ => return None,
+            };
+            Payload::Http(HttpRequest {
+                method,
+                url,
+                headers,
+                body,
+            })
+        }
+        _ => return None,
+    };
+    r.0.is_empty().then_some(Stored {
+        seq,
+        accepted_ms,
+        delivery: Delivery {
+            tool,
+            event_id,
+            payload,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn http(body: Option<Vec<u8>>) -> Stored {
+        Stored {
+            seq: 42,
+            accepted_ms: 1_700_000_000_000,
+            delivery: Delivery {
+                tool: "ga4".into(),
+                event_id: "evt-123456".into(),
+                payload: Payload::Http(HttpRequest {
+                    method: "POST".into(),
+                    url: "http://127.0.0.1:1/g/collect?v=2".into(),
+                    headers: vec![("content-type".into(), "text/plain".into())],
+                    body,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        for s in [
+            http(None),
+            http(Some(b"\x00\xffbinary".to_vec())),
+            Stored {
+                seq: 1,
+                accepted_ms: 2,
+                delivery: Delivery {
+                    tool: "console".into(),
+                    event_id: "e".into(),
+                    payload: Payload::Stdout("line ✓".into()),
+                },
+            },
+        ] {
+            let mut buf = Vec::new();
+            encode_frame(&s, &mut buf);
+            assert_eq!(decode_frame(&buf), Frame::Record(s, buf.len()));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_torn() {
+        let mut buf = Vec::new();
+        encode_frame(&http(Some(b"{\"a\":1}".to_vec())), &mut buf);
+        for cut in 0..buf.len() {
+            assert_eq!(decode_frame(&buf[..cut]), Frame::Torn, "cut at {cut}");
+        }
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x40;
+            assert!(
+                !matches!(decode_frame(&bad), Frame::Record(ref s, _) if *s == http(Some(b"{\"a\":1}".to_vec()))),
+                "flip at {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn acks_skip_torn_and_damaged_entries() {
+        let mut buf = Vec::new();
+        encode_ack(7, &mut buf);
+        encode_ack(9, &mut buf);
+        buf[ACK_LEN + 3] ^= 1; // damage the second
+        encode_ack(11, &mut buf);
+        buf.extend_from_slice(&[1, 2, 3]); // torn tail
+        assert_eq!(decode_acks(&buf).collect::<Vec<_>>(), vec![7, 11]);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_frame(&bytes);
+            let _ = decode_acks(&bytes).count();
+        }
+    }
+}

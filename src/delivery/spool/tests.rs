@@ -1,0 +1,165 @@
+//! Spool recovery: what was appended and not acked comes back, torn tails
+//! are cut, settled segments are deleted.
+
+use super::*;
+use crate::tools::Payload;
+
+fn delivery(i: usize) -> Delivery {
+    Delivery {
+        tool: if i.is_multiple_of(2) { "ga4" } else { "meta" }.into(),
+        event_id: format!("event-{i:06}"),
+        payload: Payload::Stdout(format!("line {i}")),
+    }
+}
+
+fn open(dir: &Path) -> (Spool, Recovery) {
+    Spool::open(dir, 1 << 30, Arc::new(Metrics::default())).unwrap()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn appended_and_unacked_deliveries_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, recovery) = open(dir.path());
+    assert!(recovery.pending.is_empty());
+    let placed = spool
+        .append((0..10).map(|i| (1000 + i as u64, delivery(i))).collect())
+        .await
+        .unwrap();
+    assert_eq!(placed.len(), 10);
+    for (seq, loc) in &placed[..4] {
+        assert_eq!(spool.read(*loc).unwrap().seq, *seq);
+        spool.ack(*seq);
+    }
+    spool.flush().await;
+    drop(spool);
+
+    let (spool, recovery) = open(dir.path());
+    let seqs: Vec<u64> = recovery.pending.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, placed[4..].iter().map(|p| p.0).collect::<Vec<_>>());
+    let first = &recovery.pending[0];
+    assert_eq!(&*first.tool, "ga4");
+    assert_eq!(first.accepted_ms, 1004);
+    assert_eq!(spool.read(first.loc).unwrap().delivery, delivery(4));
+    // New appends never reuse a pending sequence number.
+    let more = spool.append(vec![(1, delivery(99))]).await.unwrap();
+    assert!(more[0].0 > placed[9].0);
+}
+
+#[tokio::test]
+async fn a_torn_last_record_is_cut_off_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    spool
+        .append((0..5).map(|i| (0, delivery(i))).collect())
+        .await
+        .unwrap();
+    drop(spool);
+    let seg = segments(dir.path()).pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    // Cut the last record in half.
+    OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+
+    let (spool, recovery) = open(dir.path());
+    assert_eq!(recovery.pending.len(), 4);
+    assert!(recovery.torn_bytes > 0);
+    for r in &recovery.pending {
+        spool.read(r.loc).unwrap();
+    }
+    drop(spool);
+    // The cut is permanent: the next start finds nothing torn.
+    let (_, recovery) = open(dir.path());
+    assert_eq!((recovery.pending.len(), recovery.torn_bytes), (4, 0));
+}
+
+#[tokio::test]
+async fn garbage_after_the_last_record_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    spool.append(vec![(0, delivery(1))]).await.unwrap();
+    drop(spool);
+    let seg = segments(dir.path()).pop().unwrap();
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&[0xff; 100]).unwrap();
+    let (_, recovery) = open(dir.path());
+    assert_eq!(recovery.pending.len(), 1);
+    assert_eq!(recovery.torn_bytes, 100);
+}
+
+#[tokio::test]
+async fn settled_segments_are_deleted_and_stale_acks_never_hit_new_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let placed = spool
+        .append((0..3).map(|i| (0, delivery(i))).collect())
+        .await
+        .unwrap();
+    for (seq, _) in &placed {
+        spool.ack(*seq);
+    }
+    spool.flush().await;
+    drop(spool);
+    // All settled: reopening deletes the segment and its acks.
+    let (spool, recovery) = open(dir.path());
+    assert!(recovery.pending.is_empty());
+    assert!(segments(dir.path()).is_empty());
+    let again = spool
+        .append((0..3).map(|i| (0, delivery(i))).collect())
+        .await
+        .unwrap();
+    drop(spool);
+    let (_, recovery) = open(dir.path());
+    assert_eq!(
+        recovery.pending.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        again.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (spool, _) = Spool::open(dir.path(), 1 << 30, metrics.clone()).unwrap();
+    let spool = Arc::new(spool);
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let spool = spool.clone();
+            tokio::spawn(async move { spool.append(vec![(0, delivery(i))]).await.unwrap() })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap()[0].0);
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 200, "every append got its own sequence number");
+    let fsyncs = metrics.spool_fsyncs.load(Ordering::Relaxed);
+    assert!((1..=200).contains(&fsyncs), "{fsyncs}");
+}
+
+#[tokio::test]
+async fn a_full_spool_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), 64, Arc::new(Metrics::default())).unwrap();
+    assert!(!spool.is_full());
+    spool
+        .append((0..3).map(|i| (0, delivery(i))).collect())
+        .await
+        .unwrap();
+    assert!(spool.is_full());
+}
