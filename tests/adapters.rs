@@ -185,6 +185,7 @@ fn recorded(method: &str, uri: &str, headers: &[(&str, &str)], body: &str) -> Re
         );
     }
     Recorded {
+        at: std::time::Instant::now(),
         method: method.into(),
         uri: uri.into(),
         headers: map,

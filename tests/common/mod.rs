@@ -65,8 +65,18 @@ impl Origin {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
     {
+        Self::start_at("127.0.0.1:0", handler).await
+    }
+
+    /// Like `start`, on a given address (a destination that comes back up
+    /// where it was down).
+    pub async fn start_at<F, Fut>(addr: &str, handler: F) -> Origin
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
@@ -190,6 +200,9 @@ pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
 pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The config file (in `dir`).
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
     child: Child,
     pub dir: tempfile::TempDir,
     log: PathBuf,
@@ -223,48 +236,46 @@ impl Proxy {
         admin_port: u16,
         env: &[(&str, &str)],
     ) -> Proxy {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let log = dir.path().join("tagproxy.log");
         let stdout = dir.path().join("tagproxy.stdout");
-        let mut cmd = Command::new(bin());
-        cmd.args(["serve", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info,tagproxy=debug")
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start tagproxy");
+        let child = launch(&path, &log, &stdout, &env);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        // Ready when the admin listener answers (it starts after the config
-        // watcher and with the public listener), not merely when the ports
-        // are bound.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ready = format!("http://{admin}/readyz");
-        while client()
-            .get(&ready)
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-            || TcpStream::connect(addr).await.is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "tagproxy did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_ready(addr, admin, &log).await;
         Proxy {
             addr,
             admin,
+            config: path,
+            env,
             child,
             dir,
             log,
             stdout,
         }
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `kill -9`, then starts the same config again (same ports, same
+    /// data); the earlier logs are kept with a `.<n>` suffix.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let n = (1..)
+            .find(|n| !self.dir.path().join(format!("tagproxy.log.{n}")).exists())
+            .unwrap();
+        for f in [&self.log, &self.stdout] {
+            let _ = std::fs::rename(f, format!("{}.{n}", f.display()));
+        }
+        self.child = launch(&self.config, &self.log, &self.stdout, &self.env);
+        wait_ready(self.addr, self.admin, &self.log).await;
     }
 
     /// What the process printed on stdout (the console tool writes there).
@@ -290,6 +301,42 @@ impl Proxy {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Starts `tagproxy serve -c path`, logs and stdout to files.
+fn launch(path: &Path, log: &Path, stdout: &Path, env: &[(String, String)]) -> Child {
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "-c"])
+        .arg(path)
+        .env("RUST_LOG", "info,tagproxy=debug")
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start tagproxy")
+}
+
+/// Waits until the admin listener answers `/readyz` (it starts after the
+/// config watcher and with the public listener) and the public port accepts.
+async fn wait_ready(addr: SocketAddr, admin: SocketAddr, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = format!("http://{admin}/readyz");
+    while client()
+        .get(&ready)
+        .send()
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+        || TcpStream::connect(addr).await.is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "tagproxy did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -325,6 +372,8 @@ pub fn shared_fixtures() -> PathBuf {
 /// A request a mock destination received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When it arrived.
+    pub at: Instant,
     pub method: String,
     /// Path and query, e.g. `/g/collect?v=2&tid=G-1`.
     pub uri: String,
@@ -365,6 +414,9 @@ impl Recorded {
 pub struct Script {
     pub statuses: Vec<u16>,
     pub delay: Duration,
+    /// Per-request delays, in order (the last does not repeat; `delay`
+    /// applies past the end).
+    pub delays: Vec<Duration>,
     pub retry_after: Option<u64>,
 }
 
@@ -373,6 +425,7 @@ impl Default for Script {
         Script {
             statuses: vec![200],
             delay: Duration::ZERO,
+            delays: Vec::new(),
             retry_after: None,
         }
     }
@@ -391,10 +444,15 @@ impl Destination {
     }
 
     pub async fn with_script(script: Script) -> Destination {
+        Self::with_script_at("127.0.0.1:0", script).await
+    }
+
+    /// A destination on a given address (e.g. one that was down until now).
+    pub async fn with_script_at(addr: &str, script: Script) -> Destination {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
         let (rec, scr) = (recorded.clone(), script.clone());
-        let origin = Origin::start(move |req: Request<Incoming>| {
+        let origin = Origin::start_at(addr, move |req: Request<Incoming>| {
             let rec = rec.clone();
             let scr = scr.clone();
             async move {
@@ -407,6 +465,7 @@ impl Destination {
                 let n = {
                     let mut r = rec.lock().unwrap();
                     r.push(Recorded {
+                        at: Instant::now(),
                         method: parts.method.to_string(),
                         uri: parts
                             .uri
@@ -421,7 +480,8 @@ impl Destination {
                 let (status, delay, retry_after) = {
                     let s = scr.lock().unwrap();
                     let status = *s.statuses.get(n - 1).or(s.statuses.last()).unwrap_or(&200);
-                    (status, s.delay, s.retry_after)
+                    let delay = s.delays.get(n - 1).copied().unwrap_or(s.delay);
+                    (status, delay, s.retry_after)
                 };
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;

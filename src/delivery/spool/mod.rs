@@ -115,6 +115,7 @@ impl Spool {
             active: None,
             next_seq,
             bytes: bytes.clone(),
+            max_bytes,
             metrics,
         };
         writer.collect_settled();
@@ -231,6 +232,7 @@ struct Writer {
     active: Option<Active>,
     next_seq: u64,
     bytes: Arc<AtomicU64>,
+    max_bytes: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -407,8 +409,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes sealed segments whose deliveries are all settled.
+    /// Deletes sealed segments whose deliveries are all settled. A drained
+    /// active segment goes too once it is big (or the spool is at its
+    /// limit), so a quiet spool shrinks back without a file per event.
     fn collect_settled(&mut self) {
+        if let Some(a) = &self.active {
+            let drained = self.segments.get(&a.first_seq).is_some_and(|s| s.live == 0);
+            let big =
+                a.len >= SEGMENT_BYTES / 8 || self.bytes.load(Ordering::Relaxed) >= self.max_bytes;
+            if drained && big {
+                self.active = None;
+            }
+        }
         let active = self.active.as_ref().map(|a| a.first_seq);
         let done: Vec<u64> = self
             .segments

@@ -163,3 +163,21 @@ async fn a_full_spool_says_so() {
         .unwrap();
     assert!(spool.is_full());
 }
+
+#[tokio::test]
+async fn a_drained_spool_at_its_limit_shrinks_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), 200, Arc::new(Metrics::default())).unwrap();
+    let placed = spool
+        .append((0..5).map(|i| (0, delivery(i))).collect())
+        .await
+        .unwrap();
+    assert!(spool.is_full());
+    for (seq, _) in placed {
+        spool.ack(seq);
+    }
+    spool.flush().await;
+    assert!(!spool.is_full(), "{} bytes", spool.bytes());
+    assert!(segments(dir.path()).is_empty());
+    spool.append(vec![(0, delivery(9))]).await.unwrap();
+}
