@@ -243,6 +243,9 @@ pub struct DeliveryConfig {
     /// First retry waits up to this long; each next one twice as long.
     #[serde(deserialize_with = "values::positive_u64")]
     pub retry_base_ms: u64,
+    /// No wait between attempts is longer (`Retry-After` included).
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -265,6 +268,7 @@ impl Default for DeliveryConfig {
             max_age_s: 86_400,
             concurrency_per_tool: 32,
             retry_base_ms: 1000,
+            retry_max_ms: 300_000,
         }
     }
 }

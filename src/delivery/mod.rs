@@ -145,7 +145,7 @@ impl Engine {
             ),
             backoff: Backoff {
                 base: Duration::from_millis(config.retry_base_ms),
-                cap: Duration::from_secs(300),
+                cap: Duration::from_millis(config.retry_max_ms.max(config.retry_base_ms)),
                 max_attempts: config.max_attempts,
                 max_age: Duration::from_secs(config.max_age_s),
             },
