@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Collector load test: events/s that tagproxy accepts and delivers with GA4
 # and Meta CAPI enabled, delivering to local mock destinations, and the
-# proxy's peak RSS under that load.
+# proxy's peak RSS under that load — for each delivery backend in one run
+# (memory, the durable spool, NATS JetStream when nats-server is installed),
+# with the spool's fsyncs per second.
 #
 #   bash benches/collector.sh            # DURATION=10s per run
-#   DURATION=5s BATCHES="1 10" bash benches/collector.sh
+#   DURATION=5s BATCHES="1 10" BACKENDS="memory spool" bash benches/collector.sh
 #
 # Everything runs on 127.0.0.1: nginx answers 204 as both GA4 and Meta (and
 # counts what it received in its access log); wrk POSTs batches of events to
@@ -15,6 +17,7 @@ set -euo pipefail
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 BATCHES=${BATCHES:-"1 10"}
+BACKENDS=${BACKENDS:-"memory spool nats"}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 die() { echo "collector.sh: $*" >&2; exit 1; }
@@ -56,20 +59,35 @@ EOF
 nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
-# --- tagproxy with GA4 + Meta ---------------------------------------------------
-PORT=$(free_port)
-ADMIN=$(free_port)
-mkdir -p "$TMP/tp/tools"
-cat >"$TMP/tp/tagproxy.toml" <<EOF
+# --- tagproxy with GA4 + Meta, one instance per backend ------------------------
+NATS_PORT=$(free_port)
+if [[ " $BACKENDS " == *" nats "* ]]; then
+    if command -v nats-server >/dev/null; then
+        nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$TMP/nats" >"$TMP/nats.log" 2>&1 &
+        PIDS+=($!)
+        sleep 1
+    else
+        echo "nats-server not installed: skipping the nats backend" >&2
+        BACKENDS=${BACKENDS/nats/}
+    fi
+fi
+TP=
+start_tagproxy() { # backend
+    PORT=$(free_port)
+    ADMIN=$(free_port)
+    rm -rf "$TMP/tp"
+    mkdir -p "$TMP/tp/tools"
+    cat >"$TMP/tp/tagproxy.toml" <<EOF
 [server]
 listen = "127.0.0.1:$PORT"
 upstream = "http://127.0.0.1:$MOCK"
 admin_listen = "127.0.0.1:$ADMIN"
 [delivery]
-backend = "memory"
+backend = "$1"
+nats_url = "nats://127.0.0.1:$NATS_PORT"
 concurrency_per_tool = 64
 EOF
-cat >"$TMP/tp/tools/ga4.toml" <<EOF
+    cat >"$TMP/tp/tools/ga4.toml" <<EOF
 type = "google-analytics-4"
 endpoint = "http://127.0.0.1:$MOCK"
 [settings]
@@ -79,7 +97,7 @@ pageview = true
 track = true
 ecommerce = true
 EOF
-cat >"$TMP/tp/tools/meta.toml" <<EOF
+    cat >"$TMP/tp/tools/meta.toml" <<EOF
 type = "facebook-pixel"
 endpoint = "http://127.0.0.1:$MOCK"
 [settings]
@@ -90,18 +108,22 @@ pageview = true
 track = true
 ecommerce = true
 EOF
-RUST_LOG=warn "$ROOT/target/release/tagproxy" serve -c "$TMP/tp/tagproxy.toml" 2>"$TMP/tp.log" &
-TP=$!
-PIDS+=($TP)
-for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" 2>/dev/null && break; sleep 0.1; done
-curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" || die "tagproxy did not start: $(cat "$TMP/tp.log")"
+    RUST_LOG=warn "$ROOT/target/release/tagproxy" serve -c "$TMP/tp/tagproxy.toml" 2>"$TMP/tp.log" &
+    TP=$!
+    PIDS+=($TP)
+    for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" 2>/dev/null && break; sleep 0.1; done
+    curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" || die "tagproxy ($1) did not start: $(cat "$TMP/tp.log")"
+}
+stop_tagproxy() { kill -TERM "$TP" 2>/dev/null || true; wait "$TP" 2>/dev/null || true; }
+fsyncs() { curl -fsS "http://127.0.0.1:$ADMIN/metrics" | awk '$1 == "tagproxy_spool_fsyncs_total" {print $2}'; }
 
 delivered() { wc -l <"$TMP/nginx/logs/access.log" 2>/dev/null || echo 0; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$TP/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$TP/status"; }
 
-echo "idle RSS: $(($(rss_kb) / 1024)) MB" >&2
-printf '%-8s %14s %14s %12s %12s %10s\n' batch "requests/s" "events/s" "delivered/s" "p99" "peak RSS"
+printf '%-8s %-6s %12s %12s %12s %10s %10s %10s\n' backend batch "requests/s" "accepted/s" "delivered/s" "p99" "fsyncs/s" "peak RSS"
+for backend in $BACKENDS; do
+start_tagproxy "$backend"
 for n in $BATCHES; do
     # One batch body: a pageview, tracks and an Order Completed, like a page.
     python3 - "$n" >"$TMP/body.json" <<'PY'
@@ -129,6 +151,7 @@ wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 
 local f = io.open("$TMP/body.json"); wrk.body = f:read("*a"); f:close()
 EOF
     before=$(delivered)
+    fsyncs_before=$(fsyncs)
     start=$(date +%s.%N)
     out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$TMP/post.lua" "http://127.0.0.1:$PORT/_tagproxy/t")
     # Let the queues drain (deliveries run behind the collector's answers).
@@ -140,13 +163,20 @@ EOF
         sleep 0.5
     done
     end=$(date +%s.%N)
+    fsyncs_after=$(fsyncs)
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
     [[ -z $non2xx ]] || echo "warning: $non2xx non-2xx answers" >&2
-    events=$(python3 -c "print(round($rps * $n))")
+    # Events answered 200 (a 503 is not accepted: the browser sends it again).
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    events=$(python3 -c "print(round(($total - ${non2xx:-0}) * $n / ${DURATION%s}))")
     deliveries=$(( $(delivered) - before ))
     per_s=$(python3 -c "print(round($deliveries / ($end - $start)))")
-    printf '%-8s %14s %14s %12s %12s %7s MB\n' "$n" "$rps" "$events" "$per_s" "$p99" "$(($(hwm_kb) / 1024))"
+    secs=${DURATION%s}
+    fsync_rate=$(python3 -c "print(round((${fsyncs_after:-0} - ${fsyncs_before:-0}) / $secs))")
+    printf '%-8s %-6s %12s %12s %12s %10s %10s %7s MB\n' "$backend" "$n" "$rps" "$events" "$per_s" "$p99" "$fsync_rate" "$(($(hwm_kb) / 1024))"
+done
+stop_tagproxy
 done
 echo "(delivered/s: requests GA4 + Meta received per second, until the queues drained; 2 per event)" >&2

@@ -246,9 +246,9 @@ impl Engine {
                     tracing::warn!(bytes = spool.bytes(), "spool full; answering 503");
                     return Err(QueueFull);
                 }
-                let items: Vec<(u64, Delivery)> = deliveries
+                let items: Vec<Vec<u8>> = deliveries
                     .iter()
-                    .map(|d| (accepted_ms, d.clone()))
+                    .map(|d| spool::record::encode_body(accepted_ms, d))
                     .collect();
                 let placed = match spool.append(items).await {
                     Ok(p) => p,

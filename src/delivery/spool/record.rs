@@ -33,14 +33,32 @@ pub struct Stored {
 
 /// Appends `stored` as one frame to `out`.
 pub fn encode_frame(stored: &Stored, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER]);
-    encode(stored, out);
-    let payload = &out[start + FRAME_HEADER..];
-    let len = payload.len() as u32;
-    let crc = crc32fast::hash(payload);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    frame(
+        stored.seq,
+        &encode_body(stored.accepted_ms, &stored.delivery),
+        out,
+    );
+}
+
+/// Everything of a record but its sequence number: encoded by the caller,
+/// off the writer thread, which then only numbers and frames it.
+pub fn encode_body(accepted_ms: u64, delivery: &Delivery) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    encode_rest(accepted_ms, delivery, &mut out);
+    out
+}
+
+/// Appends the frame of record `seq` with `body` (from [`encode_body`]).
+pub fn frame(seq: u64, body: &[u8], out: &mut Vec<u8>) {
+    let seq = seq.to_le_bytes();
+    let len = (seq.len() + body.len()) as u32;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&seq);
+    crc.update(body);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&seq);
+    out.extend_from_slice(body);
 }
 
 /// What the frame at the start of `buf` holds.
@@ -89,12 +107,11 @@ pub fn decode_acks(buf: &[u8]) -> impl Iterator<Item = u64> + '_ {
 const STDOUT: u8 = 0;
 const HTTP: u8 = 1;
 
-fn encode(s: &Stored, out: &mut Vec<u8>) {
-    out.extend_from_slice(&s.seq.to_le_bytes());
-    out.extend_from_slice(&s.accepted_ms.to_le_bytes());
-    put_bytes(out, s.delivery.tool.as_bytes());
-    put_bytes(out, s.delivery.event_id.as_bytes());
-    match &s.delivery.payload {
+fn encode_rest(accepted_ms: u64, delivery: &Delivery, out: &mut Vec<u8>) {
+    out.extend_from_slice(&accepted_ms.to_le_bytes());
+    put_bytes(out, delivery.tool.as_bytes());
+    put_bytes(out, delivery.event_id.as_bytes());
+    match &delivery.payload {
         Payload::Stdout(line) => {
             out.push(STDOUT);
             put_bytes(out, line.as_bytes());

@@ -2,7 +2,7 @@
 //! are cut, settled segments are deleted.
 
 use super::*;
-use crate::tools::Payload;
+use crate::tools::{Delivery, Payload};
 
 fn delivery(i: usize) -> Delivery {
     Delivery {
@@ -32,7 +32,11 @@ async fn appended_and_unacked_deliveries_come_back_after_a_restart() {
     let (spool, recovery) = open(dir.path());
     assert!(recovery.pending.is_empty());
     let placed = spool
-        .append((0..10).map(|i| (1000 + i as u64, delivery(i))).collect())
+        .append(
+            (0..10)
+                .map(|i| record::encode_body(1000 + i as u64, &delivery(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     assert_eq!(placed.len(), 10);
@@ -51,7 +55,10 @@ async fn appended_and_unacked_deliveries_come_back_after_a_restart() {
     assert_eq!(first.accepted_ms, 1004);
     assert_eq!(spool.read(first.loc).unwrap().delivery, delivery(4));
     // New appends never reuse a pending sequence number.
-    let more = spool.append(vec![(1, delivery(99))]).await.unwrap();
+    let more = spool
+        .append(vec![record::encode_body(1, &delivery(99))])
+        .await
+        .unwrap();
     assert!(more[0].0 > placed[9].0);
 }
 
@@ -60,7 +67,11 @@ async fn a_torn_last_record_is_cut_off_and_the_rest_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     spool
-        .append((0..5).map(|i| (0, delivery(i))).collect())
+        .append(
+            (0..5)
+                .map(|i| record::encode_body(0, &delivery(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     drop(spool);
@@ -90,7 +101,10 @@ async fn a_torn_last_record_is_cut_off_and_the_rest_recovered() {
 async fn garbage_after_the_last_record_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    spool.append(vec![(0, delivery(1))]).await.unwrap();
+    spool
+        .append(vec![record::encode_body(0, &delivery(1))])
+        .await
+        .unwrap();
     drop(spool);
     let seg = segments(dir.path()).pop().unwrap();
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
@@ -105,7 +119,11 @@ async fn settled_segments_are_deleted_and_stale_acks_never_hit_new_deliveries() 
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let placed = spool
-        .append((0..3).map(|i| (0, delivery(i))).collect())
+        .append(
+            (0..3)
+                .map(|i| record::encode_body(0, &delivery(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     for (seq, _) in &placed {
@@ -118,7 +136,11 @@ async fn settled_segments_are_deleted_and_stale_acks_never_hit_new_deliveries() 
     assert!(recovery.pending.is_empty());
     assert!(segments(dir.path()).is_empty());
     let again = spool
-        .append((0..3).map(|i| (0, delivery(i))).collect())
+        .append(
+            (0..3)
+                .map(|i| record::encode_body(0, &delivery(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     drop(spool);
@@ -138,7 +160,12 @@ async fn concurrent_appends_share_fsyncs() {
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let spool = spool.clone();
-            tokio::spawn(async move { spool.append(vec![(0, delivery(i))]).await.unwrap() })
+            tokio::spawn(async move {
+                spool
+                    .append(vec![record::encode_body(0, &delivery(i))])
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut seqs = Vec::new();
@@ -158,7 +185,11 @@ async fn a_full_spool_says_so() {
     let (spool, _) = Spool::open(dir.path(), 64, Arc::new(Metrics::default())).unwrap();
     assert!(!spool.is_full());
     spool
-        .append((0..3).map(|i| (0, delivery(i))).collect())
+        .append(
+            (0..3)
+                .map(|i| record::encode_body(0, &delivery(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     assert!(spool.is_full());
@@ -169,7 +200,11 @@ async fn a_drained_spool_at_its_limit_shrinks_back() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), 200, Arc::new(Metrics::default())).unwrap();
     let placed = spool
-        .append((0..5).map(|i| (0, delivery(i))).collect())
+        .append(
+            (0..5)
+                .map(|i| record::encode_body(0, &delivery(i)))
+                .collect(),
+        )
         .await
         .unwrap();
     assert!(spool.is_full());
@@ -179,5 +214,8 @@ async fn a_drained_spool_at_its_limit_shrinks_back() {
     spool.flush().await;
     assert!(!spool.is_full(), "{} bytes", spool.bytes());
     assert!(segments(dir.path()).is_empty());
-    spool.append(vec![(0, delivery(9))]).await.unwrap();
+    spool
+        .append(vec![record::encode_body(0, &delivery(9))])
+        .await
+        .unwrap();
 }
