@@ -167,6 +167,9 @@ impl App {
     pub fn start(loaded: &Loaded, plan: Plan, shared: &Shared) -> App {
         let metrics = shared.metrics.clone();
         let config = &loaded.config;
+        shared
+            .engine
+            .ensure_tools(&plan.tools.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
         App {
             settings: config.settings.clone(),
             engine: shared.engine.clone(),

@@ -15,6 +15,7 @@
 
 pub mod deadletter;
 pub mod inbox;
+pub mod nats;
 pub mod retry;
 mod send;
 pub mod spool;
@@ -76,6 +77,7 @@ pub struct Engine {
 enum Store {
     Memory,
     Spool(Arc<Spool>),
+    Nats(Arc<nats::Nats>),
 }
 
 /// One attempt and what follows from it; shared by every backend.
@@ -185,11 +187,13 @@ impl Engine {
                 recovered = recovery.pending;
                 Store::Spool(Arc::new(spool))
             }
-            DeliveryBackend::Nats => {
-                return Err(io::Error::other(
-                    "backend = \"nats\" is not available in this build",
-                ))
-            }
+            // `start` is not async: connect on this thread, letting the
+            // runtime's other workers run meanwhile (the binary's runtime is
+            // multi-threaded).
+            DeliveryBackend::Nats => Store::Nats(tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(nats::Nats::connect(config, policy.clone()))
+            })?),
         };
         let engine = Arc::new(Engine {
             store,
@@ -217,6 +221,15 @@ impl Engine {
     /// Stores deliveries (durably, with the spool) and queues them. Fails
     /// when the store is full or failing; then nothing was accepted.
     pub async fn submit(&self, deliveries: Vec<Delivery>) -> Result<(), QueueFull> {
+        self.submit_from(deliveries, None).await
+    }
+
+    /// `submit`; `replay` names the inbox file the deliveries come from.
+    async fn submit_from(
+        &self,
+        deliveries: Vec<Delivery>,
+        replay: Option<&str>,
+    ) -> Result<(), QueueFull> {
         if deliveries.is_empty() {
             return Ok(());
         }
@@ -272,9 +285,25 @@ impl Engine {
                     });
                 }
             }
+            Store::Nats(nats) => {
+                if let Err(e) = nats.submit(&deliveries, replay).await {
+                    Metrics::add(&metrics.deliveries_rejected, n);
+                    tracing::error!(error = %e, "NATS publish failed; answering 503");
+                    return Err(QueueFull);
+                }
+            }
         }
         Metrics::add(&metrics.deliveries_submitted, n);
         Ok(())
+    }
+
+    /// Makes sure every configured tool is being delivered, including what
+    /// other instances queued for it (NATS: one consumer per tool; the
+    /// other stores need nothing).
+    pub fn ensure_tools(&self, ids: &[String]) {
+        if let Store::Nats(nats) = &self.store {
+            nats.ensure_tools(ids);
+        }
     }
 
     /// Waits until acks and appends so far are on disk (tests, shutdown).
@@ -301,7 +330,7 @@ impl Engine {
                     counters: ToolCounters::default(),
                 });
                 let store = match &self.store {
-                    Store::Memory => None,
+                    Store::Memory | Store::Nats(_) => None,
                     Store::Spool(s) => Some(s.clone()),
                 };
                 tokio::spawn(run_tool(q.clone(), self.policy.clone(), store));
@@ -311,6 +340,11 @@ impl Engine {
     }
 
     fn gauges(&self) -> Vec<ToolGauges> {
+        if let Store::Nats(nats) = &self.store {
+            let mut out = nats.gauges();
+            out.sort_by(|a, b| a.tool.cmp(&b.tool));
+            return out;
+        }
         let now = now_ms();
         let mut out: Vec<ToolGauges> = self
             .queues
@@ -542,7 +576,12 @@ async fn import_inbox(engine: std::sync::Weak<Engine>) {
         };
         for (path, deliveries) in files {
             let n = deliveries.len();
-            if engine.submit(deliveries).await.is_err() {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            if engine
+                .submit_from(deliveries, name.as_deref())
+                .await
+                .is_err()
+            {
                 break; // full: try again next tick
             }
             engine.flush().await;
