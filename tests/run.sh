@@ -38,9 +38,12 @@ need() {
 # downloaded browser; the tests fail, not skip, when these are missing).
 need chromium chromium
 need chromedriver chromium-driver
-# Later, e.g.:
-#   need nats-server nats-server
-# (and start any server the tests expect here, stopping it on exit with a trap).
+# tests/nats.rs: `backend = "nats"` against a real JetStream server, which
+# each test starts itself (`nats-server -js` on a free port). Debian puts the
+# binary in /usr/sbin, which is not on every user's PATH. Under CI the tests
+# fail, not skip, when it is missing.
+export PATH="$PATH:/usr/sbin"
+need nats-server nats-server
 
 # --- fixtures ----------------------------------------------------------------
 # Real-world pages used by the injection/streaming tests live in the shared

@@ -1,0 +1,579 @@
+//! `backend = "nats"` end to end (SPEC §11): the real binary against a real
+//! `nats-server -js` (Debian's package; tests/run.sh installs it), mock
+//! destinations, two instances sharing one stream, `kill -9`, retries
+//! through nak, dead-letter replay, and a server that is not there.
+//!
+//! Without `nats-server` on PATH the tests say so and pass, unless `CI` is
+//! set: then they fail.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{bin, client, free_port, Destination, Origin, Proxy, Recorded, Script};
+use serde_json::{json, Value};
+
+const PAGE: &str = "https://shop.example.com/";
+const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+
+/// A `nats-server -js` on a free port with its store in a temp dir; killed
+/// when dropped.
+struct NatsServer {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts one, or `None` (after saying why) when `nats-server` is not
+    /// installed and `CI` is unset. Under CI a missing server fails.
+    async fn start() -> Option<NatsServer> {
+        let Some(exe) = nats_server_exe() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "nats-server is not installed (Debian: apt-get install nats-server; tests/run.sh does it)"
+            );
+            eprintln!("SKIPPED: nats-server is not on PATH (apt-get install nats-server); CI is unset, so these NATS tests pass without running");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
+        let child = Command::new(exe)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nats-server");
+        let server = NatsServer {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start: {}",
+                std::fs::read_to_string(server._dir.path().join("nats.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The `[delivery]` table for tagproxy, plus `extra` lines.
+    fn delivery(&self, extra: &str) -> String {
+        format!(
+            "[delivery]\nbackend = \"nats\"\nnats_url = \"{}\"\n{extra}\n",
+            self.url()
+        )
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `nats-server` on PATH, or where Debian puts it (`/usr/sbin`, which is
+/// not on a normal user's PATH).
+fn nats_server_exe() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// An `http` tool posting every pageview to `base/hook`.
+fn hook(base: &str) -> String {
+    format!("type = \"http\"\n[settings]\nurl = \"{base}/hook\"\n[automated]\npageview = true\n")
+}
+
+fn pageview(id: &str) -> Value {
+    json!({
+        "type": "pageview",
+        "properties": {},
+        "page": {"url": PAGE, "title": "Shop", "referrer": "", "encoding": "UTF-8"},
+        "device": {"viewport": "1280x720", "resolution": "1920x1080", "language": "en-US", "tz_offset": 0},
+        "vars": {},
+        "ts": 1_732_450_000_000u64,
+        "id": id,
+    })
+}
+
+/// Posts one batch of pageviews; the status, or `None` when the proxy could
+/// not be reached.
+async fn post(proxy_url: &str, ids: &[String]) -> Option<u16> {
+    let batch: Vec<Value> = ids.iter().map(|id| pageview(id)).collect();
+    let resp = client()
+        .post(format!("{proxy_url}/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", UA)
+        .body(Value::Array(batch).to_string())
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
+fn key(r: &Recorded) -> String {
+    r.headers
+        .get("idempotency-key")
+        .expect("every delivery carries Idempotency-Key")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:06}")).collect()
+}
+
+/// A metric's value (`line_start` up to the value), or `None`.
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+fn tool_metric(text: &str, name: &str, tool: &str) -> f64 {
+    metric(text, &format!("{name}{{tool=\"{tool}\"}}"))
+        .unwrap_or_else(|| panic!("no {name} for {tool} in\n{text}"))
+}
+
+/// The same events through the spool and through NATS reach the
+/// destinations the same way, each carrying its event id.
+#[tokio::test]
+async fn events_arrive_as_with_the_spool_carrying_their_event_id() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let mut seen: Vec<(Vec<Recorded>, Vec<Recorded>)> = Vec::new();
+    for backend in ["spool", "nats"] {
+        let hook_dest = Destination::start().await;
+        let ga_dest = Destination::start().await;
+        let ga4 = format!(
+            "type = \"google-analytics-4\"\nendpoint = \"{}\"\n[settings]\nmeasurement_id = \"G-TEST123\"\n[automated]\npageview = true\n",
+            ga_dest.url()
+        );
+        let delivery = if backend == "nats" {
+            nats.delivery("")
+        } else {
+            String::new()
+        };
+        let proxy = Proxy::start_tools(
+            origin.addr,
+            &delivery,
+            &[("hook", hook(&hook_dest.url())), ("ga4", ga4)],
+        )
+        .await;
+        let sent = vec!["same-way-000001".to_string(), "same-way-000002".to_string()];
+        assert_eq!(post(&proxy.url(""), &sent).await, Some(200), "{backend}");
+        let mut hooks = hook_dest.wait_for(2, Duration::from_secs(15)).await;
+        let mut hits = ga_dest.wait_for(2, Duration::from_secs(15)).await;
+        hooks.sort_by_key(key);
+        hits.sort_by_key(|r| r.param("ep.event_id"));
+        assert_eq!(
+            hooks.iter().map(key).collect::<Vec<_>>(),
+            sent,
+            "{backend}: Idempotency-Key is the event id"
+        );
+        assert_eq!(
+            hits.iter()
+                .map(|r| r.param("ep.event_id").unwrap())
+                .collect::<Vec<_>>(),
+            sent,
+            "{backend}: GA4 ep.event_id"
+        );
+        if backend == "nats" {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let m = proxy.metrics().await;
+                let done = ["hook", "ga4"].iter().all(|t| {
+                    tool_metric(&m, "tagproxy_tool_deliveries_delivered_total", t) == 2.0
+                        && tool_metric(&m, "tagproxy_tool_delivery_attempts_total", t) == 2.0
+                        && tool_metric(&m, "tagproxy_delivery_queue_depth", t) == 0.0
+                });
+                if done {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "NATS tool metrics:\n{m}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        seen.push((hooks, hits));
+    }
+    let (spool, nats_seen) = (&seen[0], &seen[1]);
+    for (a, b) in spool.0.iter().zip(&nats_seen.0) {
+        assert_eq!(a.method, b.method);
+        assert_eq!(a.uri, b.uri);
+        assert_eq!(a.headers.get("content-type"), b.headers.get("content-type"));
+        let (ja, jb) = (a.json(), b.json());
+        assert_eq!(ja["name"], jb["name"]);
+        assert_eq!(ja["system"]["page"], jb["system"]["page"]);
+    }
+    for (a, b) in spool.1.iter().zip(&nats_seen.1) {
+        let strip = |r: &Recorded| -> Vec<(String, String)> {
+            // Per-visitor and per-request values differ between two runs.
+            r.query()
+                .into_iter()
+                .filter(|(k, _)| {
+                    !["cid", "sid", "_s", "sct", "_p", "seg", "_et"].contains(&k.as_str())
+                })
+                .collect()
+        };
+        assert_eq!(a.path(), b.path());
+        assert_eq!(strip(a), strip(b));
+    }
+}
+
+/// A retried batch is stored once by JetStream (`Nats-Msg-Id`), even when
+/// the retry reaches a restarted instance that no longer remembers the ids;
+/// two deliveries of one event to one tool do not collide.
+#[tokio::test]
+async fn a_retried_batch_is_delivered_once_across_a_restart() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::start().await;
+    // Every pageview makes two deliveries to this tool: two custom
+    // `request` actions fire on it.
+    let tool = format!(
+        "type = \"http\"\n[[actions]]\nname = \"one\"\nkind = \"request\"\nfiring = [\"Pageview\"]\n[actions.fields]\nurl = \"{0}/hook\"\n[[actions]]\nname = \"two\"\nkind = \"request\"\nfiring = [\"Pageview\"]\n[actions.fields]\nurl = \"{0}/extra\"\n",
+        dest.url()
+    );
+    let mut proxy = Proxy::start_tools(origin.addr, &nats.delivery(""), &[("hook", tool)]).await;
+    let batch = ids("retried", 3);
+    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
+    dest.wait_for(6, Duration::from_secs(15)).await;
+
+    // A new process: its in-memory dedupe is empty, so only JetStream can
+    // tell the retry from new events.
+    proxy.restart().await;
+    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
+    // And once more to the same process.
+    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = dest.requests();
+    let mut per_key_path: HashMap<(String, String), usize> = HashMap::new();
+    for r in &got {
+        *per_key_path
+            .entry((key(r), r.path().to_string()))
+            .or_default() += 1;
+    }
+    let want: HashMap<(String, String), usize> = batch
+        .iter()
+        .flat_map(|id| {
+            [
+                ((id.clone(), "/hook".to_string()), 1),
+                ((id.clone(), "/extra".to_string()), 1),
+            ]
+        })
+        .collect();
+    assert_eq!(per_key_path, want, "each delivery exactly once");
+}
+
+/// The browser's behaviour behind a load balancer: a batch that got no
+/// answer or a 503 is sent again (to the next instance) until answered 200.
+async fn send_until_accepted(urls: Arc<Vec<String>>, start: usize, batch: Vec<String>) {
+    let mut i = start;
+    loop {
+        if post(&urls[i % urls.len()], &batch).await == Some(200) {
+            return;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two instances consume one stream; one is killed with `kill -9` mid-load;
+/// every event answered 200 arrives at least once.
+#[tokio::test]
+async fn two_instances_share_the_stream_and_kill_9_loses_nothing() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let origin = Origin::page("text/html", "<html></html>").await;
+    // A little latency, so deliveries are in flight when the kill comes.
+    let dest = Destination::with_script(Script {
+        delay: Duration::from_millis(100),
+        ..Script::default()
+    })
+    .await;
+    let delivery =
+        nats.delivery("timeout_ms = 2000\nconcurrency_per_tool = 16\nretry_base_ms = 100");
+    let mut a = Proxy::start_tools(origin.addr, &delivery, &[("hook", hook(&dest.url()))]).await;
+    let b = Proxy::start_tools(origin.addr, &delivery, &[("hook", hook(&dest.url()))]).await;
+    let urls = Arc::new(vec![a.url(""), b.url("")]);
+
+    let all = ids("shared", 2000);
+    let batches: Vec<Vec<String>> = all.chunks(10).map(|c| c.to_vec()).collect();
+    let queue = Arc::new(Mutex::new(
+        batches.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..8)
+        .map(|_| {
+            let (queue, urls, accepted, done) =
+                (queue.clone(), urls.clone(), accepted.clone(), done.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some((n, batch)) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    // Spread over both instances.
+                    send_until_accepted(urls.clone(), n, batch.clone()).await;
+                    done.fetch_add(batch.len(), Ordering::Relaxed);
+                    accepted.lock().unwrap().extend(batch);
+                }
+            })
+        })
+        .collect();
+    // Both instances deliver before the kill.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ma, mb) = (a.metrics().await, b.metrics().await);
+        let attempts = |m: &str| {
+            metric(m, "tagproxy_tool_delivery_attempts_total{tool=\"hook\"}").unwrap_or(0.0)
+        };
+        if attempts(&ma) >= 50.0 && attempts(&mb) >= 50.0 && done.load(Ordering::Relaxed) >= 800 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both instances should consume; a:\n{ma}\nb:\n{mb}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill9();
+    let at_kill = done.load(Ordering::Relaxed);
+    assert!(at_kill < all.len(), "killed mid-load ({at_kill} accepted)");
+    for s in senders {
+        s.await.unwrap();
+    }
+    let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
+    assert_eq!(
+        accepted.len(),
+        all.len(),
+        "every batch was answered 200 in the end"
+    );
+    // What `a` held unacknowledged comes back to `b` after ack_wait
+    // (2 × 2 s, at least 12 s).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = dest.requests();
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for r in &got {
+            *count.entry(key(r)).or_default() += 1;
+        }
+        let duplicates: usize = count.values().map(|n| n - 1).sum();
+        let missing = accepted.iter().filter(|k| !count.contains_key(*k)).count();
+        let summary = format!(
+            "{} events accepted ({at_kill} before the kill), {} requests, {missing} accepted ids missing, {duplicates} duplicates",
+            accepted.len(),
+            got.len()
+        );
+        if missing == 0 {
+            eprintln!("{summary}");
+            assert!(
+                count.keys().all(|k| accepted.contains(k)),
+                "nothing that was not sent: {summary}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every event answered 200 arrives: {summary}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 503, 503, 200: three attempts, spaced by the backoff (naks with a
+/// delay), then nothing more.
+#[tokio::test]
+async fn a_nak_retries_503_twice_then_200_exactly_three_attempts() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::with_script(Script {
+        statuses: vec![503, 503, 200],
+        ..Script::default()
+    })
+    .await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery("retry_base_ms = 300"),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let id = "nak-retry-000001".to_string();
+    assert_eq!(
+        post(&proxy.url(""), std::slice::from_ref(&id)).await,
+        Some(200)
+    );
+    let got = dest.wait_for(3, Duration::from_secs(15)).await;
+    // The first retry waits 150–300 ms, the second 300–600 ms.
+    let gaps = [got[1].at - got[0].at, got[2].at - got[1].at];
+    assert!(
+        gaps[0] >= Duration::from_millis(140) && gaps[1] >= Duration::from_millis(290),
+        "backoff between attempts: {gaps:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = dest.requests();
+    assert_eq!(got.len(), 3, "exactly three attempts");
+    assert!(got.iter().all(|r| key(r) == id));
+    assert!(got.windows(2).all(|w| w[0].body == w[1].body));
+    let m = proxy.metrics().await;
+    assert_eq!(
+        tool_metric(&m, "tagproxy_tool_delivery_attempts_total", "hook"),
+        3.0
+    );
+    assert_eq!(
+        tool_metric(&m, "tagproxy_tool_delivery_retries_total", "hook"),
+        2.0
+    );
+    assert_eq!(
+        tool_metric(&m, "tagproxy_tool_deliveries_delivered_total", "hook"),
+        1.0
+    );
+}
+
+/// `tagproxy deadletter replay` puts a dead letter back through NATS: its
+/// message id is new, so JetStream does not take it for the original.
+#[tokio::test]
+async fn a_replayed_dead_letter_is_delivered_again_through_nats() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::with_script(Script {
+        statuses: vec![400, 200],
+        ..Script::default()
+    })
+    .await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery(""),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let id = "replay-nats-000001".to_string();
+    assert_eq!(
+        post(&proxy.url(""), std::slice::from_ref(&id)).await,
+        Some(200)
+    );
+    dest.wait_for(1, Duration::from_secs(15)).await;
+    let deadletter = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("deadletter")
+            .args(args)
+            .arg("-c")
+            .arg(&proxy.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deadletter(&["list", "--json"]).trim().is_empty() {
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = deadletter(&["replay"]);
+    assert!(out.starts_with("replayed 1 dead letter"), "{out}");
+    let got = dest.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(key(&got[1]), id);
+    assert_eq!(
+        got[1].body, got[0].body,
+        "the replay is the original request"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(dest.requests().len(), 2, "replayed once");
+    assert!(deadletter(&["list", "--json"]).trim().is_empty());
+}
+
+/// While a destination is down, `/metrics` shows the tool's backlog and its
+/// age, read from the consumer (pending + unacknowledged).
+#[tokio::test]
+async fn queue_depth_and_age_come_from_the_consumer() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let origin = Origin::page("text/html", "<html></html>").await;
+    // Nothing listens there.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery(
+            "retry_base_ms = 60000
+max_attempts = 3",
+        ),
+        &[("down", hook(&down))],
+    )
+    .await;
+    assert_eq!(post(&proxy.url(""), &ids("backlog", 5)).await, Some(200));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = proxy.metrics().await;
+        let depth = tool_metric(&m, "tagproxy_delivery_queue_depth", "down");
+        let age = tool_metric(&m, "tagproxy_delivery_oldest_pending_seconds", "down");
+        if depth == 5.0 && age > 0.5 {
+            assert_eq!(
+                tool_metric(&m, "tagproxy_tool_delivery_retries_total", "down"),
+                5.0
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "depth {depth}, age {age}:\n{m}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// No NATS server at `nats_url`: `serve` exits 1 and says where it looked.
+/// (Needs no nats-server.)
+#[test]
+fn serve_exits_1_naming_nats_url_when_nats_is_unreachable() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let (dir, path) = common::write_config(&format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:{}\"\n[delivery]\nbackend = \"nats\"\nnats_url = \"{url}\"\n",
+        free_port()
+    ));
+    let started = Instant::now();
+    let out = Command::new(bin())
+        .args(["serve", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to NATS at {url}")),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(dir);
+}
