@@ -147,7 +147,13 @@ async fn scripted_answers_retry_settle_or_dead_letter_exactly_as_scripted() {
     )
     .await;
     let id = "scripted-000001".to_string();
-    assert_eq!(post(&proxy.url(""), &[id.clone()]).await.unwrap().0, 200);
+    assert_eq!(
+        post(&proxy.url(""), std::slice::from_ref(&id))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
 
     let wait = Duration::from_secs(10);
     twice_500.wait_for(3, wait).await;
@@ -236,7 +242,13 @@ async fn retry_after_is_honoured_and_a_replayed_dead_letter_is_sent_again() {
     )
     .await;
     let id = "replayed-000001".to_string();
-    assert_eq!(post(&proxy.url(""), &[id.clone()]).await.unwrap().0, 200);
+    assert_eq!(
+        post(&proxy.url(""), std::slice::from_ref(&id))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
 
     let got = limited.wait_for(2, Duration::from_secs(10)).await;
     let gap = got[1].at - got[0].at;
@@ -499,7 +511,10 @@ async fn a_full_spool_answers_503_with_retry_after_and_recovers_when_drained() {
     let mut accepted = Vec::new();
     let refused = loop {
         let id = format!("full-{:06}", accepted.len());
-        match post(&proxy.url(""), &[id.clone()]).await.unwrap() {
+        match post(&proxy.url(""), std::slice::from_ref(&id))
+            .await
+            .unwrap()
+        {
             (200, _) => accepted.push(id),
             other => break other,
         }
