@@ -127,15 +127,18 @@ impl Shared {
             spool_dir: loaded.spool_dir(),
             data_dir: loaded.data_dir(),
         };
-        let engine = Engine::start(&loaded.config.delivery, paths, metrics.clone())?;
+        // 100 000 ids per generation, rotated at least every 12 h: a retry
+        // within 12–24 h is recognised, in at most ~15 MB.
+        let recent_ids = Arc::new(RecentIds::new(
+            100_000,
+            std::time::Duration::from_secs(12 * 3600),
+        ));
+        let engine = Engine::start(&loaded.config.delivery, paths, metrics.clone(), &mut |id| {
+            recent_ids.first_time(id);
+        })?;
         Ok(Shared {
             metrics,
-            // 100 000 ids per generation, rotated at least every 12 h: a retry
-            // within 12–24 h is recognised, in at most ~15 MB.
-            recent_ids: Arc::new(RecentIds::new(
-                100_000,
-                std::time::Duration::from_secs(12 * 3600),
-            )),
+            recent_ids,
             engine,
         })
     }

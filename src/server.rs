@@ -99,6 +99,8 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
     let _ = stop_tx.send(true);
     let _ = public.await;
     let _ = admin.await;
+    // Settled deliveries' acks on disk, so a restart does not resend them.
+    shared.engine.flush().await;
     Ok(())
 }
 

@@ -133,11 +133,14 @@ struct ToolQueue {
 
 impl Engine {
     /// Opens the store (recovering what a previous run left in the spool)
-    /// and starts delivering.
+    /// and starts delivering. The event id of every recovered delivery goes
+    /// to `remember_event_id`: a client retrying a batch that was stored
+    /// just before a crash must not have it delivered twice.
     pub fn start(
         config: &DeliveryConfig,
         paths: Paths,
         metrics: Arc<Metrics>,
+        remember_event_id: &mut dyn FnMut(&str),
     ) -> io::Result<Arc<Engine>> {
         install_tls_provider();
         let policy = Arc::new(Policy {
@@ -204,6 +207,7 @@ impl Engine {
             memory_seq: AtomicU64::new(1),
         });
         for r in recovered {
+            remember_event_id(&r.event_id);
             engine.queue(&r.tool).push(Job {
                 seq: r.seq,
                 accepted_ms: r.accepted_ms,

@@ -53,6 +53,8 @@ pub struct Recovered {
     pub seq: u64,
     pub accepted_ms: u64,
     pub tool: Arc<str>,
+    /// So the collector still recognises a retry of its batch.
+    pub event_id: String,
     pub loc: Loc,
 }
 
@@ -554,6 +556,7 @@ fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
                             seq: stored.seq,
                             accepted_ms: stored.accepted_ms,
                             tool,
+                            event_id: stored.delivery.event_id,
                             loc: Loc {
                                 segment: first,
                                 offset: offset as u64,
