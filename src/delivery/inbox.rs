@@ -98,6 +98,28 @@ pub fn pending(spool_dir: &Path) -> io::Result<Vec<(PathBuf, Vec<Delivery>)>> {
     Ok(out)
 }
 
+/// Called once a file's deliveries are stored: deletes it — unless some of
+/// its lines could not be read, then it is kept as `<name>.unreadable` (and
+/// no longer imported), so nothing vanishes unseen.
+pub fn settle(path: &Path) -> io::Result<()> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let unreadable = bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .filter(|line| serde_json::from_slice::<Delivery>(line).is_err())
+        .count();
+    if unreadable == 0 {
+        return fs::remove_file(path);
+    }
+    let kept = path.with_extension("jsonl.unreadable");
+    tracing::warn!(file = %kept.display(), unreadable, "replay file had unreadable lines; kept for inspection");
+    fs::rename(path, kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +195,27 @@ mod tests {
         let p = write(dir.path(), &[]).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"");
         assert_eq!(pending(dir.path()).unwrap(), vec![(p, vec![])]);
+    }
+
+    #[test]
+    fn settled_files_go_unless_a_line_was_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(dir.path(), &[delivery("ga4", "e1")]).unwrap();
+        settle(&good).unwrap();
+        assert!(!good.exists());
+        let bad = write(dir.path(), &[delivery("ga4", "e2")]).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&bad)
+            .unwrap()
+            .write_all(b"{not json\n")
+            .unwrap();
+        settle(&bad).unwrap();
+        assert!(!bad.exists());
+        assert!(bad.with_extension("jsonl.unreadable").exists());
+        assert!(
+            pending(dir.path()).unwrap().is_empty(),
+            "not imported again"
+        );
     }
 }

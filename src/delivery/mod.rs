@@ -589,8 +589,8 @@ async fn import_inbox(engine: std::sync::Weak<Engine>) {
                 break; // full: try again next tick
             }
             engine.flush().await;
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(error = %e, file = %path.display(), "cannot remove an imported replay file");
+            if let Err(e) = inbox::settle(&path) {
+                tracing::warn!(error = %e, file = %path.display(), "cannot remove or set aside an imported replay file");
             }
             tracing::info!(deliveries = n, file = %path.display(), "dead letters replayed");
         }
