@@ -10,57 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bin, client, free_port, Destination, Origin, Proxy, Recorded, Script};
-use serde_json::{json, Value};
-
-const PAGE: &str = "https://shop.example.com/";
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
-
-/// An `http` tool posting every pageview to `base/hook`.
-fn hook(base: &str) -> String {
-    format!("type = \"http\"\n[settings]\nurl = \"{base}/hook\"\n[automated]\npageview = true\n")
-}
-
-fn pageview(id: &str) -> Value {
-    json!({
-        "type": "pageview",
-        "properties": {},
-        "page": {"url": PAGE, "title": "Shop", "referrer": "", "encoding": "UTF-8"},
-        "device": {"viewport": "1280x720", "resolution": "1920x1080", "language": "en-US", "tz_offset": 0},
-        "vars": {},
-        "ts": 1_732_450_000_000u64,
-        "id": id,
-    })
-}
-
-/// Posts one batch; the status and `Retry-After`, or `None` when the proxy
-/// could not be reached.
-async fn post(proxy_url: &str, ids: &[String]) -> Option<(u16, Option<String>)> {
-    let batch: Vec<Value> = ids.iter().map(|id| pageview(id)).collect();
-    let resp = client()
-        .post(format!("{proxy_url}/_tagproxy/t"))
-        .header("content-type", "application/json")
-        .header("user-agent", UA)
-        .body(Value::Array(batch).to_string())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()?;
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    Some((resp.status().as_u16(), retry_after))
-}
-
-fn key(r: &Recorded) -> String {
-    r.headers
-        .get("idempotency-key")
-        .expect("every delivery carries Idempotency-Key")
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use common::events::{hook, ids, key, keys, metric_value, post};
+use common::{bin, free_port, Destination, Origin, Proxy, Recorded, Script};
+use serde_json::Value;
 
 /// Waits until the destination has seen every id in `want` (by
 /// `Idempotency-Key`); the requests so far.
@@ -72,7 +24,7 @@ async fn wait_for_keys(
     let deadline = Instant::now() + timeout;
     loop {
         let got = dest.requests();
-        let keys: HashSet<String> = got.iter().map(key).collect();
+        let keys = keys(&got);
         if want.is_subset(&keys) {
             return got;
         }
@@ -85,10 +37,6 @@ async fn wait_for_keys(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i:06}")).collect()
 }
 
 /// `tagproxy deadletter ARGS -c config`: stdout, and the exit status.
@@ -112,15 +60,6 @@ fn dead_letters(proxy: &Proxy) -> Vec<Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -197,23 +136,23 @@ async fn scripted_answers_retry_settle_or_dead_letter_exactly_as_scripted() {
     ] {
         let t = format!("{{tool=\"{tool}\"}}");
         assert_eq!(
-            metric(&m, &format!("tagproxy_tool_deliveries_delivered_total{t}")),
+            metric_value(&m, &format!("tagproxy_tool_deliveries_delivered_total{t}")),
             delivered,
             "{tool}"
         );
         assert_eq!(
-            metric(&m, &format!("tagproxy_tool_dead_letters_total{t}")),
+            metric_value(&m, &format!("tagproxy_tool_dead_letters_total{t}")),
             dead,
             "{tool}"
         );
         assert_eq!(
-            metric(&m, &format!("tagproxy_delivery_queue_depth{t}")),
+            metric_value(&m, &format!("tagproxy_delivery_queue_depth{t}")),
             0.0,
             "{tool}"
         );
     }
     assert_eq!(
-        metric(
+        metric_value(
             &m,
             "tagproxy_tool_delivery_attempts_total{tool=\"twice_500\"}"
         ),
@@ -332,7 +271,7 @@ async fn kill_9_mid_stream_loses_no_event_that_was_answered_200() {
         s.await.unwrap();
     }
     assert_eq!(accepted.load(Ordering::Relaxed), 5000);
-    let recovered = metric(&proxy.metrics().await, "tagproxy_spool_recovered_total ");
+    let recovered = metric_value(&proxy.metrics().await, "tagproxy_spool_recovered_total ");
     assert!(
         recovered >= at_kill as f64,
         "recovered {recovered} of {at_kill} accepted before the kill"
@@ -375,7 +314,7 @@ async fn a_batch_retried_after_a_crash_is_delivered_once() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(dest.requests().len(), 10, "each event once");
     let m = proxy.metrics().await;
-    assert_eq!(metric(&m, "tagproxy_events_duplicate_total "), 10.0);
+    assert_eq!(metric_value(&m, "tagproxy_events_duplicate_total "), 10.0);
 }
 
 #[tokio::test]
@@ -398,11 +337,11 @@ async fn a_30_second_outage_is_ridden_out_with_backoff_not_a_hot_loop() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let m = proxy.metrics().await;
     assert_eq!(
-        metric(&m, "tagproxy_delivery_queue_depth{tool=\"hook\"}"),
+        metric_value(&m, "tagproxy_delivery_queue_depth{tool=\"hook\"}"),
         50.0
     );
     assert!(
-        metric(
+        metric_value(
             &m,
             "tagproxy_delivery_oldest_pending_seconds{tool=\"hook\"}"
         ) >= 4.0
@@ -473,7 +412,7 @@ async fn a_30_second_outage_is_ridden_out_with_backoff_not_a_hot_loop() {
     }
     let m = proxy.metrics().await;
     assert_eq!(
-        metric(&m, "tagproxy_delivery_queue_depth{tool=\"hook\"}"),
+        metric_value(&m, "tagproxy_delivery_queue_depth{tool=\"hook\"}"),
         0.0
     );
 }
@@ -510,13 +449,13 @@ async fn a_torn_last_spool_record_is_dropped_and_reported_and_the_rest_delivered
     proxy.restart().await;
     assert!(proxy.logs().contains("torn write"), "{}", proxy.logs());
     let m = proxy.metrics().await;
-    assert!(metric(&m, "tagproxy_spool_torn_bytes_total ") > 0.0);
-    assert_eq!(metric(&m, "tagproxy_spool_recovered_total "), 19.0);
+    assert!(metric_value(&m, "tagproxy_spool_torn_bytes_total ") > 0.0);
+    assert_eq!(metric_value(&m, "tagproxy_spool_recovered_total "), 19.0);
     let dest = Destination::with_script_at(&dest_addr, Script::default()).await;
     let want: HashSet<String> = sent[..19].iter().cloned().collect();
     wait_for_keys(&dest, &want, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let keys: HashSet<String> = dest.requests().iter().map(key).collect();
+    let keys = keys(&dest.requests());
     assert!(
         !keys.contains(&sent[19]),
         "the torn record was never acknowledged"

@@ -15,11 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{bin, client, free_port, Destination, Origin, Proxy, Recorded, Script};
-use serde_json::{json, Value};
-
-const PAGE: &str = "https://shop.example.com/";
-const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+use common::events::{hook, ids, key, metric, post_status as post};
+use common::{bin, free_port, Destination, Origin, Proxy, Recorded, Script};
 
 /// A `nats-server -js` on a free port with its store in a temp dir; killed
 /// when dropped.
@@ -99,59 +96,6 @@ fn nats_server_exe() -> Option<PathBuf> {
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join("nats-server"))
         .find(|p| p.is_file())
-}
-
-/// An `http` tool posting every pageview to `base/hook`.
-fn hook(base: &str) -> String {
-    format!("type = \"http\"\n[settings]\nurl = \"{base}/hook\"\n[automated]\npageview = true\n")
-}
-
-fn pageview(id: &str) -> Value {
-    json!({
-        "type": "pageview",
-        "properties": {},
-        "page": {"url": PAGE, "title": "Shop", "referrer": "", "encoding": "UTF-8"},
-        "device": {"viewport": "1280x720", "resolution": "1920x1080", "language": "en-US", "tz_offset": 0},
-        "vars": {},
-        "ts": 1_732_450_000_000u64,
-        "id": id,
-    })
-}
-
-/// Posts one batch of pageviews; the status, or `None` when the proxy could
-/// not be reached.
-async fn post(proxy_url: &str, ids: &[String]) -> Option<u16> {
-    let batch: Vec<Value> = ids.iter().map(|id| pageview(id)).collect();
-    let resp = client()
-        .post(format!("{proxy_url}/_tagproxy/t"))
-        .header("content-type", "application/json")
-        .header("user-agent", UA)
-        .body(Value::Array(batch).to_string())
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await
-        .ok()?;
-    Some(resp.status().as_u16())
-}
-
-fn key(r: &Recorded) -> String {
-    r.headers
-        .get("idempotency-key")
-        .expect("every delivery carries Idempotency-Key")
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn ids(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-{i:06}")).collect()
-}
-
-/// A metric's value (`line_start` up to the value), or `None`.
-fn metric(text: &str, line_start: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .map(|v| v.trim().parse().unwrap())
 }
 
 fn tool_metric(text: &str, name: &str, tool: &str) -> f64 {
