@@ -217,6 +217,16 @@ async fn retry_after_is_honoured_and_a_replayed_dead_letter_is_sent_again() {
     assert_eq!(bad.requests().len(), 2, "replayed once");
 }
 
+/// tagproxy with an `http` tool whose destination is down (nothing listens
+/// on its address, returned to start one there later).
+async fn behind_a_down_destination(extra: &str) -> (Proxy, String) {
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest_addr = format!("127.0.0.1:{}", free_port());
+    let tool = hook(&format!("http://{dest_addr}"));
+    let proxy = Proxy::start_tools(origin.addr, extra, &[("hook", tool)]).await;
+    (proxy, dest_addr)
+}
+
 /// The browser's behaviour: a batch that got no answer or a 503 is sent
 /// again until it is answered 200.
 async fn send_until_accepted(url: String, batch: Vec<String>, accepted: Arc<AtomicUsize>) {
@@ -233,15 +243,9 @@ async fn send_until_accepted(url: String, batch: Vec<String>, accepted: Arc<Atom
 
 #[tokio::test]
 async fn kill_9_mid_stream_loses_no_event_that_was_answered_200() {
-    let origin = Origin::page("text/html", "<html></html>").await;
     // The destination is down (nothing listens) until after the restart.
-    let dest_addr = format!("127.0.0.1:{}", free_port());
-    let mut proxy = Proxy::start_tools(
-        origin.addr,
-        "[delivery]\nretry_base_ms = 200\nmax_attempts = 40\n",
-        &[("hook", hook(&format!("http://{dest_addr}")))],
-    )
-    .await;
+    let (mut proxy, dest_addr) =
+        behind_a_down_destination("[delivery]\nretry_base_ms = 200\nmax_attempts = 40\n").await;
     let all = ids("kill9", 5000);
     let accepted = Arc::new(AtomicUsize::new(0));
     // 8 senders, 25 events per batch, like many browsers at once.
@@ -295,14 +299,8 @@ async fn kill_9_mid_stream_loses_no_event_that_was_answered_200() {
 
 #[tokio::test]
 async fn a_batch_retried_after_a_crash_is_delivered_once() {
-    let origin = Origin::page("text/html", "<html></html>").await;
-    let dest_addr = format!("127.0.0.1:{}", free_port());
-    let mut proxy = Proxy::start_tools(
-        origin.addr,
-        "[delivery]\nretry_base_ms = 100\nmax_attempts = 40\n",
-        &[("hook", hook(&format!("http://{dest_addr}")))],
-    )
-    .await;
+    let (mut proxy, dest_addr) =
+        behind_a_down_destination("[delivery]\nretry_base_ms = 100\nmax_attempts = 40\n").await;
     let batch = ids("again", 10);
     assert_eq!(post(&proxy.url(""), &batch).await.unwrap().0, 200);
     // The answer was lost (say), the process crashed; the browser retries.
@@ -419,14 +417,8 @@ async fn a_30_second_outage_is_ridden_out_with_backoff_not_a_hot_loop() {
 
 #[tokio::test]
 async fn a_torn_last_spool_record_is_dropped_and_reported_and_the_rest_delivered() {
-    let origin = Origin::page("text/html", "<html></html>").await;
-    let dest_addr = format!("127.0.0.1:{}", free_port());
-    let mut proxy = Proxy::start_tools(
-        origin.addr,
-        "[delivery]\nretry_base_ms = 100\nmax_attempts = 40\n",
-        &[("hook", hook(&format!("http://{dest_addr}")))],
-    )
-    .await;
+    let (mut proxy, dest_addr) =
+        behind_a_down_destination("[delivery]\nretry_base_ms = 100\nmax_attempts = 40\n").await;
     let sent = ids("torn", 20);
     assert_eq!(post(&proxy.url(""), &sent).await.unwrap().0, 200);
     proxy.kill9();
@@ -464,12 +456,8 @@ async fn a_torn_last_spool_record_is_dropped_and_reported_and_the_rest_delivered
 
 #[tokio::test]
 async fn a_full_spool_answers_503_with_retry_after_and_recovers_when_drained() {
-    let origin = Origin::page("text/html", "<html></html>").await;
-    let dest_addr = format!("127.0.0.1:{}", free_port());
-    let proxy = Proxy::start_tools(
-        origin.addr,
+    let (proxy, dest_addr) = behind_a_down_destination(
         "[delivery]\nretry_base_ms = 100\nmax_attempts = 40\nspool_max_bytes = 4096\n",
-        &[("hook", hook(&format!("http://{dest_addr}")))],
     )
     .await;
     let mut accepted = Vec::new();
