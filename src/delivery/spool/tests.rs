@@ -12,6 +12,13 @@ fn delivery(i: usize) -> Delivery {
     }
 }
 
+/// Records for deliveries `range`, accepted at time 0.
+fn bodies(range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+    range
+        .map(|i| record::encode_body(0, &delivery(i)))
+        .collect()
+}
+
 fn open(dir: &Path) -> (Spool, Recovery) {
     Spool::open(dir, 1 << 30, Arc::new(Metrics::default())).unwrap()
 }
@@ -66,14 +73,7 @@ async fn appended_and_unacked_deliveries_come_back_after_a_restart() {
 async fn a_torn_last_record_is_cut_off_and_the_rest_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    spool
-        .append(
-            (0..5)
-                .map(|i| record::encode_body(0, &delivery(i)))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    spool.append(bodies(0..5)).await.unwrap();
     drop(spool);
     let seg = segments(dir.path()).pop().unwrap();
     let len = fs::metadata(&seg).unwrap().len();
@@ -118,14 +118,7 @@ async fn garbage_after_the_last_record_is_dropped() {
 async fn settled_segments_are_deleted_and_stale_acks_never_hit_new_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    let placed = spool
-        .append(
-            (0..3)
-                .map(|i| record::encode_body(0, &delivery(i)))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let placed = spool.append(bodies(0..3)).await.unwrap();
     for (seq, _) in &placed {
         spool.ack(*seq);
     }
@@ -135,14 +128,7 @@ async fn settled_segments_are_deleted_and_stale_acks_never_hit_new_deliveries() 
     let (spool, recovery) = open(dir.path());
     assert!(recovery.pending.is_empty());
     assert!(segments(dir.path()).is_empty());
-    let again = spool
-        .append(
-            (0..3)
-                .map(|i| record::encode_body(0, &delivery(i)))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let again = spool.append(bodies(0..3)).await.unwrap();
     drop(spool);
     let (_, recovery) = open(dir.path());
     assert_eq!(
@@ -184,14 +170,7 @@ async fn a_full_spool_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), 64, Arc::new(Metrics::default())).unwrap();
     assert!(!spool.is_full());
-    spool
-        .append(
-            (0..3)
-                .map(|i| record::encode_body(0, &delivery(i)))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    spool.append(bodies(0..3)).await.unwrap();
     assert!(spool.is_full());
 }
 
@@ -199,14 +178,7 @@ async fn a_full_spool_says_so() {
 async fn a_drained_spool_at_its_limit_shrinks_back() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(dir.path(), 200, Arc::new(Metrics::default())).unwrap();
-    let placed = spool
-        .append(
-            (0..5)
-                .map(|i| record::encode_body(0, &delivery(i)))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let placed = spool.append(bodies(0..5)).await.unwrap();
     assert!(spool.is_full());
     for (seq, _) in placed {
         spool.ack(seq);
