@@ -596,6 +596,27 @@ mod tests {
     }
 
     #[test]
+    fn delivery_keys_are_checked_and_spool_dir_follows_data_dir() {
+        let p = problems("[delivery]\nbackend = \"kafka\"\n");
+        assert!(
+            p[0].starts_with("t.toml:2:11: unknown variant `kafka`"),
+            "{p:?}"
+        );
+        let p = problems("[delivery]\nspool_max_bytes = 0\n");
+        assert_eq!(p, ["t.toml:2:19: must be greater than 0"]);
+        let p = problems("[delivery]\nretry_max_ms = \"x\"\n");
+        assert!(p[0].starts_with("t.toml:2:16: invalid type"), "{p:?}");
+        let l = parse(Path::new("/etc/tp/t.toml"), "data_dir = \"/var/lib/tp\"\n").unwrap();
+        assert_eq!(l.spool_dir(), Path::new("/var/lib/tp/spool"));
+        let l = parse(
+            Path::new("/etc/tp/t.toml"),
+            "[delivery]\nspool_dir = \"q\"\n",
+        )
+        .unwrap();
+        assert_eq!(l.spool_dir(), Path::new("/etc/tp/q"));
+    }
+
+    #[test]
     fn line_col_counts_characters() {
         assert_eq!(line_col("ab\ncdé f", 8), (2, 5));
         assert_eq!(line_col("x", 0), (1, 1));
