@@ -217,6 +217,59 @@ async fn retry_after_is_honoured_and_a_replayed_dead_letter_is_sent_again() {
     assert_eq!(bad.requests().len(), 2, "replayed once");
 }
 
+#[tokio::test]
+async fn a_hanging_destination_never_delays_another_tool() {
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let hanging = Destination::with_script(Script {
+        delay: Duration::from_secs(60),
+        ..Script::default()
+    })
+    .await;
+    let healthy = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[delivery]\nconcurrency_per_tool = 2\ntimeout_ms = 60000\n",
+        &[
+            ("hanging", hook(&hanging.url())),
+            ("healthy", hook(&healthy.url())),
+        ],
+    )
+    .await;
+    let sent = ids("isolated", 50);
+    for chunk in sent.chunks(10) {
+        assert_eq!(post(&proxy.url(""), chunk).await.unwrap().0, 200);
+    }
+    // The hanging tool's two request slots are taken for a minute; the
+    // healthy tool gets everything meanwhile.
+    let want: HashSet<String> = sent.iter().cloned().collect();
+    wait_for_keys(&healthy, &want, Duration::from_secs(10)).await;
+    assert_eq!(
+        hanging.requests().len(),
+        2,
+        "the hanging tool's limit holds"
+    );
+    // Settled as soon as the answers are read.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = proxy.metrics().await;
+        let depth = |tool: &str| {
+            metric_value(
+                &m,
+                &format!("tagproxy_delivery_queue_depth{{tool=\"{tool}\"}}"),
+            )
+        };
+        assert_eq!(depth("hanging"), 50.0);
+        if depth("healthy") == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "healthy deliveries never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// tagproxy with an `http` tool whose destination is down (nothing listens
 /// on its address, returned to start one there later).
 async fn behind_a_down_destination(extra: &str) -> (Proxy, String) {
