@@ -71,6 +71,9 @@ fn bench(c: &mut Criterion) {
 
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("spool.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(TABLE).unwrap();
+        tx.commit().unwrap();
         let mut next = 0u64;
         group.bench_function(format!("redb/{size}"), |b| {
             b.iter(|| {
