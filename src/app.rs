@@ -81,6 +81,9 @@ fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>
             ));
         }
     }
+    for p in &consent.purposes {
+        tcf_purpose_problems(loaded, p.get_ref(), problems);
+    }
     if !consent.enabled {
         return warnings;
     }
@@ -108,6 +111,61 @@ fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>
         }
     }
     warnings
+}
+
+/// A purpose's IAB purpose ids: each exists in TCF v2.2 (1-11), and each
+/// `tcf_legitimate_interest` id is one of its `tcf_purposes` that the TCF
+/// v2.2 policy lets rest on legitimate interest (not 1, 3, 4, 5 or 6).
+fn tcf_purpose_problems(
+    loaded: &Loaded,
+    p: &crate::config::PurposeConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let mut at = |n: &toml::Spanned<u8>, message: String| {
+        problems.push(Problem::at(
+            &loaded.path,
+            &loaded.text,
+            n.span().start,
+            message,
+        ));
+    };
+    let exists = |n: u8| crate::consent::tcf::PURPOSES.contains(&n);
+    for n in &p.tcf_purposes {
+        if !exists(*n.get_ref()) {
+            at(
+                n,
+                format!(
+                    "IAB purpose {} does not exist: TCF v2.2 defines purposes 1 to 11",
+                    n.get_ref()
+                ),
+            );
+        }
+    }
+    for n in &p.tcf_legitimate_interest {
+        let id = *n.get_ref();
+        if !exists(id) {
+            at(
+                n,
+                format!("IAB purpose {id} does not exist: TCF v2.2 defines purposes 1 to 11"),
+            );
+        } else if !crate::consent::tcf::legitimate_interest_allowed(id) {
+            at(
+                n,
+                format!(
+                    "legitimate interest is not allowed for IAB purpose {id}: \
+                     TCF v2.2 allows only consent for purposes 1, 3, 4, 5 and 6"
+                ),
+            );
+        } else if !p.tcf_purposes.iter().any(|m| m.get_ref() == &id) {
+            at(
+                n,
+                format!(
+                    "IAB purpose {id} is in tcf_legitimate_interest but not in tcf_purposes of purpose `{}`",
+                    p.id
+                ),
+            );
+        }
+    }
 }
 
 /// State that outlives config reloads: the delivery engine (and what it

@@ -106,9 +106,17 @@ pub struct PurposeConfig {
     /// The Consent Mode v2 signals this purpose drives.
     #[serde(default)]
     pub consent_mode: Vec<ConsentSignal>,
-    /// TCF mode: IAB purposes that must all have consent.
+    /// TCF mode: the IAB purposes (1-11, TCF v2.2) that must all have a
+    /// legal basis: consent, or legitimate interest where listed in
+    /// `tcf_legitimate_interest`. Spanned so `check` can point at a bad id.
     #[serde(default)]
-    pub tcf_purposes: Vec<u8>,
+    pub tcf_purposes: Vec<Spanned<u8>>,
+    /// TCF mode: those of `tcf_purposes` for which legitimate interest (the
+    /// purpose's LI transparency bit plus, for a tool with a vendor id, the
+    /// vendor's LI bit) counts as well as consent. TCF v2.2 forbids LI for
+    /// purposes 1, 3, 4, 5 and 6; `check` rejects them.
+    #[serde(default)]
+    pub tcf_legitimate_interest: Vec<Spanned<u8>>,
 }
 
 /// A text, or translations of it by language (`{ en = "…", de = "…" }`).

@@ -32,7 +32,20 @@ struct Purpose {
     id: String,
     default_granted: bool,
     signals: Vec<ConsentSignal>,
+    /// TCF mode: IAB purposes that must all have a legal basis.
     tcf_purposes: Vec<u8>,
+    /// TCF mode: those of `tcf_purposes` where legitimate interest counts.
+    tcf_legitimate_interest: Vec<u8>,
+}
+
+impl Purpose {
+    /// The IAB purposes this purpose needs, each with whether legitimate
+    /// interest is accepted for it.
+    fn iab_purposes(&self) -> impl Iterator<Item = (u8, bool)> + '_ {
+        self.tcf_purposes
+            .iter()
+            .map(|&n| (n, self.tcf_legitimate_interest.contains(&n)))
+    }
 }
 
 /// The consent configuration, ready to evaluate requests.
@@ -79,7 +92,12 @@ impl ConsentPolicy {
                         id: p.id.clone(),
                         default_granted: p.default == ConsentDefault::Granted,
                         signals: p.consent_mode.clone(),
-                        tcf_purposes: p.tcf_purposes.clone(),
+                        tcf_purposes: p.tcf_purposes.iter().map(|n| *n.get_ref()).collect(),
+                        tcf_legitimate_interest: p
+                            .tcf_legitimate_interest
+                            .iter()
+                            .map(|n| *n.get_ref())
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -92,35 +110,22 @@ impl ConsentPolicy {
 
     /// Reads a request's consent cookies.
     pub fn evaluate(&self, cookies: &HashMap<String, String>) -> Choices {
-        let tc = if self.tcf {
-            cookies
+        if self.tcf {
+            let tc = cookies
                 .get(TCF_COOKIE)
                 .and_then(|s| tcf::TcString::parse(s).ok())
-                .map(Arc::new)
-        } else {
-            None
-        };
-        let decided: Vec<Option<bool>> = if self.tcf {
-            match &tc {
-                // A purpose is granted when every IAB purpose it lists has consent.
-                Some(tc) => self
-                    .purposes
-                    .iter()
-                    .map(|p| Some(p.tcf_purposes.iter().all(|&n| tc.purpose_consent(n))))
-                    .collect(),
-                // Missing or malformed: nothing is granted.
-                None => vec![Some(false); self.purposes.len()],
-            }
-        } else {
-            let chosen = cookies
-                .get(&self.cookie)
-                .and_then(|raw| parse_choice_cookie(raw))
-                .unwrap_or_default();
-            self.purposes
-                .iter()
-                .map(|p| chosen.get(&p.id).and_then(Value::as_bool))
-                .collect()
-        };
+                .map(Arc::new);
+            return self.tcf_choices(tc);
+        }
+        let chosen = cookies
+            .get(&self.cookie)
+            .and_then(|raw| parse_choice_cookie(raw))
+            .unwrap_or_default();
+        let decided: Vec<Option<bool>> = self
+            .purposes
+            .iter()
+            .map(|p| chosen.get(&p.id).and_then(Value::as_bool))
+            .collect();
         let granted = self
             .purposes
             .iter()
@@ -130,8 +135,47 @@ impl ConsentPolicy {
         Choices {
             decided,
             granted,
+            tc: None,
+        }
+    }
+
+    /// TCF mode: a purpose is granted when every IAB purpose it lists has a
+    /// legal basis (consent, or LI where the purpose accepts it); a missing
+    /// or malformed string grants nothing.
+    fn tcf_choices(&self, tc: Option<Arc<tcf::TcString>>) -> Choices {
+        let granted: Vec<bool> = match &tc {
+            Some(tc) => self
+                .purposes
+                .iter()
+                .map(|p| p.iab_purposes().all(|(n, li)| tc.purpose_has_basis(n, li)))
+                .collect(),
+            None => vec![false; self.purposes.len()],
+        };
+        Choices {
+            decided: granted.iter().map(|&g| Some(g)).collect(),
+            granted,
             tc,
         }
+    }
+
+    /// TCF mode: whether GVL vendor `vendor` has a legal basis for every IAB
+    /// purpose of the tool's `purposes`, publisher restrictions applied
+    /// (`TcString::vendor_has_basis`). A tool whose purposes list no IAB
+    /// purpose needs the vendor's consent, as before legal bases existed.
+    fn vendor_allowed(&self, tc: &tcf::TcString, purposes: &[String], vendor: u16) -> bool {
+        let mut any = false;
+        for id in purposes {
+            let Some(p) = self.purposes.iter().find(|p| &p.id == id) else {
+                return false;
+            };
+            for (n, li) in p.iab_purposes() {
+                any = true;
+                if !tc.vendor_has_basis(n, vendor, li) {
+                    return false;
+                }
+            }
+        }
+        any || tc.vendor_consent(vendor)
     }
 
     /// `system.consent`: purpose id → granted.
@@ -177,10 +221,9 @@ impl ConsentPolicy {
                 .is_some_and(|i| choices.granted[i])
         });
         let vendor_ok = match (self.tcf, tcf_vendor_id) {
-            (true, Some(v)) => choices
-                .tc
-                .as_ref()
-                .is_some_and(|tc| u16::try_from(v).is_ok_and(|v| tc.vendor_consent(v))),
+            (true, Some(v)) => choices.tc.as_ref().is_some_and(|tc| {
+                u16::try_from(v).is_ok_and(|v| self.vendor_allowed(tc, purposes, v))
+            }),
             _ => true,
         };
         purposes_ok && vendor_ok
@@ -461,6 +504,305 @@ tcf_purposes = [1, 4]
         }
         let none = p.evaluate(&HashMap::new());
         assert!(!p.allows(&none, &["analytics".into()], None, false));
+    }
+
+    /// TC strings written by the IAB's own encoder (tests/tcf/encode.mjs,
+    /// `@iabtechlabtcf/core`), plus the issue-10 example string.
+    fn fixture(name: &str) -> HashMap<String, String> {
+        let all: Value =
+            serde_json::from_str(include_str!("../../tests/tcf/fixtures.json")).unwrap();
+        let s = all[name]["tc_string"].as_str().unwrap().to_string();
+        [(TCF_COOKIE.to_string(), s)].into()
+    }
+
+    /// One consent purpose per IAB purpose and legal basis the tests need;
+    /// `*_li` purposes accept legitimate interest.
+    const TCF_PURPOSES: &str = r#"[consent]
+enabled = true
+tcf = true
+[[consent.purposes]]
+id = "storage"
+name = "Store and/or access information on a device"
+tcf_purposes = [1]
+[[consent.purposes]]
+id = "basic_ads"
+name = "Use limited data to select advertising"
+tcf_purposes = [2]
+[[consent.purposes]]
+id = "basic_ads_li"
+name = "Use limited data to select advertising"
+tcf_purposes = [2]
+tcf_legitimate_interest = [2]
+[[consent.purposes]]
+id = "measurement"
+name = "Measure advertising performance"
+tcf_purposes = [7]
+[[consent.purposes]]
+id = "measurement_li"
+name = "Measure advertising performance"
+tcf_purposes = [7]
+tcf_legitimate_interest = [7]
+[[consent.purposes]]
+id = "audiences"
+name = "Understand audiences"
+tcf_purposes = [9]
+[[consent.purposes]]
+id = "audiences_li"
+name = "Understand audiences"
+tcf_purposes = [9]
+tcf_legitimate_interest = [9]
+"#;
+
+    /// Whether a tool needing consent purpose `purpose` and, when given,
+    /// GVL vendor `vendor`, may receive an event.
+    fn gets(p: &ConsentPolicy, c: &Choices, purpose: &str, vendor: Option<u32>) -> bool {
+        p.allows(c, &[purpose.to_string()], vendor, false)
+    }
+
+    /// Restriction type 0 ("purpose flatly not allowed by publisher")
+    /// withholds the purpose from the listed vendors whatever their consent.
+    /// Source: IAB Tech Lab, "Consent string and vendor list formats v2",
+    /// PubRestrictionEntry: https://github.com/InteractiveAdvertisingBureau/GDPR-Transparency-and-Consent-Framework/blob/master/TCFv2/IAB%20Tech%20Lab%20-%20Consent%20string%20and%20vendor%20list%20formats%20v2.md#publisher-restrictions
+    #[test]
+    fn tcf_restriction_not_allowed_withholds_the_purpose_from_listed_vendors() {
+        let p = policy(TCF_PURPOSES);
+        // Issue 10: purposes 1, 2, 4, 9, 10 consented; vendors 2, 6, 8, 9,
+        // 350, 722 consented; purpose 1 not allowed for vendors 8-9.
+        let c = p.evaluate(&fixture("issue_example"));
+        assert!(
+            !gets(&p, &c, "storage", Some(8)),
+            "vendor 8: purpose 1 restricted"
+        );
+        assert!(
+            !gets(&p, &c, "storage", Some(9)),
+            "vendor 9: purpose 1 restricted"
+        );
+        assert!(gets(&p, &c, "storage", Some(2)), "vendor 2: no restriction");
+        assert!(gets(&p, &c, "storage", Some(6)));
+        assert!(
+            gets(&p, &c, "storage", None),
+            "the purpose itself is consented"
+        );
+        assert!(
+            gets(&p, &c, "basic_ads", Some(8)),
+            "only purpose 1 is restricted"
+        );
+        assert!(!gets(&p, &c, "storage", Some(7)), "vendor 7 has no consent");
+
+        // IAB-encoded: purpose 7 not allowed for vendor 755, which has consent.
+        let c = p.evaluate(&fixture("not_allowed"));
+        assert!(!gets(&p, &c, "measurement", Some(755)));
+        assert!(!gets(&p, &c, "measurement_li", Some(755)));
+        assert!(gets(&p, &c, "measurement", Some(8)));
+        assert!(
+            gets(&p, &c, "storage", Some(755)),
+            "purpose 1 is not restricted"
+        );
+        assert!(gets(&p, &c, "measurement", None));
+        // A tool needing several purposes loses them all with one withheld.
+        assert!(!p.allows(
+            &c,
+            &["storage".into(), "measurement".into()],
+            Some(755),
+            false
+        ));
+    }
+
+    /// Restriction type 1 ("require consent"): only consent counts for that
+    /// vendor and purpose; legitimate interest does not.
+    #[test]
+    fn tcf_restriction_require_consent_ignores_legitimate_interest() {
+        let p = policy(TCF_PURPOSES);
+        // Purposes 1, 7 consented, LI for 2, 7, 8; vendor 755 consent + LI,
+        // vendor 8 LI only; purpose 2 requires consent for 755, purpose 7
+        // requires consent for 8.
+        let c = p.evaluate(&fixture("require_consent"));
+        assert!(
+            !gets(&p, &c, "measurement_li", Some(8)),
+            "vendor 8 has only LI for purpose 7, which must use consent"
+        );
+        assert!(
+            !gets(&p, &c, "basic_ads_li", Some(755)),
+            "purpose 2 has LI but no consent, and 755 must use consent"
+        );
+        assert!(
+            gets(&p, &c, "basic_ads_li", Some(8)),
+            "no restriction: LI counts"
+        );
+        assert!(gets(&p, &c, "measurement_li", Some(755)), "consent counts");
+        assert!(gets(&p, &c, "measurement", Some(755)));
+        assert!(!gets(&p, &c, "basic_ads", Some(8)), "LI not accepted");
+    }
+
+    /// Restriction type 2 ("require legitimate interest"): only LI counts;
+    /// a purpose that does not accept LI is withheld from that vendor.
+    #[test]
+    fn tcf_restriction_require_li_ignores_consent() {
+        let p = policy(TCF_PURPOSES);
+        // Purposes 2, 7, 9 consented, LI for 2, 7; vendors 8, 755 consented,
+        // 755 also LI; purpose 7 requires LI for 755, purpose 9 for 8.
+        let c = p.evaluate(&fixture("require_li"));
+        assert!(
+            !gets(&p, &c, "measurement", Some(755)),
+            "consent does not count, and this purpose does not accept LI"
+        );
+        assert!(
+            gets(&p, &c, "measurement_li", Some(755)),
+            "LI for 7 and 755"
+        );
+        assert!(
+            !gets(&p, &c, "audiences", Some(8)),
+            "vendor 8 must use LI for purpose 9"
+        );
+        assert!(
+            !gets(&p, &c, "audiences_li", Some(8)),
+            "no purpose LI for 9 and no vendor LI for 8"
+        );
+        assert!(
+            gets(&p, &c, "audiences", Some(755)),
+            "no restriction for 755"
+        );
+        assert!(
+            gets(&p, &c, "measurement", Some(8)),
+            "no restriction for 8 on 7"
+        );
+    }
+
+    /// Legitimate interest counts only for purposes configured to accept it:
+    /// purpose LI transparency plus the vendor's LI bit, per purpose.
+    #[test]
+    fn tcf_legitimate_interest_counts_only_where_configured() {
+        let p = policy(TCF_PURPOSES);
+        // Consent for purpose 1 only; LI for 2, 7, 8, 9, 10; vendor consent
+        // 2, 1000-1002, 1126; vendor LI 1003-1008, 1126 (range-encoded).
+        let c = p.evaluate(&fixture("li_ranges"));
+        assert_eq!(p.system_json(&c)["measurement"], json!(false));
+        assert_eq!(p.system_json(&c)["measurement_li"], json!(true));
+        assert!(gets(&p, &c, "measurement_li", None));
+        assert!(!gets(&p, &c, "measurement", None));
+        assert!(gets(&p, &c, "measurement_li", Some(1005)), "vendor LI");
+        assert!(!gets(&p, &c, "measurement", Some(1005)), "LI not accepted");
+        assert!(
+            !gets(&p, &c, "measurement_li", Some(1000)),
+            "vendor 1000 has consent, but purpose 7 has none"
+        );
+        assert!(!gets(&p, &c, "measurement_li", Some(1009)), "neither basis");
+        // Mixed bases in one tool: consent for 1, LI for 7.
+        let both = ["storage".to_string(), "measurement_li".to_string()];
+        assert!(p.allows(&c, &both, Some(1126), false));
+        assert!(
+            !p.allows(&c, &both, Some(1005), false),
+            "1005 has no consent for purpose 1"
+        );
+    }
+
+    /// A decoded TC string built by hand (for cases no CMP should write):
+    /// consent and LI for every purpose, consent and LI for vendors 1-20,
+    /// and the given restrictions.
+    fn hand_made(restrictions: &[(u8, tcf::RestrictionType, u16)]) -> tcf::TcString {
+        use tcf::{PublisherRestriction, VendorSet};
+        let all = VendorSet::from_ids(1..=20);
+        tcf::TcString {
+            version: 2,
+            created: 0,
+            last_updated: 0,
+            cmp_id: 1,
+            cmp_version: 1,
+            consent_screen: 1,
+            consent_language: "EN".into(),
+            vendor_list_version: 150,
+            tcf_policy_version: 4,
+            is_service_specific: true,
+            use_non_standard_texts: false,
+            special_feature_opt_ins: 0,
+            purpose_consents: 0xff_ffff,
+            purpose_legitimate_interests: 0xff_ffff,
+            purpose_one_treatment: false,
+            publisher_cc: "DE".into(),
+            vendor_consents: all.clone(),
+            vendor_legitimate_interests: all,
+            publisher_restrictions: restrictions
+                .iter()
+                .map(|&(purpose_id, restriction_type, v)| PublisherRestriction {
+                    purpose_id,
+                    restriction_type,
+                    vendors: VendorSet::from_ids([v]),
+                })
+                .collect(),
+            disclosed_vendors: None,
+            publisher_tc: None,
+        }
+    }
+
+    /// Strings no conforming CMP writes still fail closed: an undefined
+    /// restriction type (3), two restrictions on one vendor and purpose, and
+    /// "require LI" on a purpose the policy keeps to consent.
+    #[test]
+    fn tcf_odd_restrictions_fail_closed() {
+        use tcf::RestrictionType::*;
+        let p = policy(TCF_PURPOSES);
+        let with =
+            |r: &[(u8, tcf::RestrictionType, u16)]| p.tcf_choices(Some(Arc::new(hand_made(r))));
+        let c = with(&[]);
+        for id in ["storage", "basic_ads", "measurement_li", "audiences"] {
+            assert!(gets(&p, &c, id, Some(5)), "{id}: no restriction");
+        }
+        let c = with(&[(7, Undefined, 5)]);
+        assert!(!gets(&p, &c, "measurement", Some(5)));
+        assert!(!gets(&p, &c, "measurement_li", Some(5)));
+        assert!(
+            gets(&p, &c, "measurement", Some(6)),
+            "other vendors unaffected"
+        );
+        // Consent and LI both required: neither alone can satisfy both.
+        let c = with(&[(7, RequireConsent, 5), (7, RequireLegitimateInterest, 5)]);
+        assert!(!gets(&p, &c, "measurement_li", Some(5)));
+        let c = with(&[(7, RequireConsent, 5), (7, NotAllowed, 5)]);
+        assert!(!gets(&p, &c, "measurement", Some(5)));
+        // "Require LI" on purpose 1: LI is never a basis for it.
+        let c = with(&[(1, RequireLegitimateInterest, 5)]);
+        assert!(!gets(&p, &c, "storage", Some(5)));
+        assert!(
+            gets(&p, &c, "storage", None),
+            "the purpose is still consented"
+        );
+    }
+
+    /// LI never counts for purposes 1 and 3-6, even if a config that `check`
+    /// would reject listed them; purposeOneTreatment is not consent; a tool
+    /// whose purposes name no IAB purpose still needs its vendor's consent.
+    #[test]
+    fn tcf_li_limits_and_vendor_without_iab_purposes() {
+        let p = policy(
+            r#"[consent]
+enabled = true
+tcf = true
+[[consent.purposes]]
+id = "profiles"
+name = "Profiles"
+tcf_purposes = [1, 3]
+tcf_legitimate_interest = [1, 3]
+[[consent.purposes]]
+id = "plain"
+name = "No IAB purpose"
+"#,
+        );
+        let mut tc = hand_made(&[]);
+        tc.purpose_consents = 0;
+        tc.vendor_consents = tcf::VendorSet::default();
+        tc.purpose_one_treatment = true;
+        let c = p.tcf_choices(Some(Arc::new(tc.clone())));
+        assert!(!gets(&p, &c, "profiles", None));
+        assert!(
+            !gets(&p, &c, "profiles", Some(5)),
+            "vendor LI cannot stand in"
+        );
+        assert!(gets(&p, &c, "plain", None));
+        assert!(!gets(&p, &c, "plain", Some(5)), "vendor 5 has no consent");
+        tc.vendor_consents = tcf::VendorSet::from_ids([5]);
+        let c = p.tcf_choices(Some(Arc::new(tc)));
+        assert!(gets(&p, &c, "plain", Some(5)));
+        assert!(!gets(&p, &c, "plain", Some(70_000)), "not a GVL id");
     }
 
     /// Each of the nine letters, for every combination of default and update.

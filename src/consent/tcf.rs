@@ -15,6 +15,24 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
+/// The IAB purposes TCF v2.2 defines (Policies, Appendix A): 1 store and/or
+/// access information on a device, 2 use limited data to select advertising,
+/// 3-6 create / use profiles for personalised advertising and content,
+/// 7 measure advertising performance, 8 measure content performance,
+/// 9 understand audiences, 10 develop and improve services, 11 use limited
+/// data to select content. Special purposes are a separate id space with no
+/// signal in the TC string.
+pub const PURPOSES: std::ops::RangeInclusive<u8> = 1..=11;
+
+/// Whether TCF v2.2 policy lets IAB purpose `purpose` rest on legitimate
+/// interest: never purpose 1 (device access needs consent) nor, since v2.2,
+/// purposes 3-6 (personalised advertising and content profiles). Source: IAB
+/// Europe TCF Policies v2.2, Appendix A; `@iabtechlabtcf/core` clears the LI
+/// bits of exactly these purposes when encoding.
+pub fn legitimate_interest_allowed(purpose: u8) -> bool {
+    PURPOSES.contains(&purpose) && !matches!(purpose, 1 | 3..=6)
+}
+
 /// Why a TC string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TcfError {
@@ -179,10 +197,63 @@ impl TcString {
     /// The publisher's restriction on `purpose` for `vendor`, if any (the
     /// first matching entry).
     pub fn restriction(&self, purpose: u8, vendor: u16) -> Option<RestrictionType> {
+        self.restrictions(purpose, vendor).next()
+    }
+
+    /// Every restriction the publisher set on `purpose` for `vendor`. The
+    /// spec allows one per vendor and purpose; a string that sets several
+    /// gets all of them applied (see `vendor_has_basis`).
+    pub fn restrictions(
+        &self,
+        purpose: u8,
+        vendor: u16,
+    ) -> impl Iterator<Item = RestrictionType> + '_ {
         self.publisher_restrictions
             .iter()
-            .find(|r| r.purpose_id == purpose && r.vendors.contains(vendor))
+            .filter(move |r| r.purpose_id == purpose && r.vendors.contains(vendor))
             .map(|r| r.restriction_type)
+    }
+
+    /// Whether IAB purpose `purpose` itself has a legal basis: consent, or,
+    /// when `accept_li` and TCF v2.2 allows LI for it, legitimate interest
+    /// transparency without objection (PurposesLITransparency). Publisher
+    /// restrictions are per vendor and do not apply here.
+    pub fn purpose_has_basis(&self, purpose: u8, accept_li: bool) -> bool {
+        self.purpose_consent(purpose)
+            || (accept_li
+                && legitimate_interest_allowed(purpose)
+                && self.purpose_legitimate_interest(purpose))
+    }
+
+    /// Whether GVL vendor `vendor` has a legal basis for IAB purpose
+    /// `purpose`: consent (purpose and vendor consent bits) or, when
+    /// `accept_li` and TCF v2.2 allows LI for the purpose, legitimate
+    /// interest (purpose LI transparency and vendor LI bits), subject to the
+    /// publisher's restrictions as the "Consent string and vendor list
+    /// formats v2" spec defines them (PubRestrictionEntry):
+    /// - type 0, not allowed: no basis at all, whatever the signals;
+    /// - type 1, require consent: only consent counts;
+    /// - type 2, require legitimate interest: only LI counts, so a purpose
+    ///   that does not accept LI (a vendor registered for consent, in GVL
+    ///   terms) has no basis, and neither has one of purposes 1, 3-6, for
+    ///   which the policy forbids LI;
+    /// - type 3, undefined: no basis (an unknown restriction is not ignored).
+    ///
+    /// Several restrictions on one vendor and purpose all apply.
+    pub fn vendor_has_basis(&self, purpose: u8, vendor: u16, accept_li: bool) -> bool {
+        let (mut consent_ok, mut li_ok) = (true, accept_li);
+        for r in self.restrictions(purpose, vendor) {
+            match r {
+                RestrictionType::RequireConsent => li_ok = false,
+                RestrictionType::RequireLegitimateInterest => consent_ok = false,
+                RestrictionType::NotAllowed | RestrictionType::Undefined => return false,
+            }
+        }
+        (consent_ok && self.purpose_consent(purpose) && self.vendor_consent(vendor))
+            || (li_ok
+                && legitimate_interest_allowed(purpose)
+                && self.purpose_legitimate_interest(purpose)
+                && self.vendor_legitimate_interest(vendor))
     }
 }
 
@@ -962,6 +1033,155 @@ mod tests {
         assert_eq!(ours[1], theirs[1]);
         assert_eq!(ours[2], theirs[3]);
         round_trip(&tc);
+    }
+
+    // ---- strings written by the IAB's own encoder ----
+
+    /// Every fixture of tests/tcf/fixtures.json (written by
+    /// `@iabtechlabtcf/core`, see tests/tcf/encode.mjs) decodes to exactly
+    /// what that library decodes from it: an encoder and decoder
+    /// independent of this file.
+    #[test]
+    fn iab_library_fixtures_decode_as_the_library_reads_them() {
+        let all: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/tcf/fixtures.json")).unwrap();
+        let ids = |v: &serde_json::Value| -> Vec<u64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect()
+        };
+        let bits = |field: u64, width: u8| -> Vec<u64> {
+            (1..=width)
+                .filter(|&i| flag(field, width, i))
+                .map(u64::from)
+                .collect()
+        };
+        let set = |v: &VendorSet| -> Vec<u64> { v.iter().map(u64::from).collect() };
+        let names: Vec<&String> = all.as_object().unwrap().keys().collect();
+        assert_eq!(
+            names,
+            [
+                "issue_example",
+                "li_ranges",
+                "not_allowed",
+                "require_consent",
+                "require_li"
+            ]
+        );
+        for (name, f) in all.as_object().unwrap() {
+            let s = f["tc_string"].as_str().unwrap();
+            let e = &f["expected"];
+            let tc = TcString::parse(s).unwrap_or_else(|err| panic!("{name}: {err}"));
+            let ctx = format!("{name}: {s}");
+            assert_eq!(u64::from(tc.version), e["version"], "{ctx}");
+            assert_eq!(tc.created, e["created"], "{ctx}");
+            assert_eq!(tc.last_updated, e["last_updated"], "{ctx}");
+            assert_eq!(u64::from(tc.cmp_id), e["cmp_id"], "{ctx}");
+            assert_eq!(u64::from(tc.cmp_version), e["cmp_version"], "{ctx}");
+            assert_eq!(u64::from(tc.consent_screen), e["consent_screen"], "{ctx}");
+            assert_eq!(tc.consent_language, e["consent_language"], "{ctx}");
+            assert_eq!(
+                u64::from(tc.vendor_list_version),
+                e["vendor_list_version"],
+                "{ctx}"
+            );
+            assert_eq!(
+                u64::from(tc.tcf_policy_version),
+                e["tcf_policy_version"],
+                "{ctx}"
+            );
+            assert_eq!(tc.is_service_specific, e["is_service_specific"], "{ctx}");
+            assert_eq!(
+                tc.purpose_one_treatment, e["purpose_one_treatment"],
+                "{ctx}"
+            );
+            assert_eq!(tc.publisher_cc, e["publisher_cc"], "{ctx}");
+            assert_eq!(
+                bits(tc.purpose_consents.into(), 24),
+                ids(&e["purpose_consents"]),
+                "{ctx}"
+            );
+            assert_eq!(
+                bits(tc.purpose_legitimate_interests.into(), 24),
+                ids(&e["purpose_legitimate_interests"]),
+                "{ctx}"
+            );
+            assert_eq!(
+                set(&tc.vendor_consents),
+                ids(&e["vendor_consents"]),
+                "{ctx}"
+            );
+            assert_eq!(
+                set(&tc.vendor_legitimate_interests),
+                ids(&e["vendor_legitimate_interests"]),
+                "{ctx}"
+            );
+            let mut restrictions: Vec<(u64, u64, Vec<u64>)> = tc
+                .publisher_restrictions
+                .iter()
+                .map(|r| {
+                    (
+                        u64::from(r.purpose_id),
+                        u64::from(r.restriction_type.bits()),
+                        set(&r.vendors),
+                    )
+                })
+                .collect();
+            restrictions.sort();
+            let expected: Vec<(u64, u64, Vec<u64>)> = e["publisher_restrictions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["purpose_id"].as_u64().unwrap(),
+                        r["restriction_type"].as_u64().unwrap(),
+                        ids(&r["vendors"]),
+                    )
+                })
+                .collect();
+            assert_eq!(restrictions, expected, "{ctx}");
+            assert_eq!(
+                tc.disclosed_vendors.as_ref().map(set).unwrap_or_default(),
+                ids(&e["disclosed_vendors"]),
+                "{ctx}"
+            );
+            let (pc, pli) = tc.publisher_tc.as_ref().map_or((0, 0), |p| {
+                (p.purpose_consents, p.purpose_legitimate_interests)
+            });
+            assert_eq!(
+                bits(pc.into(), 24),
+                ids(&e["publisher_purpose_consents"]),
+                "{ctx}"
+            );
+            assert_eq!(
+                bits(pli.into(), 24),
+                ids(&e["publisher_purpose_legitimate_interests"]),
+                "{ctx}"
+            );
+        }
+        // The issue's string, field by field as the issue states it.
+        let tc = TcString::parse(all["issue_example"]["tc_string"].as_str().unwrap()).unwrap();
+        assert_eq!(tc.restriction(1, 8), Some(RestrictionType::NotAllowed));
+        assert_eq!(tc.restriction(1, 9), Some(RestrictionType::NotAllowed));
+        assert_eq!(tc.restriction(1, 10), None);
+        assert_eq!(tc.restriction(2, 8), None);
+        // li_ranges: both vendor sections are range-encoded (IsRangeEncoding
+        // is the bit after the 213-bit header and the 16-bit MaxVendorId).
+        let core = all["li_ranges"]["tc_string"].as_str().unwrap();
+        let data = decode_segment(core.split('.').next().unwrap(), 0).unwrap();
+        let mut b = Bits::new(&data);
+        for n in [64, 64, 64, 21] {
+            b.read(n).unwrap();
+        }
+        assert_eq!(b.read(16), Ok(1126), "MaxVendorId of the consent section");
+        assert_eq!(b.read(1), Ok(1), "range encoding");
+        let consents = read_range_entries(&mut b, Some(1126)).unwrap();
+        assert_eq!(consents, [(2, 2), (1000, 1002), (1126, 1126)]);
+        assert_eq!(b.read(16), Ok(1126), "MaxVendorId of the LI section");
+        assert_eq!(b.read(1), Ok(1), "range encoding");
     }
 
     // ---- round trips through the test encoder ----
