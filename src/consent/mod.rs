@@ -190,7 +190,10 @@ impl ConsentPolicy {
     }
 
     /// Whether a tool needing `purposes` (and, in TCF mode, vendor
-    /// `tcf_vendor_id`) may receive an event. A replayed event (sent again
+    /// `tcf_vendor_id`) may receive an event. In TCF mode with a vendor id,
+    /// the vendor needs a legal basis for each IAB purpose of each of those
+    /// purposes, the publisher's restrictions applied
+    /// (`TcString::vendor_has_basis`). A replayed event (sent again
     /// after the visitor decided) only goes to tools that could not have had
     /// it the first time: tools with at least one purpose denied by default.
     /// Tools without purposes, or whose purposes are all granted by default,
