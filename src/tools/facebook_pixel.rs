@@ -418,25 +418,79 @@ pub fn hash_user_field(field: &str, value: &str) -> Option<String> {
     )
 }
 
-/// Track properties for `custom_data`: scalars and arrays, no personal data,
-/// no internal keys.
+/// Track properties for `custom_data`: no personal data (keys that name it,
+/// at any depth, and values shaped like an e-mail address or an
+/// international phone number), no internal keys, and no `system` object (a
+/// custom action's `include_system_properties`: the IP and user agent already
+/// go, as Meta asks, in `user_data`; cookies never go).
 fn custom_props(props: &Map<String, Value>, pii: &[&str]) -> Map<String, Value> {
     props
         .iter()
-        .filter(|(k, _)| !k.starts_with("__") && !pii.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|(k, _)| !k.starts_with("__") && !pii.contains(&k.as_str()) && *k != "system")
+        .filter_map(|(k, v)| Some((k.clone(), scrub(v)?)))
         .collect()
 }
 
-/// Zaraz ecommerce properties → Meta's standard `custom_data`.
+/// `v` without personal data; `None` when nothing is left of it.
+fn scrub(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) if looks_personal(s) => None,
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(scrub).collect())),
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter(|(k, _)| !is_personal_key(k))
+                .filter_map(|(k, v)| Some((k.clone(), scrub(v)?)))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+/// A key that names one of Meta's customer information parameters.
+fn is_personal_key(k: &str) -> bool {
+    USER_FIELDS
+        .iter()
+        .any(|(_, names)| names.contains(&k.to_ascii_lowercase().as_str()))
+}
+
+/// An e-mail address (`local@domain.tld`) or an international phone number
+/// (`+` and 7–15 digits, with the usual separators).
+fn looks_personal(s: &str) -> bool {
+    let s = s.trim();
+    let email = s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.chars().any(char::is_whitespace)
+    });
+    let phone = s.strip_prefix('+').is_some_and(|rest| {
+        let digits = rest.bytes().filter(u8::is_ascii_digit).count();
+        (7..=15).contains(&digits)
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'(' | b')' | b'.'))
+    });
+    email || phone
+}
+
+/// Zaraz ecommerce properties → Meta's standard `custom_data` (Meta Pixel
+/// reference, object properties,
+/// developers.facebook.com/docs/meta-pixel/reference#object-properties;
+/// Conversions API custom data parameters), field by field as Zaraz's own
+/// Meta Managed Component maps them, except where Meta's documentation says
+/// otherwise (noted below and in the README).
 fn ecommerce_data(event: &Event, pii: &[&str]) -> Map<String, Value> {
     let props = event.properties();
     let mut c = Map::new();
+    // An ISO 4217 code; Meta wants it upper case.
     if let Some(cu) = event.prop_str("currency") {
         c.insert("currency".into(), json!(cu.to_ascii_uppercase()));
     }
-    // Zaraz's order for Meta: a product's `price` before an order's `total`.
-    if let Some(v) = ["value", "price", "total", "revenue"]
+    // Zaraz: value, price, total, revenue. Meta: a purchase's value is the
+    // order's, so an order's total comes before a product's price (they
+    // differ only when a one-product order carries both).
+    if let Some(v) = ["value", "total", "revenue", "price"]
         .iter()
         .find_map(|k| event.prop_f64(k))
     {
@@ -445,45 +499,70 @@ fn ecommerce_data(event: &Event, pii: &[&str]) -> Map<String, Value> {
     if let Some(id) = event.prop_str("order_id") {
         c.insert("order_id".into(), json!(id));
     }
-    if let Some(q) = event.prop_str("query") {
-        c.insert("search_string".into(), json!(q));
+    // Meta: `search_string` is the Search event's.
+    if event.name == "Products Searched" {
+        if let Some(q) = event.prop_str("query") {
+            c.insert("search_string".into(), json!(q));
+        }
     }
-    let products: Vec<&Map<String, Value>> = match props.get("products") {
+    if let Some(category) = event.prop_str("category") {
+        c.insert("content_category".into(), json!(category));
+    }
+    // The products: those of `products`, then the event's own when it
+    // describes one (Zaraz's "Product Added" etc. carry it flat).
+    let mut products: Vec<&Map<String, Value>> = match props.get("products") {
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
-        _ if props.contains_key("product_id") || props.contains_key("sku") => vec![props],
         _ => Vec::new(),
     };
-    if !products.is_empty() {
-        let id_of = |p: &Map<String, Value>| -> Option<String> {
-            ["product_id", "sku"].iter().find_map(|k| match p.get(*k) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            })
-        };
-        let contents: Vec<Value> = products
-            .iter()
-            .filter_map(|p| {
-                let mut item = json!({"id": id_of(p)?, "quantity": p.get("quantity").and_then(number).unwrap_or(1.0) as u64});
-                if let Some(price) = p.get("price").and_then(number) {
-                    item["item_price"] = json!(price);
-                }
-                Some(item)
-            })
-            .collect();
-        let num_items: u64 = contents.iter().filter_map(|c| c["quantity"].as_u64()).sum();
-        c.insert(
-            "content_ids".into(),
-            json!(products.iter().filter_map(|p| id_of(p)).collect::<Vec<_>>()),
-        );
-        c.insert("contents".into(), Value::Array(contents));
-        c.insert("num_items".into(), json!(num_items));
-        c.insert("content_type".into(), json!("product"));
-        if products.len() == 1 {
-            if let Some(name) = products[0].get("name").and_then(Value::as_str) {
-                c.insert("content_name".into(), json!(name));
+    if props.contains_key("product_id") || props.contains_key("sku") {
+        products.push(props);
+    }
+    // Zaraz and Meta agree: the id is the SKU (Meta: "Product IDs … such as
+    // SKUs", matched against the catalog's ids), else the product id.
+    let id_of = |p: &Map<String, Value>| -> Option<String> {
+        ["sku", "product_id"].iter().find_map(|k| match p.get(*k) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let contents: Vec<Value> = products
+        .iter()
+        .filter_map(|p| {
+            // Meta requires a quantity per item; a product without one is one.
+            let quantity = p
+                .get("quantity")
+                .and_then(number)
+                .filter(|q| *q >= 1.0)
+                .map_or(1, |q| q as u64);
+            let mut item = json!({"id": id_of(p)?, "quantity": quantity});
+            if let Some(price) = p.get("price").and_then(number) {
+                item["item_price"] = json!(price);
             }
+            Some(item)
+        })
+        .collect();
+    if !contents.is_empty() {
+        let ids: Vec<&Value> = contents.iter().map(|i| &i["id"]).collect();
+        c.insert("content_ids".into(), json!(ids));
+        c.insert("content_type".into(), json!("product"));
+        // Meta: the number of items the visitor buys, an integer, with
+        // InitiateCheckout and Purchase (Zaraz: the number of product lines,
+        // as a string).
+        if matches!(event.name.as_str(), "Checkout Started" | "Order Completed") {
+            let n: u64 = contents.iter().filter_map(|i| i["quantity"].as_u64()).sum();
+            c.insert("num_items".into(), json!(n));
         }
+        c.insert("contents".into(), Value::Array(contents));
+    }
+    // Every product's name, comma-separated, as Zaraz sends it.
+    let names: Vec<&str> = products
+        .iter()
+        .filter_map(|p| p.get("name").and_then(Value::as_str))
+        .filter(|n| !n.trim().is_empty())
+        .collect();
+    if !names.is_empty() {
+        c.insert("content_name".into(), json!(names.join(",")));
     }
     // Anything else the site sent rides along (Meta keeps custom properties).
     for (k, v) in custom_props(props, pii) {
