@@ -1336,3 +1336,149 @@ async fn a_tool_whose_consent_is_withheld_sets_no_cookie() {
         "only the granted event reached Meta"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Meta ecommerce, field by field, as Zaraz's own Meta Managed Component
+// (github.com/managed-components/facebook-pixel, src/ecommerce.ts) maps
+// Zaraz's ecommerce API, where Meta's documentation agrees:
+// standard events and object properties,
+// https://developers.facebook.com/docs/meta-pixel/reference#standard-events
+// https://developers.facebook.com/docs/meta-pixel/reference#object-properties
+// and the Conversions API's custom data parameters,
+// https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data
+
+/// Posts one ecommerce event and returns what Meta received for it.
+async fn meta_ecommerce(name: &str, props: Value, id: &str) -> Value {
+    let ga = Destination::start().await;
+    let meta = Destination::start().await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    let ev = event(
+        "ecommerce",
+        Some(name),
+        props,
+        "https://shop.example.com/shop",
+        id,
+    );
+    let answer = post(
+        &proxy,
+        &json!([ev]),
+        &[("cookie", &format!("_fbp={FBP_COOKIE}"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let req = &meta.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_meta_valid(std::slice::from_ref(req));
+    let e = req.json()["data"][0].clone();
+    assert_eq!(e["event_id"], id);
+    e
+}
+
+#[tokio::test]
+async fn meta_order_completed_field_by_field() {
+    let e = meta_ecommerce(
+        "Order Completed",
+        json!({
+            "checkout_id": "CHK-7",
+            "order_id": "ORD-2002",
+            "affiliation": "Demo Shop",
+            "total": 30,
+            "revenue": 25,
+            "shipping": 3,
+            "tax": 2,
+            "discount": 5,
+            "coupon": "winter-sale",
+            "currency": "usd",
+            "products": [
+                {"product_id": "999666321", "sku": "8251511", "name": "Boy's shoes", "price": 10, "quantity": 2, "category": "shoes"},
+                {"product_id": "742566131", "sku": "7251567", "name": "Blank T-shirt", "price": 5, "quantity": "1", "category": "T-shirts"},
+            ],
+        }),
+        "evt_meta_order_01",
+    )
+    .await;
+    assert_eq!(e["event_name"], "Purchase");
+    let c = e["custom_data"].as_object().unwrap();
+    let want = json!({
+        // Zaraz: a product's SKU, else its product id (Meta: "such as SKUs").
+        "content_ids": ["8251511", "7251567"],
+        "contents": [
+            {"id": "8251511", "quantity": 2, "item_price": 10.0},
+            {"id": "7251567", "quantity": 1, "item_price": 5.0},
+        ],
+        "content_type": "product",
+        // Zaraz: every product's name, comma-separated.
+        "content_name": "Boy's shoes,Blank T-shirt",
+        // `total` (Zaraz: value, price, total, revenue; no price at the top).
+        "value": 30.0,
+        // ISO 4217, upper case.
+        "currency": "USD",
+        "order_id": "ORD-2002",
+        // Meta: an integer, the items bought (Zaraz: "2", the product lines).
+        "num_items": 3,
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(c.get(k), Some(v), "custom_data.{k} in {c:?}");
+    }
+    // Zaraz keeps the event's other properties as custom properties.
+    assert_eq!(c["coupon"], "winter-sale");
+    assert_eq!(c["checkout_id"], "CHK-7");
+    assert!(c.get("products").is_none() && c.get("search_string").is_none());
+}
+
+#[tokio::test]
+async fn meta_product_added_field_by_field() {
+    let e = meta_ecommerce(
+        "Product Added",
+        json!({
+            "cart_id": "CART-1",
+            "product_id": "7179",
+            "sku": "A4530-00 HP",
+            "category": "Bracelets",
+            "name": "Sterling silver bracelet",
+            "brand": "Victoria",
+            "price": 67,
+            "quantity": 1,
+            "currency": "EUR",
+        }),
+        "evt_meta_added_01",
+    )
+    .await;
+    assert_eq!(e["event_name"], "AddToCart");
+    let c = e["custom_data"].as_object().unwrap();
+    let want = json!({
+        "content_ids": ["A4530-00 HP"],
+        "contents": [{"id": "A4530-00 HP", "quantity": 1, "item_price": 67.0}],
+        "content_type": "product",
+        "content_name": "Sterling silver bracelet",
+        "content_category": "Bracelets",
+        "value": 67.0,
+        "currency": "EUR",
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(c.get(k), Some(v), "custom_data.{k} in {c:?}");
+    }
+    // num_items belongs to InitiateCheckout and Purchase only.
+    assert!(c.get("num_items").is_none(), "{c:?}");
+}
+
+#[tokio::test]
+async fn meta_products_searched_field_by_field() {
+    let e = meta_ecommerce(
+        "Products Searched",
+        json!({"query": "blue mug"}),
+        "evt_meta_search_1",
+    )
+    .await;
+    assert_eq!(e["event_name"], "Search");
+    let c = &e["custom_data"];
+    assert_eq!(c["search_string"], "blue mug");
+    for absent in [
+        "content_ids",
+        "contents",
+        "content_type",
+        "num_items",
+        "value",
+    ] {
+        assert!(c.get(absent).is_none(), "{absent} in {c}");
+    }
+}

@@ -819,4 +819,68 @@ mod tests {
         assert_eq!(e["user_data"]["fbp"], good);
         assert_eq!(cookies, &vec![fb_cookie("_fbp", good)]);
     }
+
+    #[test]
+    fn custom_action_custom_data_never_holds_raw_personal_data() {
+        let text =
+            "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1\"\naccess_token = \"t\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        let meta = MetaCapi::from_config(Path::new("meta.toml"), text, &file).unwrap();
+        let req = crate::event::RequestInfo {
+            ip: Some("203.0.113.9".parse().unwrap()),
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: crate::event::parse_cookies("_fbp=fb.1.1732449000000.1"),
+            location: Map::new(),
+        };
+        let now = crate::event::now_ms();
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Track),
+            name: "lead".into(),
+            page: crate::event::PageInfo {
+                url: "https://shop.test/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let event = Event::build(input, &req, tracker.next_event(), now);
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+        };
+        // What an action's templates and include_*_properties may produce.
+        let fields = json!({
+            "event_name": "Lead",
+            "plan": "pro",
+            "contact": "Jane.Doe@Example.com",
+            "mobile": "+1 650 555 0134",
+            "Email": "x@y.test",
+            "email": "z@y.test",
+            "form": {"first_name": "Jane", "note": "call jane@example.com", "size": 3},
+            "list": ["ok", "joe@example.org"],
+            "order_id": "12345678",
+            "system": event.system.clone(),
+        });
+        let out = meta.custom("event", fields.as_object().unwrap().clone(), &event, &cx);
+        let Payload::Http(http) = &out.payloads[0] else {
+            panic!("not http")
+        };
+        let body: Value = serde_json::from_slice(http.body.as_ref().unwrap()).unwrap();
+        let custom = &body["data"][0]["custom_data"];
+        assert_eq!(
+            custom,
+            &json!({
+                "plan": "pro",
+                "form": {"note": "call jane@example.com", "size": 3},
+                "list": ["ok"],
+                "order_id": "12345678",
+            })
+        );
+        // The e-mail under a key Meta knows goes hashed to user_data.
+        assert_eq!(
+            body["data"][0]["user_data"]["em"],
+            json!([hash_user_field("em", "z@y.test").unwrap()])
+        );
+    }
 }

@@ -620,4 +620,50 @@ mod tests {
             vec!["pageview", "track", "ecommerce"]
         );
     }
+
+    #[test]
+    fn tool_cookie_headers() {
+        let c = |name: &str, value: &str, max_age_secs: u64| ToolCookie {
+            name: name.into(),
+            value: value.into(),
+            max_age_secs,
+        };
+        assert_eq!(
+            c("_fbp", "fb.1.1732449000000.1", 7_776_000)
+                .set_cookie_header(Some("example.com"), true)
+                .unwrap(),
+            "_fbp=fb.1.1732449000000.1; Path=/; Max-Age=7776000; SameSite=Lax; Domain=example.com; Secure"
+        );
+        // At most a year; host-only without a domain; not Secure over http.
+        assert_eq!(
+            c("_gcl_aw", "GCL.1.x", 10 * MAX_COOKIE_SECS)
+                .set_cookie_header(None, false)
+                .unwrap(),
+            "_gcl_aw=GCL.1.x; Path=/; Max-Age=31536000; SameSite=Lax"
+        );
+        // Nothing that could add attributes or another cookie.
+        for (name, value) in [
+            ("_fbc", "a; Domain=evil.test"),
+            ("_fbc", "a b"),
+            ("_fbc", "a,b"),
+            ("_fbc", "\"a\""),
+            ("_fbc", "é"),
+            ("a=b", "x"),
+            ("", "x"),
+        ] {
+            assert_eq!(c(name, value, 1).set_cookie_header(None, false), None);
+        }
+    }
+
+    #[test]
+    fn one_cookie_per_name_the_newest_wins() {
+        let c = |name: &str, value: &str| ToolCookie {
+            name: name.into(),
+            value: value.into(),
+            max_age_secs: 60,
+        };
+        let mut all = vec![c("_fbp", "1"), c("_fbc", "old")];
+        merge_cookies(&mut all, [c("_fbc", "new"), c("_fbp", "1"), c("_ttp", "t")]);
+        assert_eq!(all, [c("_fbp", "1"), c("_fbc", "new"), c("_ttp", "t")]);
+    }
 }
