@@ -1462,7 +1462,7 @@ async fn meta_product_added_field_by_field() {
 }
 
 #[tokio::test]
-async fn meta_products_searched_field_by_field() {
+async fn meta_products_searched_and_list_viewed_field_by_field() {
     let e = meta_ecommerce(
         "Products Searched",
         json!({"query": "blue mug"}),
@@ -1481,4 +1481,20 @@ async fn meta_products_searched_field_by_field() {
     ] {
         assert!(c.get(absent).is_none(), "{absent} in {c}");
     }
+
+    // A list of results is not a product page's ViewContent (Zaraz's tool
+    // sends it under its own name too), and `search_string` is the Search
+    // event's only.
+    let e = meta_ecommerce(
+        "Product List Viewed",
+        json!({"list_id": "search-results", "query": "blue mug", "category": "Mugs",
+               "products": [{"sku": "SKU-1", "name": "Blue Mug", "price": 9}]}),
+        "evt_meta_list_01",
+    )
+    .await;
+    assert_eq!(e["event_name"], "Product List Viewed");
+    let c = &e["custom_data"];
+    assert!(c.get("search_string").is_none(), "{c}");
+    assert_eq!(c["content_ids"], json!(["SKU-1"]));
+    assert_eq!(c["content_category"], "Mugs");
 }
