@@ -22,7 +22,7 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::PrefixHandler;
 use crate::rules::template::Variables;
 use crate::rules::{Secrets, Triggers};
-use crate::tools::{self, Delivery, Tool};
+use crate::tools::{self, Tool};
 
 /// What `check` validates and `serve` runs: everything but the runtime parts.
 pub struct Plan {
@@ -251,8 +251,8 @@ impl App {
         }
     }
 
-    /// Deliveries and browser instructions for one event.
-    pub fn fan_out(&self, event: &Event) -> (Vec<Delivery>, Vec<Value>) {
+    /// Deliveries, browser instructions and tool cookies for one event.
+    pub fn fan_out(&self, event: &Event) -> crate::rules::FanOut {
         let out = crate::rules::fan_out(
             event,
             &self.tools,
@@ -261,7 +261,7 @@ impl App {
             &self.consent,
         );
         Metrics::add(&self.metrics.consent_blocked, out.consent_withheld as u64);
-        (out.deliveries, out.instructions)
+        out
     }
 
     /// Records a processed event (the debugger and admin stream hook in here).

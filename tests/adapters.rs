@@ -335,6 +335,61 @@ fn meta_validator_rejects_every_mistake() {
     assert!(err.contains("not /v21.0/999/events"), "{err}");
 }
 
+#[test]
+fn meta_validator_rejects_malformed_fbc_and_fbp() {
+    // Meta, "ClickID and the fbp and fbc Parameters":
+    // https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc/
+    for (fbp, fbc) in [
+        ("fb.1.1732449000000.", "fb.1.1732449000000."),
+        ("fb.1.1732449000000", "fb.1.1732449000000"),
+        ("fb.3.1732449000000.1", "fb.3.1732449000000.IwAR"),
+        ("fb.1.1732449000.1", "fb.1.1732449000.IwAR"),
+        ("fb.1.99999999999999.1", "fb.1.9999999999999.IwAR"),
+        ("fb.1.1732449000000.1 2", "fb.1.1732449000000.Iw AR"),
+        ("fb.1.1732449000000.IwAR", "fb.1.1732449000000.Iw;AR"),
+    ] {
+        let mut b = good_meta_body();
+        b["data"][0]["user_data"]["fbp"] = json!(fbp);
+        b["data"][0]["user_data"]["fbc"] = json!(fbc);
+        let err = validate::meta(&meta_recorded(&b), PIXEL).unwrap_err();
+        assert!(
+            err.contains("user_data.fbp") && err.contains("user_data.fbc"),
+            "{fbp} / {fbc}: {err}"
+        );
+    }
+    let mut b = good_meta_body();
+    b["data"][0]["user_data"]["fbp"] = json!("fb.2.1732449000000.2147483647");
+    b["data"][0]["user_data"]["fbc"] = json!("fb.0.1732449000000.IwZXh0bg.aem_x-Y");
+    assert_eq!(validate::meta(&meta_recorded(&b), PIXEL), Ok(()));
+}
+
+/// The `Set-Cookie` headers of an answer.
+fn set_cookies(answer: &Answer) -> Vec<String> {
+    answer
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// The one `Set-Cookie` header for `name` (panics when there are several).
+fn set_cookie(answer: &Answer, name: &str) -> Option<String> {
+    let all: Vec<String> = set_cookies(answer)
+        .into_iter()
+        .filter(|c| c.starts_with(&format!("{name}=")))
+        .collect();
+    assert!(all.len() <= 1, "{name} set {} times: {all:?}", all.len());
+    all.into_iter().next()
+}
+
+/// What a tool cookie's `Set-Cookie` is over https on shop.example.com:
+/// first-party on the registrable domain (as `tp_cid`), 90 days (Meta's
+/// documented `_fbp`/`_fbc` lifetime).
+fn fb_set_cookie(name: &str, value: &str) -> String {
+    format!("{name}={value}; Path=/; Max-Age=7776000; SameSite=Lax; Domain=example.com; Secure")
+}
+
 // ---------------------------------------------------------------------------
 // GA4 and Meta, field by field.
 
@@ -447,13 +502,15 @@ async fn pageview_reaches_ga4_and_meta_with_every_field() {
         .unwrap();
     assert!(ms >= before && ms <= after, "fbc time {ms}");
     assert_eq!(u.as_object().unwrap().len(), 4, "{u}");
-    let instructions = answer.body["instructions"].as_array().unwrap();
+    // The collector's answer stores the new `_fbc` and refreshes `_fbp`.
+    assert_eq!(answer.body["instructions"], json!([]));
     assert_eq!(
-        instructions,
-        &vec![
-            json!({"set_cookie": {"name": "_fbc", "value": fbc, "max_age": 7776000, "path": "/"}})
-        ],
-        "the browser already has _fbp; it must store the new _fbc"
+        set_cookie(&answer, "_fbc"),
+        Some(fb_set_cookie("_fbc", fbc))
+    );
+    assert_eq!(
+        set_cookie(&answer, "_fbp"),
+        Some(fb_set_cookie("_fbp", FBP_COOKIE))
     );
 
     // The secret token goes to Meta only.
@@ -530,10 +587,12 @@ async fn track_with_properties_reaches_ga4_and_meta() {
     assert_eq!(u["client_user_agent"], CHROME_UA);
     assert!(u.get("fbc").is_none(), "no fbclid, no _fbc: {u}");
     let fbp = u["fbp"].as_str().unwrap();
+    assert_eq!(answer.body["instructions"], json!([]));
     assert_eq!(
-        answer.body["instructions"],
-        json!([{"set_cookie": {"name": "_fbp", "value": fbp, "max_age": 7776000, "path": "/"}}])
+        set_cookie(&answer, "_fbp"),
+        Some(fb_set_cookie("_fbp", fbp))
     );
+    assert_eq!(set_cookie(&answer, "_fbc"), None);
 }
 
 #[tokio::test]
@@ -1002,12 +1061,14 @@ async fn a_new_visitor_gets_one_fbp_for_every_event_of_a_batch() {
     assert_eq!(fbp.len(), 1, "one browser, one fbp: {fbp:?}");
     assert_eq!(fbc.len(), 1, "one click, one fbc: {fbc:?}");
     let (fbp, fbc) = (fbp.first().unwrap(), fbc.first().unwrap());
+    assert_eq!(answer.body["instructions"], json!([]));
     assert_eq!(
-        answer.body["instructions"],
-        json!([
-            {"set_cookie": {"name": "_fbp", "value": fbp, "max_age": 7776000, "path": "/"}},
-            {"set_cookie": {"name": "_fbc", "value": fbc, "max_age": 7776000, "path": "/"}},
-        ])
+        set_cookie(&answer, "_fbp"),
+        Some(fb_set_cookie("_fbp", fbp))
+    );
+    assert_eq!(
+        set_cookie(&answer, "_fbc"),
+        Some(fb_set_cookie("_fbc", fbc))
     );
 
     // The next request comes before the browser stored `_fbp` (it only has
@@ -1062,4 +1123,378 @@ async fn personal_data_under_two_spellings_never_reaches_meta_raw() {
     );
     assert_eq!(e["user_data"]["ph"], json!([sha256_hex("6505551212")]));
     assert_eq!(e["custom_data"], json!({"plan": "pro"}));
+}
+
+// ---------------------------------------------------------------------------
+// Meta: `_fbc` / `_fbp` only when well-formed, kept by the collector's
+// own `Set-Cookie` headers.
+//
+// Meta, "ClickID and the fbp and fbc Parameters":
+// https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc/
+// `fb.<subdomain index>.<creation time ms>.<fbclid | random number>`.
+
+#[tokio::test]
+async fn malformed_fbc_and_fbp_cookies_never_reach_meta() {
+    let ga = Destination::start().await;
+    let meta = Destination::start().await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    // The two `_fbc` values, each without and with a click id in the
+    // page URL; the same shapes as `_fbp`.
+    let cases = [
+        ("fb.1.1732449000000.", None),
+        ("fb.1.1732449000000", None),
+        ("fb.1.1732449000000.", Some("IwAR_new-1")),
+        ("fb.1.1732449000000", Some("IwAR_new-2")),
+    ];
+    for (i, (bad, fbclid)) in cases.iter().enumerate() {
+        let url = match fbclid {
+            Some(id) => format!("https://shop.example.com/?fbclid={id}"),
+            None => "https://shop.example.com/".to_string(),
+        };
+        let ev = event(
+            "pageview",
+            None,
+            json!({}),
+            &url,
+            &format!("evt_badfb_{i:07}"),
+        );
+        let before = now_ms();
+        let answer = post(
+            &proxy,
+            &json!([ev]),
+            &[("cookie", &format!("_fbc={bad}; _fbp={bad}"))],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let req = &meta.wait_for(i + 1, Duration::from_secs(10)).await[i];
+        assert_meta_valid(std::slice::from_ref(req));
+        let u = &req.json()["data"][0]["user_data"];
+        // A fresh `_fbp` replaces the malformed one, in Meta's request and
+        // in the browser.
+        let fbp = u["fbp"].as_str().unwrap();
+        assert_ne!(fbp, *bad);
+        assert_eq!(
+            set_cookie(&answer, "_fbp"),
+            Some(fb_set_cookie("_fbp", fbp))
+        );
+        match fbclid {
+            None => {
+                assert!(u.get("fbc").is_none(), "{bad:?} forwarded: {u}");
+                assert_eq!(set_cookie(&answer, "_fbc"), None);
+            }
+            Some(id) => {
+                // Rebuilt from the URL's click id: fb.1.<now ms>.<fbclid>.
+                let fbc = u["fbc"].as_str().unwrap();
+                let ms: u64 = fbc
+                    .strip_prefix("fb.1.")
+                    .and_then(|r| r.strip_suffix(&format!(".{id}")))
+                    .unwrap_or_else(|| panic!("fbc {fbc}"))
+                    .parse()
+                    .unwrap();
+                assert!(ms >= before && ms <= now_ms(), "fbc time {ms}");
+                assert_eq!(
+                    set_cookie(&answer, "_fbc"),
+                    Some(fb_set_cookie("_fbc", fbc))
+                );
+            }
+        }
+    }
+}
+
+/// Two Meta tools (Meta allows several pixels per site).
+async fn start_two_meta(meta: &Destination, extra: &str) -> Proxy {
+    start(
+        &format!("[variables]\nmeta_token = {{ secret = \"META\" }}\n{extra}"),
+        &[("meta", meta_tool(meta)), ("meta2", meta_tool(meta))],
+        &[("TAGPROXY_SECRET_META", TOKEN)],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn tool_cookies_are_set_once_by_the_collector_answer_with_tp_cid_attributes() {
+    let meta = Destination::start().await;
+    let proxy = start_two_meta(&meta, "").await;
+
+    // A batch of 50 from an http page behind a TLS-terminating proxy
+    // (127.0.0.1 is trusted by default): https as far as the browser knows.
+    let url = "http://shop.example.com/landing?fbclid=IwAR_keep";
+    let batch: Vec<Value> = (0..50)
+        .map(|i| {
+            event(
+                "track",
+                Some("scroll"),
+                json!({}),
+                url,
+                &format!("evt_keep_{i:08}"),
+            )
+        })
+        .collect();
+    let answer = post(&proxy, &json!(batch), &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["events"], 50);
+    // Nothing for the browser's script to do: no `set_cookie` instruction.
+    assert_eq!(answer.body["instructions"], json!([]));
+    let all = set_cookies(&answer);
+    let names: Vec<&str> = all.iter().map(|c| c.split('=').next().unwrap()).collect();
+    assert_eq!(names, ["tp_cid", "tp_sid", "_fbp", "_fbc"], "{all:?}");
+    let fbp = set_cookie(&answer, "_fbp").unwrap();
+    let fbc = set_cookie(&answer, "_fbc").unwrap();
+    let value = |c: &str| {
+        c.split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string()
+    };
+    assert_eq!(fbp, fb_set_cookie("_fbp", &value(&fbp)));
+    assert_eq!(fbc, fb_set_cookie("_fbc", &value(&fbc)));
+    assert!(value(&fbc).ends_with(".IwAR_keep"), "{fbc}");
+    // The same attributes as our own `tp_cid`, but Meta's 90 days.
+    let tp_cid = all.iter().find(|c| c.starts_with("tp_cid=")).unwrap();
+    assert!(
+        tp_cid.ends_with("; Path=/; Max-Age=31536000; SameSite=Lax; Domain=example.com; Secure"),
+        "{tp_cid}"
+    );
+    // Both tools sent the same ids to Meta.
+    let reqs = meta.wait_for(2, Duration::from_secs(10)).await;
+    assert_meta_valid(&reqs);
+    for r in &reqs {
+        for e in r.json()["data"].as_array().unwrap() {
+            assert_eq!(e["user_data"]["fbp"], value(&fbp).as_str());
+            assert_eq!(e["user_data"]["fbc"], value(&fbc).as_str());
+        }
+    }
+
+    // Plain http, no proxy saying otherwise: not `Secure`. An IP host: no
+    // `Domain` (host-only), as for `tp_cid`.
+    let ev = event(
+        "pageview",
+        None,
+        json!({}),
+        "http://127.0.0.1:8080/",
+        "evt_keep_plain01",
+    );
+    let answer = post(&proxy, &json!([ev]), &[]).await;
+    let fbp = set_cookie(&answer, "_fbp").unwrap();
+    assert_eq!(
+        fbp,
+        format!(
+            "_fbp={}; Path=/; Max-Age=7776000; SameSite=Lax",
+            value(&fbp)
+        )
+    );
+    assert_eq!(set_cookie(&answer, "_fbc"), None);
+}
+
+#[tokio::test]
+async fn a_tool_whose_consent_is_withheld_sets_no_cookie() {
+    let meta = Destination::start().await;
+    let tool = meta_tool(&meta).replacen("[settings]", "purposes = [\"ads\"]\n[settings]", 1);
+    let proxy = start(
+        "[variables]\nmeta_token = { secret = \"META\" }\n[consent]\nenabled = true\n[[consent.purposes]]\nid = \"ads\"\nname = \"Advertising\"\ndefault = \"denied\"\n",
+        &[("meta", tool)],
+        &[("TAGPROXY_SECRET_META", TOKEN)],
+    )
+    .await;
+    let url = "https://shop.example.com/?fbclid=IwAR_consent";
+    for (i, choice) in ["", "cf_consent=%7B%22ads%22%3Afalse%7D"]
+        .iter()
+        .enumerate()
+    {
+        let ev = event(
+            "pageview",
+            None,
+            json!({}),
+            url,
+            &format!("evt_noconsent_{i}"),
+        );
+        let answer = post(&proxy, &json!([ev]), &[("cookie", choice)]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(set_cookie(&answer, "_fbp"), None, "{choice:?}");
+        assert_eq!(set_cookie(&answer, "_fbc"), None, "{choice:?}");
+        assert!(set_cookie(&answer, "tp_cid").is_some());
+    }
+    // Granted: the tool runs and keeps its cookies.
+    let ev = event("pageview", None, json!({}), url, "evt_consent_granted");
+    let answer = post(
+        &proxy,
+        &json!([ev]),
+        &[("cookie", "cf_consent=%7B%22ads%22%3Atrue%7D")],
+    )
+    .await;
+    assert!(set_cookie(&answer, "_fbp").is_some());
+    assert!(set_cookie(&answer, "_fbc").is_some());
+    let reqs = meta.wait_for(1, Duration::from_secs(10)).await;
+    assert_meta_valid(&reqs);
+    settle().await;
+    assert_eq!(
+        meta.requests().len(),
+        1,
+        "only the granted event reached Meta"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Meta ecommerce, field by field, as Zaraz's own Meta Managed Component
+// (github.com/managed-components/facebook-pixel, src/ecommerce.ts) maps
+// Zaraz's ecommerce API, where Meta's documentation agrees:
+// standard events and object properties,
+// https://developers.facebook.com/docs/meta-pixel/reference#standard-events
+// https://developers.facebook.com/docs/meta-pixel/reference#object-properties
+// and the Conversions API's custom data parameters,
+// https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data
+
+/// Posts one ecommerce event and returns what Meta received for it.
+async fn meta_ecommerce(name: &str, props: Value, id: &str) -> Value {
+    let ga = Destination::start().await;
+    let meta = Destination::start().await;
+    let proxy = start_ga4_meta(&ga, &meta).await;
+    let ev = event(
+        "ecommerce",
+        Some(name),
+        props,
+        "https://shop.example.com/shop",
+        id,
+    );
+    let answer = post(
+        &proxy,
+        &json!([ev]),
+        &[("cookie", &format!("_fbp={FBP_COOKIE}"))],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let req = &meta.wait_for(1, Duration::from_secs(10)).await[0];
+    assert_meta_valid(std::slice::from_ref(req));
+    let e = req.json()["data"][0].clone();
+    assert_eq!(e["event_id"], id);
+    e
+}
+
+#[tokio::test]
+async fn meta_order_completed_field_by_field() {
+    let e = meta_ecommerce(
+        "Order Completed",
+        json!({
+            "checkout_id": "CHK-7",
+            "order_id": "ORD-2002",
+            "affiliation": "Demo Shop",
+            "total": 30,
+            "revenue": 25,
+            "shipping": 3,
+            "tax": 2,
+            "discount": 5,
+            "coupon": "winter-sale",
+            "currency": "usd",
+            "products": [
+                {"product_id": "999666321", "sku": "8251511", "name": "Boy's shoes", "price": 10, "quantity": 2, "category": "shoes"},
+                {"product_id": "742566131", "sku": "7251567", "name": "Blank T-shirt", "price": 5, "quantity": "1", "category": "T-shirts"},
+            ],
+        }),
+        "evt_meta_order_01",
+    )
+    .await;
+    assert_eq!(e["event_name"], "Purchase");
+    let c = e["custom_data"].as_object().unwrap();
+    let want = json!({
+        // Zaraz: a product's SKU, else its product id (Meta: "such as SKUs").
+        "content_ids": ["8251511", "7251567"],
+        "contents": [
+            {"id": "8251511", "quantity": 2, "item_price": 10.0},
+            {"id": "7251567", "quantity": 1, "item_price": 5.0},
+        ],
+        "content_type": "product",
+        // Zaraz: every product's name, comma-separated.
+        "content_name": "Boy's shoes,Blank T-shirt",
+        // `total` (Zaraz: value, price, total, revenue; no price at the top).
+        "value": 30.0,
+        // ISO 4217, upper case.
+        "currency": "USD",
+        "order_id": "ORD-2002",
+        // Meta: an integer, the items bought (Zaraz: "2", the product lines).
+        "num_items": 3,
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(c.get(k), Some(v), "custom_data.{k} in {c:?}");
+    }
+    // Zaraz keeps the event's other properties as custom properties.
+    assert_eq!(c["coupon"], "winter-sale");
+    assert_eq!(c["checkout_id"], "CHK-7");
+    assert!(c.get("products").is_none() && c.get("search_string").is_none());
+}
+
+#[tokio::test]
+async fn meta_product_added_field_by_field() {
+    let e = meta_ecommerce(
+        "Product Added",
+        json!({
+            "cart_id": "CART-1",
+            "product_id": "7179",
+            "sku": "A4530-00 HP",
+            "category": "Bracelets",
+            "name": "Sterling silver bracelet",
+            "brand": "Victoria",
+            "price": 67,
+            "quantity": 1,
+            "currency": "EUR",
+        }),
+        "evt_meta_added_01",
+    )
+    .await;
+    assert_eq!(e["event_name"], "AddToCart");
+    let c = e["custom_data"].as_object().unwrap();
+    let want = json!({
+        "content_ids": ["A4530-00 HP"],
+        "contents": [{"id": "A4530-00 HP", "quantity": 1, "item_price": 67.0}],
+        "content_type": "product",
+        "content_name": "Sterling silver bracelet",
+        "content_category": "Bracelets",
+        "value": 67.0,
+        "currency": "EUR",
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(c.get(k), Some(v), "custom_data.{k} in {c:?}");
+    }
+    // num_items belongs to InitiateCheckout and Purchase only.
+    assert!(c.get("num_items").is_none(), "{c:?}");
+}
+
+#[tokio::test]
+async fn meta_products_searched_and_list_viewed_field_by_field() {
+    let e = meta_ecommerce(
+        "Products Searched",
+        json!({"query": "blue mug"}),
+        "evt_meta_search_1",
+    )
+    .await;
+    assert_eq!(e["event_name"], "Search");
+    let c = &e["custom_data"];
+    assert_eq!(c["search_string"], "blue mug");
+    for absent in [
+        "content_ids",
+        "contents",
+        "content_type",
+        "num_items",
+        "value",
+    ] {
+        assert!(c.get(absent).is_none(), "{absent} in {c}");
+    }
+
+    // A list of results is not a product page's ViewContent (Zaraz's tool
+    // sends it under its own name too), and `search_string` is the Search
+    // event's only.
+    let e = meta_ecommerce(
+        "Product List Viewed",
+        json!({"list_id": "search-results", "query": "blue mug", "category": "Mugs",
+               "products": [{"sku": "SKU-1", "name": "Blue Mug", "price": 9}]}),
+        "evt_meta_list_01",
+    )
+    .await;
+    assert_eq!(e["event_name"], "Product List Viewed");
+    let c = &e["custom_data"];
+    assert!(c.get("search_string").is_none(), "{c}");
+    assert_eq!(c["content_ids"], json!(["SKU-1"]));
+    assert_eq!(c["content_category"], "Mugs");
 }

@@ -86,11 +86,11 @@
   };
 
   // ---- cookies -------------------------------------------------------------
-  const cookie = (n, v, age, p) =>
+  const cookie = (n, v, age) =>
     (d.cookie =
       n + "=" + v +
       (age != null ? "; Max-Age=" + age : "") +
-      "; Path=" + (p || "/") +
+      "; Path=/" +
       "; SameSite=Lax" +
       (loc.protocol == "https:" ? "; Secure" : ""));
 
@@ -179,11 +179,9 @@
 
   const run = (i) => {
     try {
+      // Tool cookies (`_fbp`, click ids) come as the collector's own
+      // Set-Cookie headers, never from here (SPEC §5).
       if (i.fetch) fetch(i.fetch, { mode: "no-cors", credentials: "include", keepalive: true }).catch(() => {});
-      else if (i.set_cookie) {
-        const c = i.set_cookie;
-        cookie(c.name, c.value, c.max_age, c.path);
-      }
     } catch (e) {}
   };
 

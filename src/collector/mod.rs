@@ -21,6 +21,7 @@ use crate::event::identity::{cookie_domain, Tracker};
 use crate::event::{now_ms, parse_cookies, Event, RequestInfo};
 use crate::metrics::Metrics;
 use crate::proxy::body::{self, ProxyBody};
+use crate::tools::ToolCookie;
 
 /// Handles one collector request.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
@@ -103,6 +104,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         .then(|| Arc::new(app.consent.evaluate(&info.cookies)));
 
     let mut instructions: Vec<Value> = Vec::new();
+    // One `Set-Cookie` per name for the whole batch, however many events and
+    // tools asked for it.
+    let mut tool_cookies: Vec<ToolCookie> = Vec::new();
     let mut deliveries = Vec::new();
     let mut fresh_ids = Vec::new();
     let count = inputs.len();
@@ -144,12 +148,13 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         let event = Arc::new(event);
         let out = app.fan_out(&event);
-        deliveries.extend(out.0);
-        for i in out.1 {
+        deliveries.extend(out.deliveries);
+        for i in out.instructions {
             if !instructions.contains(&i) {
                 instructions.push(i);
             }
         }
+        crate::tools::merge_cookies(&mut tool_cookies, out.cookies);
         app.observe(&event);
     }
     // Bots: answered like anyone (so they learn nothing), never delivered.
@@ -166,6 +171,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         );
         deliveries.clear();
         instructions.clear();
+        tool_cookies.clear();
     }
     if app.engine.submit(deliveries).await.is_err() {
         // Not accepted after all: the client's retry must not look like a
@@ -194,7 +200,14 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let domain = cookie_domain(&app.settings.cookie_domain, &host);
     let body = json!({"ok": true, "events": count, "instructions": instructions});
     let mut resp = json_response(StatusCode::OK, &body);
-    for cookie in tracker.set_cookies(domain.as_deref(), secure) {
+    let tool_cookies = tool_cookies
+        .iter()
+        .filter_map(|c| c.set_cookie_header(domain.as_deref(), secure));
+    for cookie in tracker
+        .set_cookies(domain.as_deref(), secure)
+        .into_iter()
+        .chain(tool_cookies)
+    {
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }

@@ -410,8 +410,10 @@ pub fn decide<'a>(
 #[derive(Debug, Default)]
 pub struct FanOut {
     pub deliveries: Vec<Delivery>,
-    /// Browser instructions (`{"fetch": …}`, `{"set_cookie": …}`).
+    /// Browser instructions (`{"fetch": …}`).
     pub instructions: Vec<Value>,
+    /// Cookies tools keep in the browser, one per name.
+    pub cookies: Vec<crate::tools::ToolCookie>,
     /// Tools the event did not reach for want of consent.
     pub consent_withheld: usize,
 }
@@ -452,6 +454,7 @@ pub fn fan_out(
                     payload,
                 }));
             result.instructions.extend(out.instructions);
+            crate::tools::merge_cookies(&mut result.cookies, out.cookies);
         }
     }
     result

@@ -24,7 +24,7 @@ impl Adapter for Console {
         });
         Output {
             payloads: vec![Payload::Stdout(format!("[{}] {line}", cx.tool_id))],
-            instructions: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -48,7 +48,7 @@ impl Adapter for Console {
         });
         Output {
             payloads: vec![Payload::Stdout(format!("[{}] {line}", cx.tool_id))],
-            instructions: Vec::new(),
+            ..Default::default()
         }
     }
 }

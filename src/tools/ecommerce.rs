@@ -6,7 +6,9 @@
 
 /// (Zaraz event, GA4 event, Meta standard event)
 const TABLE: [(&str, &str, Option<&str>); 19] = [
-    ("Product List Viewed", "view_item_list", Some("ViewContent")),
+    // Meta: ViewContent is a product page's view, not a list's (Zaraz's
+    // Meta tool also sends this one under its own name).
+    ("Product List Viewed", "view_item_list", None),
     ("Products Searched", "search", Some("Search")),
     ("Product Clicked", "select_item", None),
     ("Product Added", "add_to_cart", Some("AddToCart")),
@@ -88,6 +90,23 @@ mod tests {
         assert_eq!(meta_name("Order Completed"), "Purchase");
         assert_eq!(meta_name("Checkout Started"), "InitiateCheckout");
         assert_eq!(meta_name("Order Refunded"), "Order Refunded");
+        // The seven Zaraz's Meta tool maps, and no others.
+        let meta: Vec<(&str, &str)> = TABLE
+            .iter()
+            .filter_map(|(z, _, m)| Some((*z, (*m)?)))
+            .collect();
+        assert_eq!(
+            meta,
+            [
+                ("Products Searched", "Search"),
+                ("Product Added", "AddToCart"),
+                ("Product Added to Wishlist", "AddToWishlist"),
+                ("Product Viewed", "ViewContent"),
+                ("Checkout Started", "InitiateCheckout"),
+                ("Payment Info Entered", "AddPaymentInfo"),
+                ("Order Completed", "Purchase"),
+            ]
+        );
         assert!(is_known("Shipping Info Entered"));
         assert_eq!(TABLE.len(), 19);
     }

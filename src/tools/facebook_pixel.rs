@@ -6,8 +6,9 @@
 //! (same `event_name` + `event_id` within 48 h). Personal data in event
 //! properties (`email`, `phone`…) is sent only as SHA-256 of the normalized
 //! value, and never in `custom_data`. `_fbp` / `_fbc` come from the site's
-//! cookies; when missing they are created (from `fbclid` for `_fbc`) and the
-//! browser is asked to store them.
+//! cookies when well-formed; when missing or malformed they are created
+//! (`_fbc` from the URL's `fbclid`), and the collector's answer sets them
+//! (`Set-Cookie`, 90 days, refreshed on every visit).
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use super::ecommerce;
 use super::{
     endpoint, parse_settings, Adapter, Automated, BuildContext, HttpRequest, Output, Payload,
-    TemplateString, ToolFile,
+    TemplateString, ToolCookie, ToolFile,
 };
 use crate::config::Problem;
 use crate::event::{number, Event, Kind};
@@ -165,7 +166,7 @@ impl MetaCapi {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output {
-        let mut instructions = Vec::new();
+        let mut cookies = Vec::new();
         let now_ms = crate::event::now_ms();
 
         let mut user = Map::new();
@@ -175,39 +176,37 @@ impl MetaCapi {
         if !event.user_agent.is_empty() {
             user.insert("client_user_agent".into(), json!(event.user_agent));
         }
-        let fbp = match event.cookie("_fbp").filter(|v| v.starts_with("fb.")) {
+        // Only well-formed ids reach Meta: one bad `fbc` and Meta refuses the
+        // whole request with a 400.
+        let fbp = match event.cookie("_fbp").filter(|v| is_fbp(v, now_ms)) {
             Some(v) => v.to_string(),
-            None => {
-                let v = new_fbp(event);
-                instructions.push(set_cookie("_fbp", &v));
-                v
-            }
+            // None, or malformed: a fresh one replaces it in the browser.
+            None => new_fbp(event, now_ms),
         };
+        cookies.push(fb_cookie("_fbp", &fbp));
         user.insert("fbp".into(), json!(fbp));
         let fbclid = event
             .sys(&["page", "query", "fbclid"])
             .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
-        let fbc = match (
-            event.cookie("_fbc").filter(|v| v.starts_with("fb.")),
-            fbclid,
-        ) {
+            .filter(|id| is_click_id(id));
+        let stored = event.cookie("_fbc").filter(|v| is_fbc(v, now_ms));
+        let fbc = match (stored, fbclid) {
             // A new click id replaces the stored one, as the pixel does.
-            (Some(v), Some(id)) if v.ends_with(id) => Some(v.to_string()),
+            (Some(v), Some(id)) if fb_value(v) == Some(id) => Some(v.to_string()),
             (_, Some(id)) => {
                 // The collector's receive time, shared by a batch's events.
                 let at = event
                     .sys(&["misc", "timestampMilliseconds"])
                     .and_then(Value::as_u64)
                     .unwrap_or(now_ms);
-                let v = format!("fb.1.{at}.{id}");
-                instructions.push(set_cookie("_fbc", &v));
-                Some(v)
+                Some(format!("fb.1.{at}.{id}"))
             }
             (Some(v), None) => Some(v.to_string()),
+            // A malformed `_fbc` and no click id in the URL: none.
             (None, None) => None,
         };
         if let Some(fbc) = fbc {
+            cookies.push(fb_cookie("_fbc", &fbc));
             user.insert("fbc".into(), json!(fbc));
         }
         // Every property that names personal data stays out of custom_data,
@@ -284,29 +283,97 @@ impl MetaCapi {
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: Some(body.to_string().into_bytes()),
             })],
-            instructions,
+            instructions: Vec::new(),
+            cookies,
         }
     }
 }
 
-/// A new `_fbp` (`fb.1.<creation ms>.<random>`) for a visitor without one,
-/// derived from our own client id (`<random>.<first-seen secs>`): every
-/// event of a batch, and every request until the browser has stored the
-/// cookie, carries the same browser id. The random part is a hash, so Meta
-/// never sees the id other tools get.
-fn new_fbp(event: &Event) -> String {
+/// A new `_fbp` (`fb.1.<creation ms>.<random>`) for a visitor without a
+/// well-formed one, derived from our own client id (`<random>.<first-seen
+/// secs>`): every event of a batch, and every request until the browser has
+/// stored the cookie, carries the same browser id. The random part is a
+/// hash, so Meta never sees the id other tools get. A first-seen time that
+/// is not a plausible creation time is replaced by `now_ms`.
+fn new_fbp(event: &Event, now_ms: u64) -> String {
     let id = &event.identity.client_id;
     let first_seen = id
         .split_once('.')
         .and_then(|(_, secs)| secs.parse::<u64>().ok())
-        .map_or_else(crate::event::now_ms, |secs| secs * 1000);
+        .and_then(|secs| secs.checked_mul(1000))
+        .filter(|ms| plausible_ms(*ms, now_ms))
+        .unwrap_or(now_ms);
     let digest = Sha256::digest(format!("_fbp:{id}").as_bytes());
-    let random = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    let random = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) & 0x7fff_ffff;
     format!("fb.1.{first_seen}.{random}")
 }
 
-fn set_cookie(name: &str, value: &str) -> Value {
-    json!({"set_cookie": {"name": name, "value": value, "max_age": FB_COOKIE_SECS, "path": "/"}})
+/// A `_fbp` / `_fbc` cookie for the collector's answer, with Meta's
+/// documented 90-day lifetime.
+fn fb_cookie(name: &str, value: &str) -> ToolCookie {
+    ToolCookie {
+        name: name.into(),
+        value: value.into(),
+        max_age_secs: FB_COOKIE_SECS,
+    }
+}
+
+/// Longest `_fbp` / `_fbc` value passed on; Meta documents no limit, real
+/// ones stay well under 300 characters.
+const MAX_FB_COOKIE_LEN: usize = 500;
+/// 2010-01-01 in ms: no Meta cookie is older; earlier is a seconds value or
+/// garbage.
+const MIN_CREATION_MS: u64 = 1_262_304_000_000;
+
+/// A creation time in ms since the epoch that a cookie can have: from 2010
+/// up to a day ahead of our clock (browser clocks drift).
+fn plausible_ms(ms: u64, now_ms: u64) -> bool {
+    (MIN_CREATION_MS..=now_ms + 24 * 3600 * 1000).contains(&ms)
+}
+
+/// Splits `fb.<subdomain index>.<creation ms>.<value>` (Meta, "ClickID and
+/// the fbp and fbc Parameters",
+/// developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc):
+/// the subdomain index is 0, 1 or 2, the creation time a plausible Unix
+/// time in milliseconds, the value non-empty (it may hold dots). `None`
+/// when `v` is not so.
+fn split_fb(v: &str, now_ms: u64) -> Option<&str> {
+    if v.len() > MAX_FB_COOKIE_LEN {
+        return None;
+    }
+    let rest = v.strip_prefix("fb.")?;
+    let (index, rest) = rest.split_once('.')?;
+    let (time, value) = rest.split_once('.')?;
+    let time_ok = time.len() == 13
+        && time.bytes().all(|b| b.is_ascii_digit())
+        && time.parse().is_ok_and(|ms| plausible_ms(ms, now_ms));
+    (matches!(index, "0" | "1" | "2") && time_ok && !value.is_empty()).then_some(value)
+}
+
+/// The value part of a `fb.` cookie already known to be well-formed.
+fn fb_value(v: &str) -> Option<&str> {
+    v.splitn(4, '.').nth(3)
+}
+
+/// A well-formed `_fbp`: its value is the pixel's random number (digits).
+pub fn is_fbp(v: &str, now_ms: u64) -> bool {
+    split_fb(v, now_ms).is_some_and(|r| r.len() <= 20 && r.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A well-formed `_fbc`: its value is a click id.
+pub fn is_fbc(v: &str, now_ms: u64) -> bool {
+    split_fb(v, now_ms).is_some_and(is_click_id)
+}
+
+/// An `fbclid` as Meta puts it in landing URLs: URL-safe characters only
+/// (letters, digits, `-`, `_`, `.`, `~`), no whitespace, not empty. Meta
+/// asks for it unmodified (case-sensitive), so nothing is repaired.
+fn is_click_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_FB_COOKIE_LEN - 20
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// SHA-256 hex of a customer information value, normalized as Meta asks:
@@ -351,25 +418,79 @@ pub fn hash_user_field(field: &str, value: &str) -> Option<String> {
     )
 }
 
-/// Track properties for `custom_data`: scalars and arrays, no personal data,
-/// no internal keys.
+/// Track properties for `custom_data`: no personal data (keys that name it,
+/// at any depth, and values shaped like an e-mail address or an
+/// international phone number), no internal keys, and no `system` object (a
+/// custom action's `include_system_properties`: the IP and user agent already
+/// go, as Meta asks, in `user_data`; cookies never go).
 fn custom_props(props: &Map<String, Value>, pii: &[&str]) -> Map<String, Value> {
     props
         .iter()
-        .filter(|(k, _)| !k.starts_with("__") && !pii.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|(k, _)| !k.starts_with("__") && !pii.contains(&k.as_str()) && *k != "system")
+        .filter_map(|(k, v)| Some((k.clone(), scrub(v)?)))
         .collect()
 }
 
-/// Zaraz ecommerce properties → Meta's standard `custom_data`.
+/// `v` without personal data; `None` when nothing is left of it.
+fn scrub(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) if looks_personal(s) => None,
+        Value::Array(items) => Some(Value::Array(items.iter().filter_map(scrub).collect())),
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter(|(k, _)| !is_personal_key(k))
+                .filter_map(|(k, v)| Some((k.clone(), scrub(v)?)))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+/// A key that names one of Meta's customer information parameters.
+fn is_personal_key(k: &str) -> bool {
+    USER_FIELDS
+        .iter()
+        .any(|(_, names)| names.contains(&k.to_ascii_lowercase().as_str()))
+}
+
+/// An e-mail address (`local@domain.tld`) or an international phone number
+/// (`+` and 7–15 digits, with the usual separators).
+fn looks_personal(s: &str) -> bool {
+    let s = s.trim();
+    let email = s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.chars().any(char::is_whitespace)
+    });
+    let phone = s.strip_prefix('+').is_some_and(|rest| {
+        let digits = rest.bytes().filter(u8::is_ascii_digit).count();
+        (7..=15).contains(&digits)
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'(' | b')' | b'.'))
+    });
+    email || phone
+}
+
+/// Zaraz ecommerce properties → Meta's standard `custom_data` (Meta Pixel
+/// reference, object properties,
+/// developers.facebook.com/docs/meta-pixel/reference#object-properties;
+/// Conversions API custom data parameters), field by field as Zaraz's own
+/// Meta Managed Component maps them, except where Meta's documentation says
+/// otherwise (noted below and in the README).
 fn ecommerce_data(event: &Event, pii: &[&str]) -> Map<String, Value> {
     let props = event.properties();
     let mut c = Map::new();
+    // An ISO 4217 code; Meta wants it upper case.
     if let Some(cu) = event.prop_str("currency") {
         c.insert("currency".into(), json!(cu.to_ascii_uppercase()));
     }
-    // Zaraz's order for Meta: a product's `price` before an order's `total`.
-    if let Some(v) = ["value", "price", "total", "revenue"]
+    // Zaraz: value, price, total, revenue. Meta: a purchase's value is the
+    // order's, so an order's total comes before a product's price (they
+    // differ only when a one-product order carries both).
+    if let Some(v) = ["value", "total", "revenue", "price"]
         .iter()
         .find_map(|k| event.prop_f64(k))
     {
@@ -378,45 +499,70 @@ fn ecommerce_data(event: &Event, pii: &[&str]) -> Map<String, Value> {
     if let Some(id) = event.prop_str("order_id") {
         c.insert("order_id".into(), json!(id));
     }
-    if let Some(q) = event.prop_str("query") {
-        c.insert("search_string".into(), json!(q));
+    // Meta: `search_string` is the Search event's.
+    if event.name == "Products Searched" {
+        if let Some(q) = event.prop_str("query") {
+            c.insert("search_string".into(), json!(q));
+        }
     }
-    let products: Vec<&Map<String, Value>> = match props.get("products") {
+    if let Some(category) = event.prop_str("category") {
+        c.insert("content_category".into(), json!(category));
+    }
+    // The products: those of `products`, then the event's own when it
+    // describes one (Zaraz's "Product Added" etc. carry it flat).
+    let mut products: Vec<&Map<String, Value>> = match props.get("products") {
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
-        _ if props.contains_key("product_id") || props.contains_key("sku") => vec![props],
         _ => Vec::new(),
     };
-    if !products.is_empty() {
-        let id_of = |p: &Map<String, Value>| -> Option<String> {
-            ["product_id", "sku"].iter().find_map(|k| match p.get(*k) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            })
-        };
-        let contents: Vec<Value> = products
-            .iter()
-            .filter_map(|p| {
-                let mut item = json!({"id": id_of(p)?, "quantity": p.get("quantity").and_then(number).unwrap_or(1.0) as u64});
-                if let Some(price) = p.get("price").and_then(number) {
-                    item["item_price"] = json!(price);
-                }
-                Some(item)
-            })
-            .collect();
-        let num_items: u64 = contents.iter().filter_map(|c| c["quantity"].as_u64()).sum();
-        c.insert(
-            "content_ids".into(),
-            json!(products.iter().filter_map(|p| id_of(p)).collect::<Vec<_>>()),
-        );
-        c.insert("contents".into(), Value::Array(contents));
-        c.insert("num_items".into(), json!(num_items));
-        c.insert("content_type".into(), json!("product"));
-        if products.len() == 1 {
-            if let Some(name) = products[0].get("name").and_then(Value::as_str) {
-                c.insert("content_name".into(), json!(name));
+    if props.contains_key("product_id") || props.contains_key("sku") {
+        products.push(props);
+    }
+    // Zaraz and Meta agree: the id is the SKU (Meta: "Product IDs … such as
+    // SKUs", matched against the catalog's ids), else the product id.
+    let id_of = |p: &Map<String, Value>| -> Option<String> {
+        ["sku", "product_id"].iter().find_map(|k| match p.get(*k) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let contents: Vec<Value> = products
+        .iter()
+        .filter_map(|p| {
+            // Meta requires a quantity per item; a product without one is one.
+            let quantity = p
+                .get("quantity")
+                .and_then(number)
+                .filter(|q| *q >= 1.0)
+                .map_or(1, |q| q as u64);
+            let mut item = json!({"id": id_of(p)?, "quantity": quantity});
+            if let Some(price) = p.get("price").and_then(number) {
+                item["item_price"] = json!(price);
             }
+            Some(item)
+        })
+        .collect();
+    if !contents.is_empty() {
+        let ids: Vec<&Value> = contents.iter().map(|i| &i["id"]).collect();
+        c.insert("content_ids".into(), json!(ids));
+        c.insert("content_type".into(), json!("product"));
+        // Meta: the number of items the visitor buys, an integer, with
+        // InitiateCheckout and Purchase (Zaraz: the number of product lines,
+        // as a string).
+        if matches!(event.name.as_str(), "Checkout Started" | "Order Completed") {
+            let n: u64 = contents.iter().filter_map(|i| i["quantity"].as_u64()).sum();
+            c.insert("num_items".into(), json!(n));
         }
+        c.insert("contents".into(), Value::Array(contents));
+    }
+    // Every product's name, comma-separated, as Zaraz sends it.
+    let names: Vec<&str> = products
+        .iter()
+        .filter_map(|p| p.get("name").and_then(Value::as_str))
+        .filter(|n| !n.trim().is_empty())
+        .collect();
+    if !names.is_empty() {
+        c.insert("content_name".into(), json!(names.join(",")));
     }
     // Anything else the site sent rides along (Meta keeps custom properties).
     for (k, v) in custom_props(props, pii) {
@@ -458,7 +604,12 @@ mod tests {
     }
 
     /// The Meta request for each event of one collector batch.
-    fn batch(cookies: &str, props: Value, n: usize) -> Vec<(Value, Vec<Value>)> {
+    fn batch(cookies: &str, props: Value, n: usize) -> Vec<(Value, Vec<ToolCookie>)> {
+        batch_at(cookies, "https://shop.test/?fbclid=click", props, n)
+    }
+
+    /// Like `batch`, on page `url`.
+    fn batch_at(cookies: &str, url: &str, props: Value, n: usize) -> Vec<(Value, Vec<ToolCookie>)> {
         let text =
             "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1\"\naccess_token = \"t\"\n";
         let file: ToolFile = toml::from_str(text).unwrap();
@@ -483,7 +634,7 @@ mod tests {
                     name: "lead".into(),
                     properties: props.as_object().unwrap().clone(),
                     page: crate::event::PageInfo {
-                        url: "https://shop.test/?fbclid=click".into(),
+                        url: url.into(),
                         ..Default::default()
                     },
                     ..Default::default()
@@ -494,7 +645,8 @@ mod tests {
                     panic!("not http")
                 };
                 let body: Value = serde_json::from_slice(http.body.as_ref().unwrap()).unwrap();
-                (body["data"][0].clone(), out.instructions)
+                assert!(out.instructions.is_empty());
+                (body["data"][0].clone(), out.cookies)
             })
             .collect()
     }
@@ -502,15 +654,21 @@ mod tests {
     #[test]
     fn one_new_fbp_and_fbc_per_visitor_not_per_event() {
         let events = batch("", json!({}), 3);
-        let (first, instructions) = &events[0];
+        let (first, cookies) = &events[0];
         let fbp = first["user_data"]["fbp"].as_str().unwrap();
         let fbc = first["user_data"]["fbc"].as_str().unwrap();
         assert!(fbp.starts_with("fb.1.") && fbc.starts_with("fb.1.") && fbc.ends_with(".click"));
         for (e, i) in &events {
             assert_eq!(e["user_data"]["fbp"], fbp);
             assert_eq!(e["user_data"]["fbc"], fbc);
-            assert_eq!(i, instructions);
+            assert_eq!(i, cookies);
         }
+        assert_eq!(
+            cookies,
+            &vec![fb_cookie("_fbp", fbp), fb_cookie("_fbc", fbc)],
+            "both stored by the collector's answer, 90 days"
+        );
+        assert_eq!(cookies[0].max_age_secs, 90 * 24 * 3600);
         // Our own client id never reaches Meta as such.
         let cid = "1234567890.1700000000.1";
         let (e, _) = &batch(&format!("tp_cid={cid}"), json!({}), 1)[0];
@@ -539,5 +697,190 @@ mod tests {
         );
         assert!(e["user_data"].get("zp").is_none());
         assert_eq!(e["custom_data"], json!({"plan": "pro"}));
+    }
+
+    // Meta, "ClickID and the fbp and fbc Parameters":
+    // https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc/
+    // `fb.${subdomainIndex}.${creationTime}.${fbclid}` / `.${randomNumber}`,
+    // subdomain index 0, 1 or 2, creation time in milliseconds.
+    #[test]
+    fn fb_cookie_shapes() {
+        let now = 1_764_000_000_000;
+        for good in [
+            "fb.1.1732449000000.987654321",
+            "fb.0.1732449000000.1",
+            "fb.2.1732449000000.2147483647",
+        ] {
+            assert!(is_fbp(good, now), "{good}");
+        }
+        for good in [
+            "fb.1.1732449000000.IwAR2F4-dbP0l7Mn1IawQQGCINEz7PYXQvwjNwB_qa2ofrHyiLjcbCRxTDMgk",
+            // Dots inside the click id are part of it.
+            "fb.1.1732449000000.IwZXh0bgNhZW0BMAB.aem_x-Y_z",
+        ] {
+            assert!(is_fbc(good, now), "{good}");
+        }
+        for bad in [
+            "fb.1.1732449000000.",  // empty value (the issue's example)
+            "fb.1.1732449000000",   // no value at all (the issue's example)
+            "fb.3.1732449000000.1", // subdomain index past 2
+            "fb..1732449000000.1",  // no index
+            "fb.1.1732449000.1",    // seconds, not milliseconds
+            "fb.1.17324490000xx.1", // not a number
+            "fb.1.0000000000001.1", // 1970
+            "fb.1.9999999999999.1", // far future
+            "fb.1.1732449000000.1 2",
+            " fb.1.1732449000000.1",
+            "fb.1.1732449000000.a b",
+            "FB.1.1732449000000.1",
+            "",
+        ] {
+            assert!(!is_fbp(bad, now), "{bad:?} taken as _fbp");
+            assert!(!is_fbc(bad, now), "{bad:?} taken as _fbc");
+        }
+        // `_fbp`'s value is the pixel's random number.
+        assert!(!is_fbp("fb.1.1732449000000.IwAR_abc", now));
+        // Over-long values.
+        let long = format!("fb.1.1732449000000.{}", "A".repeat(600));
+        assert!(!is_fbc(&long, now));
+        assert!(!is_click_id("a b") && !is_click_id("") && !is_click_id("x;y"));
+    }
+
+    #[test]
+    fn malformed_fbc_is_dropped_or_rebuilt_from_fbclid() {
+        for bad in ["fb.1.1732449000000.", "fb.1.1732449000000"] {
+            // No click id in the URL: no fbc at all, no cookie.
+            let (e, cookies) =
+                &batch_at(&format!("_fbc={bad}"), "https://shop.test/", json!({}), 1)[0];
+            assert!(e["user_data"].get("fbc").is_none(), "{bad}: {e}");
+            assert!(cookies.iter().all(|c| c.name != "_fbc"), "{cookies:?}");
+            // A click id in the URL: rebuilt from it, and stored.
+            let (e, cookies) = &batch_at(
+                &format!("_fbc={bad}"),
+                "https://shop.test/?fbclid=IwAR_new",
+                json!({}),
+                1,
+            )[0];
+            let fbc = e["user_data"]["fbc"].as_str().unwrap();
+            assert!(is_fbc(fbc, crate::event::now_ms()), "{fbc}");
+            assert!(
+                fbc.starts_with("fb.1.") && fbc.ends_with(".IwAR_new"),
+                "{fbc}"
+            );
+            assert!(cookies.contains(&fb_cookie("_fbc", fbc)));
+        }
+        // A well-formed cookie with the same click id is kept as it is; one
+        // whose id merely ends like the URL's is another click.
+        let kept = "fb.1.1732449000000.IwAR_new";
+        let (e, _) = &batch_at(
+            &format!("_fbc={kept}"),
+            "https://shop.test/?fbclid=IwAR_new",
+            json!({}),
+            1,
+        )[0];
+        assert_eq!(e["user_data"]["fbc"], kept);
+        let (e, _) = &batch_at(
+            "_fbc=fb.1.1732449000000.xIwAR_new",
+            "https://shop.test/?fbclid=IwAR_new",
+            json!({}),
+            1,
+        )[0];
+        assert_ne!(e["user_data"]["fbc"], "fb.1.1732449000000.xIwAR_new");
+        // A malformed click id in the URL builds nothing.
+        let (e, _) = &batch_at("", "https://shop.test/?fbclid=a%20b", json!({}), 1)[0];
+        assert!(e["user_data"].get("fbc").is_none(), "{e}");
+    }
+
+    #[test]
+    fn malformed_fbp_is_replaced_with_a_fresh_one() {
+        for bad in [
+            "fb.1.1732449000000.",
+            "fb.1.1732449000",
+            "fb.1.abc.123",
+            "fb.7.1732449000000.123",
+        ] {
+            let (e, cookies) =
+                &batch_at(&format!("_fbp={bad}"), "https://shop.test/", json!({}), 1)[0];
+            let fbp = e["user_data"]["fbp"].as_str().unwrap();
+            assert_ne!(fbp, bad);
+            assert!(is_fbp(fbp, crate::event::now_ms()), "{fbp}");
+            assert!(cookies.contains(&fb_cookie("_fbp", fbp)), "{cookies:?}");
+        }
+        // A garbage first-seen time in our own cookie does not leak into it.
+        let (e, _) = &batch_at("tp_cid=1234567890.5.1", "https://shop.test/", json!({}), 1)[0];
+        assert!(is_fbp(
+            e["user_data"]["fbp"].as_str().unwrap(),
+            crate::event::now_ms()
+        ));
+        // A good one is kept, and its cookie refreshed.
+        let good = "fb.1.1732449000000.987654321";
+        let (e, cookies) =
+            &batch_at(&format!("_fbp={good}"), "https://shop.test/", json!({}), 1)[0];
+        assert_eq!(e["user_data"]["fbp"], good);
+        assert_eq!(cookies, &vec![fb_cookie("_fbp", good)]);
+    }
+
+    #[test]
+    fn custom_action_custom_data_never_holds_raw_personal_data() {
+        let text =
+            "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1\"\naccess_token = \"t\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        let meta = MetaCapi::from_config(Path::new("meta.toml"), text, &file).unwrap();
+        let req = crate::event::RequestInfo {
+            ip: Some("203.0.113.9".parse().unwrap()),
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: crate::event::parse_cookies("_fbp=fb.1.1732449000000.1"),
+            location: Map::new(),
+        };
+        let now = crate::event::now_ms();
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Track),
+            name: "lead".into(),
+            page: crate::event::PageInfo {
+                url: "https://shop.test/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let event = Event::build(input, &req, tracker.next_event(), now);
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+        };
+        // What an action's templates and include_*_properties may produce.
+        let fields = json!({
+            "event_name": "Lead",
+            "plan": "pro",
+            "contact": "Jane.Doe@Example.com",
+            "mobile": "+1 650 555 0134",
+            "Email": "x@y.test",
+            "email": "z@y.test",
+            "form": {"first_name": "Jane", "note": "call jane@example.com", "size": 3},
+            "list": ["ok", "joe@example.org"],
+            "order_id": "12345678",
+            "system": event.system.clone(),
+        });
+        let out = meta.custom("event", fields.as_object().unwrap().clone(), &event, &cx);
+        let Payload::Http(http) = &out.payloads[0] else {
+            panic!("not http")
+        };
+        let body: Value = serde_json::from_slice(http.body.as_ref().unwrap()).unwrap();
+        let custom = &body["data"][0]["custom_data"];
+        assert_eq!(
+            custom,
+            &json!({
+                "plan": "pro",
+                "form": {"note": "call jane@example.com", "size": 3},
+                "list": ["ok"],
+                "order_id": "12345678",
+            })
+        );
+        // The e-mail under a key Meta knows goes hashed to user_data.
+        assert_eq!(
+            body["data"][0]["user_data"]["em"],
+            json!([hash_user_field("em", "z@y.test").unwrap()])
+        );
     }
 }

@@ -198,7 +198,7 @@ impl Ga4 {
                 headers,
                 body: None,
             })],
-            instructions: Vec::new(),
+            ..Default::default()
         }
     }
 }

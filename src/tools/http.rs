@@ -180,6 +180,6 @@ fn request(
             headers,
             body,
         })],
-        instructions: Vec::new(),
+        ..Default::default()
     }
 }

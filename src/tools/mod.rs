@@ -183,8 +183,69 @@ pub struct Delivery {
 #[derive(Debug, Default)]
 pub struct Output {
     pub payloads: Vec<Payload>,
-    /// Browser instructions (`{"fetch": url}`, `{"set_cookie": {...}}`).
+    /// Browser instructions (`{"fetch": url}`).
     pub instructions: Vec<Value>,
+    /// Cookies the tool keeps in the visitor's browser; the collector sets
+    /// them with its own `Set-Cookie` headers (SPEC §5).
+    pub cookies: Vec<ToolCookie>,
+}
+
+/// Longest life of any cookie tagproxy sets (SPEC §9: at most one year).
+pub const MAX_COOKIE_SECS: u64 = 365 * 24 * 3600;
+
+/// A first-party cookie a tool keeps in the visitor's browser (Meta's
+/// `_fbp` / `_fbc`, click ids). It is set by the collector's answer, never by
+/// script: Safari caps script-written cookies at 7 days, server-set
+/// first-party ones live as long as they ask (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCookie {
+    /// The cookie name, as the destination's own tag names it (`_fbp`).
+    pub name: String,
+    /// The value, sent as is (no encoding): it must consist of RFC 6265
+    /// cookie-octets, else the cookie is not set.
+    pub value: String,
+    /// Lifetime in seconds, as the destination documents it; capped at
+    /// [`MAX_COOKIE_SECS`].
+    pub max_age_secs: u64,
+}
+
+impl ToolCookie {
+    /// The `Set-Cookie` header value: `Path=/`, `Max-Age` (at most a year),
+    /// `SameSite=Lax`, `Domain` as for `tp_cid` (none: host-only), `Secure`
+    /// when the page or the request is https. `None` when the name is not an
+    /// RFC 6265 token or the value holds anything but cookie-octets.
+    pub fn set_cookie_header(&self, domain: Option<&str>, secure: bool) -> Option<String> {
+        let token = |b: u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b);
+        let octet = |b: u8| b.is_ascii_graphic() && !b"\",;\\".contains(&b);
+        if self.name.is_empty() || !self.name.bytes().all(token) || !self.value.bytes().all(octet) {
+            return None;
+        }
+        let mut h = format!(
+            "{}={}; Path=/; Max-Age={}; SameSite=Lax",
+            self.name,
+            self.value,
+            self.max_age_secs.min(MAX_COOKIE_SECS)
+        );
+        if let Some(d) = domain {
+            h.push_str("; Domain=");
+            h.push_str(d);
+        }
+        if secure {
+            h.push_str("; Secure");
+        }
+        Some(h)
+    }
+}
+
+/// Adds `new` to `cookies`, one per name: a later value replaces an earlier
+/// one (the newest click id wins), so an answer never sets a name twice.
+pub fn merge_cookies(cookies: &mut Vec<ToolCookie>, new: impl IntoIterator<Item = ToolCookie>) {
+    for c in new {
+        match cookies.iter_mut().find(|o| o.name == c.name) {
+            Some(old) => *old = c,
+            None => cookies.push(c),
+        }
+    }
 }
 
 /// What adapters render their templates with.
@@ -558,5 +619,51 @@ mod tests {
             Automated::ALL.unsupported(Automated::default()),
             vec!["pageview", "track", "ecommerce"]
         );
+    }
+
+    #[test]
+    fn tool_cookie_headers() {
+        let c = |name: &str, value: &str, max_age_secs: u64| ToolCookie {
+            name: name.into(),
+            value: value.into(),
+            max_age_secs,
+        };
+        assert_eq!(
+            c("_fbp", "fb.1.1732449000000.1", 7_776_000)
+                .set_cookie_header(Some("example.com"), true)
+                .unwrap(),
+            "_fbp=fb.1.1732449000000.1; Path=/; Max-Age=7776000; SameSite=Lax; Domain=example.com; Secure"
+        );
+        // At most a year; host-only without a domain; not Secure over http.
+        assert_eq!(
+            c("_gcl_aw", "GCL.1.x", 10 * MAX_COOKIE_SECS)
+                .set_cookie_header(None, false)
+                .unwrap(),
+            "_gcl_aw=GCL.1.x; Path=/; Max-Age=31536000; SameSite=Lax"
+        );
+        // Nothing that could add attributes or another cookie.
+        for (name, value) in [
+            ("_fbc", "a; Domain=evil.test"),
+            ("_fbc", "a b"),
+            ("_fbc", "a,b"),
+            ("_fbc", "\"a\""),
+            ("_fbc", "é"),
+            ("a=b", "x"),
+            ("", "x"),
+        ] {
+            assert_eq!(c(name, value, 1).set_cookie_header(None, false), None);
+        }
+    }
+
+    #[test]
+    fn one_cookie_per_name_the_newest_wins() {
+        let c = |name: &str, value: &str| ToolCookie {
+            name: name.into(),
+            value: value.into(),
+            max_age_secs: 60,
+        };
+        let mut all = vec![c("_fbp", "1"), c("_fbc", "old")];
+        merge_cookies(&mut all, [c("_fbc", "new"), c("_fbp", "1"), c("_ttp", "t")]);
+        assert_eq!(all, [c("_fbp", "1"), c("_fbc", "new"), c("_ttp", "t")]);
     }
 }

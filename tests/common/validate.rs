@@ -142,18 +142,40 @@ fn is_currency(s: &str) -> bool {
     s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
 }
 
-/// `^fb\.1\.\d+\.\d+$` (`tail_digits`) or `^fb\.1\.\d+\..+$`.
+/// A `_fbp` (`tail_digits`: its value is a random number) or `_fbc` as
+/// Meta documents them ("ClickID and the fbp and fbc Parameters",
+/// https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc/):
+/// `fb.<subdomain index 0|1|2>.<creation time, Unix ms>.<value>`, the value
+/// non-empty (a click id may hold dots), no whitespace, a plausible
+/// creation time (13 digits, not ahead of now by more than a day), at most
+/// 500 characters. Meta refuses the whole request for one malformed `fbc`.
 fn is_fb_cookie(s: &str, tail_digits: bool) -> bool {
-    let Some(rest) = s.strip_prefix("fb.1.") else {
+    if s.len() > 500 {
+        return false;
+    }
+    let Some(rest) = s.strip_prefix("fb.") else {
+        return false;
+    };
+    let Some((index, rest)) = rest.split_once('.') else {
         return false;
     };
     let Some((time, tail)) = rest.split_once('.') else {
         return false;
     };
-    is_digits(time)
+    let time_ok = time.len() == 13
+        && is_digits(time)
+        && time
+            .parse::<u64>()
+            .is_ok_and(|ms| ms / 1000 <= now_secs() + 24 * 3600);
+    matches!(index, "0" | "1" | "2")
+        && time_ok
         && !tail.is_empty()
-        && (!tail_digits || is_digits(tail))
-        && !tail.chars().any(char::is_whitespace)
+        && if tail_digits {
+            is_digits(tail)
+        } else {
+            tail.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        }
 }
 
 fn finish(problems: Vec<String>) -> Result<(), String> {
@@ -529,14 +551,14 @@ fn meta_user_data(u: &Map<String, Value>, at: &str, p: &mut Vec<String>) {
     if let Some(fbp) = u.get("fbp") {
         if !fbp.as_str().is_some_and(|s| is_fb_cookie(s, true)) {
             p.push(format!(
-                "{at}.fbp {fbp} does not match ^fb\\.1\\.\\d+\\.\\d+$"
+                "{at}.fbp {fbp} is not fb.<0|1|2>.<creation ms>.<random number>"
             ));
         }
     }
     if let Some(fbc) = u.get("fbc") {
         if !fbc.as_str().is_some_and(|s| is_fb_cookie(s, false)) {
             p.push(format!(
-                "{at}.fbc {fbc} does not match ^fb\\.1\\.\\d+\\..+$"
+                "{at}.fbc {fbc} is not fb.<0|1|2>.<creation ms>.<fbclid>"
             ));
         }
     }
@@ -590,6 +612,22 @@ fn meta_custom_data(c: &Map<String, Value>, at: &str, p: &mut Vec<String>) {
     if let Some(n) = c.get("num_items") {
         if n.as_u64().is_none() {
             p.push(format!("{at}.num_items {n} is not an integer"));
+        }
+    }
+    // Standard parameters' types (Meta Pixel reference, object properties:
+    // https://developers.facebook.com/docs/meta-pixel/reference#object-properties).
+    if let Some(t) = c.get("content_type") {
+        if !matches!(t.as_str(), Some("product" | "product_group")) {
+            p.push(format!(
+                "{at}.content_type {t} is not product or product_group"
+            ));
+        }
+    }
+    for k in ["content_name", "content_category", "search_string"] {
+        if let Some(v) = c.get(k) {
+            if v.as_str().is_none_or(str::is_empty) {
+                p.push(format!("{at}.{k} {v} is not a non-empty string"));
+            }
         }
     }
     if let Some(id) = c.get("order_id") {
