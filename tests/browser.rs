@@ -658,10 +658,15 @@ async fn virtual_pageviews_carry_the_previous_in_app_url_as_referrer() {
     dest.wait_for(4, WAIT).await;
     browser.js("history.back();").await;
     dest.wait_for(5, WAIT).await;
+    // A router that also reports the page itself: one pageview, not two.
+    browser
+        .js("history.pushState({}, '', '/c'); zaraz.spaPageview();")
+        .await;
+    dest.wait_for(6, WAIT).await;
     browser
         .js("return zaraz.track('sentinel').then(() => true);")
         .await;
-    let requests = dest.wait_for(6, WAIT).await;
+    let requests = dest.wait_for(7, WAIT).await;
     for r in &requests {
         if let Err(e) = common::validate::ga4(r, &env.user_agent) {
             panic!("{e}\n{r:?}");
@@ -670,7 +675,7 @@ async fn virtual_pageviews_carry_the_previous_in_app_url_as_referrer() {
 
     let hits = hits(&dest);
     assert_common(&hits, &env);
-    let (a, b) = (proxy.url("/a?tab=1"), proxy.url("/b"));
+    let (a, b, c) = (proxy.url("/a?tab=1"), proxy.url("/b"), proxy.url("/c"));
     let mut got: Vec<(u64, &str, &str, &str)> = hits
         .iter()
         .map(|h| {
@@ -692,7 +697,94 @@ async fn virtual_pageviews_carry_the_previous_in_app_url_as_referrer() {
             ("on_a", a.as_str(), landing.as_str()),
             ("page_view", b.as_str(), a.as_str()),
             ("page_view", a.as_str(), b.as_str()),
-            ("sentinel", a.as_str(), b.as_str()),
+            ("page_view", c.as_str(), a.as_str()),
+            ("sentinel", c.as_str(), a.as_str()),
+        ]
+    );
+    browser.close().await;
+}
+
+/// `auto_pageview = false`: no automatic pageview, so the queued calls go
+/// first, in call order; the pageviews the site sends itself with
+/// `zaraz.spaPageview()` follow, each virtual one with the previous in-app
+/// URL as referrer (`dr`), as with automatic ones.
+#[tokio::test]
+async fn without_auto_pageview_queued_calls_keep_their_order() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Manual</title>
+WIRE
+<script>STUB</script>
+<script>
+zaraz.track('queued_first');
+zaraz.ecommerce('Product Added', {product_id: 'P1', name: 'Mug', price: 14.5, quantity: 1, currency: 'USD'});
+</script>
+</head>
+<body><p>Manual pageviews.</p><script async src="/_tagproxy/s.js"></script></body></html>"#
+        .replace("WIRE", WIRE)
+        .replace("STUB", STUB);
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\nauto_pageview = false\n",
+        &[ga4(&dest)],
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser.wait_js("!!(window.zaraz && zaraz._tp)", WAIT).await;
+    let env = env(&browser).await;
+    dest.wait_for(2, WAIT).await;
+    browser.js("zaraz.spaPageview();").await;
+    dest.wait_for(3, WAIT).await;
+    browser
+        .js("history.pushState({}, '', '/a'); zaraz.spaPageview();")
+        .await;
+    let requests = dest.wait_for(4, WAIT).await;
+    for r in &requests {
+        if let Err(e) = common::validate::ga4(r, &env.user_agent) {
+            panic!("{e}\n{r:?}");
+        }
+    }
+    let kinds: Vec<(String, String)> = wire(&browser)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.1))
+        .collect();
+    let kinds: Vec<(&str, &str)> = kinds.iter().map(|(t, n)| (t.as_str(), n.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("track", "queued_first"),
+            ("ecommerce", "Product Added"),
+            ("pageview", ""),
+            ("pageview", ""),
+        ]
+    );
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    let mut got: Vec<(u64, &str, &str, &str)> = hits
+        .iter()
+        .map(|h| {
+            (
+                h.get("_s").parse().unwrap(),
+                h.en(),
+                h.get("dl"),
+                h.q.get("dr").map(String::as_str).unwrap_or(""),
+            )
+        })
+        .collect();
+    got.sort();
+    let got: Vec<(&str, &str, &str)> = got.into_iter().map(|(_, e, l, r)| (e, l, r)).collect();
+    let (landing, a) = (proxy.url("/"), proxy.url("/a"));
+    assert_eq!(
+        got,
+        [
+            ("queued_first", landing.as_str(), ""),
+            ("add_to_cart", landing.as_str(), ""),
+            ("page_view", landing.as_str(), ""),
+            ("page_view", a.as_str(), landing.as_str()),
         ]
     );
     browser.close().await;
