@@ -262,7 +262,7 @@
     });
 
   // ---- pageviews -------------------------------------------------------------
-  const pageview = () => emit("pageview", undefined, {});
+  const pageview = () => emit("pageview"); // no name, no properties
   let here = path();
   let href = loc.href;
   let nv = 0; // a virtual page began whose pageview is still to come
