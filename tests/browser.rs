@@ -555,7 +555,9 @@ async fn a_consent_replay_keeps_the_pageview_first() {
 
     let browser = Browser::start().await;
     browser.client.goto(&proxy.url("/")).await.unwrap();
-    browser.wait_js("!!(window.zaraz && zaraz.consent.APIReady)", WAIT).await;
+    browser
+        .wait_js("!!(window.zaraz && zaraz.consent.APIReady)", WAIT)
+        .await;
     browser
         .wait_js("window.__wire.flat().length == 4", WAIT)
         .await;
@@ -752,7 +754,10 @@ zaraz.ecommerce('Product Added', {product_id: 'P1', name: 'Mug', price: 14.5, qu
         .into_iter()
         .map(|e| (e.0, e.1))
         .collect();
-    let kinds: Vec<(&str, &str)> = kinds.iter().map(|(t, n)| (t.as_str(), n.as_str())).collect();
+    let kinds: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .collect();
     assert_eq!(
         kinds,
         [

@@ -205,7 +205,10 @@ mod tests {
     fn same_site_referrers_are_cleaned_like_page_urls() {
         let p = all();
         assert_eq!(
-            p.referrer("https://s.test/prev?email=jane%40example.com", "https://s.test/a"),
+            p.referrer(
+                "https://s.test/prev?email=jane%40example.com",
+                "https://s.test/a"
+            ),
             "https://s.test/prev"
         );
         let query_only = Privacy {
