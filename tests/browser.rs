@@ -794,3 +794,43 @@ zaraz.ecommerce('Product Added', {product_id: 'P1', name: 'Mug', price: 14.5, qu
     );
     browser.close().await;
 }
+
+/// More calls queued than one request carries (50 events): the requests go
+/// one after another, so the collector reads the pageview first and the
+/// rest in call order, also for a returning visitor (whose requests need
+/// not wait for the visitor cookie).
+#[tokio::test]
+async fn queued_calls_over_several_requests_arrive_in_order() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Many</title>
+WIRE
+<script>STUB</script>
+<script>for (var i = 0; i < 120; i++) zaraz.track('t' + i);</script>
+</head>
+<body><p>Many.</p><script async src="/_tagproxy/s.js"></script></body></html>"#
+        .replace("WIRE", WIRE)
+        .replace("STUB", STUB);
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\n",
+        &[ga4(&dest)],
+    )
+    .await;
+    let browser = Browser::start().await;
+    let mut want = vec!["page_view".to_string()];
+    want.extend((0..120).map(|i| format!("t{i}")));
+    for visit in 1..=2 {
+        browser.client.goto(&proxy.url("/")).await.unwrap();
+        dest.wait_for(121 * visit, WAIT).await;
+        let bodies = browser.js("return __wire.map(b => b.length);").await;
+        assert_eq!(bodies, serde_json::json!([50, 50, 21]), "visit {visit}");
+        let all = hits(&dest);
+        let sid = all[all.len() - 1].get("sid").to_string();
+        let visit_hits: Vec<Hit> = all.into_iter().skip(121 * (visit - 1)).collect();
+        assert!(visit_hits.iter().all(|h| h.get("sid") == sid));
+        assert_eq!(by_hit_number(&visit_hits), want, "visit {visit}");
+    }
+    browser.close().await;
+}

@@ -224,14 +224,15 @@
   // A new visitor's ids (tp_cid / tp_sid) come with the collector's first
   // answer: until that cookie exists, one request at a time, or two requests
   // in flight would make two visitors. The page's first request (with the
-  // load pageview) also goes alone, so nothing overtakes that pageview.
+  // load pageview) also goes alone, so nothing overtakes that pageview, and
+  // so does each of several batches, to arrive in order.
   let gate;
   let one = 1;
   const flush = () => {
     timer = 0;
     if (gate) return;
     const a = batches();
-    if (a.length && (one || !/(^|;\s*)tp_cid=/.test(d.cookie))) {
+    if (a[1] || (a[0] && (one || !/(^|;\s*)tp_cid=/.test(d.cookie)))) {
       one = 0;
       Q.unshift(...a.slice(1).flat());
       gate = send(a[0], 0).finally(() => {
