@@ -402,3 +402,435 @@ async fn first_visit_requests_share_one_client_id() {
     assert_eq!(sids.len(), 1, "one session: {sids:?}");
     browser.close().await;
 }
+
+/// Notes every collector request body the page sends, in the order it sends
+/// them (`__wire`: one array of events per request), before any tag loads.
+const WIRE: &str = r#"<script>
+window.__wire = [];
+var f = window.fetch;
+window.fetch = function (u, o) {
+  if (String(u).indexOf('/_tagproxy/t') >= 0) __wire.push(JSON.parse(o.body));
+  return f.apply(this, arguments);
+};
+var b = navigator.sendBeacon;
+navigator.sendBeacon = function (u, d) {
+  var i = __wire.push(null) - 1;
+  d.text().then(function (t) { __wire[i] = JSON.parse(t); });
+  return b.apply(this, arguments);
+};
+</script>"#;
+
+/// Every event the page sent, in wire order: (type, name, consent_replay, ts).
+async fn wire(browser: &Browser) -> Vec<(String, String, bool, u64)> {
+    let v = browser.js("return window.__wire;").await;
+    v.as_array()
+        .unwrap_or_else(|| panic!("__wire: {v}"))
+        .iter()
+        .flat_map(|b| b.as_array().unwrap_or_else(|| panic!("a body: {b}")).iter())
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["name"].as_str().unwrap_or_default().to_string(),
+                e["consent_replay"].as_bool().unwrap_or(false),
+                e["ts"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// GA4 event names in the order the collector took the events (`_s`, the
+/// session's hit counter, is assigned as the collector reads them).
+fn by_hit_number(hits: &[Hit]) -> Vec<&str> {
+    let mut order: Vec<(u64, &str)> = hits
+        .iter()
+        .map(|h| (h.get("_s").parse().unwrap(), h.en()))
+        .collect();
+    order.sort();
+    order.into_iter().map(|(_, en)| en).collect()
+}
+
+/// A page that loads the tag async and, before it arrives, queues an
+/// ecommerce call and a track through the stub and pushes to `dataLayer`.
+fn queued_early_page() -> String {
+    r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Queued Early</title>
+WIRE
+<script>STUB</script>
+<script>
+// Reading these properties takes a few milliseconds (a stand-in for a busy
+// page), so the queued calls' timestamps differ from a later pageview's.
+zaraz.ecommerce('Product Added', {toJSON: function () {
+  var t = Date.now();
+  while (Date.now() < t + 3);
+  return {product_id: 'P1', sku: 'P1', name: 'Mug', price: 14.5, quantity: 1, currency: 'USD'};
+}});
+zaraz.track('queued_track', {step: 'two'});
+window.dataLayer = [{event: 'dl_event', list: 'weekly'}];
+window.__queuedBeforeLoad = zaraz.q.length;
+</script>
+</head>
+<body><p>Loaded async.</p><script async src="/_tagproxy/s.js"></script></body></html>"#
+        .replace("WIRE", WIRE)
+        .replace("STUB", STUB)
+}
+
+/// The load pageview goes out before what the page queued before the script
+/// loaded (SPEC §4: a pageview per page load; queued calls are replayed): in
+/// the request body, across requests, and so in the order GA4 numbers the
+/// hits. gtag likewise sends its page_view from `config` before the events
+/// the page pushed to `dataLayer` are processed
+/// (https://developers.google.com/tag-platform/gtagjs/reference#config).
+#[tokio::test]
+async fn the_load_pageview_precedes_calls_queued_before_the_script() {
+    let origin = Origin::page("text/html; charset=utf-8", queued_early_page()).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\ndata_layer = true\n",
+        &[ga4(&dest)],
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser.wait_js("!!(window.zaraz && zaraz._tp)", WAIT).await;
+    assert_eq!(
+        browser.js("return window.__queuedBeforeLoad;").await,
+        Value::from(2),
+        "both calls were queued by the stub, before the script loaded"
+    );
+    let env = env(&browser).await;
+    let requests = dest.wait_for(4, WAIT).await;
+    for r in &requests {
+        if let Err(e) = common::validate::ga4(r, &env.user_agent) {
+            panic!("{e}\n{r:?}");
+        }
+    }
+
+    let sent = wire(&browser).await;
+    let kinds: Vec<(&str, &str)> = sent
+        .iter()
+        .map(|(t, n, _, _)| (t.as_str(), n.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("pageview", ""),
+            ("ecommerce", "Product Added"),
+            ("track", "queued_track"),
+            ("track", "dl_event"),
+        ],
+        "wire order"
+    );
+    assert!(
+        sent.windows(2).all(|w| w[0].3 <= w[1].3),
+        "client timestamps follow the order: {sent:?}"
+    );
+
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    assert_eq!(
+        by_hit_number(&hits),
+        ["page_view", "add_to_cart", "queued_track", "dl_event"],
+        "{:#?}",
+        summary(&hits)
+    );
+    browser.close().await;
+}
+
+/// Consent withheld at load: the copies c.js replays once the visitor grants
+/// go out in the order the page made them, the pageview first.
+#[tokio::test]
+async fn a_consent_replay_keeps_the_pageview_first() {
+    let origin = Origin::page("text/html; charset=utf-8", queued_early_page()).await;
+    let dest = Destination::start().await;
+    let tool = ga4(&dest);
+    let tool = (tool.0, format!("purposes = [\"analytics\"]\n{}", tool.1));
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\ndata_layer = true\n\n[consent]\nenabled = true\nshow_modal = false\n[[consent.purposes]]\nid = \"analytics\"\nname = \"Analytics\"\ndescription = \"Counting visits.\"\ndefault = \"denied\"\n",
+        &[tool],
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser
+        .wait_js("!!(window.zaraz && zaraz.consent.APIReady)", WAIT)
+        .await;
+    browser
+        .wait_js("window.__wire.flat().length == 4", WAIT)
+        .await;
+    let env = env(&browser).await;
+    browser
+        .js("zaraz.consent.set({analytics: true}); return true;")
+        .await;
+    dest.wait_for(4, WAIT).await;
+
+    let replays: Vec<(String, String)> = wire(&browser)
+        .await
+        .into_iter()
+        .filter(|e| e.2)
+        .map(|e| (e.0, e.1))
+        .collect();
+    let replays: Vec<(&str, &str)> = replays
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .collect();
+    assert_eq!(
+        replays,
+        [
+            ("pageview", ""),
+            ("ecommerce", "Product Added"),
+            ("track", "queued_track"),
+            ("track", "dl_event"),
+        ],
+        "replay order on the wire"
+    );
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    assert_eq!(
+        by_hit_number(&hits),
+        ["page_view", "add_to_cart", "queued_track", "dl_event"],
+        "{:#?}",
+        summary(&hits)
+    );
+    browser.close().await;
+}
+
+/// A virtual pageview's referrer is the previous in-app page, as gtag sets
+/// `page_referrer` to the previous `page_location` on a history change
+/// (https://developers.google.com/analytics/devguides/collection/ga4/single-page-applications);
+/// events after it carry the same referrer, as gtag's do (the page fields it
+/// sets apply to every later event). The landing pageview keeps
+/// `document.referrer`. GA4 gets it as `dr`.
+#[tokio::test]
+async fn virtual_pageviews_carry_the_previous_in_app_url_as_referrer() {
+    let app = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Landing</title></head>
+<body><h1>SPA</h1></body></html>"#;
+    let origin = Origin::page("text/html; charset=utf-8", app).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(origin.addr, "", &[ga4(&dest)]).await;
+    let landing = proxy.url("/");
+    // Another site (another origin) that links to the app.
+    let link = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Elsewhere</title></head>
+<body><a id="go" href="{landing}">To the app</a></body></html>"#
+    );
+    let elsewhere = Origin::page("text/html; charset=utf-8", link).await;
+    let elsewhere_url = format!("http://{}/", elsewhere.addr);
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{elsewhere_url}from"))
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Id("go"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_js(
+            "location.pathname == '/' && document.readyState == 'complete' && !!(window.zaraz && zaraz._tp)",
+            WAIT,
+        )
+        .await;
+    // Cross-origin: the browser's default policy gives the origin only.
+    assert_eq!(
+        browser.js("return document.referrer;").await,
+        elsewhere_url.as_str()
+    );
+    let env = env(&browser).await;
+    dest.wait_for(1, WAIT).await;
+
+    // Two steps into the app, an event on the first, then back.
+    browser
+        .js("history.pushState({}, '', '/a?tab=1'); document.title = 'A'; setTimeout(function () { zaraz.track('on_a'); });")
+        .await;
+    dest.wait_for(3, WAIT).await;
+    browser
+        .js("history.pushState({}, '', '/b'); document.title = 'B';")
+        .await;
+    dest.wait_for(4, WAIT).await;
+    browser.js("history.back();").await;
+    dest.wait_for(5, WAIT).await;
+    // A router that also reports the page itself: one pageview, not two.
+    browser
+        .js("history.pushState({}, '', '/c'); zaraz.spaPageview();")
+        .await;
+    dest.wait_for(6, WAIT).await;
+    browser
+        .js("return zaraz.track('sentinel').then(() => true);")
+        .await;
+    let requests = dest.wait_for(7, WAIT).await;
+    for r in &requests {
+        if let Err(e) = common::validate::ga4(r, &env.user_agent) {
+            panic!("{e}\n{r:?}");
+        }
+    }
+
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    let (a, b, c) = (proxy.url("/a?tab=1"), proxy.url("/b"), proxy.url("/c"));
+    let mut got: Vec<(u64, &str, &str, &str)> = hits
+        .iter()
+        .map(|h| {
+            (
+                h.get("_s").parse().unwrap(),
+                h.en(),
+                h.get("dl"),
+                h.q.get("dr").map(String::as_str).unwrap_or(""),
+            )
+        })
+        .collect();
+    got.sort();
+    let got: Vec<(&str, &str, &str)> = got.into_iter().map(|(_, e, l, r)| (e, l, r)).collect();
+    assert_eq!(
+        got,
+        [
+            ("page_view", landing.as_str(), elsewhere_url.as_str()),
+            ("page_view", a.as_str(), landing.as_str()),
+            ("on_a", a.as_str(), landing.as_str()),
+            ("page_view", b.as_str(), a.as_str()),
+            ("page_view", a.as_str(), b.as_str()),
+            ("page_view", c.as_str(), a.as_str()),
+            ("sentinel", c.as_str(), a.as_str()),
+        ]
+    );
+    browser.close().await;
+}
+
+/// `auto_pageview = false`: no automatic pageview, so the queued calls go
+/// first, in call order; the pageviews the site sends itself with
+/// `zaraz.spaPageview()` follow, each virtual one with the previous in-app
+/// URL as referrer (`dr`), as with automatic ones.
+#[tokio::test]
+async fn without_auto_pageview_queued_calls_keep_their_order() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Manual</title>
+WIRE
+<script>STUB</script>
+<script>
+zaraz.track('queued_first');
+zaraz.ecommerce('Product Added', {product_id: 'P1', name: 'Mug', price: 14.5, quantity: 1, currency: 'USD'});
+</script>
+</head>
+<body><p>Manual pageviews.</p><script async src="/_tagproxy/s.js"></script></body></html>"#
+        .replace("WIRE", WIRE)
+        .replace("STUB", STUB);
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\nauto_pageview = false\n",
+        &[ga4(&dest)],
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    browser.wait_js("!!(window.zaraz && zaraz._tp)", WAIT).await;
+    let env = env(&browser).await;
+    dest.wait_for(2, WAIT).await;
+    browser.js("zaraz.spaPageview();").await;
+    dest.wait_for(3, WAIT).await;
+    browser
+        .js("history.pushState({}, '', '/a'); zaraz.spaPageview();")
+        .await;
+    let requests = dest.wait_for(4, WAIT).await;
+    for r in &requests {
+        if let Err(e) = common::validate::ga4(r, &env.user_agent) {
+            panic!("{e}\n{r:?}");
+        }
+    }
+    let kinds: Vec<(String, String)> = wire(&browser)
+        .await
+        .into_iter()
+        .map(|e| (e.0, e.1))
+        .collect();
+    let kinds: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(t, n)| (t.as_str(), n.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("track", "queued_first"),
+            ("ecommerce", "Product Added"),
+            ("pageview", ""),
+            ("pageview", ""),
+        ]
+    );
+    let hits = hits(&dest);
+    assert_common(&hits, &env);
+    let mut got: Vec<(u64, &str, &str, &str)> = hits
+        .iter()
+        .map(|h| {
+            (
+                h.get("_s").parse().unwrap(),
+                h.en(),
+                h.get("dl"),
+                h.q.get("dr").map(String::as_str).unwrap_or(""),
+            )
+        })
+        .collect();
+    got.sort();
+    let got: Vec<(&str, &str, &str)> = got.into_iter().map(|(_, e, l, r)| (e, l, r)).collect();
+    let (landing, a) = (proxy.url("/"), proxy.url("/a"));
+    assert_eq!(
+        got,
+        [
+            ("queued_first", landing.as_str(), ""),
+            ("add_to_cart", landing.as_str(), ""),
+            ("page_view", landing.as_str(), ""),
+            ("page_view", a.as_str(), landing.as_str()),
+        ]
+    );
+    browser.close().await;
+}
+
+/// More calls queued than one request carries (50 events): the requests go
+/// one after another, so the collector reads the pageview first and the
+/// rest in call order, also for a returning visitor (whose requests need
+/// not wait for the visitor cookie).
+#[tokio::test]
+async fn queued_calls_over_several_requests_arrive_in_order() {
+    let page = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Many</title>
+WIRE
+<script>STUB</script>
+<script>for (var i = 0; i < 120; i++) zaraz.track('t' + i);</script>
+</head>
+<body><p>Many.</p><script async src="/_tagproxy/s.js"></script></body></html>"#
+        .replace("WIRE", WIRE)
+        .replace("STUB", STUB);
+    let origin = Origin::page("text/html; charset=utf-8", page).await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        "[settings]\nauto_inject = false\n",
+        &[ga4(&dest)],
+    )
+    .await;
+    let browser = Browser::start().await;
+    let mut want = vec!["page_view".to_string()];
+    want.extend((0..120).map(|i| format!("t{i}")));
+    for visit in 1..=2 {
+        browser.client.goto(&proxy.url("/")).await.unwrap();
+        dest.wait_for(121 * visit, WAIT).await;
+        let bodies = browser.js("return __wire.map(b => b.length);").await;
+        assert_eq!(bodies, serde_json::json!([50, 50, 21]), "visit {visit}");
+        let all = hits(&dest);
+        let sid = all[all.len() - 1].get("sid").to_string();
+        let visit_hits: Vec<Hit> = all.into_iter().skip(121 * (visit - 1)).collect();
+        assert!(visit_hits.iter().all(|h| h.get("sid") == sid));
+        assert_eq!(by_hit_number(&visit_hits), want, "visit {visit}");
+    }
+    browser.close().await;
+}

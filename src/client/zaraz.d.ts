@@ -78,7 +78,13 @@ declare global {
     set(key: string, value: unknown, options?: ZarazSetOptions): void;
     /** Send one of Zaraz's e-commerce events (e.g. "Order Completed"). */
     ecommerce(eventName: string, eventProperties?: ZarazEventProperties): Promise<void>;
-    /** Send a pageview now (for SPAs that route themselves); client triggers restart for the new virtual page. */
+    /**
+     * Send a pageview now (for SPAs that route themselves); client triggers
+     * restart for the new virtual page. After a path or query change its
+     * referrer (and that of later events) is the previous in-app URL; it
+     * stands for the automatic pageview of a history change just made, so
+     * the page is counted once.
+     */
     spaPageview(): void;
     /** Set the `zarazDebug` cookie to `key`; no key clears it. */
     debug(key?: string): void;

@@ -112,9 +112,9 @@
   // queue until DOMContentLoaded and fill in the title of events made before.
   let hold = d.readyState == "loading";
 
-  const add = (e, first) =>
+  const add = (e) =>
     new Promise((r) => {
-      Q[first ? "unshift" : "push"]({ e, r });
+      Q.push({ e, r });
       hold || timer || (timer = setTimeout(flush));
     });
   // What the consent script (c.js, consent.js) works with: `c` copies of the
@@ -122,8 +122,10 @@
   // `q` the zaraz.consent calls made before c.js loaded; `s` queues an event;
   // `Q` / `R` the events not sent yet / waiting for a retry.
   const X = (z._tp = { c: [], k: C.consent, d: 0, q: [], s: add, Q, R });
+  // The current (virtual) page's referrer: see `moved`.
+  let ref = d.referrer;
   // The one way out for every event.
-  const emit = (type, name, props, first) => {
+  const emit = (type, name, props) => {
     let e;
     try {
       e = JSON.parse(
@@ -131,7 +133,7 @@
           type,
           name, // undefined (so absent) for pageviews
           properties: props && typeof props == "object" ? props : {},
-          page: { url: loc.href, title: d.title, referrer: d.referrer, encoding: d.characterSet },
+          page: { url: loc.href, title: d.title, referrer: ref, encoding: d.characterSet },
           device: {
             viewport: w.innerWidth + "x" + w.innerHeight,
             resolution: screen.width + "x" + screen.height,
@@ -148,7 +150,7 @@
     }
     // Over 100: the oldest goes; the first time, a warning (c.js tells the total).
     X.k && X.c.push(e) > 100 && (X.c.shift(), X.d++ || warn("consent queue full (100)"));
-    return add(e, first);
+    return add(e);
   };
 
   // Cut the queue into requests of at most 50 events and ~60 KB.
@@ -219,13 +221,17 @@
 
   // A new visitor's ids (tp_cid / tp_sid) come with the collector's first
   // answer: until that cookie exists, one request at a time, or two requests
-  // in flight would make two visitors.
+  // in flight would make two visitors. The page's first request (with the
+  // load pageview) also goes alone, so nothing overtakes that pageview, and
+  // so does each of several batches, to arrive in order.
   let gate;
+  let one = 1;
   const flush = () => {
     timer = 0;
     if (gate) return;
     const a = batches();
-    if (a.length && !/(^|;\s*)tp_cid=/.test(d.cookie)) {
+    if (a[1] || (a[0] && (one || !/(^|;\s*)tp_cid=/.test(d.cookie)))) {
+      one = 0;
       Q.unshift(...a.slice(1).flat());
       gate = send(a[0], 0).finally(() => {
         gate = 0;
@@ -234,11 +240,13 @@
     } else a.forEach((b) => send(b, 0));
   };
 
-  // Page hidden or left: everything pending (queued or waiting for a retry)
-  // goes out now with sendBeacon.
+  // Page hidden or left: everything pending goes out now with sendBeacon,
+  // in order: what waits for a retry is older than what is queued.
   const bye = () => {
-    for (const b of R) clearTimeout(b.t), Q.push(...b);
+    const o = [];
+    for (const b of R) clearTimeout(b.t), o.push(...b);
     R.clear();
+    Q.unshift(...o);
     batches().forEach(beacon);
   };
   on(w, "pagehide", bye);
@@ -253,22 +261,32 @@
     });
 
   // ---- pageviews -------------------------------------------------------------
-  const pageview = (first) => emit("pageview", undefined, {}, first);
+  const pageview = () => emit("pageview"); // no name, no properties
   let here = path();
   let href = loc.href;
-  // Deferred one task so a title set right after pushState is reported.
-  // A new path or query is a virtual page: a pageview, and every client
-  // trigger restarts; a hash-only change re-checks the triggers' page rules.
-  const changed = () =>
+  let nv = 0; // a virtual page began whose pageview is still to come
+  // A new path or query is a virtual page, whose referrer (for its pageview
+  // and every later event) is the previous page's URL, without the fragment
+  // like document.referrer; gtag sets page_referrer so on history changes.
+  // Noted at once, so an event sent right after pushState has it too.
+  const moved = () => {
+    const u = path();
+    u != here && ((ref = loc.origin + here), (here = u), (nv = 1));
+  };
+  // The pageview is deferred one task so a title set right after pushState
+  // is reported. On a virtual page every client trigger restarts; a
+  // hash-only change re-checks the triggers' page rules.
+  const changed = () => (
+    moved(),
     setTimeout(() => {
-      const u = path();
       if (loc.href == href) return;
       href = loc.href;
-      const v = u != here;
-      here = u;
+      const v = nv;
+      nv = 0;
       v && C.auto_pageview && pageview();
       arm(v);
-    });
+    })
+  );
   if (C.spa) {
     const h = history;
     for (const m of ["pushState", "replaceState"]) {
@@ -302,6 +320,7 @@
       a == "url" ? (k ? loc[k] : loc.href)
       : a == "query" ? new URLSearchParams(loc.search).get(k)
       : a == "encoding" ? d.characterSet
+      : a == "referrer" ? ref
       : d[a];
     return typeof v == "string" ? v : "";
   };
@@ -480,12 +499,16 @@
     set,
     ecommerce: (n, p) =>
       C.ecommerce ? emit("ecommerce", String(n), p) : warn("ecommerce is not enabled"),
-    spaPageview: () => (pageview(), arm(1)),
+    // Also stands for the automatic pageview of a history change just made.
+    spaPageview: () => (moved(), (nv = 0), pageview(), arm(1)),
     debug: (k) => cookie("zarazDebug", k || "", k ? null : 0),
     consent: con,
   });
 
-  // Calls queued by the stub, in order; later pushes to the old queue run at once.
+  // The load pageview goes first (in the queue, the consent copies and by
+  // timestamp), then the calls queued by the stub, in order; it carries the
+  // vars those calls set. Later pushes to the old queue run at once.
+  const pv = C.auto_pageview && (pageview(), Q[Q.length - 1]);
   const call = (x) => {
     const [m, a] = Array.isArray(x) ? x : [x && x.m, x && x.a];
     typeof z[m] == "function" ? z[m](...(a || [])) : warn("unknown queued call", m);
@@ -493,9 +516,7 @@
   const q = z.q;
   z.q = { push: call };
   (Array.isArray(q) ? q : []).forEach(call);
-
-  // The load pageview goes first, with the vars the queued calls set.
-  if (C.auto_pageview) pageview(true);
+  pv && (pv.e.vars = vars());
   // Triggers arm once the DOM is parsed (page rules may read the title).
   hold || arm();
 

@@ -72,10 +72,13 @@ impl Privacy {
         }
     }
 
-    /// The referrer, dropped when it is external and that is configured.
+    /// The referrer: dropped when it is external and that is configured; a
+    /// same-site one (an earlier page of this site, e.g. a virtual page's
+    /// previous in-app URL) is cleaned like the page URL, so a query or
+    /// fragment removed from `page.url` does not reach tools through it.
     pub fn referrer(&self, referrer: &str, page_url: &str) -> String {
-        if !self.hide_external_referrer || referrer.is_empty() {
-            return referrer.to_string();
+        if referrer.is_empty() {
+            return String::new();
         }
         let host = |s: &str| {
             url::Url::parse(s)
@@ -83,8 +86,9 @@ impl Privacy {
                 .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
         };
         match (host(referrer), host(page_url)) {
-            (Some(r), Some(p)) if r == p => referrer.to_string(),
-            _ => String::new(),
+            (Some(r), Some(p)) if r == p => self.page_url(referrer),
+            _ if self.hide_external_referrer => String::new(),
+            _ => referrer.to_string(),
         }
     }
 
@@ -191,6 +195,39 @@ mod tests {
         assert_eq!(
             Privacy::default().referrer("https://google.com/", "https://s.test/"),
             "https://google.com/"
+        );
+    }
+
+    /// A same-site referrer is an earlier page URL of this site (a virtual
+    /// page's referrer is the previous in-app URL): it is cleaned like the
+    /// page URL, so a trimmed query does not reach tools through it.
+    #[test]
+    fn same_site_referrers_are_cleaned_like_page_urls() {
+        let p = all();
+        assert_eq!(
+            p.referrer(
+                "https://s.test/prev?email=jane%40example.com",
+                "https://s.test/a"
+            ),
+            "https://s.test/prev"
+        );
+        let query_only = Privacy {
+            trim_url_query: true,
+            ..Privacy::default()
+        };
+        assert_eq!(
+            query_only.referrer("https://s.test/prev?q=1", "https://s.test/a?x=2"),
+            "https://s.test/prev"
+        );
+        // Another site's URL is its own: kept whole, or dropped when
+        // external referrers are hidden.
+        assert_eq!(
+            query_only.referrer("https://google.com/search?q=x", "https://s.test/a"),
+            "https://google.com/search?q=x"
+        );
+        assert_eq!(
+            Privacy::default().referrer("https://s.test/prev?q=1", "https://s.test/a"),
+            "https://s.test/prev?q=1"
         );
     }
 

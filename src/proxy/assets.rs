@@ -117,3 +117,21 @@ pub fn consent_script() -> Asset {
         include_str!("../client/c.min.js").as_bytes(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPEC §4: the client script stays under 8 KB minified and 4 KB
+    /// gzipped (KB = 1024 bytes), without the config `client_script` puts in
+    /// front of it.
+    #[test]
+    fn the_client_script_keeps_to_its_size_budget() {
+        let min = CLIENT_SCRIPT.len();
+        let gz = Asset::new("application/javascript", "", CLIENT_SCRIPT.as_bytes())
+            .gzip
+            .len();
+        assert!(min < 8 * 1024, "s.min.js is {min} bytes");
+        assert!(gz < 4 * 1024, "s.min.js is {gz} bytes gzipped");
+    }
+}
