@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::app::App;
-use crate::config::canonical_ip;
+use crate::config::{canonical_ip, TrustedProxies};
 use crate::event::identity::{cookie_domain, Tracker};
 use crate::event::{now_ms, parse_cookies, Event, RequestInfo};
 use crate::metrics::Metrics;
@@ -84,7 +84,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let trusted_hop = app.trusted.contains(peer.ip());
     let privacy = &app.privacy;
     let info = RequestInfo {
-        ip: privacy.ip(Some(visitor_ip(app, peer.ip(), headers))),
+        ip: privacy.ip(Some(visitor_ip(&app.trusted, peer.ip(), headers))),
         user_agent: app
             .ua
             .parse(&privacy.user_agent(header_str(headers, header::USER_AGENT.as_str()))),
@@ -216,10 +216,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
 }
 
 /// The visitor's IP: the socket's, or — when the socket is a trusted proxy —
-/// the right-most `X-Forwarded-For` entry that is not itself trusted.
-pub fn visitor_ip(app: &App, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+/// the right-most `X-Forwarded-For` entry that is not itself trusted. An
+/// entry that is not an IP address stops the walk at the last good hop.
+pub fn visitor_ip(trusted: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     let peer = canonical_ip(peer);
-    if !app.trusted.contains(peer) {
+    if !trusted.contains(peer) {
         return peer;
     }
     let mut ip = peer;
@@ -229,7 +230,7 @@ pub fn visitor_ip(app: &App, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
             match hop.trim().parse::<IpAddr>() {
                 Ok(hop) => {
                     ip = canonical_ip(hop);
-                    if !app.trusted.contains(ip) {
+                    if !trusted.contains(ip) {
                         return ip;
                     }
                 }
@@ -321,6 +322,35 @@ mod tests {
         StreamBody::new(futures_util::stream::iter((0..n).map(|_| {
             Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![0u8; 1 << 20])))
         })))
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right_past_trusted_hops_only() {
+        let trusted = TrustedProxies(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ]);
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip = |v: &[&str]| visitor_ip(&trusted, proxy, &xff(v)).to_string();
+        assert_eq!(ip(&["198.51.100.7, 10.0.0.2"]), "198.51.100.7");
+        // Two header lines are one list; the visitor cannot push a fake
+        // address past the first untrusted hop.
+        assert_eq!(ip(&["6.6.6.6, 198.51.100.7", "10.0.0.2"]), "198.51.100.7");
+        assert_eq!(ip(&["::ffff:198.51.100.7"]), "198.51.100.7");
+        // Garbage stops the walk at the last good hop.
+        assert_eq!(ip(&["198.51.100.7, <script>, 10.0.0.2"]), "10.0.0.2");
+        assert_eq!(ip(&[]), "127.0.0.1");
+        // An untrusted peer's header is ignored.
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(visitor_ip(&trusted, outsider, &xff(&["1.2.3.4"])), outsider);
     }
 
     #[tokio::test]
