@@ -248,12 +248,13 @@ impl Adapter for Ga4 {
                 }
                 for t in value.get_ref().templates() {
                     for p in t.paths() {
-                        let personal = match p.root {
-                            Root::Variable(_) => None,
-                            _ => p.segments.last().and_then(|s| pii::key_kind(s)),
+                        let root = match p.root {
+                            Root::Variable(_) => continue,
+                            Root::Client => "client",
+                            Root::System => "system",
                         };
-                        if let Some(k) = personal {
-                            kinds.push((p.segments.join("."), k));
+                        if let Some(k) = p.segments.last().and_then(|s| pii::key_kind(s)) {
+                            kinds.push((format!("{root}.{}", p.segments.join(".")), k));
                         }
                     }
                 }
@@ -269,7 +270,7 @@ impl Adapter for Ga4 {
                 }
                 for (what, kind) in kinds {
                     let message = format!(
-                        "action `{}` field `{field}` maps `{what}`, a {} (personal data), into GA4; Google's terms forbid it, so it is dropped before sending",
+                        "action `{}` field `{field}` maps `{what}` ({}: personal data) into GA4; Google's terms forbid it, so it is dropped before sending",
                         a.name,
                         kind.as_str()
                     );
