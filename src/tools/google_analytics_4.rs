@@ -1111,6 +1111,34 @@ mod tests {
         );
     }
 
+    /// Custom actions get the same rules as automated ones.
+    #[test]
+    fn custom_actions_follow_the_same_rules() {
+        let ga = ga4("");
+        let e = event(Kind::Track, "x", json!({}), "", 1_700_000_000);
+        let fields = json!({
+            "event_name": "session_start",
+            "ga_source": "news",
+            "user_email": "jane@x.test",
+            "value": "9.90",
+            "currency": "usd",
+            "method": "email",
+        });
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "ga4_unit",
+            variables: &variables,
+        };
+        let q = query(ga.custom("event", fields.as_object().unwrap().clone(), &e, &cx));
+        assert_eq!(get(&q, "en"), Some("custom_session_start"));
+        assert_eq!(get(&q, "ep.custom_ga_source"), Some("news"));
+        assert_eq!(get(&q, "ep.user_email"), None);
+        assert_eq!(get(&q, "epn.value"), Some("9.9"));
+        assert_eq!(get(&q, "cu"), Some("USD"));
+        assert_eq!(get(&q, "ep.method"), Some("email"));
+        assert_eq!(get(&q, "ep.currency"), None);
+    }
+
     #[test]
     fn key_events_make_the_hit_engaged() {
         let ga = ga4("key_events = [\"purchase\", \"sign_up\"]");
