@@ -275,4 +275,19 @@ mod tests {
         ));
         assert!(text.contains("tagproxy_bot_events_dropped_total{reason=\"ai-robots-txt\"} 3\n"));
     }
+
+    #[test]
+    fn payload_adjustments_are_counted_by_tool_and_reason() {
+        payload_adjusted("ga4_metrics_test", "reserved_name");
+        payload_adjusted("ga4_metrics_test", "reserved_name");
+        payload_adjusted("ga4_metrics_test", "personal_data");
+        let text = Metrics::default().render();
+        assert!(text.contains("# TYPE tagproxy_payload_adjusted_total counter\n"));
+        assert!(text.contains(
+            "tagproxy_payload_adjusted_total{tool=\"ga4_metrics_test\",reason=\"reserved_name\"} 2\n"
+        ));
+        assert!(text.contains(
+            "tagproxy_payload_adjusted_total{tool=\"ga4_metrics_test\",reason=\"personal_data\"} 1\n"
+        ));
+    }
 }

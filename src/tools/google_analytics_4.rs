@@ -180,11 +180,11 @@ impl Adapter for Ga4 {
         match event.kind {
             Kind::Pageview => {}
             Kind::Track => {
-                // Nested properties as `parent_child` parameters.
                 // `currency` is GA4's `cu` on any event.
                 if let Some(cu) = event.properties().get("currency") {
                     params.currency(cu);
                 }
+                // Nested properties as `parent_child` parameters.
                 let mut flat = Vec::new();
                 flatten("", event.properties(), &mut flat);
                 params.custom_all(&flat, &["currency"]);
