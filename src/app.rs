@@ -51,6 +51,11 @@ impl Plan {
                 Vec::new()
             });
         warnings.extend(consent_problems(loaded, &tools, &mut problems));
+        for tool in &tools {
+            let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            warnings.extend(tool.adapter.check_warnings(&path, &text, &tool.file));
+        }
         if problems.is_empty() {
             Ok(Plan {
                 tools,
@@ -262,6 +267,12 @@ impl App {
         );
         Metrics::add(&self.metrics.consent_blocked, out.consent_withheld as u64);
         out
+    }
+
+    /// Whether a tool counts `event` as a key event (conversion), which
+    /// makes the visitor's session engaged.
+    pub fn is_key_event(&self, event: &Event) -> bool {
+        self.tools.iter().any(|t| t.adapter.key_event(event))
     }
 
     /// Records a processed event (the debugger and admin stream hook in here).

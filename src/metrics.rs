@@ -38,6 +38,27 @@ pub struct Metrics {
     tool_gauges: std::sync::OnceLock<GaugeSource>,
 }
 
+/// Values a tool renamed or dropped to meet its destination's rules (GA4's
+/// naming rules and collection limits, personal data), by (tool id,
+/// reason). Process-wide because adapters count as they build, with no
+/// handle on `Metrics`; like the rest, it survives reloads.
+static ADJUSTED: std::sync::LazyLock<DashMap<(String, &'static str), AtomicU64>> =
+    std::sync::LazyLock::new(DashMap::new);
+
+/// Counts one value tool `tool` renamed or dropped, for `reason` (e.g.
+/// `reserved_name`, `personal_data`); shown as
+/// `tagproxy_payload_adjusted_total{tool, reason}`.
+pub fn payload_adjusted(tool: &str, reason: &'static str) {
+    if let Some(c) = ADJUSTED.get(&(tool.to_string(), reason)) {
+        c.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    ADJUSTED
+        .entry((tool.to_string(), reason))
+        .or_default()
+        .fetch_add(1, Ordering::Relaxed);
+}
+
 type GaugeSource = Box<dyn Fn() -> Vec<ToolGauges> + Send + Sync>;
 
 /// One tool's delivery queue, as `/metrics` shows it.
@@ -164,6 +185,27 @@ impl Metrics {
                 "tagproxy_bot_events_dropped_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP tagproxy_payload_adjusted_total Values renamed or dropped to meet a destination's rules, by tool and reason.\n# TYPE tagproxy_payload_adjusted_total counter"
+        );
+        let mut adjusted: Vec<(String, &'static str, u64)> = ADJUSTED
+            .iter()
+            .map(|e| {
+                (
+                    e.key().0.clone(),
+                    e.key().1,
+                    e.value().load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        adjusted.sort();
+        for (tool, reason, n) in adjusted {
+            let _ = writeln!(
+                out,
+                "tagproxy_payload_adjusted_total{{tool=\"{tool}\",reason=\"{reason}\"}} {n}"
+            );
+        }
         out
     }
 }
@@ -232,5 +274,20 @@ mod tests {
             "# TYPE tagproxy_events_received_total counter\ntagproxy_events_received_total 3\n"
         ));
         assert!(text.contains("tagproxy_bot_events_dropped_total{reason=\"ai-robots-txt\"} 3\n"));
+    }
+
+    #[test]
+    fn payload_adjustments_are_counted_by_tool_and_reason() {
+        payload_adjusted("ga4_metrics_test", "reserved_name");
+        payload_adjusted("ga4_metrics_test", "reserved_name");
+        payload_adjusted("ga4_metrics_test", "personal_data");
+        let text = Metrics::default().render();
+        assert!(text.contains("# TYPE tagproxy_payload_adjusted_total counter\n"));
+        assert!(text.contains(
+            "tagproxy_payload_adjusted_total{tool=\"ga4_metrics_test\",reason=\"reserved_name\"} 2\n"
+        ));
+        assert!(text.contains(
+            "tagproxy_payload_adjusted_total{tool=\"ga4_metrics_test\",reason=\"personal_data\"} 1\n"
+        ));
     }
 }

@@ -443,8 +443,9 @@ async fn pageview_reaches_ga4_and_meta_with_every_field() {
     assert_eq!(p("sct"), "1");
     assert_eq!(p("_s"), "1");
     assert_eq!(p("_ss"), "1");
-    assert_eq!(p("_fv"), "1");
-    // A session is "engaged" only after its first event.
+    // gtag's `_ga` says the visitor has been here before: no first visit.
+    assert_eq!(hit.param("_fv"), None);
+    // One page view, no key event, under 10 s: not an engaged session.
     assert_eq!(hit.param("seg"), None);
     // X-Forwarded-For from 127.0.0.1, a default trusted proxy.
     assert_eq!(p("_uip"), "203.0.113.7");
@@ -459,7 +460,6 @@ async fn pageview_reaches_ga4_and_meta_with_every_field() {
             "sct",
             "_s",
             "_ss",
-            "_fv",
             "ul",
             "sr",
             "dl",
@@ -986,7 +986,7 @@ fn check_rejects_bad_tool_files_with_file_line_col() {
     let cases = [
         (
             "type = \"google-analytics-4\"\n[settings]\nmeasurement_id = \"G-TEST123\"\ncolour = \"red\"\n",
-            "4:1: unknown field `colour`, expected `measurement_id` or `hide_ip`",
+            "4:1: unknown field `colour`, expected one of `measurement_id`, `hide_ip`, `key_events`",
         ),
         (
             "type = \"google-analytics-4\"\n[settings]\nhide_ip = true\n[automated]\npageview = true\n",

@@ -396,7 +396,13 @@ async fn identity_cookies_keep_the_client_and_session() {
     validate::ga4(&first, CHROME_UA).unwrap();
     let p = |r: &Recorded, k: &str| r.param(k).unwrap_or_default();
     assert_eq!(format!("{}.1", p(&first, "cid")), cid);
-    assert_eq!(format!("{}.1", p(&first, "sid")), sid);
+    // `<session id>.<hits>.<page views>.<started ms>.<flags>`.
+    let parts: Vec<&str> = sid.split('.').collect();
+    assert_eq!(parts.len(), 5, "{sid}");
+    assert_eq!(parts[..3], [p(&first, "sid").as_str(), "1", "1"], "{sid}");
+    let started_ms: u64 = parts[3].parse().unwrap();
+    assert_eq!(started_ms / 1000, p(&first, "sid").parse::<u64>().unwrap());
+    assert_eq!(parts[4], "0");
     assert_eq!(
         (
             p(&first, "_s"),
@@ -421,7 +427,10 @@ async fn identity_cookies_keep_the_client_and_session() {
     let again = a.cookies();
     assert_eq!(cookie_value(&again, "tp_cid"), cid);
     let session = sid.split('.').next().unwrap();
-    assert_eq!(cookie_value(&again, "tp_sid"), format!("{session}.3"));
+    assert_eq!(
+        cookie_value(&again, "tp_sid"),
+        format!("{session}.3.3.{started_ms}.0")
+    );
     let hits = ga.wait_for(3, Duration::from_secs(10)).await;
     let mut later: Vec<&Recorded> = hits[1..].iter().collect();
     later.sort_by_key(|r| p(r, "_s"));

@@ -96,7 +96,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         },
     };
     let now = now_ms();
-    let mut tracker = Tracker::from_cookie_header(header_str(headers, "cookie"), now / 1000);
+    let mut tracker = Tracker::from_cookie_header_ms(header_str(headers, "cookie"), now);
     let referer = header_str(headers, "referer").to_string();
     let choices = app
         .consent
@@ -122,7 +122,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         input.page.referrer = privacy.referrer(&input.page.referrer, &input.page.url);
         input.page.url = privacy.page_url(&input.page.url);
         let client_id = input.id.clone();
-        let mut event = Event::build(input, &info, tracker.next_event(), now);
+        let pageview = input.kind == Some(crate::event::Kind::Pageview);
+        let mut event = Event::build(input, &info, tracker.next(pageview), now);
         if let Some(choices) = &choices {
             event.system["consent"] = app.consent.system_json(choices);
             event.consent = Some(choices.clone());
@@ -147,6 +148,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             fresh_ids.push(dedupe_key);
         }
         let event = Arc::new(event);
+        // GA4's engaged sessions count key events: later events know.
+        if app.is_key_event(&event) {
+            tracker.key_event();
+        }
         let out = app.fan_out(&event);
         deliveries.extend(out.deliveries);
         for i in out.instructions {

@@ -6,26 +6,108 @@
 //! `dl`/`dt`/`dr`, `ul`, `sr`, `_uip`, `ep.*` (strings) and `epn.*`
 //! (numbers), and for ecommerce `cu` plus one `prN` string per product
 //! (`id…~nm…~pr…~qt…`). The visitor's User-Agent is the request's.
+//!
+//! Every hit keeps GA4's rules, for automated and custom actions alike:
+//!
+//! - "Event naming rules" (<https://support.google.com/analytics/answer/13316687>):
+//!   names are letters, digits and `_`, starting with a letter; a reserved
+//!   event name, or an event or parameter name with a reserved prefix (`_`,
+//!   `ga_`, `google_`, `firebase_`, `gtag.`), is renamed with the prefix
+//!   `custom_` (`session_start` → `custom_session_start`, `ga_campaign` →
+//!   `custom_ga_campaign`), so the data arrives under a name GA4 accepts.
+//! - "Event collection limits" (<https://support.google.com/analytics/answer/9267744>):
+//!   names 40 characters, values 100 (`dl` 1000, `dt` 300, `dr` 420), 25
+//!   event parameters per event (the rest dropped), 200 items per event.
+//! - No personal data (<https://support.google.com/analytics/answer/6366371>):
+//!   properties carrying e-mail addresses, phone numbers, names or street
+//!   addresses are dropped, and e-mail addresses in `dl`/`dr`/`dt` redacted.
+//!
+//! Each rename or drop is counted in `tagproxy_payload_adjusted_total{tool,
+//! reason}` and logged at debug level.
 
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::ecommerce;
+use super::{ecommerce, pii};
 use super::{
     endpoint, parse_settings, Adapter, Automated, BuildContext, HttpRequest, Output, Payload,
     TemplateString, ToolFile,
 };
 use crate::config::Problem;
-use crate::event::{number, Event, Kind};
-use crate::rules::template::Template;
+use crate::event::{identity, number, Event, Kind};
+use crate::rules::template::{Root, Template};
 
 const DEFAULT_ENDPOINT: &str = "https://www.google-analytics.com";
 /// GA4's limits on event and parameter names, and on parameter values.
 const MAX_NAME: usize = 40;
 const MAX_VALUE: usize = 100;
 const MAX_PRODUCTS: usize = 200;
+/// Event parameters per event (web).
+const MAX_PARAMS: usize = 25;
+/// What a reserved name is renamed with.
+const RENAME_PREFIX: &str = "custom_";
+
+/// GA4's reserved event names: the web list of "Event naming rules" and
+/// the automatically collected app events it also reserves. `page_view` is
+/// not here: gtag documents sending it yourself ("Measure pageviews",
+/// <https://developers.google.com/analytics/devguides/collection/ga4/views>).
+const RESERVED_EVENTS: &[&str] = &[
+    "ad_activeview",
+    "ad_click",
+    "ad_exposure",
+    "ad_impression",
+    "ad_query",
+    "ad_reward",
+    "adunit_exposure",
+    "app_background",
+    "app_clear_data",
+    "app_exception",
+    "app_remove",
+    "app_store_refund",
+    "app_store_subscription_cancel",
+    "app_store_subscription_convert",
+    "app_store_subscription_renew",
+    "app_update",
+    "app_upgrade",
+    "click",
+    "dynamic_link_app_open",
+    "dynamic_link_app_update",
+    "dynamic_link_first_open",
+    "error",
+    "file_download",
+    "first_open",
+    "first_visit",
+    "form_start",
+    "form_submit",
+    "in_app_purchase",
+    "notification_dismiss",
+    "notification_foreground",
+    "notification_open",
+    "notification_receive",
+    "os_update",
+    "screen_view",
+    "scroll",
+    "session_start",
+    "session_start_with_rollout",
+    "user_engagement",
+    "video_complete",
+    "video_progress",
+    "video_start",
+    "view_complete",
+    "view_search_results",
+];
+
+/// Prefixes no event or parameter name may start with (checked on the name
+/// as the page wrote it, lower-cased, and on the cleaned name).
+const RESERVED_PREFIXES: &[&str] = &["_", "ga_", "google_", "firebase_", "gtag."];
+
+/// Parameters GA4 reads as numbers, sent as `epn.` whatever type the page
+/// used ("12.5" → `epn.value=12.5`): the monetary and count parameters of
+/// its event reference
+/// (<https://developers.google.com/analytics/devguides/collection/ga4/reference/events>).
+const NUMERIC: &[&str] = &["value", "tax", "shipping", "price", "quantity", "discount"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,12 +115,16 @@ struct Settings {
     measurement_id: Option<TemplateString>,
     #[serde(default)]
     hide_ip: bool,
+    /// GA4 event names marked as key events in the property; one makes the
+    /// session engaged (`seg=1`). Default `["purchase"]`.
+    key_events: Option<Vec<String>>,
 }
 
 pub struct Ga4 {
     base: String,
     measurement_id: Template,
     hide_ip: bool,
+    key_events: Vec<String>,
 }
 
 impl Ga4 {
@@ -68,7 +154,17 @@ impl Ga4 {
             base: endpoint(file, DEFAULT_ENDPOINT),
             measurement_id: measurement_id.0,
             hide_ip: s.hide_ip,
+            key_events: s.key_events.unwrap_or_else(|| vec!["purchase".into()]),
         })
+    }
+
+    /// The GA4 event name an automated action gives `event`.
+    fn automated_name(&self, event: &Event, adj: &Adjust) -> String {
+        match event.kind {
+            Kind::Pageview => "page_view".into(),
+            Kind::Track => adj.event_name(&event.name),
+            Kind::Ecommerce => adj.event_name(&ecommerce::ga4_name(&event.name)),
+        }
     }
 }
 
@@ -78,22 +174,24 @@ impl Adapter for Ga4 {
     }
 
     fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output {
-        let mut q = self.base_query(event, cx);
+        let adj = Adjust::new(cx.tool_id);
+        let en = self.automated_name(event, &adj);
+        let mut params = Params::new(&adj);
         match event.kind {
-            Kind::Pageview => q.push("en", "page_view"),
+            Kind::Pageview => {}
             Kind::Track => {
-                q.push("en", &event_name(&event.name));
+                // `currency` is GA4's `cu` on any event.
+                if let Some(cu) = event.properties().get("currency") {
+                    params.currency(cu);
+                }
                 // Nested properties as `parent_child` parameters.
-                let mut flat = Map::new();
+                let mut flat = Vec::new();
                 flatten("", event.properties(), &mut flat);
-                push_params(&mut q, &flat, &[]);
+                params.custom_all(&flat, &["currency"]);
             }
-            Kind::Ecommerce => {
-                q.push("en", &event_name(&ecommerce::ga4_name(&event.name)));
-                push_ecommerce(&mut q, event);
-            }
+            Kind::Ecommerce => push_ecommerce(&mut params, event),
         }
-        self.hit(q, event)
+        self.hit(&en, params, event, cx, &adj)
     }
 
     fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
@@ -101,7 +199,8 @@ impl Adapter for Ga4 {
     }
 
     /// `event`: a hit named `event_name`; every other field is a parameter
-    /// (nested objects flattened with `_`).
+    /// (nested objects flattened with `_`), under the same rules as
+    /// automated hits.
     fn custom(
         &self,
         _kind: &str,
@@ -109,25 +208,83 @@ impl Adapter for Ga4 {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output {
-        let mut q = self.base_query(event, cx);
+        let adj = Adjust::new(cx.tool_id);
         let name = fields
             .get("event_name")
             .and_then(Value::as_str)
             .unwrap_or("event");
-        q.push("en", &event_name(name));
-        let mut flat = Map::new();
+        let en = adj.event_name(name);
+        let mut params = Params::new(&adj);
+        if let Some(cu) = fields.get("currency") {
+            params.currency(cu);
+        }
+        let mut flat = Vec::new();
         flatten("", &fields, &mut flat);
-        push_params(&mut q, &flat, &["event_name"]);
-        self.hit(q, event)
+        params.custom_all(&flat, &["event_name", "currency"]);
+        self.hit(&en, params, event, cx, &adj)
+    }
+
+    fn key_event(&self, event: &Event) -> bool {
+        let adj = Adjust::quiet();
+        let en = self.automated_name(event, &adj);
+        self.key_events.contains(&en)
     }
 
     fn templates(&self) -> Vec<&Template> {
         vec![&self.measurement_id]
     }
+
+    fn check_warnings(&self, path: &Path, text: &str, file: &ToolFile) -> Vec<String> {
+        let mut out = Vec::new();
+        for action in &file.actions {
+            let a = action.get_ref();
+            for (field, value) in &a.fields {
+                if field == "event_name" {
+                    continue;
+                }
+                let mut kinds = Vec::new();
+                if let Some(k) = pii::key_kind(field) {
+                    kinds.push((field.clone(), k));
+                }
+                for t in value.get_ref().templates() {
+                    for p in t.paths() {
+                        let root = match p.root {
+                            Root::Variable(_) => continue,
+                            Root::Client => "client",
+                            Root::System => "system",
+                        };
+                        if let Some(k) = p.segments.last().and_then(|s| pii::key_kind(s)) {
+                            kinds.push((format!("{root}.{}", p.segments.join(".")), k));
+                        }
+                    }
+                }
+                if let Some(literal) = value
+                    .get_ref()
+                    .templates()
+                    .first()
+                    .and_then(|t| t.as_literal())
+                {
+                    if pii::has_email(literal) {
+                        kinds.push((field.clone(), pii::Kind::Email));
+                    }
+                }
+                for (what, kind) in kinds {
+                    let message = format!(
+                        "action `{}` field `{field}` maps `{what}` ({}: personal data) into GA4; Google's terms forbid it, so it is dropped before sending",
+                        a.name,
+                        kind.as_str()
+                    );
+                    out.push(Problem::at(path, text, value.span().start, message).to_string());
+                }
+            }
+        }
+        out
+    }
 }
 
-/// Nested objects as `parent_child` keys (GA4 parameters are flat).
-fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Map<String, Value>) {
+/// Nested objects as `parent_child` keys (GA4 parameters are flat), in the
+/// page's order.
+fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Vec<(String, Value)>) {
     for (k, v) in map {
         let key = if prefix.is_empty() {
             k.clone()
@@ -136,26 +293,250 @@ fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Map<String, Value>)
         };
         match v {
             Value::Object(inner) => flatten(&key, inner, out),
-            other => {
-                out.insert(key, other.clone());
+            other => out.push((key, other.clone())),
+        }
+    }
+}
+
+/// Counts and logs what GA4's rules changed, for one tool.
+struct Adjust<'a> {
+    tool: &'a str,
+    quiet: bool,
+}
+
+impl<'a> Adjust<'a> {
+    fn new(tool: &'a str) -> Self {
+        Adjust { tool, quiet: false }
+    }
+
+    /// For looking a name up without counting anything.
+    fn quiet() -> Adjust<'static> {
+        Adjust {
+            tool: "",
+            quiet: true,
+        }
+    }
+
+    fn note(&self, reason: &'static str, what: &str) {
+        if self.quiet {
+            return;
+        }
+        crate::metrics::payload_adjusted(self.tool, reason);
+        tracing::debug!(
+            tool = self.tool,
+            reason,
+            what,
+            "GA4: value renamed or dropped"
+        );
+    }
+
+    /// A GA4-valid event name for `raw`.
+    fn event_name(&self, raw: &str) -> String {
+        self.name(raw, true)
+    }
+
+    /// A GA4-valid parameter name for `raw`.
+    fn param_name(&self, raw: &str) -> String {
+        self.name(raw, false)
+    }
+
+    /// `raw` cleaned (snake_case, letters, digits and `_`, starting with a
+    /// letter), renamed when reserved, cut to 40 characters.
+    fn name(&self, raw: &str, event: bool) -> String {
+        let mut out = clean_name(raw);
+        let lower = raw.trim().to_ascii_lowercase();
+        if out != lower && !lower.is_empty() {
+            self.note("invalid_name", raw);
+        }
+        let reserved_prefix = RESERVED_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p) || out.starts_with(p));
+        if reserved_prefix || (event && RESERVED_EVENTS.contains(&out.as_str())) {
+            self.note("reserved_name", raw);
+            out.insert_str(0, RENAME_PREFIX);
+        }
+        if out.chars().count() > MAX_NAME {
+            self.note("name_too_long", raw);
+            out.truncate(MAX_NAME);
+        }
+        out
+    }
+}
+
+/// Letters, digits and `_`, starting with a letter (`Sign Up!` →
+/// `sign_up`, `1st` → `e_1st`).
+fn clean_name(name: &str) -> String {
+    let mut out = ecommerce::snake_case(name);
+    out.retain(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out.insert_str(0, "e_");
+    }
+    out
+}
+
+/// The event parameters of one hit, in priority order: what the
+/// destination's own mapping sets first, the page's custom properties
+/// next, our event id last (the first to go past the 25 limit).
+struct Params<'a> {
+    adj: &'a Adjust<'a>,
+    cu: Option<String>,
+    list: Vec<(String, String)>,
+    /// `prN` strings, in order.
+    items: Vec<String>,
+}
+
+impl<'a> Params<'a> {
+    fn new(adj: &'a Adjust<'a>) -> Self {
+        Params {
+            adj,
+            cu: None,
+            list: Vec::new(),
+            items: Vec::new(),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.list
+            .iter()
+            .any(|(k, _)| k.split_once('.').is_some_and(|(_, n)| n == name))
+    }
+
+    /// `cu`: an ISO 4217 code ("Currency of the items associated with the
+    /// event, in 3-letter ISO 4217 format").
+    fn currency(&mut self, v: &Value) {
+        let Some(s) = v.as_str().map(str::trim) else {
+            return;
+        };
+        if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            self.cu = Some(s.to_ascii_uppercase());
+        } else if !s.is_empty() {
+            self.adj.note("invalid_currency", s);
+        }
+    }
+
+    /// A parameter whose GA4 name is fixed (the ecommerce mapping): value
+    /// rules and personal data apply, naming rules do not.
+    fn standard(&mut self, name: &str, v: &Value) {
+        self.push(name.to_string(), name, v);
+    }
+
+    /// Every custom property of `flat`, except `skip` and the internal
+    /// `__zaraz*` keys.
+    fn custom_all(&mut self, flat: &[(String, Value)], skip: &[&str]) {
+        for (k, v) in flat {
+            if k.starts_with("__") || skip.contains(&k.as_str()) {
+                continue;
             }
+            self.custom(k, v);
+        }
+    }
+
+    /// A property of the page's, under GA4's naming rules.
+    fn custom(&mut self, raw: &str, v: &Value) {
+        if v.is_null() {
+            return;
+        }
+        // Personal data by key first: a renamed key must not hide it.
+        if !v.is_boolean() {
+            if let Some(kind) = pii::key_kind(raw) {
+                self.adj.note("personal_data", raw);
+                tracing::debug!(
+                    key = raw,
+                    kind = kind.as_str(),
+                    "GA4: personal data dropped"
+                );
+                return;
+            }
+        }
+        let name = self.adj.param_name(raw);
+        if self.has(&name) {
+            self.adj.note("duplicate_name", raw);
+            return;
+        }
+        self.push(name, raw, v);
+    }
+
+    fn push(&mut self, name: String, raw: &str, v: &Value) {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => return,
+            _ => {
+                self.adj.note("unsupported_type", raw);
+                return;
+            }
+        };
+        if !v.is_boolean() && pii::kind(raw, &text).is_some() {
+            self.adj.note("personal_data", raw);
+            return;
+        }
+        if NUMERIC.contains(&name.as_str()) {
+            match number(v) {
+                Some(n) => self.list.push((format!("epn.{name}"), format_number(n))),
+                None => self.adj.note("not_a_number", raw),
+            }
+            return;
+        }
+        match v {
+            Value::Number(_) => self.list.push((format!("epn.{name}"), text)),
+            _ => {
+                if text.chars().count() > MAX_VALUE {
+                    self.adj.note("value_too_long", raw);
+                }
+                self.list
+                    .push((format!("ep.{name}"), truncate(&text, MAX_VALUE).to_string()));
+            }
+        }
+    }
+
+    /// Writes `cu` and at most 25 parameters; `value` only with a currency
+    /// ("currency: Required if value is set",
+    /// <https://developers.google.com/analytics/devguides/collection/ga4/ecommerce>).
+    fn finish(mut self, q: &mut Query, event_id: &str) {
+        if self.cu.is_none() {
+            if let Some(i) = self.list.iter().position(|(k, _)| k == "epn.value") {
+                self.adj.note("value_without_currency", "value");
+                self.list.remove(i);
+            }
+        }
+        if let Some(cu) = &self.cu {
+            q.push("cu", cu);
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            q.push(&format!("pr{}", i + 1), item);
+        }
+        self.list.push(("ep.event_id".into(), event_id.to_string()));
+        for (i, (k, v)) in self.list.iter().enumerate() {
+            if i >= MAX_PARAMS {
+                self.adj.note("parameter_limit", k);
+                continue;
+            }
+            q.push(k, v);
         }
     }
 }
 
 impl Ga4 {
-    /// The parameters every hit carries.
-    fn base_query(&self, event: &Event, cx: &BuildContext<'_>) -> Query {
+    /// The whole hit: what every hit carries, `en`, then the parameters.
+    fn hit(
+        &self,
+        en: &str,
+        params: Params<'_>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+        adj: &Adjust<'_>,
+    ) -> Output {
         let mut q = Query::default();
         q.push("v", "2");
         q.push("tid", &cx.render(&self.measurement_id, event));
-        q.push("cid", &client_id(event));
         let id = &event.identity;
+        q.push("cid", &client_id(event));
         q.push("sid", &id.session_id.to_string());
         q.push("sct", &id.session_count.to_string());
-        // "Engaged session": gtag sets it once a session has more than one
-        // event (or 10 s); on every hit it would zero the bounce rate.
-        if id.hit > 1 || !id.session_start {
+        // "Engaged session": longer than 10 s, 2 page views, or a key event
+        // (<https://support.google.com/analytics/answer/12798876>).
+        if id.engaged || self.key_events.iter().any(|k| k == en) {
             q.push("seg", "1");
         }
         q.push("_s", &id.hit.to_string());
@@ -168,10 +549,28 @@ impl Ga4 {
         let language = event.sys_str(&["device", "language"]).to_ascii_lowercase();
         q.push_nonempty("ul", &language);
         q.push_nonempty("sr", event.sys_str(&["device", "resolution"]));
-        // GA4's length limits for page location, title and referrer.
-        q.push_nonempty("dl", truncate(event.page_url(), 1000));
-        q.push_nonempty("dt", truncate(event.sys_str(&["page", "title"]), 300));
-        q.push_nonempty("dr", truncate(event.sys_str(&["page", "referrer"]), 420));
+        // GA4's length limits for page location, title and referrer; no
+        // e-mail addresses in them.
+        let url = |raw: &str, what: &str| match pii::redact_url(raw) {
+            Some(clean) => {
+                adj.note("personal_data", what);
+                clean
+            }
+            None => raw.to_string(),
+        };
+        q.push_nonempty("dl", truncate(&url(event.page_url(), "dl"), 1000));
+        let title = event.sys_str(&["page", "title"]);
+        let title = if pii::has_email(title) {
+            adj.note("personal_data", "dt");
+            pii::redact_emails(title).into_owned()
+        } else {
+            title.to_string()
+        };
+        q.push_nonempty("dt", truncate(&title, 300));
+        q.push_nonempty(
+            "dr",
+            truncate(&url(event.sys_str(&["page", "referrer"]), "dr"), 420),
+        );
         if !self.hide_ip {
             if let Some(ip) = event.ip {
                 q.push("_uip", &ip.to_string());
@@ -181,11 +580,12 @@ impl Ga4 {
             q.push("gcs", &mode.gcs());
             q.push("gcd", &mode.gcd());
         }
-        q.push("ep.event_id", &event.id);
-        q
+        q.push("en", en);
+        params.finish(&mut q, &event.id);
+        self.request(q, event)
     }
 
-    fn hit(&self, q: Query, event: &Event) -> Output {
+    fn request(&self, q: Query, event: &Event) -> Output {
         let url = format!("{}/g/collect?{}", self.base, q.finish());
         let mut headers = vec![("accept".to_string(), "*/*".to_string())];
         if !event.user_agent.is_empty() {
@@ -203,140 +603,236 @@ impl Ga4 {
     }
 }
 
-/// The site's own GA client id (`_ga` = `GA1.1.<random>.<time>`: gtag reads
-/// the last two parts), else ours.
+/// The site's own GA client id (`_ga`) when gtag had set it before the
+/// session began, else ours: the id never changes inside a session, even
+/// when gtag creates `_ga` halfway through it.
 fn client_id(event: &Event) -> String {
-    if let Some(ga) = event.cookie("_ga") {
-        let parts: Vec<&str> = ga.split('.').collect();
-        if parts.len() >= 4
-            && parts[parts.len() - 2..]
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return parts[parts.len() - 2..].join(".");
+    if event.identity.ga_client {
+        if let Some(cid) = event.cookie("_ga").and_then(identity::ga_client_id) {
+            return cid;
         }
     }
     event.identity.client_id.clone()
 }
 
-/// A GA4-valid event or parameter name: letters, digits and `_`, starting
-/// with a letter, at most 40 characters.
-fn event_name(name: &str) -> String {
-    let mut out = ecommerce::snake_case(name);
-    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        out.insert_str(0, "e_");
-    }
-    out.retain(|c| c.is_ascii_alphanumeric() || c == '_');
-    out.truncate(MAX_NAME);
-    out
-}
-
-/// Event properties as `ep.` / `epn.` parameters, skipping `skip` and the
-/// internal `__zaraz*` keys.
-fn push_params(q: &mut Query, props: &Map<String, Value>, skip: &[&str]) {
-    for (k, v) in props {
-        if k.starts_with("__") || skip.contains(&k.as_str()) {
-            continue;
-        }
-        let key = event_name(k);
-        match v {
-            Value::Number(n) => q.push(&format!("epn.{key}"), &n.to_string()),
-            Value::String(s) => q.push(&format!("ep.{key}"), truncate(s, MAX_VALUE)),
-            Value::Bool(b) => q.push(&format!("ep.{key}"), if *b { "true" } else { "false" }),
-            _ => {}
-        }
-    }
-}
-
-/// Zaraz ecommerce properties → GA4 ecommerce parameters.
-fn push_ecommerce(q: &mut Query, event: &Event) {
+/// Zaraz ecommerce properties → GA4 ecommerce parameters, as Zaraz's own
+/// GA4 Managed Component maps them
+/// (github.com/managed-components/google-analytics-4, `src/ecommerce.ts`),
+/// except where GA4's documentation says otherwise
+/// (<https://developers.google.com/analytics/devguides/collection/ga4/ecommerce>,
+/// <https://developers.google.com/analytics/devguides/collection/ga4/reference/events>):
+///
+/// - `transaction_id`: `transaction_id`, else `order_id`, else `checkout_id`.
+/// - `value`: `total`, else `value`, else `price` × `quantity` (GA4's
+///   examples: value = price × quantity), else `revenue`; sent with `cu`.
+/// - `tax`, `shipping` (numbers), `coupon`, `affiliation`, `payment_type`;
+///   `shipping_method` as GA4's `shipping_tier`; `query` as `search_term`;
+///   `list_id` as `item_list_id`; `category` as `item_list_name` only when
+///   the event carries a product list (a single product's category is its
+///   item's `ca`).
+/// - promotions (Clicked / Viewed Promotion): `promotion_id`, `name` as
+///   `promotion_name`, `creative` as `creative_name`, `position` as
+///   `creative_slot`.
+/// - items `pr1..pr200` from `products`, or from the event's own properties
+///   for single-product events.
+/// - every other property as a custom parameter (as Zaraz does), under the
+///   naming, limit and personal-data rules.
+fn push_ecommerce(params: &mut Params<'_>, event: &Event) {
     let props = event.properties();
-    let str_of = |k: &str| event.prop_str(k);
-    if let Some(cu) = str_of("currency") {
-        q.push("cu", &cu.to_ascii_uppercase());
+    let get = |k: &str| props.get(k).filter(|v| !is_empty(v));
+    let promotion = matches!(
+        event.name.as_str(),
+        "Clicked Promotion" | "Viewed Promotion"
+    );
+    let list = matches!(props.get("products"), Some(Value::Array(_)));
+    let mut used: Vec<&str> = vec!["products", "currency"];
+
+    if let Some(cu) = get("currency") {
+        params.currency(cu);
     }
-    if let Some(id) = str_of("order_id").or_else(|| str_of("transaction_id")) {
-        q.push("ep.transaction_id", &id);
+    for k in ["transaction_id", "order_id", "checkout_id"] {
+        used.push(k);
     }
-    // Zaraz's order for GA4: an order's `total` before its `revenue`.
-    if let Some(v) = ["value", "total", "revenue", "price"]
+    if let Some(id) = ["transaction_id", "order_id", "checkout_id"]
         .iter()
-        .find_map(|k| event.prop_f64(k))
+        .find_map(|k| get(k))
     {
-        q.push("epn.value", &format_number(v));
+        params.standard("transaction_id", &Value::String(scalar_string(id)));
     }
-    for (zaraz, ga) in [
+    // A single product's fields describe its item, not the event.
+    let single = !list && !promotion && (get("product_id").is_some() || get("sku").is_some());
+    let value = get("total")
+        .or_else(|| get("value"))
+        .cloned()
+        .or_else(|| {
+            let price = get("price").and_then(number)?;
+            let qty = get("quantity").and_then(number).unwrap_or(1.0);
+            Some(Value::from(round_money(price * qty)))
+        })
+        .or_else(|| get("revenue").cloned());
+    used.extend(["total", "value"]);
+    if !single {
+        used.push("price");
+    }
+    if let Some(v) = value {
+        params.standard("value", &v);
+    }
+    let mut mapped: Vec<(&str, &str)> = vec![
         ("tax", "tax"),
         ("shipping", "shipping"),
-        ("discount", "discount"),
-    ] {
-        if let Some(v) = event.prop_f64(zaraz) {
-            q.push(&format!("epn.{ga}"), &format_number(v));
-        }
-    }
-    for (zaraz, ga) in [
         ("coupon", "coupon"),
         ("affiliation", "affiliation"),
-        ("list_id", "item_list_id"),
-        ("category", "item_list_name"),
-        ("query", "search_term"),
         ("payment_type", "payment_type"),
         ("shipping_method", "shipping_tier"),
-        ("promotion_id", "promotion_id"),
-        ("creative", "creative_name"),
-        ("checkout_id", "checkout_id"),
-        ("cart_id", "cart_id"),
-    ] {
-        if let Some(v) = str_of(zaraz) {
-            q.push(&format!("ep.{ga}"), truncate(&v, MAX_VALUE));
+        ("query", "search_term"),
+        ("list_id", "item_list_id"),
+    ];
+    if list {
+        mapped.push(("category", "item_list_name"));
+    }
+    if promotion {
+        mapped.extend([
+            ("promotion_id", "promotion_id"),
+            ("name", "promotion_name"),
+            ("creative", "creative_name"),
+            ("position", "creative_slot"),
+        ]);
+    }
+    for (zaraz, ga) in &mapped {
+        used.push(zaraz);
+        if single && ["coupon", "affiliation"].contains(zaraz) {
+            continue; // the item's
+        }
+        if let Some(v) = get(zaraz) {
+            params.standard(ga, v);
         }
     }
-    if let Some(step) = event.prop_f64("step") {
-        q.push("epn.checkout_step", &format_number(step));
-    }
-    // One product: the event's own properties describe it (Product Added…).
     let products: Vec<&Map<String, Value>> = match props.get("products") {
         Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
-        _ if props.contains_key("product_id") || props.contains_key("sku") => vec![props],
+        _ if single => {
+            used.extend(ITEM_FIELDS.iter().map(|(z, _)| *z));
+            vec![props]
+        }
         _ => Vec::new(),
     };
-    for (i, p) in products.iter().take(MAX_PRODUCTS).enumerate() {
-        q.push(&format!("pr{}", i + 1), &product_string(p));
+    for p in &products {
+        let Some(item) = product_string(p, params.adj) else {
+            params.adj.note("item_without_id", "products");
+            continue;
+        };
+        if params.items.len() == MAX_PRODUCTS {
+            params.adj.note("item_limit", "products");
+            continue;
+        }
+        params.items.push(item);
+    }
+    let rest: Vec<(String, Value)> = props
+        .iter()
+        .filter(|(k, _)| !used.contains(&k.as_str()))
+        .flat_map(|(k, v)| {
+            let mut flat = Vec::new();
+            match v {
+                Value::Object(inner) => flatten(k, inner, &mut flat),
+                other => flat.push((k.clone(), other.clone())),
+            }
+            flat
+        })
+        .collect();
+    params.custom_all(&rest, &[]);
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
     }
 }
 
-/// One product as GA4's `prN` string: `key value` pairs joined by `~`.
-fn product_string(p: &Map<String, Value>) -> String {
-    let get = |k: &str| match p.get(k) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.replace('~', " ")),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    };
-    let mut parts = Vec::new();
-    if let Some(id) = get("product_id").or_else(|| get("sku")) {
-        parts.push(format!("id{id}"));
+fn scalar_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
-    for (zaraz, key) in [
-        ("name", "nm"),
-        ("brand", "br"),
-        ("category", "ca"),
-        ("variant", "va"),
-        ("coupon", "cp"),
-    ] {
-        if let Some(v) = get(zaraz) {
-            parts.push(format!("{key}{v}"));
+}
+
+fn round_money(v: f64) -> f64 {
+    (v * 1e6).round() / 1e6
+}
+
+/// Zaraz product fields and GA4's item keys in a `prN` string (gtag's
+/// short names for `item_id`, `item_name`, `item_brand`, `item_category`,
+/// `item_variant`, `price`, `quantity`, `coupon`, `index`, `affiliation`,
+/// `discount`). `sku` is the item id before `product_id`, as in Zaraz's
+/// Managed Component (GA4's own examples use SKUs as `item_id`).
+const ITEM_FIELDS: &[(&str, &str)] = &[
+    ("sku", "id"),
+    ("product_id", "id"),
+    ("name", "nm"),
+    ("brand", "br"),
+    ("category", "ca"),
+    ("variant", "va"),
+    ("price", "pr"),
+    ("quantity", "qt"),
+    ("coupon", "cp"),
+    ("position", "lp"),
+    ("affiliation", "af"),
+    ("discount", "ds"),
+];
+
+/// One product as GA4's `prN` string: two-letter keys and values joined by
+/// `~` (a `~` inside a value doubled, as Zaraz's component does). `None`
+/// without an id or a name.
+fn product_string(p: &Map<String, Value>, adj: &Adjust<'_>) -> Option<String> {
+    let mut parts: Vec<(&str, String)> = Vec::new();
+    for (zaraz, key) in ITEM_FIELDS {
+        if parts.iter().any(|(k, _)| k == key) {
+            continue;
         }
+        let Some(v) = p.get(*zaraz).filter(|v| !is_empty(v)) else {
+            continue;
+        };
+        let text = match (key, v) {
+            (&"pr" | &"ds", v) => match number(v) {
+                Some(n) => format_number(n),
+                None => {
+                    adj.note("not_a_number", zaraz);
+                    continue;
+                }
+            },
+            (&"qt" | &"lp", v) => match number(v).filter(|n| *n >= 0.0 && n.fract() == 0.0) {
+                Some(n) => format_number(n),
+                None => {
+                    adj.note("not_a_number", zaraz);
+                    continue;
+                }
+            },
+            (_, Value::String(s)) => s.trim().to_string(),
+            (_, Value::Number(n)) => n.to_string(),
+            _ => {
+                adj.note("unsupported_type", zaraz);
+                continue;
+            }
+        };
+        if pii::has_email(&text) || (*key != "pr" && *key != "ds" && pii::is_phone(&text)) {
+            adj.note("personal_data", zaraz);
+            continue;
+        }
+        if text.chars().count() > MAX_VALUE {
+            adj.note("value_too_long", zaraz);
+        }
+        parts.push((key, truncate(&text, MAX_VALUE).replace('~', "~~")));
     }
-    if let Some(price) = p.get("price").and_then(number) {
-        parts.push(format!("pr{}", format_number(price)));
+    if !parts.iter().any(|(k, _)| *k == "id" || *k == "nm") {
+        return None;
     }
-    if let Some(qty) = p.get("quantity").and_then(number) {
-        parts.push(format!("qt{}", format_number(qty)));
-    }
-    if let Some(pos) = p.get("position").and_then(number) {
-        parts.push(format!("lp{}", format_number(pos)));
-    }
-    parts.join("~")
+    Some(
+        parts
+            .iter()
+            .map(|(k, v)| format!("{k}{v}"))
+            .collect::<Vec<_>>()
+            .join("~"),
+    )
 }
 
 fn format_number(v: f64) -> String {
@@ -355,17 +851,21 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// A URL query in GA's parameter order.
-struct Query(url::form_urlencoded::Serializer<'static, String>);
+struct Query {
+    ser: url::form_urlencoded::Serializer<'static, String>,
+}
 
 impl Default for Query {
     fn default() -> Self {
-        Query(url::form_urlencoded::Serializer::new(String::new()))
+        Query {
+            ser: url::form_urlencoded::Serializer::new(String::new()),
+        }
     }
 }
 
 impl Query {
     fn push(&mut self, k: &str, v: &str) {
-        self.0.append_pair(k, v);
+        self.ser.append_pair(k, v);
     }
     fn push_nonempty(&mut self, k: &str, v: &str) {
         if !v.is_empty() {
@@ -373,39 +873,282 @@ impl Query {
         }
     }
     fn finish(mut self) -> String {
-        self.0.finish()
+        self.ser.finish()
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::identity::Tracker;
+    use serde_json::json;
+
+    fn ga4(extra_settings: &str) -> Ga4 {
+        let text = format!(
+            "type = \"google-analytics-4\"\n[settings]\nmeasurement_id = \"G-TEST12345\"\n{extra_settings}\n"
+        );
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        Ga4::from_config(Path::new("ga4.toml"), &text, &file).unwrap()
+    }
+
+    fn event(kind: Kind, name: &str, props: Value, cookies: &str, now: u64) -> Event {
+        event_at(kind, name, props, cookies, now, "https://shop.test/p")
+    }
+
+    fn event_at(kind: Kind, name: &str, props: Value, cookies: &str, now: u64, url: &str) -> Event {
+        let req = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: crate::event::parse_cookies(cookies),
+            location: Map::new(),
+        };
+        let identity = Tracker::from_cookie_header(cookies, now).next(kind == Kind::Pageview);
+        let input = crate::event::EventInput {
+            kind: Some(kind),
+            name: name.into(),
+            properties: props.as_object().unwrap().clone(),
+            page: crate::event::PageInfo {
+                url: url.into(),
+                title: "Shop".into(),
+                ..Default::default()
+            },
+            id: Some("evt_test_0001".into()),
+            ..Default::default()
+        };
+        Event::build(input, &req, identity, now * 1000)
+    }
+
+    fn query(out: Output) -> Vec<(String, String)> {
+        let Payload::Http(h) = &out.payloads[0] else {
+            panic!("not http")
+        };
+        let u = url::Url::parse(&h.url).unwrap();
+        u.query_pairs().into_owned().collect()
+    }
+
+    fn run(ga: &Ga4, e: &Event) -> Vec<(String, String)> {
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "ga4_unit",
+            variables: &variables,
+        };
+        query(ga.automated(e, &cx))
+    }
+
+    fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    /// Issue 10's example, at its exact values: gtag's `_ga` and 2025
+    /// `_ga_<container>` cookies, page view received at 1748935400.
+    #[test]
+    fn the_issue_example_continues_gtags_session() {
+        let cookies = "_ga=GA1.1.1187654321.1748934600; _ga_TEST12345=GS2.1.s1748934661$o208$g1$t1748935291$j60$l0$h0";
+        let q = run(
+            &ga4(""),
+            &event(Kind::Pageview, "", json!({}), cookies, 1748935400),
+        );
+        assert_eq!(get(&q, "cid"), Some("1187654321.1748934600"));
+        assert_eq!(get(&q, "sid"), Some("1748934661"));
+        assert_eq!(get(&q, "sct"), Some("208"));
+        assert_eq!(get(&q, "_fv"), None);
+        assert_eq!(get(&q, "_ss"), None);
+        // gtag had marked the session engaged (`$g1`).
+        assert_eq!(get(&q, "seg"), Some("1"));
+    }
 
     #[test]
     fn names_are_ga4_valid() {
-        assert_eq!(event_name("signup"), "signup");
-        assert_eq!(event_name("Sign Up!"), "sign_up");
-        assert_eq!(event_name("1st"), "e_1st");
-        assert_eq!(event_name(&"x".repeat(60)).len(), 40);
+        let adj = Adjust::quiet();
+        assert_eq!(adj.event_name("signup"), "signup");
+        assert_eq!(adj.event_name("Sign Up!"), "sign_up");
+        assert_eq!(adj.event_name("1st"), "e_1st");
+        assert_eq!(adj.event_name(&"x".repeat(60)).len(), 40);
+        // Reserved names and prefixes ("Event naming rules",
+        // https://support.google.com/analytics/answer/13316687).
+        assert_eq!(adj.event_name("session_start"), "custom_session_start");
+        assert_eq!(adj.event_name("first_visit"), "custom_first_visit");
+        assert_eq!(adj.event_name("user_engagement"), "custom_user_engagement");
+        assert_eq!(adj.event_name("Session Start"), "custom_session_start");
+        assert_eq!(adj.event_name("ga_thing"), "custom_ga_thing");
+        assert_eq!(adj.event_name("page_view"), "page_view");
+        assert_eq!(adj.param_name("ga_campaign"), "custom_ga_campaign");
+        assert_eq!(adj.param_name("google_flag"), "custom_google_flag");
+        assert_eq!(adj.param_name("firebase_x"), "custom_firebase_x");
+        assert_eq!(adj.param_name("gtag.config"), "custom_gtag_config");
+        assert_eq!(adj.param_name("_private"), "custom_private");
+        // Parameters may use event names.
+        assert_eq!(adj.param_name("session_start"), "session_start");
+        let long = adj.param_name(&format!("ga_{}", "y".repeat(50)));
+        assert!(long.starts_with("custom_ga_") && long.len() == 40, "{long}");
+        for name in RESERVED_EVENTS {
+            assert!(adj.event_name(name).starts_with("custom_"), "{name}");
+        }
     }
 
     #[test]
     fn nested_properties_flatten() {
-        let props = serde_json::json!({"a": {"b": 1, "c": {"d": "x"}}, "e": true});
-        let mut flat = Map::new();
+        let props = json!({"a": {"b": 1, "c": {"d": "x"}}, "e": true});
+        let mut flat = Vec::new();
         flatten("", props.as_object().unwrap(), &mut flat);
         assert_eq!(
-            serde_json::Value::Object(flat),
-            serde_json::json!({"a_b": 1, "a_c_d": "x", "e": true})
+            flat,
+            vec![
+                ("a_b".to_string(), json!(1)),
+                ("a_c_d".to_string(), json!("x")),
+                ("e".to_string(), json!(true))
+            ]
         );
     }
 
     #[test]
     fn product_strings() {
-        let p = serde_json::json!({"product_id": "A1", "name": "Mug ~ blue", "price": 14.5, "quantity": 2, "brand": "TP"});
+        let p = json!({"product_id": "A1", "sku": "SKU-A1", "name": "Mug ~ blue", "price": "14.5", "quantity": 2, "brand": "TP", "position": 3, "cart_id": "c1", "currency": "EUR"});
         assert_eq!(
-            product_string(p.as_object().unwrap()),
-            "idA1~nmMug   blue~brTP~pr14.5~qt2"
+            product_string(p.as_object().unwrap(), &Adjust::quiet()).unwrap(),
+            "idSKU-A1~nmMug ~~ blue~brTP~pr14.5~qt2~lp3"
         );
+        let anonymous = json!({"price": 3});
+        assert_eq!(
+            product_string(anonymous.as_object().unwrap(), &Adjust::quiet()),
+            None
+        );
+        let personal = json!({"product_id": "A", "variant": "for jane@x.com"});
+        assert_eq!(
+            product_string(personal.as_object().unwrap(), &Adjust::quiet()).unwrap(),
+            "idA"
+        );
+    }
+
+    #[test]
+    fn reserved_names_limits_and_number_types() {
+        let mut props = Map::new();
+        props.insert("ga_campaign".into(), json!("spring"));
+        props.insert("google_flag".into(), json!(true));
+        props.insert("value".into(), json!("12.5"));
+        props.insert("currency".into(), json!("eur"));
+        props.insert("tax".into(), json!("n/a"));
+        props.insert("zip".into(), json!("01234"));
+        props.insert("long".into(), json!("x".repeat(150)));
+        props.insert("tags".into(), json!(["a", "b"]));
+        let e = event(
+            Kind::Track,
+            "session_start",
+            Value::Object(props),
+            "",
+            1_700_000_000,
+        );
+        let q = run(&ga4(""), &e);
+        assert_eq!(get(&q, "en"), Some("custom_session_start"));
+        assert_eq!(get(&q, "ep.custom_ga_campaign"), Some("spring"));
+        assert_eq!(get(&q, "ep.custom_google_flag"), Some("true"));
+        assert_eq!(get(&q, "ep.ga_campaign"), None);
+        // `value` is a number to GA4 whatever the page sent; `cu` with it.
+        assert_eq!(get(&q, "epn.value"), Some("12.5"));
+        assert_eq!(get(&q, "cu"), Some("EUR"));
+        assert!(get(&q, "epn.tax").is_none() && get(&q, "ep.tax").is_none());
+        // Custom properties keep the page's type.
+        assert_eq!(get(&q, "ep.zip"), Some("01234"));
+        assert_eq!(get(&q, "ep.long").unwrap().len(), 100);
+        assert!(get(&q, "ep.tags").is_none());
+        // 25 event parameters at most: the first 25 in the page's order.
+        let many: Map<String, Value> = (0..30).map(|i| (format!("p{i:02}"), json!(i))).collect();
+        let q = run(
+            &ga4(""),
+            &event(Kind::Track, "many", Value::Object(many), "", 1_700_000_000),
+        );
+        let params: Vec<&str> = q
+            .iter()
+            .filter(|(k, _)| k.starts_with("ep.") || k.starts_with("epn."))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(params.len(), MAX_PARAMS, "{q:?}");
+        assert_eq!((params[0], params[24]), ("epn.p00", "epn.p24"));
+        let text = crate::metrics::Metrics::default().render();
+        for reason in [
+            "reserved_name",
+            "value_too_long",
+            "parameter_limit",
+            "not_a_number",
+            "unsupported_type",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "tagproxy_payload_adjusted_total{{tool=\"ga4_unit\",reason=\"{reason}\"}}"
+                )),
+                "{reason} not counted:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_personal_data() {
+        let props = json!({
+            "email": "Jane.Doe@Example.com",
+            "phone": "+1 650 555 0134",
+            "first_name": "Jane",
+            "lastName": "Doe",
+            "customer": {"name": "Jane Doe", "street": "1 Main St"},
+            "address": "1 Main St, Springfield",
+            "note": "write to jane.doe@example.com",
+            "contact": "(650) 555-0134",
+            "plan": "pro",
+            "name": "Pro plan",
+            "newsletter_email_opt_in": true,
+        });
+        let url = "https://shop.test/thanks?email=jane.doe%40example.com&order=A1";
+        let e = event_at(Kind::Track, "signup", props, "", 1_700_000_000, url);
+        let q = run(&ga4(""), &e);
+        let all = format!("{q:?}").to_ascii_lowercase();
+        for bad in ["jane", "doe", "650", "main st", "springfield"] {
+            assert!(!all.contains(bad), "{bad} in {all}");
+        }
+        assert_eq!(get(&q, "ep.plan"), Some("pro"));
+        assert_eq!(get(&q, "ep.name"), Some("Pro plan"));
+        assert_eq!(get(&q, "ep.newsletter_email_opt_in"), Some("true"));
+        assert_eq!(
+            get(&q, "dl"),
+            Some("https://shop.test/thanks?email=redacted&order=A1")
+        );
+    }
+
+    /// Custom actions get the same rules as automated ones.
+    #[test]
+    fn custom_actions_follow_the_same_rules() {
+        let ga = ga4("");
+        let e = event(Kind::Track, "x", json!({}), "", 1_700_000_000);
+        let fields = json!({
+            "event_name": "session_start",
+            "ga_source": "news",
+            "user_email": "jane@x.test",
+            "value": "9.90",
+            "currency": "usd",
+            "method": "email",
+        });
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "ga4_unit",
+            variables: &variables,
+        };
+        let q = query(ga.custom("event", fields.as_object().unwrap().clone(), &e, &cx));
+        assert_eq!(get(&q, "en"), Some("custom_session_start"));
+        assert_eq!(get(&q, "ep.custom_ga_source"), Some("news"));
+        assert_eq!(get(&q, "ep.user_email"), None);
+        assert_eq!(get(&q, "epn.value"), Some("9.9"));
+        assert_eq!(get(&q, "cu"), Some("USD"));
+        assert_eq!(get(&q, "ep.method"), Some("email"));
+        assert_eq!(get(&q, "ep.currency"), None);
+    }
+
+    #[test]
+    fn key_events_make_the_hit_engaged() {
+        let ga = ga4("key_events = [\"purchase\", \"sign_up\"]");
+        let t = 1_700_000_000;
+        let click = event(Kind::Track, "click_button", json!({}), "", t);
+        assert_eq!(get(&run(&ga, &click), "seg"), None);
+        let signup = event(Kind::Track, "Sign Up", json!({}), "", t);
+        assert_eq!(get(&run(&ga, &signup), "seg"), Some("1"));
+        assert!(ga.key_event(&signup) && !ga.key_event(&click));
+        let order = event(Kind::Ecommerce, "Order Completed", json!({}), "", t);
+        assert!(ga4("").key_event(&order));
     }
 }

@@ -10,6 +10,7 @@ pub mod ecommerce;
 pub mod facebook_pixel;
 pub mod google_analytics_4;
 pub mod http;
+pub mod pii;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -288,6 +289,18 @@ pub trait Adapter: Send + Sync {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output;
+
+    /// Whether the destination counts `event` as a key event (a conversion);
+    /// it makes the session engaged (GA4's engaged sessions).
+    fn key_event(&self, _event: &Event) -> bool {
+        false
+    }
+
+    /// Remarks for `tagproxy check` about the tool file (`FILE:LINE:COL:
+    /// message` lines) that do not stop it from running.
+    fn check_warnings(&self, _path: &Path, _text: &str, _file: &ToolFile) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Every template the tool's settings hold, for validation.
     fn templates(&self) -> Vec<&Template> {

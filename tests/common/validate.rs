@@ -14,6 +14,83 @@ use super::Recorded;
 const GA4_MAX_NAME: usize = 40;
 const GA4_MAX_VALUE: usize = 100;
 const GA4_MAX_PRODUCTS: usize = 200;
+/// Event parameters per event, user property name and value lengths
+/// ("[GA4] Event collection limits",
+/// https://support.google.com/analytics/answer/9267744).
+const GA4_MAX_PARAMS: usize = 25;
+const GA4_MAX_USER_PROPERTY_NAME: usize = 24;
+const GA4_MAX_USER_PROPERTY_VALUE: usize = 36;
+
+/// Event names GA4 reserves ("Event naming rules",
+/// https://support.google.com/analytics/answer/13316687: the web list and
+/// the automatically collected app events). `page_view` is sent by gtag
+/// itself.
+const GA4_RESERVED_EVENTS: &[&str] = &[
+    "ad_activeview",
+    "ad_click",
+    "ad_exposure",
+    "ad_impression",
+    "ad_query",
+    "ad_reward",
+    "adunit_exposure",
+    "app_background",
+    "app_clear_data",
+    "app_exception",
+    "app_remove",
+    "app_store_refund",
+    "app_store_subscription_cancel",
+    "app_store_subscription_convert",
+    "app_store_subscription_renew",
+    "app_update",
+    "app_upgrade",
+    "click",
+    "dynamic_link_app_open",
+    "dynamic_link_app_update",
+    "dynamic_link_first_open",
+    "error",
+    "file_download",
+    "first_open",
+    "first_visit",
+    "form_start",
+    "form_submit",
+    "in_app_purchase",
+    "notification_dismiss",
+    "notification_foreground",
+    "notification_open",
+    "notification_receive",
+    "os_update",
+    "scroll",
+    "session_start",
+    "session_start_with_rollout",
+    "user_engagement",
+    "video_complete",
+    "video_progress",
+    "video_start",
+    "view_complete",
+    "view_search_results",
+];
+
+/// Prefixes no event or parameter name may start with (same page).
+const GA4_RESERVED_PREFIXES: &[&str] = &["_", "ga_", "google_", "firebase_", "gtag."];
+
+/// Parameter names that carry personal data, which Google's terms forbid
+/// sending to Analytics (https://support.google.com/analytics/answer/6366371).
+const GA4_PERSONAL_PARAMS: &[&str] = &[
+    "email",
+    "e_mail",
+    "phone",
+    "phone_number",
+    "telephone",
+    "mobile",
+    "first_name",
+    "last_name",
+    "full_name",
+    "surname",
+    "address",
+    "street",
+    "street_address",
+    "customer_name",
+];
 
 /// Parameters of a gtag.js (protocol v2) hit, besides `ep.*`, `epn.*`,
 /// `up.*`, `upn.*` and `prN`.
@@ -108,6 +185,20 @@ fn now_secs() -> u64 {
 
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `s` holds something shaped like an e-mail address.
+fn has_email(s: &str) -> bool {
+    s.split(|c: char| c.is_whitespace() || "<>()[],;:\"'&?=/".contains(c))
+        .any(|w| {
+            w.split_once('@').is_some_and(|(user, domain)| {
+                !user.is_empty()
+                    && domain.contains('.')
+                    && domain.rsplit('.').next().is_some_and(|tld| {
+                        tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic())
+                    })
+            })
+        })
 }
 
 /// `[a-zA-Z][a-zA-Z0-9_]*`
@@ -267,6 +358,12 @@ pub fn ga4(r: &Recorded, visitor_ua: &str) -> Result<(), String> {
         }
     }
     if let Some(en) = required("en", &mut p) {
+        if GA4_RESERVED_EVENTS.contains(&en.as_str()) {
+            p.push(format!("en {en:?} is a reserved event name"));
+        }
+        if let Some(prefix) = GA4_RESERVED_PREFIXES.iter().find(|x| en.starts_with(*x)) {
+            p.push(format!("en {en:?} has the reserved prefix {prefix:?}"));
+        }
         if en.chars().count() > GA4_MAX_NAME {
             p.push(format!(
                 "en {en:?} is longer than {GA4_MAX_NAME} characters"
@@ -308,6 +405,21 @@ pub fn ga4(r: &Recorded, visitor_ua: &str) -> Result<(), String> {
             p.push(format!("cu {cu:?} is not 3 upper-case letters"));
         }
     }
+    // No personal data anywhere: an e-mail address in any value (URLs
+    // included), or a parameter named after personal data.
+    for (k, v) in &query {
+        // URLs carry their own percent-encoding (`%40`).
+        let decoded: String =
+            url::form_urlencoded::parse(format!("x={}", v.replace('+', "%2B")).as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .collect();
+        if has_email(v) || has_email(&decoded) {
+            p.push(format!(
+                "{k} = {v:?} holds an e-mail address (personal data)"
+            ));
+        }
+    }
+    let mut event_params = 0;
     let mut products = Vec::new();
     for (k, v) in &query {
         if let Some(name) = k
@@ -321,6 +433,26 @@ pub fn ga4(r: &Recorded, visitor_ua: &str) -> Result<(), String> {
             })
         {
             let (name, numeric) = name;
+            let user = k.starts_with("up");
+            if !user {
+                event_params += 1;
+            }
+            if let Some(prefix) = GA4_RESERVED_PREFIXES.iter().find(|x| name.starts_with(*x)) {
+                p.push(format!(
+                    "parameter name {name:?} of {k} has the reserved prefix {prefix:?}"
+                ));
+            }
+            if GA4_PERSONAL_PARAMS.contains(&name) {
+                p.push(format!("{k} is personal data"));
+            }
+            if user && name.chars().count() > GA4_MAX_USER_PROPERTY_NAME {
+                p.push(format!("user property name {name:?} is longer than {GA4_MAX_USER_PROPERTY_NAME} characters"));
+            }
+            if user && !numeric && v.chars().count() > GA4_MAX_USER_PROPERTY_VALUE {
+                p.push(format!(
+                    "user property {k} is longer than {GA4_MAX_USER_PROPERTY_VALUE} characters"
+                ));
+            }
             if name.chars().count() > GA4_MAX_NAME {
                 p.push(format!(
                     "parameter name {name:?} of {k} is longer than {GA4_MAX_NAME} characters"
@@ -352,6 +484,11 @@ pub fn ga4(r: &Recorded, visitor_ua: &str) -> Result<(), String> {
             p.push(format!("unknown parameter {k}"));
         }
     }
+    if event_params > GA4_MAX_PARAMS {
+        p.push(format!(
+            "{event_params} event parameters, more than {GA4_MAX_PARAMS}"
+        ));
+    }
     products.sort_unstable();
     if products.iter().enumerate().any(|(i, n)| *n != i + 1) {
         p.push(format!("product parameters are not pr1..prN: {products:?}"));
@@ -366,11 +503,18 @@ pub fn ga4(r: &Recorded, visitor_ua: &str) -> Result<(), String> {
 /// `id` or a `nm`; `pr` a number, `qt` an integer.
 fn ga4_product(s: &str) -> Result<(), String> {
     let mut keys = Vec::new();
-    for part in s.split('~') {
+    // `~~` is a `~` inside a value.
+    let unescaped = s.replace("~~", "\u{0}");
+    for part in unescaped.split('~') {
         if part.len() < 3 || !part.is_char_boundary(2) {
             return Err(format!("part {part:?} has no two-letter key and value"));
         }
         let (key, value) = part.split_at(2);
+        if value.chars().count() > GA4_MAX_VALUE {
+            return Err(format!(
+                "{key} value longer than {GA4_MAX_VALUE} characters"
+            ));
+        }
         if !GA4_ITEM_KEYS.contains(&key) {
             return Err(format!("unknown item key {key:?}"));
         }
