@@ -22,7 +22,7 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::PrefixHandler;
 use crate::rules::template::Variables;
 use crate::rules::{Secrets, Triggers};
-use crate::tools::{self, Delivery, Tool};
+use crate::tools::{self, Tool};
 
 /// What `check` validates and `serve` runs: everything but the runtime parts.
 pub struct Plan {
@@ -50,6 +50,11 @@ impl Plan {
                 problems.append(&mut p);
                 Vec::new()
             });
+        warnings.extend(
+            tools
+                .iter()
+                .flat_map(|t| t.warnings.iter().map(ToString::to_string)),
+        );
         warnings.extend(consent_problems(loaded, &tools, &mut problems));
         if problems.is_empty() {
             Ok(Plan {
@@ -193,8 +198,9 @@ impl App {
         }
     }
 
-    /// Deliveries and browser instructions for one event.
-    pub fn fan_out(&self, event: &Event) -> (Vec<Delivery>, Vec<Value>) {
+    /// Deliveries, requests that can never be sent, and browser
+    /// instructions for one event.
+    pub fn fan_out(&self, event: &Event) -> crate::rules::FanOut {
         let out = crate::rules::fan_out(
             event,
             &self.tools,
@@ -203,7 +209,7 @@ impl App {
             &self.consent,
         );
         Metrics::add(&self.metrics.consent_blocked, out.consent_withheld as u64);
-        (out.deliveries, out.instructions)
+        out
     }
 
     /// Records a processed event (the debugger and admin stream hook in here).

@@ -104,6 +104,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
 
     let mut instructions: Vec<Value> = Vec::new();
     let mut deliveries = Vec::new();
+    let mut invalid = Vec::new();
     let mut fresh_ids = Vec::new();
     let count = inputs.len();
     Metrics::add(&app.metrics.events_received, count as u64);
@@ -144,8 +145,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         let event = Arc::new(event);
         let out = app.fan_out(&event);
-        deliveries.extend(out.0);
-        for i in out.1 {
+        deliveries.extend(out.deliveries);
+        invalid.extend(out.invalid);
+        for i in out.instructions {
             if !instructions.contains(&i) {
                 instructions.push(i);
             }
@@ -165,6 +167,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             "bot events dropped"
         );
         deliveries.clear();
+        invalid.clear();
         instructions.clear();
     }
     if app.engine.submit(deliveries).await.is_err() {
@@ -178,6 +181,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     }
+    // Accepted: what can never be sent goes to the dead letters now (after
+    // the submit, so a batch answered 503 and retried is not counted twice).
+    app.engine.dead_letter_invalid(invalid).await;
 
     let host = url::Url::parse(&page_url)
         .ok()

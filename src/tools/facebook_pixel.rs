@@ -151,6 +151,10 @@ impl Adapter for MetaCapi {
         t.extend(&self.test_event_code);
         t
     }
+
+    fn origins(&self) -> Vec<url::Origin> {
+        super::origin_list(&self.base)
+    }
 }
 
 impl MetaCapi {
@@ -271,11 +275,12 @@ impl MetaCapi {
                 body["test_event_code"] = json!(code);
             }
         }
+        // The pixel id may be a template: it is one path segment, encoded.
         let url = format!(
             "{}/{}/{}/events",
             self.base,
             self.api_version,
-            cx.render(&self.pixel_id, event)
+            crate::rules::url_template::encoded(&cx.render(&self.pixel_id, event))
         );
         Output {
             payloads: vec![Payload::Http(HttpRequest {
@@ -475,6 +480,7 @@ mod tests {
         let cx = BuildContext {
             tool_id: "meta",
             variables: &variables,
+            action: None,
         };
         (0..n)
             .map(|_| {

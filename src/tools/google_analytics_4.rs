@@ -124,6 +124,10 @@ impl Adapter for Ga4 {
     fn templates(&self) -> Vec<&Template> {
         vec![&self.measurement_id]
     }
+
+    fn origins(&self) -> Vec<url::Origin> {
+        super::origin_list(&self.base)
+    }
 }
 
 /// Nested objects as `parent_child` keys (GA4 parameters are flat).
