@@ -603,6 +603,9 @@ fn raw_warnings(path: &Path, text: &str) -> Vec<Problem> {
 pub type Tools = Arc<Vec<Tool>>;
 
 #[cfg(test)]
+mod hostile_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
