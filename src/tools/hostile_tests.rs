@@ -313,3 +313,70 @@ fn named_cases() {
         run(v);
     }
 }
+
+/// With `include_event_properties`, a visitor's `url`, `method`, `headers`
+/// or `body` property is data in the JSON body, never the request's own.
+#[test]
+fn event_properties_never_shape_the_request() {
+    let text = r#"type = "http"
+[[actions]]
+name = "req"
+kind = "request"
+firing = ["Pageview"]
+include_event_properties = true
+[actions.fields]
+url = "https://hooks.example/in"
+"#;
+    let tool = from_text(
+        "hook",
+        Path::new("hook.toml"),
+        text,
+        &Variables::new(),
+        &Triggers::default(),
+    )
+    .unwrap()
+    .unwrap();
+    let props = json!({
+        "url": "http://169.254.169.254/latest/meta-data/",
+        "method": "DELETE",
+        "headers": {"X-Evil": "1"},
+        "body": "raw text",
+    });
+    let req = RequestInfo {
+        ip: None,
+        user_agent: crate::event::ua::UaParser::default().parse("UA/1"),
+        cookies: Default::default(),
+        location: Map::new(),
+    };
+    let input = EventInput {
+        kind: Some(Kind::Pageview),
+        properties: props.as_object().unwrap().clone(),
+        page: PageInfo {
+            url: "https://shop.test/".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let now = crate::event::now_ms();
+    let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+    let ev = Event::build(input, &req, tracker.next_event(), now);
+    let consent = ConsentPolicy::new(&Default::default());
+    let out = fan_out(
+        &ev,
+        std::slice::from_ref(&tool),
+        &Triggers::default(),
+        &Variables::new(),
+        &consent,
+    );
+    assert!(out.invalid.is_empty(), "{:?}", out.invalid);
+    let r = http(&out.deliveries[0]);
+    assert_eq!(r.url, "https://hooks.example/in");
+    assert_eq!(r.method, "POST");
+    assert_eq!(header(r, "x-evil"), None);
+    let body: Value = serde_json::from_slice(r.body.as_ref().unwrap()).unwrap();
+    // The action's own `url` wins over the property (explicit fields do).
+    assert_eq!(body.get("url"), None);
+    assert_eq!(body["method"], "DELETE");
+    assert_eq!(body["headers"], json!({"X-Evil": "1"}));
+    assert_eq!(body["body"], "raw text");
+}
