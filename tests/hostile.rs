@@ -236,3 +236,37 @@ async fn a_hostile_header_value_is_dead_lettered_at_once_and_never_sent() {
     );
     assert_eq!(dest.requests().len(), 1);
 }
+
+/// A destination's redirect is its answer, not a new target: tagproxy never
+/// follows it (a `3xx` is a non-retryable answer, dead-lettered with it).
+#[tokio::test]
+async fn a_destination_cannot_redirect_a_delivery_elsewhere() {
+    let origin = origin().await;
+    let internal = Destination::start().await;
+    let location = format!("{}/internal-admin", internal.url());
+    let redirecting = Origin::start(move |_req| {
+        let location = location.clone();
+        async move { common::respond(302, &[("location", location.as_str())], "") }
+    })
+    .await;
+    let hook = format!(
+        "type = \"http\"\n[settings]\nurl = \"http://{}/hook\"\n[automated]\ntrack = true\n",
+        redirecting.addr
+    );
+    let proxy = Proxy::start_tools(origin.addr, "", &[("hook", hook)]).await;
+    assert_eq!(track(&proxy, "x", json!({})).await, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let letters = loop {
+        let out = deadletter_list(&proxy, true);
+        if !out.is_empty() {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let l: Value = serde_json::from_str(letters.lines().next().unwrap()).unwrap();
+    assert_eq!(l["status"], 302);
+    assert_eq!(l["attempts"], 1);
+    assert!(internal.requests().is_empty());
+    assert_eq!(redirecting.seen().len(), 1);
+}

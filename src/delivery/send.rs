@@ -32,6 +32,9 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(pool_per_host)
+            // A redirect would take the request somewhere the config did not
+            // name (an internal address, say): a 3xx is an answer, not a hop.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
         Sender { http }
