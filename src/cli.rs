@@ -12,7 +12,7 @@ use crate::app::Plan;
 use crate::config::{self, Loaded};
 use crate::delivery::deadletter::{DeadLetter, DeadLetters, Filter};
 use crate::delivery::inbox;
-use crate::logging::{self, LogFormat};
+use crate::logging::{self, json_for_terminal, terminal_safe, LogFormat};
 use crate::rules::Secrets;
 use crate::server::{self, Bound};
 
@@ -364,41 +364,6 @@ fn letter_line(l: &DeadLetter) -> String {
     )
 }
 
-/// Characters a terminal acts on rather than shows: C0 and C1 controls
-/// (escape sequences, CR, LF), DEL, and the Unicode line separators and
-/// bidirectional overrides that reorder what is shown.
-fn acts_on_terminal(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-        )
-        || ('\u{202a}'..='\u{202e}').contains(&c)
-        || ('\u{2066}'..='\u{2069}').contains(&c)
-}
-
-/// `s` with each such character shown as a space.
-fn terminal_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| if acts_on_terminal(c) { ' ' } else { c })
-        .collect()
-}
-
-/// JSON text with each such character `\u`-escaped (serde_json escapes
-/// only those below U+0020); still the same JSON value.
-fn json_for_terminal(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        if acts_on_terminal(c) {
-            use std::fmt::Write as _;
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Unix milliseconds as RFC 3339 UTC (`2024-11-24T12:26:40.000Z`); the bare
 /// number past year 9999.
 fn rfc3339_ms(ms: u64) -> String {
@@ -463,6 +428,7 @@ mod tests {
 
     #[test]
     fn listings_cannot_forge_terminal_output() {
+        use crate::logging::acts_on_terminal;
         let delivery = crate::tools::Delivery {
             tool: "hook".into(),
             event_id: "evt-1\x1b[2J".into(),

@@ -78,10 +78,21 @@ event_name = "Lead"
 label = "{{ client.v }}"
 "#;
 
+const LOG: &str = r#"type = "console"
+[automated]
+track = true
+[[actions]]
+name = "log"
+kind = "log"
+firing = ["Pageview"]
+[actions.fields]
+label = "{{ client.v }}"
+"#;
+
 fn tools() -> Vec<Tool> {
     let vars = Variables::new();
     let triggers = Triggers::default();
-    [("hook", HOOK), ("ga4", GA4), ("meta", META)]
+    [("hook", HOOK), ("ga4", GA4), ("meta", META), ("log", LOG)]
         .into_iter()
         .map(|(id, text)| {
             from_text(id, Path::new(id), text, &vars, &triggers)
@@ -251,8 +262,24 @@ fn run(v: &str) {
     for kind in [Kind::Track, Kind::Pageview] {
         let ev = event(kind, v);
         let out = fan_out(&ev, &tools, &triggers, &vars, &consent);
-        assert_eq!(out.deliveries.len() + out.invalid.len(), 3, "{out:?}");
+        assert_eq!(out.deliveries.len() + out.invalid.len(), 4, "{out:?}");
         for d in &out.deliveries {
+            if let Payload::Stdout(line) = &d.payload {
+                // The operator's terminal shows it; it cannot act on it.
+                assert!(
+                    !line.chars().any(crate::logging::acts_on_terminal),
+                    "{line:?}"
+                );
+                let json: Value =
+                    serde_json::from_str(line.strip_prefix("[log] ").unwrap()).unwrap();
+                let got = if kind == Kind::Track {
+                    &json["properties"]["v"]
+                } else {
+                    &json["fields"]["label"]
+                };
+                assert_eq!(got, &json!(v));
+                continue;
+            }
             check_delivered(&d.tool, kind, http(d), v);
         }
         for (d, why) in &out.invalid {
@@ -309,6 +336,7 @@ fn named_cases() {
         "{{ client.v }}",
         "\"},\"admin\":true,\"x\":{\"",
         "x\u{0}y",
+        "\u{9b}2J\u{1b}[31m\u{202e}txt.exe\u{2028}",
     ] {
         run(v);
     }
