@@ -50,6 +50,11 @@ impl Plan {
                 problems.append(&mut p);
                 Vec::new()
             });
+        warnings.extend(
+            tools
+                .iter()
+                .flat_map(|t| t.warnings.iter().map(ToString::to_string)),
+        );
         warnings.extend(consent_problems(loaded, &tools, &mut problems));
         for tool in &tools {
             let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
@@ -256,7 +261,8 @@ impl App {
         }
     }
 
-    /// Deliveries, browser instructions and tool cookies for one event.
+    /// Deliveries, requests that can never be sent, browser instructions
+    /// and tool cookies for one event.
     pub fn fan_out(&self, event: &Event) -> crate::rules::FanOut {
         let out = crate::rules::fan_out(
             event,

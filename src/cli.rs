@@ -12,7 +12,7 @@ use crate::app::Plan;
 use crate::config::{self, Loaded};
 use crate::delivery::deadletter::{DeadLetter, DeadLetters, Filter};
 use crate::delivery::inbox;
-use crate::logging::{self, LogFormat};
+use crate::logging::{self, json_for_terminal, terminal_safe, LogFormat};
 use crate::rules::Secrets;
 use crate::server::{self, Bound};
 
@@ -266,7 +266,9 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             let mut out = std::io::stdout().lock();
             for letter in &listing.letters {
                 let line = if json {
-                    serde_json::to_string(letter).expect("a dead letter serializes")
+                    json_for_terminal(
+                        &serde_json::to_string(letter).expect("a dead letter serializes"),
+                    )
                 } else {
                     letter_line(letter)
                 };
@@ -344,21 +346,19 @@ fn dead_letters(n: usize) -> String {
 }
 
 /// `<id>  <tool>  <event_id>  <status>  <attempts>  <failed at>  <reason>`.
+/// Dead letters hold what visitors sent: every column is cleaned of
+/// characters that could forge terminal output.
 fn letter_line(l: &DeadLetter) -> String {
     let status = l.status.map_or_else(|| "-".to_string(), |s| s.to_string());
-    let mut reason: String = l
-        .reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut reason = terminal_safe(&l.reason);
     if reason.chars().count() > 100 {
         reason = reason.chars().take(99).collect::<String>() + "…";
     }
     format!(
         "{}  {}  {}  {status}  {}  {}  {reason}",
-        l.id,
-        l.tool,
-        l.event_id,
+        terminal_safe(&l.id),
+        terminal_safe(&l.tool),
+        terminal_safe(&l.event_id),
         l.attempts,
         rfc3339_ms(l.failed_ms)
     )
@@ -424,6 +424,26 @@ mod tests {
         let line = letter_line(&l);
         assert!(line.contains("  -  1  "), "{line}");
         assert!(line.ends_with(&format!("{}…", "é".repeat(99))), "{line}");
+    }
+
+    #[test]
+    fn listings_cannot_forge_terminal_output() {
+        use crate::logging::acts_on_terminal;
+        let delivery = crate::tools::Delivery {
+            tool: "hook".into(),
+            event_id: "evt-1\x1b[2J".into(),
+            payload: crate::tools::Payload::Stdout("x".into()),
+        };
+        let hostile = "O1\r\nX-Evil: 1\u{1b}[31m\u{9b}2J\u{202e}txt.exe\u{2028}";
+        let mut l = DeadLetter::new(delivery, hostile, None, b"", 0, 0);
+        l.id = "id1".into();
+        let line = letter_line(&l);
+        assert!(!line.chars().any(acts_on_terminal), "{line:?}");
+        assert!(line.contains("O1  X-Evil: 1 [31m 2J txt.exe "), "{line:?}");
+        let json = json_for_terminal(&serde_json::to_string(&l).unwrap());
+        assert!(!json.chars().any(acts_on_terminal), "{json:?}");
+        let back: DeadLetter = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, l);
     }
 
     #[test]

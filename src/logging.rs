@@ -26,3 +26,38 @@ pub fn init(format: Option<LogFormat>) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Characters a terminal acts on rather than shows: C0 and C1 controls
+/// (escape sequences, CR, LF), DEL, and the Unicode line separators and
+/// bidirectional overrides that reorder what is shown.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `s` with each such character shown as a space.
+pub fn terminal_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if acts_on_terminal(c) { ' ' } else { c })
+        .collect()
+}
+
+/// JSON text with each such character `\u`-escaped (serde_json escapes
+/// only those below U+0020); still the same JSON value.
+pub fn json_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if acts_on_terminal(c) {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub deliveries_failed: AtomicU64,
     /// Refused because a tool's queue was full (the collector answered 503).
     pub deliveries_rejected: AtomicU64,
+    /// Requests that could never be sent (`tools::guard`), by tool and
+    /// reason: dead-lettered at once, never queued.
+    pub deliveries_invalid: DashMap<(String, &'static str), AtomicU64>,
     pub delivery_attempts: AtomicU64,
     pub delivery_retries: AtomicU64,
     /// fdatasync calls of the spool (one per group commit).
@@ -92,6 +95,14 @@ impl Metrics {
             .fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts a request dead-lettered as invalid.
+    pub fn invalid(&self, tool: &str, reason: &'static str) {
+        self.deliveries_invalid
+            .entry((tool.to_string(), reason))
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -129,7 +140,7 @@ impl Metrics {
         );
         counter(
             "tagproxy_deliveries_failed_total",
-            "Deliveries given up (rejected by the destination or out of retries).",
+            "Deliveries given up (rejected by the destination, out of retries, or invalid).",
             get(&self.deliveries_failed),
         );
         counter(
@@ -169,6 +180,22 @@ impl Metrics {
             get(&self.spool_bytes)
         );
         render_tools(&mut out, &gauges);
+        let _ = writeln!(
+            out,
+            "# HELP tagproxy_deliveries_invalid_total Requests that could never be sent (invalid header value, URL, method, body size), dead-lettered without an attempt, per tool and reason.\n# TYPE tagproxy_deliveries_invalid_total counter"
+        );
+        let mut invalid: Vec<((String, &'static str), u64)> = self
+            .deliveries_invalid
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        invalid.sort();
+        for ((tool, reason), n) in invalid {
+            let _ = writeln!(
+                out,
+                "tagproxy_deliveries_invalid_total{{tool=\"{tool}\",reason=\"{reason}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP tagproxy_bot_events_dropped_total Bot events answered but not delivered, by reason.\n# TYPE tagproxy_bot_events_dropped_total counter"
@@ -263,6 +290,10 @@ fn render_tools(out: &mut String, gauges: &[ToolGauges]) {
 mod tests {
     use super::*;
 
+    fn text_of(m: &Metrics) -> String {
+        m.render()
+    }
+
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
@@ -274,6 +305,11 @@ mod tests {
             "# TYPE tagproxy_events_received_total counter\ntagproxy_events_received_total 3\n"
         ));
         assert!(text.contains("tagproxy_bot_events_dropped_total{reason=\"ai-robots-txt\"} 3\n"));
+        m.invalid("hook", "header_value");
+        m.invalid("hook", "header_value");
+        assert!(text_of(&m).contains(
+            "tagproxy_deliveries_invalid_total{tool=\"hook\",reason=\"header_value\"} 2\n"
+        ));
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     // tools asked for it.
     let mut tool_cookies: Vec<ToolCookie> = Vec::new();
     let mut deliveries = Vec::new();
+    let mut invalid = Vec::new();
     let mut fresh_ids = Vec::new();
     let count = inputs.len();
     Metrics::add(&app.metrics.events_received, count as u64);
@@ -154,6 +155,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         let out = app.fan_out(&event);
         deliveries.extend(out.deliveries);
+        invalid.extend(out.invalid);
         for i in out.instructions {
             if !instructions.contains(&i) {
                 instructions.push(i);
@@ -175,6 +177,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             "bot events dropped"
         );
         deliveries.clear();
+        invalid.clear();
         instructions.clear();
         tool_cookies.clear();
     }
@@ -189,6 +192,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return resp;
     }
+    // Accepted: what can never be sent goes to the dead letters now (after
+    // the submit, so a batch answered 503 and retried is not counted twice).
+    app.engine.dead_letter_invalid(invalid).await;
 
     let host = url::Url::parse(&page_url)
         .ok()

@@ -36,6 +36,7 @@ pub use send::{Attempt, Sender};
 use crate::config::{DeliveryBackend, DeliveryConfig};
 use crate::event::now_ms;
 use crate::metrics::{Metrics, ToolGauges};
+use crate::tools::guard::Invalid;
 use crate::tools::Delivery;
 use deadletter::{DeadLetter, DeadLetters};
 use spool::{Loc, Spool};
@@ -299,6 +300,43 @@ impl Engine {
         }
         Metrics::add(&metrics.deliveries_submitted, n);
         Ok(())
+    }
+
+    /// Puts requests that can never be sent (`tools::guard`) straight into
+    /// the dead letters, with `attempts = 0` (nothing was sent), and counts
+    /// them by tool and reason. A failed write is logged: these were never
+    /// going to be delivered.
+    pub async fn dead_letter_invalid(&self, invalid: Vec<(Delivery, Invalid)>) {
+        if invalid.is_empty() {
+            return;
+        }
+        let metrics = &self.policy.metrics;
+        let accepted_ms = now_ms();
+        let mut letters = Vec::with_capacity(invalid.len());
+        for (d, why) in invalid {
+            tracing::warn!(tool = %d.tool, event_id = %d.event_id, reason = why.reason, error = %why.message, "request cannot be sent; moved to the dead letters without an attempt");
+            metrics.invalid(&d.tool, why.reason);
+            Metrics::add(&metrics.deliveries_failed, 1);
+            self.queue(&d.tool)
+                .counters
+                .dead_lettered
+                .fetch_add(1, Ordering::Relaxed);
+            letters.push(DeadLetter::new(
+                d,
+                why.to_string(),
+                None,
+                b"",
+                0,
+                accepted_ms,
+            ));
+        }
+        let dead = self.policy.dead.clone();
+        let written = tokio::task::spawn_blocking(move || dead.append(&letters))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        if let Err(e) = written {
+            tracing::error!(error = %e, path = %self.policy.dead.path().display(), "cannot write dead letters for invalid requests");
+        }
     }
 
     /// Makes sure every configured tool is being delivered, including what

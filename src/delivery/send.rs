@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use super::retry::{self, Verdict};
-use crate::tools::{Delivery, HttpRequest, Payload};
+use crate::tools::{guard, Delivery, HttpRequest, Payload};
 
 /// What one attempt came to, with what the destination said (kept for dead
 /// letters).
@@ -32,6 +32,9 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(pool_per_host)
+            // A redirect would take the request somewhere the config did not
+            // name (an internal address, say): a 3xx is an answer, not a hop.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
         Sender { http }
@@ -59,11 +62,24 @@ impl Sender {
             status: None,
             response: String::new(),
         };
+        // A request that can never be built is refused, not retried: the
+        // fan-out checks every new one, this catches replayed dead letters
+        // and what an older version spooled.
+        if let Err(why) = guard::check(req, &[], usize::MAX) {
+            return failed(Verdict::Reject(why.to_string()));
+        }
         let Ok(method) = reqwest::Method::from_bytes(req.method.as_bytes()) else {
             return failed(Verdict::Reject(format!("invalid method {}", req.method)));
         };
         let mut builder = self.http.request(method, &req.url);
         for (k, v) in &req.headers {
+            // From bytes: a value may carry UTF-8 (RFC 9110 obs-text).
+            let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
+            ) else {
+                return failed(Verdict::Reject("invalid request: a header".into()));
+            };
             builder = builder.header(k, v);
         }
         if let Some(body) = &req.body {
@@ -90,6 +106,8 @@ impl Sender {
                 why: "timeout".into(),
                 after: None,
             }),
+            // The request itself is wrong: no later attempt can succeed.
+            Err(e) if e.is_builder() => failed(Verdict::Reject(format!("invalid request: {e}"))),
             Err(e) => failed(Verdict::Retry {
                 why: format!("connection error: {e}"),
                 after: None,

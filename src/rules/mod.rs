@@ -4,6 +4,7 @@
 
 pub mod template;
 pub mod trigger;
+pub mod url_template;
 
 use std::collections::HashMap;
 
@@ -12,7 +13,8 @@ use serde_json::{Map, Value};
 use crate::config::{Loaded, Problem, RuleConfig, ScrollDepthConfig, VariableConfig};
 use crate::consent::{Choices, ConsentPolicy};
 use crate::event::{Event, Kind};
-use crate::tools::{BuildContext, Delivery, Tool};
+use crate::tools::guard::{self, Invalid};
+use crate::tools::{BuildContext, Delivery, Payload, Tool};
 use template::{check_path, Context, Template, Variable, Variables};
 use trigger::{ClientRule, MatchRule, Trigger};
 
@@ -410,6 +412,10 @@ pub fn decide<'a>(
 #[derive(Debug, Default)]
 pub struct FanOut {
     pub deliveries: Vec<Delivery>,
+    /// Requests that can never be sent (a control character in a header
+    /// value, a URL that left its tool's destination…): not queued, but
+    /// dead-lettered at once with the reason.
+    pub invalid: Vec<(Delivery, Invalid)>,
     /// Browser instructions (`{"fetch": …}`).
     pub instructions: Vec<Value>,
     /// Cookies tools keep in the browser, one per name.
@@ -419,7 +425,8 @@ pub struct FanOut {
 }
 
 /// Deliveries and browser instructions for `event`: the decision, then each
-/// adapter builds its requests.
+/// adapter builds its requests, and each request is checked ([`guard`])
+/// before it may be queued.
 pub fn fan_out(
     event: &Event,
     tools: &[Tool],
@@ -430,29 +437,43 @@ pub fn fan_out(
     let mut result = FanOut::default();
     for (i, decision) in decide(event, tools, triggers, variables, consent) {
         let tool = &tools[i];
-        let cx = BuildContext {
+        let cx = |action| BuildContext {
             tool_id: &tool.id,
             variables,
+            action,
         };
         let outputs = match decision {
             Decision::Custom(actions) => actions
                 .into_iter()
-                .map(|(action, fields)| tool.adapter.custom(&action.kind, fields, event, &cx))
+                .map(|(action, fields)| {
+                    tool.adapter
+                        .custom(&action.kind, fields, event, &cx(Some(action.index)))
+                })
                 .collect(),
-            Decision::Automated => vec![tool.adapter.automated(event, &cx)],
+            Decision::Automated => vec![tool.adapter.automated(event, &cx(None))],
             Decision::ConsentWithheld => {
                 result.consent_withheld += 1;
                 Vec::new()
             }
         };
         for out in outputs {
-            result
-                .deliveries
-                .extend(out.payloads.into_iter().map(|payload| Delivery {
+            for payload in out.payloads {
+                let checked = match &payload {
+                    Payload::Http(req) => {
+                        guard::check(req, &tool.origins, tool.adapter.max_body_bytes())
+                    }
+                    Payload::Stdout(_) => Ok(()),
+                };
+                let delivery = Delivery {
                     tool: tool.id.clone(),
                     event_id: event.id.clone(),
                     payload,
-                }));
+                };
+                match checked {
+                    Ok(()) => result.deliveries.push(delivery),
+                    Err(why) => result.invalid.push((delivery, why)),
+                }
+            }
             result.instructions.extend(out.instructions);
             crate::tools::merge_cookies(&mut result.cookies, out.cookies);
         }
@@ -463,6 +484,8 @@ pub fn fan_out(
 /// A custom action (`[[actions]]` of a tool file), compiled.
 #[derive(Debug)]
 pub struct Action {
+    /// Its place in the tool file's `[[actions]]`.
+    pub index: usize,
     pub name: String,
     pub kind: String,
     pub firing: Vec<TriggerRef>,

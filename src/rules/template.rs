@@ -4,6 +4,12 @@
 //! A template is parsed once, at config load, into literal and path parts, so
 //! rendering per event is a walk over a few slices with no parsing. Unknown
 //! names render as empty strings (SPEC §6); `check` reports them.
+//!
+//! Values are encoded for where the output goes: [`UrlTemplate`] splits an
+//! outgoing URL at load into its fixed target (scheme, host, port) and the
+//! path, query and fragment, and percent-encodes each value for its
+//! position. `{{ client.x | raw }}` asks for a value to be inserted as it is
+//! (Twig's `raw` filter); `check` warns at each one.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -82,13 +88,37 @@ impl Path {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
-    Path(Path),
+    Path(Placeholder),
+}
+
+/// One `{{ … }}` of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placeholder {
+    path: Path,
+    /// `| raw`: inserted without encoding, where encoding applies.
+    raw: bool,
+    /// The text as written, `{{` to `}}`, to point `check` at it.
+    source: String,
 }
 
 /// A compiled template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+}
+
+/// One part of a template, as [`Template::pieces`] gives it.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'a> {
+    /// Literal text, as the operator wrote it.
+    Text(&'a str),
+    /// A placeholder: what it reads, whether it is `| raw`, and the text
+    /// `{{ … }}` as written.
+    Value {
+        path: &'a Path,
+        raw: bool,
+        source: &'a str,
+    },
 }
 
 /// A configured variable (`[variables]`).
@@ -121,7 +151,21 @@ impl Template {
                 parts.push(Part::Literal(rest[..open].to_string()));
             }
             let expr = &rest[open + 2..open + 2 + close];
-            parts.push(Part::Path(Path::parse(expr)?));
+            let (expr, raw) = match expr.split_once('|') {
+                Some((e, filter)) if filter.trim() == "raw" => (e, true),
+                Some((_, filter)) => {
+                    return Err(format!(
+                        "unknown filter `{}` in `{{{{{expr}}}}}`: the only one is `raw`",
+                        filter.trim()
+                    ))
+                }
+                None => (expr, false),
+            };
+            parts.push(Part::Path(Placeholder {
+                path: Path::parse(expr)?,
+                raw,
+                source: rest[open..open + 2 + close + 2].to_string(),
+            }));
             rest = &rest[open + 2 + close + 2..];
         }
         if !rest.is_empty() {
@@ -149,9 +193,62 @@ impl Template {
     /// Every path the template reads, for validation.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.parts.iter().filter_map(|p| match p {
-            Part::Path(path) => Some(path),
+            Part::Path(p) => Some(&p.path),
             Part::Literal(_) => None,
         })
+    }
+
+    /// The parts in order, for renderers that place each value themselves.
+    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        self.parts.iter().map(|p| match p {
+            Part::Literal(s) => Piece::Text(s),
+            Part::Path(p) => Piece::Value {
+                path: &p.path,
+                raw: p.raw,
+                source: &p.source,
+            },
+        })
+    }
+
+    /// The `{{ … | raw }}` placeholders, as written.
+    pub fn raw_sources(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Path(p) if p.raw => Some(p.source.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The first placeholder reading the event (`client.` or `system.`), as
+    /// written: what a part fixed by config must not hold.
+    pub fn event_source(&self) -> Option<&str> {
+        self.parts.iter().find_map(|p| match p {
+            Part::Path(p) if !matches!(p.path.root, Root::Variable(_)) => Some(p.source.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Renders with `escape` applied to every value not marked `| raw`;
+    /// literal text is the operator's and stays as written.
+    pub fn render_escaped(&self, ctx: &Context<'_>, escape: fn(&str, &mut String)) -> String {
+        let mut out = String::new();
+        let mut value = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Path(p) => {
+                    if let Some(v) = p.path.resolve(ctx) {
+                        value.clear();
+                        write_value(&mut value, v);
+                        if p.raw {
+                            out.push_str(&value);
+                        } else {
+                            escape(&value, &mut out);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Renders to a string; missing values are empty.
@@ -164,7 +261,7 @@ impl Template {
             match part {
                 Part::Literal(s) => out.push_str(s),
                 Part::Path(p) => {
-                    if let Some(v) = p.resolve(ctx) {
+                    if let Some(v) = p.path.resolve(ctx) {
                         write_value(&mut out, v);
                     }
                 }
@@ -177,7 +274,7 @@ impl Template {
     /// keeps the value's type (numbers, arrays…); anything else is a string.
     pub fn render_value(&self, ctx: &Context<'_>) -> Value {
         match self.parts.as_slice() {
-            [Part::Path(p)] => match p.resolve(ctx) {
+            [Part::Path(p)] => match p.path.resolve(ctx) {
                 Some(Value::Object(m)) if m.contains_key("href") => m["href"].clone(),
                 Some(v) => v.clone(),
                 None => Value::String(String::new()),
@@ -188,7 +285,7 @@ impl Template {
 }
 
 /// A value as text: strings raw, URLs as their href, other objects as JSON.
-fn write_value(out: &mut String, v: &Value) {
+pub fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::Null => {}
         Value::String(s) => out.push_str(s),

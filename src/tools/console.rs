@@ -23,7 +23,7 @@ impl Adapter for Console {
             "properties": event.client,
         });
         Output {
-            payloads: vec![Payload::Stdout(format!("[{}] {line}", cx.tool_id))],
+            payloads: vec![Payload::Stdout(stdout_line(cx.tool_id, &line))],
             ..Default::default()
         }
     }
@@ -47,8 +47,17 @@ impl Adapter for Console {
             "fields": fields,
         });
         Output {
-            payloads: vec![Payload::Stdout(format!("[{}] {line}", cx.tool_id))],
+            payloads: vec![Payload::Stdout(stdout_line(cx.tool_id, &line))],
             ..Default::default()
         }
     }
+}
+
+/// `[tool] {json}`, with the characters a terminal would act on escaped:
+/// the line holds what visitors sent and lands on an operator's terminal.
+fn stdout_line(tool: &str, line: &Value) -> String {
+    format!(
+        "[{tool}] {}",
+        crate::logging::json_for_terminal(&line.to_string())
+    )
 }

@@ -152,6 +152,10 @@ impl Adapter for MetaCapi {
         t.extend(&self.test_event_code);
         t
     }
+
+    fn origins(&self) -> Vec<url::Origin> {
+        super::origin_list(&self.base)
+    }
 }
 
 impl MetaCapi {
@@ -270,11 +274,12 @@ impl MetaCapi {
                 body["test_event_code"] = json!(code);
             }
         }
+        // The pixel id may be a template: it is one path segment, encoded.
         let url = format!(
             "{}/{}/{}/events",
             self.base,
             self.api_version,
-            cx.render(&self.pixel_id, event)
+            crate::rules::url_template::encoded(&cx.render(&self.pixel_id, event))
         );
         Output {
             payloads: vec![Payload::Http(HttpRequest {
@@ -626,6 +631,7 @@ mod tests {
         let cx = BuildContext {
             tool_id: "meta",
             variables: &variables,
+            action: None,
         };
         (0..n)
             .map(|_| {
@@ -848,6 +854,7 @@ mod tests {
         let cx = BuildContext {
             tool_id: "meta",
             variables: &variables,
+            action: None,
         };
         // What an action's templates and include_*_properties may produce.
         let fields = json!({

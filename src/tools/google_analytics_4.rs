@@ -280,6 +280,10 @@ impl Adapter for Ga4 {
         }
         out
     }
+
+    fn origins(&self) -> Vec<url::Origin> {
+        super::origin_list(&self.base)
+    }
 }
 
 /// Nested objects as `parent_child` keys (GA4 parameters are flat), in the
@@ -930,6 +934,7 @@ mod tests {
         let cx = BuildContext {
             tool_id: "ga4_unit",
             variables: &variables,
+            action: None,
         };
         query(ga.automated(e, &cx))
     }
@@ -1128,6 +1133,7 @@ mod tests {
         let cx = BuildContext {
             tool_id: "ga4_unit",
             variables: &variables,
+            action: None,
         };
         let q = query(ga.custom("event", fields.as_object().unwrap().clone(), &e, &cx));
         assert_eq!(get(&q, "en"), Some("custom_session_start"));

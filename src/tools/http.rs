@@ -1,6 +1,15 @@
 //! `http`: a generic webhook. Method, URL, headers and body are templates;
 //! the default body is the event as JSON. Every request carries the event id
 //! as `Idempotency-Key` so receivers can drop retries.
+//!
+//! Everything that shapes the request comes from the tool file: the URL's
+//! scheme, host and port are fixed at load and each value in its path, query
+//! or fragment is percent-encoded for its place ([`UrlTemplate`]); the
+//! method and header names are config, header values are checked before the
+//! request is queued ([`super::guard`]); the body is built as JSON values,
+//! never by pasting text. Custom `request` actions take the same keys as
+//! `fields`, compiled at load the same way, each defaulting to `[settings]`
+//! (headers merge, the action's win).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +23,8 @@ use super::{
 };
 use crate::config::Problem;
 use crate::event::Event;
-use crate::rules::template::{Template, TemplateValue};
+use crate::rules::template::{Context, Template, TemplateValue, Variables};
+use crate::rules::url_template::UrlTemplate;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,24 +36,58 @@ struct Settings {
     body: Option<TemplateValue>,
 }
 
+/// How a configured body becomes bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// JSON text of the rendered value: a table, an array, or a template
+    /// that is exactly one placeholder (its value, type kept).
+    Json,
+    /// A string sent as it is: literal text, or text whose placeholders
+    /// are all `| raw`.
+    Text,
+}
+
+/// A `request` custom action, compiled at load.
+struct ActionRequest {
+    url: Option<(Template, UrlTemplate)>,
+    method: Option<String>,
+    headers: Vec<(String, Template)>,
+    /// How its own `body` field is sent, when it has one.
+    body: Option<BodyKind>,
+    /// Fields that shape the request (`url`, `method`, `headers`) the action
+    /// sets itself: not part of the JSON body.
+    own: Vec<&'static str>,
+}
+
 pub struct Http {
-    url: Template,
+    url: Option<(Template, UrlTemplate)>,
     method: String,
     headers: Vec<(String, Template)>,
-    body: Option<TemplateValue>,
+    body: Option<(TemplateValue, BodyKind)>,
+    /// By index in the file's `[[actions]]`; `None` for other entries.
+    actions: Vec<Option<ActionRequest>>,
 }
 
 impl Http {
-    pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Http, Problem> {
+    pub fn from_config(
+        path: &Path,
+        text: &str,
+        file: &ToolFile,
+        variables: &Variables,
+    ) -> Result<Http, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let automated = file.automated();
-        let url = match (
-            s.url,
-            automated.pageview || automated.track || automated.ecommerce,
-        ) {
-            (Some(u), _) => u.0,
-            (None, false) => Template::literal(""),
-            (None, true) => {
+        let settings_at = |key: &str, source: Option<&str>| {
+            let at = file.settings_key_at(text, key);
+            source
+                .and_then(|src| text[at..].find(src).map(|i| at + i))
+                .unwrap_or(at)
+        };
+        let url = match s.url {
+            Some(u) => Some(compile_url(u.0, variables).map_err(|(msg, source)| {
+                Problem::at(path, text, settings_at("url", source.as_deref()), msg)
+            })?),
+            None if automated.pageview || automated.track || automated.ecommerce => {
                 let at = file.settings_at();
                 return Err(Problem::at(
                     path,
@@ -52,6 +96,7 @@ impl Http {
                     "the http tool needs settings.url when an automated action is on",
                 ));
             }
+            None => None,
         };
         let method = s
             .method
@@ -66,12 +111,179 @@ impl Http {
                 format!("invalid HTTP method {method:?}"),
             ));
         }
+        let mut headers = Vec::new();
+        for (name, value) in s.headers {
+            check_header(&name, &value.0, variables)
+                .map_err(|msg| Problem::at(path, text, settings_at(&name, None), msg))?;
+            headers.push((name, value.0));
+        }
+        let body = match s.body {
+            Some(b) => {
+                let kind = body_kind(&b)
+                    .map_err(|msg| Problem::at(path, text, settings_at("body", None), msg))?;
+                Some((b, kind))
+            }
+            None => None,
+        };
+        let mut actions = Vec::new();
+        for spanned in &file.actions {
+            let a = spanned.get_ref();
+            if a.kind != "request" {
+                actions.push(None);
+                continue;
+            }
+            let field_at = |key: &str, source: Option<&str>| {
+                let span = a
+                    .fields
+                    .get(key)
+                    .map_or_else(|| spanned.span(), |f| f.span());
+                source
+                    .and_then(|src| text.get(span.clone())?.find(src))
+                    .map_or(span.start, |i| span.start + i)
+            };
+            let problem = |key: &str, source: Option<&str>, msg: String| {
+                Problem::at(
+                    path,
+                    text,
+                    field_at(key, source),
+                    format!("action `{}` field `{key}`: {msg}", a.name),
+                )
+            };
+            let template = |key: &str| match a.fields.get(key).map(|f| f.get_ref()) {
+                None => Ok(None),
+                Some(TemplateValue::Template(t)) => Ok(Some(t.clone())),
+                Some(TemplateValue::Fixed(Value::Number(n))) => {
+                    Ok(Some(Template::literal(&n.to_string())))
+                }
+                Some(_) => Err(problem(key, None, "must be a string".into())),
+            };
+            let url = match template("url")? {
+                Some(t) => Some(
+                    compile_url(t, variables)
+                        .map_err(|(msg, source)| problem("url", source.as_deref(), msg))?,
+                ),
+                None => None,
+            };
+            let method = match template("method")? {
+                Some(t) => Some(
+                    fixed_text(&t, variables)
+                        .map(|m| m.to_ascii_uppercase())
+                        .filter(|m| http::Method::from_bytes(m.as_bytes()).is_ok())
+                        .ok_or_else(|| {
+                            problem(
+                                "method",
+                                t.event_source(),
+                                "must be a valid HTTP method written in the tool file (text or a `{{ $variable }}`), never a value from an event".into(),
+                            )
+                        })?,
+                ),
+                None => None,
+            };
+            let mut action_headers = Vec::new();
+            match a.fields.get("headers").map(|f| f.get_ref()) {
+                None => {}
+                Some(TemplateValue::Object(items)) => {
+                    for (name, value) in items {
+                        let t = match value {
+                            TemplateValue::Template(t) => t.clone(),
+                            TemplateValue::Fixed(v) if !v.is_null() => {
+                                Template::literal(&v.to_string())
+                            }
+                            _ => {
+                                return Err(problem(
+                                    "headers",
+                                    None,
+                                    format!("header `{name}` must be a string"),
+                                ))
+                            }
+                        };
+                        check_header(name, &t, variables)
+                            .map_err(|msg| problem("headers", None, msg))?;
+                        action_headers.push((name.clone(), t));
+                    }
+                }
+                Some(_) => return Err(problem("headers", None, "must be a table".into())),
+            }
+            let body = match a.fields.get("body") {
+                Some(b) => Some(body_kind(b.get_ref()).map_err(|msg| problem("body", None, msg))?),
+                None => None,
+            };
+            let own = ["url", "method", "headers"]
+                .into_iter()
+                .filter(|k| a.fields.contains_key(*k))
+                .collect();
+            actions.push(Some(ActionRequest {
+                url,
+                method,
+                headers: action_headers,
+                body,
+                own,
+            }));
+        }
         Ok(Http {
             url,
             method,
-            headers: s.headers.into_iter().map(|(k, v)| (k, v.0)).collect(),
-            body: s.body,
+            headers,
+            body,
+            actions,
         })
+    }
+}
+
+/// A URL template compiled for its positions; errors carry the placeholder
+/// at fault.
+fn compile_url(
+    t: Template,
+    variables: &Variables,
+) -> Result<(Template, UrlTemplate), (String, Option<String>)> {
+    let url = UrlTemplate::compile(&t, variables).map_err(|e| (e.message, e.source))?;
+    Ok((t, url))
+}
+
+/// The text of a template that reads no event (literal text and
+/// variables), resolved now; `None` when it reads the event.
+fn fixed_text(t: &Template, variables: &Variables) -> Option<String> {
+    if t.event_source().is_some() {
+        return None;
+    }
+    Some(t.render(&Context {
+        client: &Value::Null,
+        system: &Value::Null,
+        variables,
+    }))
+}
+
+/// Header names are config and must be valid; a value that reads no event
+/// is checked now, one that does when each request is built.
+fn check_header(name: &str, value: &Template, variables: &Variables) -> Result<(), String> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!("`{name}` is not a valid header name"));
+    }
+    if let Some(v) = fixed_text(value, variables) {
+        if http::HeaderValue::from_bytes(v.as_bytes()).is_err() {
+            return Err(format!(
+                "the value of header `{name}` holds CR, LF, NUL or another control character"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How a configured body is sent. A string mixing text and (not raw)
+/// placeholders is refused: that would build JSON, or any format, by
+/// pasting a visitor's text into it.
+fn body_kind(body: &TemplateValue) -> Result<BodyKind, String> {
+    let TemplateValue::Template(t) = body else {
+        return Ok(BodyKind::Json);
+    };
+    let values = t.paths().count();
+    let raw = t.raw_sources().count();
+    if t.as_literal().is_some() || (values > 0 && raw == values) {
+        Ok(BodyKind::Text)
+    } else if values == 1 && t.pieces().count() == 1 {
+        Ok(BodyKind::Json)
+    } else {
+        Err("a string body that mixes text and `{{ … }}` values would paste a visitor's text into the body's format; write the body as a table (values are JSON-encoded), or mark each deliberate raw insertion `{{ client.x | raw }}`".into())
     }
 }
 
@@ -83,95 +295,135 @@ impl Adapter for Http {
     fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output {
         let ctx = cx.template_context(event);
         let body = match &self.body {
-            Some(b) => b.render(&ctx),
-            None => json!({
-                "id": event.id,
-                "type": event.kind,
-                "name": event.name,
-                "timestamp": event.timestamp_ms,
-                "client": event.client,
-                "system": event.system,
-            }),
+            Some((b, kind)) => (b.render(&ctx), *kind),
+            None => (
+                json!({
+                    "id": event.id,
+                    "type": event.kind,
+                    "name": event.name,
+                    "timestamp": event.timestamp_ms,
+                    "client": event.client,
+                    "system": event.system,
+                }),
+                BodyKind::Json,
+            ),
         };
-        let mut headers: Vec<(String, String)> = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.render(&ctx)))
-            .collect();
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        request(
-            self.method.clone(),
-            self.url.render(&ctx),
-            headers,
-            body,
-            &event.id,
-        )
+        let url = self
+            .url
+            .as_ref()
+            .map(|(_, u)| u.render(&ctx))
+            .unwrap_or_default();
+        let headers = render_headers(&[&self.headers], &ctx);
+        request(self.method.clone(), url, headers, body, &event.id)
     }
 
     fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
         &[("request", &["url"])]
     }
 
-    /// `request`: fields `url`, `method` (POST), `headers` (object) and
-    /// `body`; without `body`, the other fields are the JSON body.
+    /// `request`: fields `url`, `method` (POST), `headers` (table) and
+    /// `body`, each defaulting to `[settings]`; without `body`, the other
+    /// fields are the JSON body.
     fn custom(
         &self,
         _kind: &str,
         mut fields: Map<String, Value>,
         event: &Event,
-        _cx: &BuildContext<'_>,
+        cx: &BuildContext<'_>,
     ) -> Output {
-        let text = |v: Option<Value>| match v {
-            Some(Value::String(s)) => s,
-            Some(other) if !other.is_null() => other.to_string(),
-            _ => String::new(),
+        let ctx = cx.template_context(event);
+        let action = cx
+            .action
+            .and_then(|i| self.actions.get(i))
+            .and_then(Option::as_ref);
+        let (url, method, headers, body_kind) = match action {
+            Some(a) => {
+                for key in &a.own {
+                    fields.remove(*key);
+                }
+                (
+                    a.url.as_ref().or(self.url.as_ref()),
+                    a.method.clone().unwrap_or_else(|| self.method.clone()),
+                    render_headers(&[&self.headers, &a.headers], &ctx),
+                    a.body,
+                )
+            }
+            // Not compiled at load (cannot happen for a loaded tool): the
+            // settings alone, and only the rendered fields as the body.
+            None => (
+                self.url.as_ref(),
+                self.method.clone(),
+                render_headers(&[&self.headers], &ctx),
+                None,
+            ),
         };
-        let url = text(fields.remove("url"));
-        let method = Some(text(fields.remove("method")))
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| "POST".into())
-            .to_ascii_uppercase();
-        let mut headers: Vec<(String, String)> = match fields.remove("headers") {
-            Some(Value::Object(h)) => h.into_iter().map(|(k, v)| (k, text(Some(v)))).collect(),
-            _ => Vec::new(),
+        let url = url.map(|(_, u)| u.render(&ctx)).unwrap_or_default();
+        let body = match body_kind {
+            Some(kind) => (fields.remove("body").unwrap_or(Value::Null), kind),
+            None => (Value::Object(fields), BodyKind::Json),
         };
-        if !headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        let body = fields.remove("body").unwrap_or(Value::Object(fields));
         request(method, url, headers, body, &event.id)
     }
 
     fn templates(&self) -> Vec<&Template> {
-        let mut t = vec![&self.url];
+        let mut t: Vec<&Template> = self.url.iter().map(|(t, _)| t).collect();
         t.extend(self.headers.iter().map(|(_, v)| v));
-        if let Some(b) = &self.body {
+        if let Some((b, _)) = &self.body {
             t.extend(b.templates());
         }
         t
     }
+
+    fn origins(&self) -> Vec<url::Origin> {
+        let mut out: Vec<url::Origin> = Vec::new();
+        let urls = self
+            .url
+            .iter()
+            .chain(self.actions.iter().flatten().filter_map(|a| a.url.as_ref()));
+        for (_, u) in urls {
+            if let Some(o) = u.origin() {
+                if !out.contains(o) {
+                    out.push(o.clone());
+                }
+            }
+        }
+        out
+    }
 }
 
-/// The request, with the event id as `Idempotency-Key`; no body for GET.
+/// Headers from each list in turn, a later one replacing an earlier of the
+/// same name; `content-type: application/json` unless one is set.
+fn render_headers(lists: &[&[(String, Template)]], ctx: &Context<'_>) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for list in lists {
+        for (name, value) in *list {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            headers.push((name.clone(), value.render(ctx)));
+        }
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    headers
+}
+
+/// The request, with the event id as `Idempotency-Key`; no body for GET or
+/// HEAD. A JSON body is serialized (a string value becomes a JSON string);
+/// a text body is sent as it is.
 fn request(
     method: String,
     url: String,
     mut headers: Vec<(String, String)>,
-    body: Value,
+    (body, kind): (Value, BodyKind),
     event_id: &str,
 ) -> Output {
     headers.push(("idempotency-key".into(), event_id.to_string()));
-    let body = (method != "GET" && method != "HEAD").then(|| match body {
-        Value::String(s) => s.into_bytes(),
-        other => other.to_string().into_bytes(),
+    let body = (method != "GET" && method != "HEAD").then(|| match (body, kind) {
+        (Value::String(s), BodyKind::Text) => s.into_bytes(),
+        (other, _) => serde_json::to_vec(&other).expect("a JSON value serializes"),
     });
     Output {
         payloads: vec![Payload::Http(HttpRequest {

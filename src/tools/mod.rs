@@ -9,6 +9,7 @@ pub mod console;
 pub mod ecommerce;
 pub mod facebook_pixel;
 pub mod google_analytics_4;
+pub mod guard;
 pub mod http;
 pub mod pii;
 
@@ -152,6 +153,10 @@ pub struct Tool {
     /// Tool-level blocking triggers: when one fires, the tool gets nothing.
     pub blocking: Vec<TriggerRef>,
     pub actions: Vec<Action>,
+    /// Remarks for `check` (each `| raw`), with their positions.
+    pub warnings: Vec<Problem>,
+    /// Where this tool's requests may go (see [`Adapter::origins`]).
+    pub origins: Vec<url::Origin>,
 }
 
 /// One outgoing HTTP request, fully rendered: what the delivery queue sends
@@ -253,6 +258,10 @@ pub fn merge_cookies(cookies: &mut Vec<ToolCookie>, new: impl IntoIterator<Item 
 pub struct BuildContext<'a> {
     pub tool_id: &'a str,
     pub variables: &'a Variables,
+    /// When building a custom action: its index in the tool file's
+    /// `[[actions]]` (adapters that compile an action's fields at load, like
+    /// `http`, find them by it).
+    pub action: Option<usize>,
 }
 
 impl BuildContext<'_> {
@@ -306,6 +315,27 @@ pub trait Adapter: Send + Sync {
     fn templates(&self) -> Vec<&Template> {
         Vec::new()
     }
+
+    /// The origins (scheme, host, port) this tool's requests may go to, all
+    /// fixed by its file or the adapter's default `endpoint`. A request
+    /// elsewhere is refused before it is queued ([`guard`]). Empty: not
+    /// declared; only well-formedness is checked.
+    fn origins(&self) -> Vec<url::Origin> {
+        Vec::new()
+    }
+
+    /// The largest request body the destination takes, in bytes.
+    fn max_body_bytes(&self) -> usize {
+        guard::MAX_BODY_BYTES
+    }
+}
+
+/// The origin of a base URL (an `endpoint`), as a one-item list for
+/// [`Adapter::origins`]; empty when it has none.
+pub fn origin_list(base: &str) -> Vec<url::Origin> {
+    crate::rules::url_template::origin_of(base)
+        .map(|o| vec![o])
+        .unwrap_or_default()
 }
 
 /// A template in a settings table; parsed while deserializing so errors carry
@@ -348,11 +378,16 @@ pub fn endpoint(file: &ToolFile, default: &str) -> String {
 }
 
 /// Builds the adapter named by `file.adapter`.
-fn make_adapter(path: &Path, text: &str, file: &ToolFile) -> Result<Box<dyn Adapter>, Problem> {
+fn make_adapter(
+    path: &Path,
+    text: &str,
+    file: &ToolFile,
+    variables: &Variables,
+) -> Result<Box<dyn Adapter>, Problem> {
     Ok(match file.adapter.get_ref().as_str() {
         "google-analytics-4" => Box::new(google_analytics_4::Ga4::from_config(path, text, file)?),
         "facebook-pixel" => Box::new(facebook_pixel::MetaCapi::from_config(path, text, file)?),
-        "http" => Box::new(http::Http::from_config(path, text, file)?),
+        "http" => Box::new(http::Http::from_config(path, text, file, variables)?),
         "console" => Box::new(console::Console),
         other => {
             let at = file.adapter.span().start;
@@ -456,21 +491,26 @@ pub fn from_text(
     let file: ToolFile =
         toml::from_str(&text).map_err(|e| vec![Problem::from_toml(path, &text, &e)])?;
     if let Some(endpoint) = &file.endpoint {
-        let ok = url::Url::parse(endpoint.get_ref())
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        // Adapters append their own paths and queries to it.
+        let ok = url::Url::parse(endpoint.get_ref()).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
         if !ok {
             problems.push(Problem::at(
                 path,
                 &text,
                 endpoint.span().start,
                 format!(
-                    "invalid endpoint {:?}: expected an http(s) URL",
+                    "invalid endpoint {:?}: expected an http(s) URL without query or fragment",
                     endpoint.get_ref()
                 ),
             ));
         }
     }
-    let adapter = match make_adapter(path, &text, &file) {
+    let adapter = match make_adapter(path, &text, &file, variables) {
         Ok(a) => a,
         Err(p) => {
             problems.push(p);
@@ -577,6 +617,7 @@ pub fn from_text(
             }
         }
         actions.push(Action {
+            index: actions.len(),
             name: a.name.clone(),
             kind: a.kind.clone(),
             firing,
@@ -598,6 +639,8 @@ pub fn from_text(
     }
     Ok(Some(Tool {
         id,
+        warnings: raw_warnings(path, &text),
+        origins: adapter.origins(),
         file,
         adapter,
         blocking,
@@ -605,8 +648,36 @@ pub fn from_text(
     }))
 }
 
+/// A warning at every `{{ … | raw }}` of a tool file: values inserted
+/// without encoding, which a visitor can use to change the request.
+fn raw_warnings(path: &Path, text: &str) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(open) = text[from..].find("{{").map(|i| from + i) {
+        let Some(close) = text[open..].find("}}").map(|i| open + i + 2) else {
+            break;
+        };
+        let source = &text[open..close];
+        if Template::parse(source).is_ok_and(|t| t.raw_sources().next().is_some()) {
+            out.push(Problem::at(
+                path,
+                text,
+                open,
+                format!(
+                    "`{source}` is inserted without encoding: a visitor's value can change the request's structure (in an http tool's url or text body; elsewhere values are still encoded for their place)"
+                ),
+            ));
+        }
+        from = close;
+    }
+    out
+}
+
 /// Shared, read-only set of tools.
 pub type Tools = Arc<Vec<Tool>>;
+
+#[cfg(test)]
+mod hostile_tests;
 
 #[cfg(test)]
 mod tests {
