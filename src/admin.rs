@@ -17,26 +17,47 @@ use crate::metrics::Metrics;
 use crate::proxy::body::{self, ProxyBody};
 use crate::proxy::error_response;
 
-fn route(req: &Request<Incoming>, metrics: &Metrics) -> Response<ProxyBody> {
+/// Whether the instance can take events now: `Err(reason)` while the
+/// collector would refuse them with `503` (e.g. the spool is full), so a
+/// load balancer stops sending visitors here until it drains.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+fn route(req: &Request<Incoming>, metrics: &Metrics, ready: &Readiness) -> Response<ProxyBody> {
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/readyz") => match ready() {
+            Ok(()) => ok_json(),
+            Err(reason) => Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header("content-type", "application/json")
+                .header("cache-control", "no-store")
+                .body(body::full(
+                    serde_json::json!({"ok": false, "reason": reason}).to_string(),
+                ))
+                .expect("static response"),
+        },
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .header("cache-control", "no-store")
             .body(body::full(metrics.render()))
             .expect("static response"),
-        (&Method::GET, "/healthz") | (&Method::GET, "/readyz") => Response::builder()
-            .header("content-type", "application/json")
-            .header("cache-control", "no-store")
-            .body(body::full(r#"{"ok":true}"#))
-            .expect("static response"),
+        (&Method::GET, "/healthz") => ok_json(),
         _ => error_response(StatusCode::NOT_FOUND, "not found", true),
     }
+}
+
+fn ok_json() -> Response<ProxyBody> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(body::full(r#"{"ok":true}"#))
+        .expect("static response")
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    ready: Readiness,
     shutdown: impl Future<Output = ()>,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -57,9 +78,11 @@ pub async fn serve(
                 TokioIo::new(stream),
                 service_fn({
                     let metrics = metrics.clone();
+                    let ready = ready.clone();
                     move |req| {
                         let metrics = metrics.clone();
-                        async move { Ok::<_, Infallible>(route(&req, &metrics)) }
+                        let ready = ready.clone();
+                        async move { Ok::<_, Infallible>(route(&req, &metrics, &ready)) }
                     }
                 }),
             )

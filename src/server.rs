@@ -83,9 +83,11 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
     } else {
         None
     };
+    let engine = shared.engine.clone();
     let admin = tokio::spawn(crate::admin::serve(
         bound.admin,
         metrics.clone(),
+        Arc::new(move || engine.refusing().map_or(Ok(()), Err)),
         stopped(stop_rx.clone()),
     ));
     let public = tokio::spawn(proxy::serve(

@@ -339,6 +339,29 @@ impl Engine {
         }
     }
 
+    /// Why [`Engine::submit`] would refuse deliveries right now (the
+    /// collector then answers `503`), or `None` when it takes them. Read by
+    /// `/readyz`. NATS publish failures are only known per request and are
+    /// not reported here.
+    pub fn refusing(&self) -> Option<String> {
+        match &self.store {
+            Store::Memory => self
+                .queues
+                .iter()
+                .find(|q| q.len() >= MEMORY_QUEUE)
+                .map(|q| format!("delivery queue of tool {} is full", q.tool)),
+            Store::Spool(spool) if spool.has_failed() => {
+                Some("the spool cannot be written".to_string())
+            }
+            Store::Spool(spool) if spool.is_full() => Some(format!(
+                "the spool is full ({} of {} bytes)",
+                spool.bytes(),
+                spool.max_bytes()
+            )),
+            _ => None,
+        }
+    }
+
     /// Makes sure every configured tool is being delivered, including what
     /// other instances queued for it (NATS: one consumer per tool; the
     /// other stores need nothing).

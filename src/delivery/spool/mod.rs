@@ -190,6 +190,11 @@ impl Spool {
         self.bytes() >= self.max_bytes
     }
 
+    /// `spool_max_bytes`.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// The writer thread stopped (an I/O error it cannot recover from).
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
