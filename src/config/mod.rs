@@ -536,7 +536,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             message: e.message().trim().to_string(),
         }])
     })?;
-    let warnings = Vec::new();
+    let mut warnings = Vec::new();
+    // Accepted so configs written for the debugger (SPEC §10) keep working,
+    // but nothing reads it yet: say so rather than let it look effective.
+    if !config.settings.debug_key.is_empty() {
+        let at = text.find("debug_key").unwrap_or(0);
+        warnings.push(
+            Problem::at(
+                path,
+                text,
+                at,
+                format!(
+                    "[settings] debug_key is not used yet: the debugger ({}/debug) is not built, so the key unlocks nothing",
+                    config.server.prefix.0
+                ),
+            )
+            .to_string(),
+        );
+    }
     Ok(Loaded {
         path: path.to_path_buf(),
         text: text.to_string(),
