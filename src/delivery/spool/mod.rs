@@ -81,6 +81,10 @@ enum Command {
     Ack(u64),
     /// Answers once everything sent before it is written.
     Flush(oneshot::Sender<()>),
+    /// Tests: the writer waits for the gate before taking anything else, so
+    /// a test can queue appends behind it deterministically.
+    #[cfg(test)]
+    Hold(mpsc::Receiver<()>),
 }
 
 /// The spool; cheap to share behind an `Arc`.
@@ -257,6 +261,10 @@ impl Writer {
                 Command::Append { items, reply } => appends.push((items, reply)),
                 Command::Ack(seq) => acks.push(seq),
                 Command::Flush(tx) => flushes.push(tx),
+                #[cfg(test)]
+                Command::Hold(gate) => {
+                    let _ = gate.recv();
+                }
             };
             take(first, &mut appends);
             // Everything that queued up during the last fsync joins this one.

@@ -165,6 +165,37 @@ async fn concurrent_appends_share_fsyncs() {
     assert!((1..=200).contains(&fsyncs), "{fsyncs}");
 }
 
+/// Group commit, bounded tightly: 200 appends that queue up while the
+/// writer is busy are written with exactly one fsync. Turning group commit
+/// off (one fsync per append) makes this 200.
+#[tokio::test]
+async fn appends_queued_during_a_commit_share_exactly_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (spool, _) = Spool::open(dir.path(), 1 << 30, metrics.clone()).unwrap();
+    let (release, gate) = mpsc::channel();
+    spool.tx.send(Command::Hold(gate)).unwrap();
+    let replies: Vec<_> = (0..200)
+        .map(|i| {
+            let (reply, rx) = oneshot::channel();
+            let items = vec![record::encode_body(0, &delivery(i))];
+            spool.tx.send(Command::Append { items, reply }).unwrap();
+            rx
+        })
+        .collect();
+    release.send(()).unwrap();
+    let mut seqs = Vec::new();
+    for rx in replies {
+        seqs.push(rx.await.unwrap().unwrap()[0].0);
+    }
+    assert_eq!(
+        seqs,
+        (seqs[0]..seqs[0] + 200).collect::<Vec<_>>(),
+        "in order"
+    );
+    assert_eq!(metrics.spool_fsyncs.load(Ordering::Relaxed), 1);
+}
+
 #[tokio::test]
 async fn a_full_spool_says_so() {
     let dir = tempfile::tempdir().unwrap();
