@@ -45,6 +45,10 @@ need chromedriver chromium-driver
 export PATH="$PATH:/usr/sbin"
 need nats-server nats-server
 
+# tests/mutation_gaps.rs: the fsync-before-200 ordering is read from the real
+# binary's system calls (`strace -f`); the test fails when it is missing.
+need strace strace
+
 # --- fixtures ----------------------------------------------------------------
 # Real-world pages used by the injection/streaming tests live in the shared
 # folder beside the repository (../shared/fixtures/pages).
