@@ -190,6 +190,43 @@ async fn forwarded_proto_and_host_are_believed_from_trusted_peers_only() {
     assert_eq!(h(1, "x-forwarded-host"), "evil.example");
 }
 
+/// The collector, too, believes `X-Forwarded-Proto: https` (and marks its
+/// cookies `Secure`) only from a trusted peer: on a plain-http page, an
+/// untrusted client claiming https gets no `Secure` cookie. Breakage
+/// caught: every peer trusted by the collector.
+#[tokio::test]
+async fn collector_cookies_are_secure_by_forwarded_proto_from_trusted_peers_only() {
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let cookies = |proxy: &Proxy| {
+        let url = proxy.url("/_tagproxy/t");
+        async move {
+            let resp = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("user-agent", UA)
+                .header("x-forwarded-proto", "https")
+                .body(json!([pageview_at("http://shop.example.com/", "xfp-cookie-01")]).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let untrusting = Proxy::start_with(origin.addr, "trusted_proxies = [\"10.0.0.0/8\"]", "").await;
+    let got = cookies(&untrusting).await;
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|c| !c.contains("; Secure")), "{got:?}");
+    let trusting = Proxy::start(origin.addr, "").await;
+    let got = cookies(&trusting).await;
+    assert!(!got.is_empty());
+    assert!(got.iter().all(|c| c.contains("; Secure")), "{got:?}");
+}
+
 /// A `206` or any response with `Content-Range` is a piece of a document:
 /// injecting would corrupt the range (SPEC §6: only whole `2xx` HTML
 /// documents; RFC 9110 §14.4 Content-Range). Breakages caught: the `206`
