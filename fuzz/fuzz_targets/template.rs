@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(url.scheme(), "http");
     let segments: Vec<&str> = url.path_segments().expect("a path").collect();
     assert_eq!(segments.len(), 2, "{rendered}");
-    let decoded = percent_decode(segments[1]);
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(segments[1]).collect();
     assert_eq!(decoded, text.as_bytes(), "{rendered}");
     let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
     assert_eq!(pairs.len(), 2, "{rendered}");
@@ -57,20 +57,3 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(pairs[0].1, text, "{rendered}");
     assert_eq!(pairs[1], ("k".to_string(), "1".to_string()));
 });
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}

@@ -424,14 +424,19 @@ pub fn hash_user_field(field: &str, value: &str) -> Option<String> {
 }
 
 /// Track properties for `custom_data`: no personal data (keys that name it,
-/// at any depth, and values shaped like an e-mail address or an
-/// international phone number), no internal keys, and no `system` object (a
+/// at any depth, and values holding an e-mail address or shaped like a
+/// phone number), no internal keys, and no `system` object (a
 /// custom action's `include_system_properties`: the IP and user agent already
 /// go, as Meta asks, in `user_data`; cookies never go).
 fn custom_props(props: &Map<String, Value>, pii: &[&str]) -> Map<String, Value> {
     props
         .iter()
-        .filter(|(k, _)| !k.starts_with("__") && !pii.contains(&k.as_str()) && *k != "system")
+        .filter(|(k, _)| {
+            !k.starts_with("__")
+                && !pii.contains(&k.as_str())
+                && super::pii::key_kind(k).is_none()
+                && *k != "system"
+        })
         .filter_map(|(k, v)| Some((k.clone(), scrub(v)?)))
         .collect()
 }
@@ -443,7 +448,7 @@ fn scrub(v: &Value) -> Option<Value> {
         Value::Array(items) => Some(Value::Array(items.iter().filter_map(scrub).collect())),
         Value::Object(map) => Some(Value::Object(
             map.iter()
-                .filter(|(k, _)| !is_personal_key(k))
+                .filter(|(k, _)| !is_personal_key(k) && super::pii::key_kind(k).is_none())
                 .filter_map(|(k, v)| Some((k.clone(), scrub(v)?)))
                 .collect(),
         )),
@@ -458,25 +463,11 @@ fn is_personal_key(k: &str) -> bool {
         .any(|(_, names)| names.contains(&k.to_ascii_lowercase().as_str()))
 }
 
-/// An e-mail address (`local@domain.tld`) or an international phone number
-/// (`+` and 7–15 digits, with the usual separators).
+/// Personal data by the value's shape: an e-mail address anywhere in it, or
+/// a phone number. One detector for every destination ([`super::pii`]), so
+/// what GA4 never receives, Meta's `custom_data` never carries in clear.
 fn looks_personal(s: &str) -> bool {
-    let s = s.trim();
-    let email = s.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !s.chars().any(char::is_whitespace)
-    });
-    let phone = s.strip_prefix('+').is_some_and(|rest| {
-        let digits = rest.bytes().filter(u8::is_ascii_digit).count();
-        (7..=15).contains(&digits)
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b' ' | b'-' | b'(' | b')' | b'.'))
-    });
-    email || phone
+    super::pii::has_email(s) || super::pii::is_phone(s)
 }
 
 /// Zaraz ecommerce properties → Meta's standard `custom_data` (Meta Pixel
@@ -879,7 +870,7 @@ mod tests {
             custom,
             &json!({
                 "plan": "pro",
-                "form": {"note": "call jane@example.com", "size": 3},
+                "form": {"size": 3},
                 "list": ["ok"],
                 "order_id": "12345678",
             })
