@@ -51,20 +51,18 @@ const ALL: &str = "pageview = true\ntrack = true\necommerce = true";
 
 /// Like `Proxy::start_tools`, with environment variables (for secrets).
 async fn start(extra: &str, tools: &[(&str, String)], env: &[(&str, &str)]) -> Proxy {
-    let port = free_port();
-    let admin_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     for (id, text) in tools {
         std::fs::write(dir.path().join("tools").join(format!("{id}.toml")), text).unwrap();
     }
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra}\n",
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n{extra}\n",
         no_origin()
     );
     let path = dir.path().join("tagproxy.toml");
     std::fs::write(&path, text).unwrap();
-    Proxy::spawn(dir, path, port, admin_port, env).await
+    Proxy::spawn(dir, path, env).await
 }
 
 /// GA4 and Meta on their own mocks, fast retries.

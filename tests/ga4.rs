@@ -34,17 +34,15 @@ fn ga4_tool(dest: &Destination, settings: &str) -> String {
 
 /// The proxy with one GA4 tool (`settings`: extra `[settings]` lines).
 async fn start_with(ga: &Destination, settings: &str, extra_config: &str) -> Proxy {
-    let port = free_port();
-    let admin_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     std::fs::write(dir.path().join("tools/ga4.toml"), ga4_tool(ga, settings)).unwrap();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra_config}\n[delivery]\nretry_base_ms = 50\n"
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\n{extra_config}\n[delivery]\nretry_base_ms = 50\n"
     );
     let path = dir.path().join("tagproxy.toml");
     std::fs::write(&path, text).unwrap();
-    Proxy::spawn(dir, path, port, admin_port, &[]).await
+    Proxy::spawn(dir, path, &[]).await
 }
 
 async fn start(ga: &Destination) -> Proxy {

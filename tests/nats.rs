@@ -3,8 +3,8 @@
 //! destinations, two instances sharing one stream, `kill -9`, retries
 //! through nak, dead-letter replay, and a server that is not there.
 //!
-//! Without `nats-server` on PATH the tests say so and pass, unless `CI` is
-//! set: then they fail.
+//! Without `nats-server` (on PATH or in /usr/sbin) the tests fail: a
+//! skipped test must never show as passed.
 
 mod common;
 
@@ -27,45 +27,52 @@ struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts one, or `None` (after saying why) when `nats-server` is not
-    /// installed and `CI` is unset. Under CI a missing server fails.
-    async fn start() -> Option<NatsServer> {
-        let Some(exe) = nats_server_exe() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "nats-server is not installed (Debian: apt-get install nats-server; tests/run.sh does it)"
-            );
-            eprintln!("SKIPPED: nats-server is not on PATH (apt-get install nats-server); CI is unset, so these NATS tests pass without running");
-            return None;
-        };
+    /// Starts one on a port it picks itself (`-p -1`; the port is read
+    /// from its log, so parallel tests never race for one). A missing
+    /// `nats-server` fails the test: a skipped test must never pass.
+    async fn start() -> NatsServer {
+        let exe = nats_server_exe().unwrap_or_else(|| {
+            panic!("nats-server is not installed (Debian: apt-get install nats-server, in /usr/sbin; tests/run.sh does it)")
+        });
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("nats.log")).unwrap();
-        let child = Command::new(exe)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        let log_path = dir.path().join("nats.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(exe)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
             .arg(dir.path().join("store"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start nats-server");
-        let server = NatsServer {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let port = text.lines().find_map(|l| {
+                l.split_once("Listening for client connections on 127.0.0.1:")
+                    .and_then(|(_, p)| p.trim().parse::<u16>().ok())
+            });
+            if let Some(port) = port {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    break port;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("nats-server exited ({status}):\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start within 20 s:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        NatsServer {
             port,
             child,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start: {}",
-                std::fs::read_to_string(server._dir.path().join("nats.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Some(server)
     }
 
     fn url(&self) -> String {
@@ -107,9 +114,7 @@ fn tool_metric(text: &str, name: &str, tool: &str) -> f64 {
 /// destinations the same way, each carrying its event id.
 #[tokio::test]
 async fn events_arrive_as_with_the_spool_carrying_their_event_id() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+    let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     let mut seen: Vec<(Vec<Recorded>, Vec<Recorded>)> = Vec::new();
     for backend in ["spool", "nats"] {
@@ -195,9 +200,7 @@ async fn events_arrive_as_with_the_spool_carrying_their_event_id() {
 /// two deliveries of one event to one tool do not collide.
 #[tokio::test]
 async fn a_retried_batch_is_delivered_once_across_a_restart() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+    let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     let dest = Destination::start().await;
     // Every pageview makes two deliveries to this tool: two custom
@@ -254,9 +257,7 @@ async fn send_until_accepted(urls: Arc<Vec<String>>, start: usize, batch: Vec<St
 /// every event answered 200 arrives at least once.
 #[tokio::test]
 async fn two_instances_share_the_stream_and_kill_9_loses_nothing() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+    let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     // A little latency, so deliveries are in flight when the kill comes.
     let dest = Destination::with_script(Script {
@@ -358,9 +359,7 @@ async fn two_instances_share_the_stream_and_kill_9_loses_nothing() {
 /// delay), then nothing more.
 #[tokio::test]
 async fn a_nak_retries_503_twice_then_200_exactly_three_attempts() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+    let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     let dest = Destination::with_script(Script {
         statuses: vec![503, 503, 200],
@@ -409,9 +408,7 @@ async fn a_nak_retries_503_twice_then_200_exactly_three_attempts() {
 /// message id is new, so JetStream does not take it for the original.
 #[tokio::test]
 async fn a_replayed_dead_letter_is_delivered_again_through_nats() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+    let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     let dest = Destination::with_script(Script {
         statuses: vec![400, 200],
@@ -463,9 +460,7 @@ async fn a_replayed_dead_letter_is_delivered_again_through_nats() {
 /// age, read from the consumer (pending + unacknowledged).
 #[tokio::test]
 async fn queue_depth_and_age_come_from_the_consumer() {
-    let Some(nats) = NatsServer::start().await else {
-        return;
-    };
+    let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     // Nothing listens there.
     let down = format!("http://127.0.0.1:{}", free_port());
@@ -500,11 +495,10 @@ max_attempts = 3",
 /// (Needs no nats-server.)
 #[test]
 fn serve_exits_1_naming_nats_url_when_nats_is_unreachable() {
-    let port = free_port();
     let url = format!("nats://127.0.0.1:{}", free_port());
     let (dir, path) = common::write_config(&format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://127.0.0.1:9\"\nadmin_listen = \"127.0.0.1:{}\"\n[delivery]\nbackend = \"nats\"\nnats_url = \"{url}\"\n",
-        free_port()
+        "[server]\n{}\nupstream = \"http://127.0.0.1:9\"\n[delivery]\nbackend = \"nats\"\nnats_url = \"{url}\"\n",
+        common::LISTEN_ANY
     ));
     let started = Instant::now();
     let out = Command::new(bin())

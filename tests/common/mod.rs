@@ -173,7 +173,10 @@ impl RawOrigin {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+/// A free TCP port on 127.0.0.1, bound and released: another process may
+/// take it before it is used, so only for addresses where nothing must
+/// listen (a destination that is down) or that a test re-binds itself.
+/// `tagproxy` gets `LISTEN_ANY` instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -181,6 +184,11 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `[server]` lines that let tagproxy bind both listeners to ports the
+/// kernel picks; `Proxy::spawn` reads the bound addresses from the
+/// `tagproxy serving` log line, so parallel tests never race for a port.
+pub const LISTEN_ANY: &str = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"";
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tagproxy"))
@@ -219,34 +227,25 @@ impl Proxy {
 
     /// Like `start`, with `server_extra` lines added to `[server]`.
     pub async fn start_with(upstream: SocketAddr, server_extra: &str, extra: &str) -> Proxy {
-        let port = free_port();
-        let admin_port = free_port();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{server_extra}\n{extra}\n"
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{upstream}\"\n{server_extra}\n{extra}\n"
         );
         let (dir, path) = write_config(&text);
-        Self::spawn(dir, path, port, admin_port, &[]).await
+        Self::spawn(dir, path, &[]).await
     }
 
     /// Runs `tagproxy serve -c path` with extra environment variables and
-    /// waits until both listeners accept.
-    pub async fn spawn(
-        dir: tempfile::TempDir,
-        path: PathBuf,
-        port: u16,
-        admin_port: u16,
-        env: &[(&str, &str)],
-    ) -> Proxy {
+    /// waits until both listeners accept. The config should bind with
+    /// `LISTEN_ANY`; the addresses come from the process's own log.
+    pub async fn spawn(dir: tempfile::TempDir, path: PathBuf, env: &[(&str, &str)]) -> Proxy {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let log = dir.path().join("tagproxy.log");
         let stdout = dir.path().join("tagproxy.stdout");
-        let child = launch(&path, &log, &stdout, &env);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        wait_ready(addr, admin, &log).await;
+        let mut child = launch(&path, &log, &stdout, &env);
+        let (addr, admin) = wait_ready(&mut child, &log).await;
         Proxy {
             addr,
             admin,
@@ -266,9 +265,23 @@ impl Proxy {
     }
 
     /// `kill -9`, then starts the same config again (same ports, same
-    /// data); the earlier logs are kept with a `.<n>` suffix.
+    /// data); the earlier logs are kept with a `.<n>` suffix. A `LISTEN_ANY`
+    /// config is first pinned to the ports the first run got.
     pub async fn restart(&mut self) {
         self.kill9();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let pinned = text
+            .replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = \"{}\"", self.addr),
+            )
+            .replace(
+                "admin_listen = \"127.0.0.1:0\"",
+                &format!("admin_listen = \"{}\"", self.admin),
+            );
+        if pinned != text {
+            std::fs::write(&self.config, pinned).unwrap();
+        }
         let n = (1..)
             .find(|n| !self.dir.path().join(format!("tagproxy.log.{n}")).exists())
             .unwrap();
@@ -276,7 +289,8 @@ impl Proxy {
             let _ = std::fs::rename(f, format!("{}.{n}", f.display()));
         }
         self.child = launch(&self.config, &self.log, &self.stdout, &self.env);
-        wait_ready(self.addr, self.admin, &self.log).await;
+        let bound = wait_ready(&mut self.child, &self.log).await;
+        assert_eq!(bound, (self.addr, self.admin), "restarted on other ports");
     }
 
     /// What the process printed on stdout (the console tool writes there).
@@ -319,23 +333,48 @@ fn launch(path: &Path, log: &Path, stdout: &Path, env: &[(String, String)]) -> C
     cmd.spawn().expect("start tagproxy")
 }
 
-/// Waits until the admin listener answers `/readyz` (it starts after the
-/// config watcher and with the public listener) and the public port accepts.
-async fn wait_ready(addr: SocketAddr, admin: SocketAddr, log: &Path) {
+/// The public and admin addresses from the `tagproxy serving` log line (a
+/// JSON line: stderr is not a terminal), once it is written.
+pub fn serving_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    log.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v.get("message")?.as_str()? != "tagproxy serving" {
+            return None;
+        }
+        let addr = |k: &str| v.get(k)?.as_str()?.parse().ok();
+        Some((addr("listen")?, addr("admin")?))
+    })
+}
+
+/// Waits until the process logs where it listens, the admin listener
+/// answers `/readyz` (it starts after the config watcher and with the public
+/// listener) and the public port accepts. Fails at once, with the process's
+/// log, when it exits first; fails after 20 s otherwise.
+async fn wait_ready(child: &mut Child, log: &Path) -> (SocketAddr, SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let ready = format!("http://{admin}/readyz");
-    while client()
-        .get(&ready)
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-        || TcpStream::connect(addr).await.is_err()
-    {
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "tagproxy exited ({status}) before it was ready:\n{}",
+                read_log()
+            );
+        }
+        if let Some((addr, admin)) = serving_addrs(&read_log()) {
+            let ready = client()
+                .get(format!("http://{admin}/readyz"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready && TcpStream::connect(addr).await.is_ok() {
+                return (addr, admin);
+            }
+        }
         assert!(
             Instant::now() < deadline,
-            "tagproxy did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
+            "tagproxy did not start within 20 s:\n{}",
+            read_log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -536,19 +575,15 @@ impl Destination {
 impl Proxy {
     /// Like `start`, with tool files written first.
     pub async fn start_tools(upstream: SocketAddr, extra: &str, tools: &[(&str, String)]) -> Proxy {
-        let port = free_port();
-        let admin_port = free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tools")).unwrap();
         for (id, text) in tools {
             std::fs::write(dir.path().join("tools").join(format!("{id}.toml")), text).unwrap();
         }
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra}\n"
-        );
+        let text = format!("[server]\n{LISTEN_ANY}\nupstream = \"http://{upstream}\"\n{extra}\n");
         let path = dir.path().join("tagproxy.toml");
         std::fs::write(&path, text).unwrap();
-        Self::spawn(dir, path, port, admin_port, &[]).await
+        Self::spawn(dir, path, &[]).await
     }
 }
 
