@@ -471,11 +471,102 @@ impl Default for Script {
     }
 }
 
-/// A mock destination on 127.0.0.1 that records every request it gets.
+/// Which real service a request to a mock destination is meant for, told
+/// by its path the way the product builds it (after the tool's `endpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `…/g/collect`: a gtag.js (protocol v2) hit.
+    Ga4,
+    /// `…/v<version>/<pixel id>/events`: a Conversions API batch.
+    Meta,
+    /// Anything else: a webhook of the `http` tool.
+    Http,
+}
+
+impl Service {
+    /// The service `r` is for, and `r` as the service's validator expects
+    /// it: the endpoint's path prefix removed and the Graph API version
+    /// (any `vN.N` is a live version to the mock) spelled as the validator's.
+    pub fn of(r: &Recorded) -> (Service, Recorded) {
+        let path = r.path();
+        let query = r.uri.strip_prefix(path).unwrap_or("");
+        let mut normal = r.clone();
+        if path.ends_with("/g/collect") {
+            normal.uri = format!("/g/collect{query}");
+            return (Service::Ga4, normal);
+        }
+        let parts: Vec<&str> = path.rsplitn(4, '/').collect();
+        // [events, pixel, version, prefix]
+        if let [events, pixel, version, _] = parts[..] {
+            let versioned = version.strip_prefix('v').is_some_and(|v| {
+                v.split_once('.')
+                    .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+            });
+            if events == "events" && versioned && is_digits(pixel) {
+                normal.uri = format!("/v21.0/{pixel}/events{query}");
+                return (Service::Meta, normal);
+            }
+        }
+        (Service::Http, normal)
+    }
+
+    /// What the real service finds wrong with `r` (see `validate`). The
+    /// visitor's User-Agent is not known here, so a GA4 hit is checked
+    /// against its own (it must have one); tests that know the visitor's
+    /// call `validate::ga4` themselves. A webhook that says it sends JSON
+    /// must send JSON (a bodyless GET aside).
+    pub fn problems(r: &Recorded) -> Result<(), String> {
+        match Service::of(r) {
+            (Service::Ga4, r) => {
+                let ua = r
+                    .headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                if ua.is_empty() {
+                    return Err("no User-Agent: GA4 cannot tell the device".into());
+                }
+                validate::ga4(&r, &ua)
+            }
+            (Service::Meta, r) => {
+                let pixel = r.path().split('/').nth(2).unwrap_or("").to_string();
+                validate::meta(&r, &pixel)
+            }
+            (Service::Http, r) => {
+                let json = r
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("application/json"));
+                // A GET's (empty) body is ignored whatever it claims to be.
+                let bodyless = r.body.is_empty() && matches!(r.method.as_str(), "GET" | "HEAD");
+                match serde_json::from_slice::<serde_json::Value>(&r.body) {
+                    Err(e) if json && !bodyless => {
+                        Err(format!("content-type is JSON, the body is not: {e}"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A mock destination on 127.0.0.1 that records every request it gets and
+/// checks each the way the real service would (`Service::problems`). A
+/// malformed request, or a body that cannot be read, is a violation: Meta's
+/// mock answers it `400` as Graph API does (GA4 answers malformed hits
+/// `2xx`, so its mock keeps to the script), and the test fails at the next
+/// `requests`/`wait_for` and, at the latest, when the mock is dropped.
 pub struct Destination {
     pub addr: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<Script>>,
+    violations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Destination {
@@ -491,30 +582,46 @@ impl Destination {
     pub async fn with_script_at(addr: &str, script: Script) -> Destination {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
-        let (rec, scr) = (recorded.clone(), script.clone());
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let (rec, scr, bad) = (recorded.clone(), script.clone(), violations.clone());
         let origin = Origin::start_at(addr, move |req: Request<Incoming>| {
             let rec = rec.clone();
             let scr = scr.clone();
+            let bad = bad.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
+                let uri = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
                     .unwrap_or_default();
+                let (body, unread) = match body.collect().await {
+                    Ok(b) => (b.to_bytes(), None),
+                    Err(e) => (
+                        Bytes::new(),
+                        Some(format!("the body could not be read: {e}")),
+                    ),
+                };
+                let recorded = Recorded {
+                    at: Instant::now(),
+                    method: parts.method.to_string(),
+                    uri,
+                    headers: parts.headers,
+                    body,
+                };
+                let problem = unread.or_else(|| Service::problems(&recorded).err());
+                let service = Service::of(&recorded).0;
+                if let Some(problem) = &problem {
+                    bad.lock().unwrap().push(format!(
+                        "{} {}:\n{problem}\nbody: {}",
+                        recorded.method,
+                        recorded.uri,
+                        String::from_utf8_lossy(&recorded.body)
+                    ));
+                }
                 let n = {
                     let mut r = rec.lock().unwrap();
-                    r.push(Recorded {
-                        at: Instant::now(),
-                        method: parts.method.to_string(),
-                        uri: parts
-                            .uri
-                            .path_and_query()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default(),
-                        headers: parts.headers,
-                        body,
-                    });
+                    r.push(recorded);
                     r.len()
                 };
                 let (status, delay, retry_after) = {
@@ -523,6 +630,19 @@ impl Destination {
                     let delay = s.delays.get(n - 1).copied().unwrap_or(s.delay);
                     (status, delay, s.retry_after)
                 };
+                // Google's collect endpoint answers 2xx whatever it gets;
+                // Graph API (and a JSON webhook) refuse a malformed request
+                // with 400 (https://developers.facebook.com/docs/graph-api/guides/error-handling/).
+                if let (Some(problem), false) = (problem, service == Service::Ga4) {
+                    let error = serde_json::json!({"error": {
+                        "message": problem, "type": "OAuthException", "code": 100
+                    }});
+                    return respond(
+                        400,
+                        &[("content-type", "application/json")],
+                        error.to_string(),
+                    );
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -539,6 +659,7 @@ impl Destination {
             addr: origin.addr,
             recorded,
             script,
+            violations,
         }
     }
 
@@ -546,8 +667,24 @@ impl Destination {
         format!("http://{}", self.addr)
     }
 
+    /// Every request so far. Panics when one was malformed (a test
+    /// that looks at deliveries must not look past a bad one).
     pub fn requests(&self) -> Vec<Recorded> {
+        self.assert_valid();
         self.recorded.lock().unwrap().clone()
+    }
+
+    /// Panics, listing them, when any request so far was malformed for its
+    /// service or its body could not be read.
+    pub fn assert_valid(&self) {
+        let bad = self.violations.lock().unwrap().clone();
+        assert!(
+            bad.is_empty(),
+            "the mock destination {} got {} request(s) the real service would refuse or misread:\n{}",
+            self.addr,
+            bad.len(),
+            bad.join("\n---\n")
+        );
     }
 
     pub fn set_script(&self, script: Script) {
@@ -568,6 +705,16 @@ impl Destination {
                 got.len()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Destination {
+    /// The last check: a malformed request fails the test even when the
+    /// test never looked at what arrived.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_valid();
         }
     }
 }
