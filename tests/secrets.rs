@@ -78,7 +78,8 @@ async fn secrets_only_leave_in_outgoing_requests() {
     );
     assert_eq!(hook.json()["client"]["x"], "{{ $meta_token }}");
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.settled().await;
+    proxy.wait_log("delivered").await;
     let logs = proxy.logs();
     assert!(
         logs.contains("delivered"),

@@ -752,3 +752,55 @@ impl Proxy {
         get_text(format!("http://{}/metrics", self.admin)).await
     }
 }
+
+impl Proxy {
+    /// Waits until every delivery queued so far has reached its end:
+    /// delivered (`2xx`) or given up (dead-lettered), retries included; fails
+    /// after 30 s. The collector queues a batch's deliveries before it
+    /// answers, so once a test has the answer and this returns, nothing
+    /// more from that batch will reach a destination: the positive way to
+    /// show "nothing else arrived". Returns how many were queued.
+    pub async fn settled(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.metrics().await;
+            let submitted = events::metric_value(&m, "tagproxy_deliveries_submitted_total ");
+            let delivered = events::metric_value(&m, "tagproxy_deliveries_delivered_total ");
+            let failed = events::metric_value(&m, "tagproxy_deliveries_failed_total ");
+            // Requests that could never be sent count as failed without
+            // ever being queued.
+            let invalid: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("tagproxy_deliveries_invalid_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if delivered + failed - invalid >= submitted {
+                return submitted as u64;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deliveries never settled within 30 s:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Proxy {
+    /// Waits until the process's log contains `needle`; fails after 10 s
+    /// with the log.
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log within 10 s:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
