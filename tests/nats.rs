@@ -79,10 +79,13 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// The `[delivery]` table for tagproxy, plus `extra` lines.
+    /// The `[delivery]` table for tagproxy, plus `extra` lines. The stream
+    /// is capped at 64 MiB (the tests send kilobytes): JetStream refuses to
+    /// create a stream larger than the free disk, and the 1 GiB default
+    /// would make the tests depend on the machine's free space.
     fn delivery(&self, extra: &str) -> String {
         format!(
-            "[delivery]\nbackend = \"nats\"\nnats_url = \"{}\"\n{extra}\n",
+            "[delivery]\nbackend = \"nats\"\nnats_url = \"{}\"\nspool_max_bytes = 67108864\n{extra}\n",
             self.url()
         )
     }
