@@ -51,20 +51,18 @@ const ALL: &str = "pageview = true\ntrack = true\necommerce = true";
 
 /// Like `Proxy::start_tools`, with environment variables (for secrets).
 async fn start(extra: &str, tools: &[(&str, String)], env: &[(&str, &str)]) -> Proxy {
-    let port = free_port();
-    let admin_port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     for (id, text) in tools {
         std::fs::write(dir.path().join("tools").join(format!("{id}.toml")), text).unwrap();
     }
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra}\n",
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n{extra}\n",
         no_origin()
     );
     let path = dir.path().join("tagproxy.toml");
     std::fs::write(&path, text).unwrap();
-    Proxy::spawn(dir, path, port, admin_port, env).await
+    Proxy::spawn(dir, path, env).await
 }
 
 /// GA4 and Meta on their own mocks, fast retries.
@@ -168,9 +166,10 @@ fn names(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// Lets stray extra deliveries arrive before a test counts.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// Waits until every delivery of the batches posted so far has ended
+/// (`Proxy::settled`), so a count of what arrived is final.
+async fn settle(proxy: &Proxy) {
+    proxy.settled().await;
 }
 
 // ---------------------------------------------------------------------------
@@ -517,7 +516,7 @@ async fn pageview_reaches_ga4_and_meta_with_every_field() {
     assert!(!answer.body.to_string().contains(TOKEN));
     assert!(!proxy.logs().contains(TOKEN));
     assert!(!proxy.stdout().contains(TOKEN));
-    settle().await;
+    settle(&proxy).await;
     assert_eq!(ga.requests().len(), 1);
     assert_eq!(meta.requests().len(), 1);
 }
@@ -725,7 +724,7 @@ async fn tools_receive_exactly_the_automated_actions_they_enabled() {
 
     pv_only.wait_for(2, Duration::from_secs(10)).await;
     events_only.wait_for(3, Duration::from_secs(10)).await;
-    settle().await;
+    settle(&proxy).await;
     let en = |d: &Destination| -> Vec<String> {
         let reqs = d.requests();
         assert_ga4_valid(&reqs);
@@ -783,7 +782,7 @@ async fn http_tool_gets_the_event_json_with_an_idempotency_key() {
     assert_eq!(sys["device"]["viewport"], "1280x720");
     assert_eq!(sys["device"]["user-agent"]["ua"], CHROME_UA);
     assert_eq!(sys["device"]["user-agent"]["browser"]["name"], "Chrome");
-    settle().await;
+    settle(&proxy).await;
     assert_eq!(
         hook.requests().len(),
         1,
@@ -821,7 +820,7 @@ async fn console_tool_prints_one_line_per_event() {
         assert!(Instant::now() < deadline, "stdout: {}", proxy.stdout());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    settle().await;
+    settle(&proxy).await;
     let out = proxy.stdout();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
@@ -880,7 +879,7 @@ async fn a_destination_answering_503_twice_gets_the_event_three_times_and_it_is_
         assert!(Instant::now() < deadline, "{}", proxy.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.settled().await;
     assert_eq!(ga.requests().len(), 3, "no fourth attempt after a 204");
     assert_eq!(delivered_lines(&proxy.logs(), id), 1, "{}", proxy.logs());
 }
@@ -1329,7 +1328,7 @@ async fn a_tool_whose_consent_is_withheld_sets_no_cookie() {
     assert!(set_cookie(&answer, "_fbc").is_some());
     let reqs = meta.wait_for(1, Duration::from_secs(10)).await;
     assert_meta_valid(&reqs);
-    settle().await;
+    settle(&proxy).await;
     assert_eq!(
         meta.requests().len(),
         1,

@@ -65,7 +65,7 @@ async fn bots_get_no_script_and_their_events_are_dropped() {
     }
     let people = AGENTS.iter().filter(|(_, _, bot)| !bot).count();
     dest.wait_for(people, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let mut got: Vec<String> = dest
         .requests()
         .iter()

@@ -104,19 +104,45 @@ fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
 
 #[tokio::test]
 async fn demo_serves_the_shop_with_the_script() {
-    let port = free_port();
+    // Port 0: the demo prints where it listens; read it from stdout (a
+    // thread, so a silent child fails the deadline instead of hanging).
     let mut child = Command::new(bin())
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["demo", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
+    let base = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("demo printed no shop URL ({e}): {printed}"));
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(url) = line.trim().strip_prefix("shop (proxied, script injected):") {
+            break url.trim().trim_end_matches('/').to_string();
+        }
+    };
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let home = loop {
         if let Ok(resp) = client().get(format!("{base}/")).send().await {
             break resp.text().await.unwrap();
         }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "demo exited: {printed}"
+        );
         assert!(Instant::now() < deadline, "demo did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -149,8 +175,9 @@ async fn demo_serves_the_shop_with_the_script() {
         .unwrap();
     assert_eq!(js.status(), 200);
     child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let printed = String::from_utf8(out.stdout).unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    printed.extend(rx.try_iter().map(|l| l + "\n"));
     assert!(
         printed.contains(&format!("{base}/")),
         "prints what to open: {printed}"

@@ -160,9 +160,10 @@ fn only(dest: &Destination, name: &str) -> Value {
 }
 
 /// A barrier: sends `sentinel_<tag>` from the page and waits until the mock
-/// has it, then a little longer, so events the page sent before have
-/// arrived too.
-async fn settle(browser: &Browser, dest: &Destination, tag: &str) {
+/// has it (the script sends in order and resolves once the collector
+/// answered), then until every queued delivery has ended, so events the
+/// page sent before have arrived too.
+async fn settle(browser: &Browser, dest: &Destination, proxy: &Proxy, tag: &str) {
     let name = format!("sentinel_{tag}");
     browser
         .js(&format!("return zaraz.track('{name}').then(() => true);"))
@@ -172,7 +173,7 @@ async fn settle(browser: &Browser, dest: &Destination, tag: &str) {
         assert!(std::time::Instant::now() < deadline, "{name} never arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.settled().await;
 }
 
 /// Waits until the mock got `n` events called `name`.
@@ -236,7 +237,7 @@ async fn click_form_timer_scroll_and_visible_triggers_fire_exactly() {
 
     // Nothing scrolled yet: neither the depth nor the promo fired.
     wait_count(&dest, "heartbeat", 2).await;
-    settle(&browser, &dest, "load").await;
+    settle(&browser, &dest, &proxy, "load").await;
     assert_eq!(counts(&dest), expect(&[("heartbeat", "/", 2)]));
 
     // A click on the button's inner span: the button (an ancestor) matches.
@@ -270,7 +271,7 @@ async fn click_form_timer_scroll_and_visible_triggers_fire_exactly() {
             .await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    settle(&browser, &dest, "scrolled").await;
+    settle(&browser, &dest, &proxy, "scrolled").await;
     assert_eq!(
         tracks(&dest)
             .iter()
@@ -289,7 +290,7 @@ async fn click_form_timer_scroll_and_visible_triggers_fire_exactly() {
         browser.js("window.scrollTo(0, 0);").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    settle(&browser, &dest, "done").await;
+    settle(&browser, &dest, &proxy, "done").await;
 
     assert_eq!(
         counts(&dest),
@@ -342,7 +343,7 @@ async fn page_rules_arm_a_click_trigger_only_where_they_hold() {
         ready(&browser, path).await;
         click(&browser, "#pay").await;
         tokio::time::sleep(Duration::from_millis(900)).await;
-        settle(&browser, &dest, &path[1..]).await;
+        settle(&browser, &dest, &proxy, &path[1..]).await;
     }
     assert_eq!(
         counts(&dest),
@@ -365,7 +366,7 @@ async fn page_rules_arm_a_click_trigger_only_where_they_hold() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         click(&browser, "#pay").await;
         tokio::time::sleep(Duration::from_millis(900)).await;
-        settle(&browser, &dest, &format!("spa{n}")).await;
+        settle(&browser, &dest, &proxy, &format!("spa{n}")).await;
     }
     assert_eq!(
         counts(&dest),
@@ -388,7 +389,7 @@ async fn wait_ms_holds_a_link_until_the_event_is_sent() {
     ready(&browser, "/").await;
     // Once the heartbeats are answered: count the collector's answers from here.
     wait_count(&dest, "heartbeat", 2).await;
-    settle(&browser, &dest, "load").await;
+    settle(&browser, &dest, &proxy, "load").await;
 
     // A link the page routes itself (it called preventDefault): the event
     // goes out, the script does not navigate.

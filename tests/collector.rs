@@ -249,7 +249,7 @@ async fn bad_input_gets_its_status_and_error_text_and_nothing_is_delivered() {
     assert_eq!(a.headers["allow"], "POST");
 
     // None of it reached the destination.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.settled().await;
     assert_eq!(ga.requests().len(), 0, "{:#?}", ga.requests());
 
     // And the same proxy does deliver a good batch.
@@ -262,7 +262,7 @@ async fn bad_input_gets_its_status_and_error_text_and_nothing_is_delivered() {
     );
     let hits = ga.wait_for(1, Duration::from_secs(10)).await;
     validate::ga4(&hits[0], CHROME_UA).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.settled().await;
     assert_eq!(ga.requests().len(), 1);
 }
 
@@ -518,7 +518,7 @@ async fn a_retried_batch_is_delivered_once() {
         assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["events"], 3);
     }
     dest.wait_for(4, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let mut names: Vec<String> = dest
         .requests()
         .iter()

@@ -84,7 +84,7 @@ async fn purposes_gate_tools_and_replays_reach_only_newly_granted_tools() {
     )
     .await;
     dest.wait_for(5, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
 
     let got = dest.requests();
     let seen = |path: &str| -> Vec<String> {
@@ -145,7 +145,7 @@ async fn malformed_consent_cookie_grants_nothing_and_set_values_drive_consent_mo
         json!({"google_consent_update": {"ad_storage": "granted", "ad_user_data": "granted"}});
     send(&proxy, granted, json!([ev])).await;
     dest.wait_for(4, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.settled().await;
     let got = dest.requests();
     let paths: Vec<&str> = got.iter().map(|r| r.path()).collect();
     assert_eq!(paths.iter().filter(|p| **p == "/always").count(), 2);
@@ -291,7 +291,7 @@ async fn tcf_publisher_restriction_withholds_the_restricted_vendor() {
     )
     .await;
     dest.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let got = dest.requests();
     let paths: Vec<&str> = got.iter().map(|r| r.path()).collect();
     assert_eq!(paths, ["/vendor2"]);
@@ -335,7 +335,7 @@ async fn tcf_legitimate_interest_delivers_only_where_configured() {
     )
     .await;
     dest.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let got = dest.requests();
     let paths: Vec<&str> = got.iter().map(|r| r.path()).collect();
     assert_eq!(paths, ["/li"]);

@@ -171,6 +171,14 @@ async fn first_sends(browser: &Browser) -> Vec<(String, String, String, bool)> {
     s
 }
 
+/// Waits until the page saw the collector answer every event `js` (a
+/// condition on `__sent`) expects, then until every delivery queued for
+/// them has ended: after that nothing more from them can arrive.
+async fn answered(browser: &Browser, proxy: &Proxy, js: &str) {
+    browser.wait_js(js, WAIT).await;
+    proxy.settled().await;
+}
+
 async fn wait_count(dest: &Destination, path: &str, n: usize) {
     let deadline = std::time::Instant::now() + WAIT;
     while got(dest, path).len() < n {
@@ -216,7 +224,8 @@ async fn events_wait_for_consent_and_replay_to_the_granted_tool_only() {
     let first = first_sends(&browser).await;
 
     // Nothing decided (both denied by default): neither tool gets anything.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // (`first_sends` saw both answered.)
+    proxy.settled().await;
     assert!(dest.requests().is_empty(), "{:#?}", dest.requests());
     let state = browser
         .js(
@@ -237,7 +246,12 @@ async fn events_wait_for_consent_and_replay_to_the_granted_tool_only() {
         .js("zaraz.consent.set({analytics: true}); return true;")
         .await;
     wait_count(&dest, "/stats", 2).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    answered(
+        &browser,
+        &proxy,
+        "__sent.filter(e => e.consent_replay).length >= 2",
+    )
+    .await;
     let stats = got(&dest, "/stats");
     assert_eq!(stats.len(), 2, "{stats:#?}");
     assert_eq!(
@@ -277,7 +291,7 @@ async fn events_wait_for_consent_and_replay_to_the_granted_tool_only() {
         true
     );
     wait_count(&dest, "/stats", 4).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.settled().await;
     let stats = got(&dest, "/stats");
     assert_eq!(stats.len(), 4, "{stats:#?}");
     assert_eq!(ids(&stats[2..], |e| &e.2), ids(&again, |e| &e.2));
@@ -390,7 +404,12 @@ async fn the_modal_is_usable_with_the_keyboard_alone() {
         serde_json::json!({"analytics": true, "ads": false})
     );
     wait_count(&dest, "/stats", 2).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    answered(
+        &browser,
+        &proxy,
+        "__sent.filter(e => e.consent_replay).length >= 2",
+    )
+    .await;
     let stats = got(&dest, "/stats");
     assert_eq!(stats.len(), 2, "{stats:#?}");
     assert_eq!(ids(&stats, |e| &e.2), ids(&first, |e| &e.2));
@@ -444,7 +463,8 @@ async fn stub_calls_languages_the_bound_and_no_double_sends() {
         serde_json::json!(["tagproxy: consent queue full (100)"]),
         "one warning, not one per dropped event"
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // All 107 were answered (waited for above).
+    proxy.settled().await;
     assert!(dest.requests().is_empty(), "{:#?}", dest.requests());
 
     // `y` is still waiting to be sent when analytics is granted: it goes out
@@ -453,7 +473,12 @@ async fn stub_calls_languages_the_bound_and_no_double_sends() {
         .js("zaraz.track('y'); zaraz.consent.set({analytics: true}); return true;")
         .await;
     wait_count(&dest, "/stats", 100).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    answered(
+        &browser,
+        &proxy,
+        "__sent.filter(e => e.consent_replay).length >= 99 && __sent.some(e => e.name == 'y')",
+    )
+    .await;
     let mut names: Vec<String> = got(&dest, "/stats").into_iter().map(|e| e.1).collect();
     names.sort();
     let mut want: Vec<String> = (6..105).map(|i| format!("t{i}")).collect();
@@ -482,7 +507,7 @@ async fn stub_calls_languages_the_bound_and_no_double_sends() {
                            "tagproxy: consent queue full (100)", "tagproxy: 8 event(s) waiting for consent were dropped (over 100)"]})
     );
     wait_count(&dest, "/stats", 101).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    answered(&browser, &proxy, "__sent.some(e => e.name == 'z')").await;
     assert_eq!(got(&dest, "/stats").len(), 101);
     assert_eq!(got(&dest, "/stats")[100].1, "z");
     browser.close().await;

@@ -99,8 +99,9 @@ async fn scripted_answers_retry_settle_or_dead_letter_exactly_as_scripted() {
     limited.wait_for(2, wait).await;
     bad.wait_for(1, wait).await;
     slow.wait_for(2, wait).await;
-    // Long enough for any further (wrong) attempt to show up.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every delivery has ended (delivered or dead-lettered): any further
+    // (wrong) attempt would already be here.
+    proxy.settled().await;
     for (name, dest, attempts) in [
         ("[500, 500, 200]", &twice_500, 3),
         ("[429, 200]", &limited, 2),
@@ -213,7 +214,7 @@ async fn retry_after_is_honoured_and_a_replayed_dead_letter_is_sent_again() {
         "the replay is the original request"
     );
     assert!(dead_letters(&proxy).is_empty());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.settled().await;
     assert_eq!(bad.requests().len(), 2, "replayed once");
 }
 
@@ -281,16 +282,20 @@ async fn behind_a_down_destination(extra: &str) -> (Proxy, String) {
 }
 
 /// The browser's behaviour: a batch that got no answer or a 503 is sent
-/// again until it is answered 200.
+/// again until it is answered 200 (for 60 s at most: then the test fails).
 async fn send_until_accepted(url: String, batch: Vec<String>, accepted: Arc<AtomicUsize>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match post(&url, &batch).await {
-            Some((200, _)) => {
-                accepted.fetch_add(batch.len(), Ordering::Relaxed);
-                return;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        let answer = post(&url, &batch).await;
+        if let Some((200, _)) = answer {
+            accepted.fetch_add(batch.len(), Ordering::Relaxed);
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "a batch was not accepted within 60 s; last answer {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -317,7 +322,12 @@ async fn kill_9_mid_stream_loses_no_event_that_was_answered_200() {
             })
         })
         .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
     while accepted.load(Ordering::Relaxed) < 2000 {
+        assert!(
+            Instant::now() < deadline,
+            "2000 events not accepted within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     proxy.kill9();
@@ -362,7 +372,7 @@ async fn a_batch_retried_after_a_crash_is_delivered_once() {
     let dest = Destination::with_script_at(&dest_addr, Script::default()).await;
     let want: HashSet<String> = batch.iter().cloned().collect();
     wait_for_keys(&dest, &want, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    proxy.settled().await;
     assert_eq!(dest.requests().len(), 10, "each event once");
     let m = proxy.metrics().await;
     assert_eq!(metric_value(&m, "tagproxy_events_duplicate_total "), 10.0);
@@ -419,7 +429,7 @@ async fn a_30_second_outage_is_ridden_out_with_backoff_not_a_hot_loop() {
     tokio::time::timeout(Duration::from_secs(60), all)
         .await
         .expect("every event delivered after the outage");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.settled().await;
     let got = dest.requests();
     let during: Vec<&Recorded> = got.iter().filter(|r| r.at < recovered_at).collect();
     let after: Vec<&Recorded> = got.iter().filter(|r| r.at >= recovered_at).collect();
@@ -499,7 +509,7 @@ async fn a_torn_last_spool_record_is_dropped_and_reported_and_the_rest_delivered
     let dest = Destination::with_script_at(&dest_addr, Script::default()).await;
     let want: HashSet<String> = sent[..19].iter().cloned().collect();
     wait_for_keys(&dest, &want, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let keys = keys(&dest.requests());
     assert!(
         !keys.contains(&sent[19]),

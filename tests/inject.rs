@@ -248,7 +248,7 @@ async fn bad_gzip_streams_as_sent() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-encoding"], "gzip");
     assert_eq!(resp.bytes().await.unwrap().to_vec(), garbage);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.wait_log("does not decode").await;
     assert!(
         proxy.logs().contains("does not decode"),
         "error is logged: {}",

@@ -73,8 +73,12 @@ async fn fbp_and_fbc_are_stored_by_the_server_and_survive_the_next_page() {
     let u = &first.json()["data"][0]["user_data"];
     assert_eq!(u["fbp"], fbp.as_str());
     assert_eq!(u["fbc"], fbc.as_str());
-    // Give a late script write a chance, then: none of ours wrote them.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A late script write would come with an answer's handling: once a
+    // later event's answer was handled (the promise resolves after it; the
+    // first request goes alone), none of ours may have written them.
+    browser
+        .js("return zaraz.track('after_landing').then(() => true);")
+        .await;
     let writes = browser.js("return window.__writes;").await;
     let writes: Vec<&str> = writes
         .as_array()

@@ -461,10 +461,9 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
         "<html><head><title>t</title></head><body>x</body></html>",
     )
     .await;
-    let (port, admin_port) = (free_port(), free_port());
     let text = |settings: &str| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{settings}\n",
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n{settings}\n",
             origin.addr
         )
     };
@@ -472,7 +471,7 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
     let link = dir.path().join("tagproxy.toml");
     std::fs::write(dir.path().join("a.toml"), text("")).unwrap();
     std::os::unix::fs::symlink("a.toml", &link).unwrap();
-    let proxy = Proxy::spawn(dir, link.clone(), port, admin_port, &[]).await;
+    let proxy = Proxy::spawn(dir, link.clone(), &[]).await;
     assert!(get_text(proxy.url("/")).await.contains(TAG));
 
     let d = proxy.dir.path();
@@ -606,7 +605,6 @@ impl Drop for Traced {
 async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
     let dest = Destination::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
-    let (port, admin_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     std::fs::write(dir.path().join("tools/hook.toml"), hook(&dest.url())).unwrap();
@@ -614,7 +612,7 @@ async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n",
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n",
             origin.addr
         ),
     )
@@ -634,12 +632,18 @@ async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
         .spawn()
         .expect("strace (Debian package `strace`) must be installed: tests/run.sh does it");
     let mut traced = Traced { strace };
-    let ready = format!("http://{}/readyz", proxy_addr(admin_port));
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client().get(&ready).send().await {
-            if r.status() == 200 {
-                break;
+    let addr = loop {
+        let logged = serving_addrs(&std::fs::read_to_string(&log).unwrap_or_default());
+        if let Some((addr, admin)) = logged {
+            let ready = client()
+                .get(format!("http://{admin}/readyz"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                break addr;
             }
         }
         assert!(
@@ -652,8 +656,8 @@ async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
             "tagproxy did not start under strace"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let url = format!("http://{}", proxy_addr(port));
+    };
+    let url = format!("http://{addr}");
     for i in 0..3 {
         let id = format!("fsync-order-{i:04}");
         assert_eq!(post(&url, &[id]).await.unwrap().0, 200);
@@ -669,7 +673,7 @@ async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
     }
     let mut steps = Vec::new();
     let mut syncing = HashSet::new();
-    let ours = format!("127.0.0.1:{port}->");
+    let ours = format!("{addr}->");
     for line in text.lines() {
         let pid = line.split_whitespace().next().unwrap_or("");
         if line.contains("fdatasync(") && line.contains(".seg>") {
@@ -706,8 +710,4 @@ async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
         );
         from = at + 1;
     }
-}
-
-fn proxy_addr(port: u16) -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -17,7 +17,6 @@ async fn secrets_only_leave_in_outgoing_requests() {
         "<html><head><title>p</title></head><body>x</body></html>",
     )
     .await;
-    let (port, admin_port) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     std::fs::write(
@@ -37,7 +36,7 @@ async fn secrets_only_leave_in_outgoing_requests() {
     )
     .unwrap();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n[variables]\nmeta_token = {{ secret = \"META\" }}\nsite = \"visible\"\n",
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n[variables]\nmeta_token = {{ secret = \"META\" }}\nsite = \"visible\"\n",
         origin.addr
     );
     let path = dir.path().join("tagproxy.toml");
@@ -45,8 +44,6 @@ async fn secrets_only_leave_in_outgoing_requests() {
     let proxy = Proxy::spawn(
         dir,
         path,
-        port,
-        admin_port,
         &[("TAGPROXY_SECRET_META", SECRET), ("RUST_LOG", "trace")],
     )
     .await;
@@ -81,7 +78,8 @@ async fn secrets_only_leave_in_outgoing_requests() {
     );
     assert_eq!(hook.json()["client"]["x"], "{{ $meta_token }}");
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.settled().await;
+    proxy.wait_log("delivered").await;
     let logs = proxy.logs();
     assert!(
         logs.contains("delivered"),

@@ -126,7 +126,7 @@ async fn purchase_trigger_with_blocking_and_templated_fields() {
     // three (staff excluded from big). The internal page: nothing.
     dest.wait_for(10, Duration::from_secs(10)).await;
     // Nothing more arrives: the blocked and excluded ones stay away.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let got = dest.requests();
     assert_eq!(
         got.len(),
@@ -224,7 +224,7 @@ order = "{{{{ client.order_id }}}}"
     )
     .await;
     dest.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.settled().await;
     let got = dest.requests();
     let names: Vec<String> = got.iter().map(|r| r.param("en").unwrap()).collect();
     assert_eq!(got.len(), 2, "{names:?}");

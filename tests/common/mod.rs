@@ -173,7 +173,10 @@ impl RawOrigin {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; fine for tests).
+/// A free TCP port on 127.0.0.1, bound and released: another process may
+/// take it before it is used, so only for addresses where nothing must
+/// listen (a destination that is down) or that a test re-binds itself.
+/// `tagproxy` gets `LISTEN_ANY` instead.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -181,6 +184,11 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `[server]` lines that let tagproxy bind both listeners to ports the
+/// kernel picks; `Proxy::spawn` reads the bound addresses from the
+/// `tagproxy serving` log line, so parallel tests never race for a port.
+pub const LISTEN_ANY: &str = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"";
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tagproxy"))
@@ -219,34 +227,25 @@ impl Proxy {
 
     /// Like `start`, with `server_extra` lines added to `[server]`.
     pub async fn start_with(upstream: SocketAddr, server_extra: &str, extra: &str) -> Proxy {
-        let port = free_port();
-        let admin_port = free_port();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{server_extra}\n{extra}\n"
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{upstream}\"\n{server_extra}\n{extra}\n"
         );
         let (dir, path) = write_config(&text);
-        Self::spawn(dir, path, port, admin_port, &[]).await
+        Self::spawn(dir, path, &[]).await
     }
 
     /// Runs `tagproxy serve -c path` with extra environment variables and
-    /// waits until both listeners accept.
-    pub async fn spawn(
-        dir: tempfile::TempDir,
-        path: PathBuf,
-        port: u16,
-        admin_port: u16,
-        env: &[(&str, &str)],
-    ) -> Proxy {
+    /// waits until both listeners accept. The config should bind with
+    /// `LISTEN_ANY`; the addresses come from the process's own log.
+    pub async fn spawn(dir: tempfile::TempDir, path: PathBuf, env: &[(&str, &str)]) -> Proxy {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let log = dir.path().join("tagproxy.log");
         let stdout = dir.path().join("tagproxy.stdout");
-        let child = launch(&path, &log, &stdout, &env);
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        wait_ready(addr, admin, &log).await;
+        let mut child = launch(&path, &log, &stdout, &env);
+        let (addr, admin) = wait_ready(&mut child, &log).await;
         Proxy {
             addr,
             admin,
@@ -266,9 +265,23 @@ impl Proxy {
     }
 
     /// `kill -9`, then starts the same config again (same ports, same
-    /// data); the earlier logs are kept with a `.<n>` suffix.
+    /// data); the earlier logs are kept with a `.<n>` suffix. A `LISTEN_ANY`
+    /// config is first pinned to the ports the first run got.
     pub async fn restart(&mut self) {
         self.kill9();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let pinned = text
+            .replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = \"{}\"", self.addr),
+            )
+            .replace(
+                "admin_listen = \"127.0.0.1:0\"",
+                &format!("admin_listen = \"{}\"", self.admin),
+            );
+        if pinned != text {
+            std::fs::write(&self.config, pinned).unwrap();
+        }
         let n = (1..)
             .find(|n| !self.dir.path().join(format!("tagproxy.log.{n}")).exists())
             .unwrap();
@@ -276,7 +289,8 @@ impl Proxy {
             let _ = std::fs::rename(f, format!("{}.{n}", f.display()));
         }
         self.child = launch(&self.config, &self.log, &self.stdout, &self.env);
-        wait_ready(self.addr, self.admin, &self.log).await;
+        let bound = wait_ready(&mut self.child, &self.log).await;
+        assert_eq!(bound, (self.addr, self.admin), "restarted on other ports");
     }
 
     /// What the process printed on stdout (the console tool writes there).
@@ -319,23 +333,48 @@ fn launch(path: &Path, log: &Path, stdout: &Path, env: &[(String, String)]) -> C
     cmd.spawn().expect("start tagproxy")
 }
 
-/// Waits until the admin listener answers `/readyz` (it starts after the
-/// config watcher and with the public listener) and the public port accepts.
-async fn wait_ready(addr: SocketAddr, admin: SocketAddr, log: &Path) {
+/// The public and admin addresses from the `tagproxy serving` log line (a
+/// JSON line: stderr is not a terminal), once it is written.
+pub fn serving_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    log.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v.get("message")?.as_str()? != "tagproxy serving" {
+            return None;
+        }
+        let addr = |k: &str| v.get(k)?.as_str()?.parse().ok();
+        Some((addr("listen")?, addr("admin")?))
+    })
+}
+
+/// Waits until the process logs where it listens, the admin listener
+/// answers `/readyz` (it starts after the config watcher and with the public
+/// listener) and the public port accepts. Fails at once, with the process's
+/// log, when it exits first; fails after 20 s otherwise.
+async fn wait_ready(child: &mut Child, log: &Path) -> (SocketAddr, SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let ready = format!("http://{admin}/readyz");
-    while client()
-        .get(&ready)
-        .send()
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-        || TcpStream::connect(addr).await.is_err()
-    {
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "tagproxy exited ({status}) before it was ready:\n{}",
+                read_log()
+            );
+        }
+        if let Some((addr, admin)) = serving_addrs(&read_log()) {
+            let ready = client()
+                .get(format!("http://{admin}/readyz"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready && TcpStream::connect(addr).await.is_ok() {
+                return (addr, admin);
+            }
+        }
         assert!(
             Instant::now() < deadline,
-            "tagproxy did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
+            "tagproxy did not start within 20 s:\n{}",
+            read_log()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -432,11 +471,102 @@ impl Default for Script {
     }
 }
 
-/// A mock destination on 127.0.0.1 that records every request it gets.
+/// Which real service a request to a mock destination is meant for, told
+/// by its path the way the product builds it (after the tool's `endpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `…/g/collect`: a gtag.js (protocol v2) hit.
+    Ga4,
+    /// `…/v<version>/<pixel id>/events`: a Conversions API batch.
+    Meta,
+    /// Anything else: a webhook of the `http` tool.
+    Http,
+}
+
+impl Service {
+    /// The service `r` is for, and `r` as the service's validator expects
+    /// it: the endpoint's path prefix removed and the Graph API version
+    /// (any `vN.N` is a live version to the mock) spelled as the validator's.
+    pub fn of(r: &Recorded) -> (Service, Recorded) {
+        let path = r.path();
+        let query = r.uri.strip_prefix(path).unwrap_or("");
+        let mut normal = r.clone();
+        if path.ends_with("/g/collect") {
+            normal.uri = format!("/g/collect{query}");
+            return (Service::Ga4, normal);
+        }
+        let parts: Vec<&str> = path.rsplitn(4, '/').collect();
+        // [events, pixel, version, prefix]
+        if let [events, pixel, version, _] = parts[..] {
+            let versioned = version.strip_prefix('v').is_some_and(|v| {
+                v.split_once('.')
+                    .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+            });
+            if events == "events" && versioned && is_digits(pixel) {
+                normal.uri = format!("/v21.0/{pixel}/events{query}");
+                return (Service::Meta, normal);
+            }
+        }
+        (Service::Http, normal)
+    }
+
+    /// What the real service finds wrong with `r` (see `validate`). The
+    /// visitor's User-Agent is not known here, so a GA4 hit is checked
+    /// against its own (it must have one); tests that know the visitor's
+    /// call `validate::ga4` themselves. A webhook that says it sends JSON
+    /// must send JSON (a bodyless GET aside).
+    pub fn problems(r: &Recorded) -> Result<(), String> {
+        match Service::of(r) {
+            (Service::Ga4, r) => {
+                let ua = r
+                    .headers
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                if ua.is_empty() {
+                    return Err("no User-Agent: GA4 cannot tell the device".into());
+                }
+                validate::ga4(&r, &ua)
+            }
+            (Service::Meta, r) => {
+                let pixel = r.path().split('/').nth(2).unwrap_or("").to_string();
+                validate::meta(&r, &pixel)
+            }
+            (Service::Http, r) => {
+                let json = r
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|ct| ct.starts_with("application/json"));
+                // A GET's (empty) body is ignored whatever it claims to be.
+                let bodyless = r.body.is_empty() && matches!(r.method.as_str(), "GET" | "HEAD");
+                match serde_json::from_slice::<serde_json::Value>(&r.body) {
+                    Err(e) if json && !bodyless => {
+                        Err(format!("content-type is JSON, the body is not: {e}"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A mock destination on 127.0.0.1 that records every request it gets and
+/// checks each the way the real service would (`Service::problems`). A
+/// malformed request, or a body that cannot be read, is a violation: Meta's
+/// mock answers it `400` as Graph API does (GA4 answers malformed hits
+/// `2xx`, so its mock keeps to the script), and the test fails at the next
+/// `requests`/`wait_for` and, at the latest, when the mock is dropped.
 pub struct Destination {
     pub addr: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<Script>>,
+    violations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Destination {
@@ -452,30 +582,46 @@ impl Destination {
     pub async fn with_script_at(addr: &str, script: Script) -> Destination {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
-        let (rec, scr) = (recorded.clone(), script.clone());
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let (rec, scr, bad) = (recorded.clone(), script.clone(), violations.clone());
         let origin = Origin::start_at(addr, move |req: Request<Incoming>| {
             let rec = rec.clone();
             let scr = scr.clone();
+            let bad = bad.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
+                let uri = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.to_string())
                     .unwrap_or_default();
+                let (body, unread) = match body.collect().await {
+                    Ok(b) => (b.to_bytes(), None),
+                    Err(e) => (
+                        Bytes::new(),
+                        Some(format!("the body could not be read: {e}")),
+                    ),
+                };
+                let recorded = Recorded {
+                    at: Instant::now(),
+                    method: parts.method.to_string(),
+                    uri,
+                    headers: parts.headers,
+                    body,
+                };
+                let problem = unread.or_else(|| Service::problems(&recorded).err());
+                let service = Service::of(&recorded).0;
+                if let Some(problem) = &problem {
+                    bad.lock().unwrap().push(format!(
+                        "{} {}:\n{problem}\nbody: {}",
+                        recorded.method,
+                        recorded.uri,
+                        String::from_utf8_lossy(&recorded.body)
+                    ));
+                }
                 let n = {
                     let mut r = rec.lock().unwrap();
-                    r.push(Recorded {
-                        at: Instant::now(),
-                        method: parts.method.to_string(),
-                        uri: parts
-                            .uri
-                            .path_and_query()
-                            .map(|p| p.to_string())
-                            .unwrap_or_default(),
-                        headers: parts.headers,
-                        body,
-                    });
+                    r.push(recorded);
                     r.len()
                 };
                 let (status, delay, retry_after) = {
@@ -484,6 +630,19 @@ impl Destination {
                     let delay = s.delays.get(n - 1).copied().unwrap_or(s.delay);
                     (status, delay, s.retry_after)
                 };
+                // Google's collect endpoint answers 2xx whatever it gets;
+                // Graph API (and a JSON webhook) refuse a malformed request
+                // with 400 (https://developers.facebook.com/docs/graph-api/guides/error-handling/).
+                if let (Some(problem), false) = (problem, service == Service::Ga4) {
+                    let error = serde_json::json!({"error": {
+                        "message": problem, "type": "OAuthException", "code": 100
+                    }});
+                    return respond(
+                        400,
+                        &[("content-type", "application/json")],
+                        error.to_string(),
+                    );
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -500,6 +659,7 @@ impl Destination {
             addr: origin.addr,
             recorded,
             script,
+            violations,
         }
     }
 
@@ -507,8 +667,24 @@ impl Destination {
         format!("http://{}", self.addr)
     }
 
+    /// Every request so far. Panics when one was malformed (a test
+    /// that looks at deliveries must not look past a bad one).
     pub fn requests(&self) -> Vec<Recorded> {
+        self.assert_valid();
         self.recorded.lock().unwrap().clone()
+    }
+
+    /// Panics, listing them, when any request so far was malformed for its
+    /// service or its body could not be read.
+    pub fn assert_valid(&self) {
+        let bad = self.violations.lock().unwrap().clone();
+        assert!(
+            bad.is_empty(),
+            "the mock destination {} got {} request(s) the real service would refuse or misread:\n{}",
+            self.addr,
+            bad.len(),
+            bad.join("\n---\n")
+        );
     }
 
     pub fn set_script(&self, script: Script) {
@@ -533,22 +709,28 @@ impl Destination {
     }
 }
 
+impl Drop for Destination {
+    /// The last check: a malformed request fails the test even when the
+    /// test never looked at what arrived.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_valid();
+        }
+    }
+}
+
 impl Proxy {
     /// Like `start`, with tool files written first.
     pub async fn start_tools(upstream: SocketAddr, extra: &str, tools: &[(&str, String)]) -> Proxy {
-        let port = free_port();
-        let admin_port = free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tools")).unwrap();
         for (id, text) in tools {
             std::fs::write(dir.path().join("tools").join(format!("{id}.toml")), text).unwrap();
         }
-        let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\nadmin_listen = \"127.0.0.1:{admin_port}\"\n{extra}\n"
-        );
+        let text = format!("[server]\n{LISTEN_ANY}\nupstream = \"http://{upstream}\"\n{extra}\n");
         let path = dir.path().join("tagproxy.toml");
         std::fs::write(&path, text).unwrap();
-        Self::spawn(dir, path, port, admin_port, &[]).await
+        Self::spawn(dir, path, &[]).await
     }
 }
 
@@ -568,5 +750,57 @@ impl Proxy {
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         get_text(format!("http://{}/metrics", self.admin)).await
+    }
+}
+
+impl Proxy {
+    /// Waits until every delivery queued so far has reached its end:
+    /// delivered (`2xx`) or given up (dead-lettered), retries included; fails
+    /// after 30 s. The collector queues a batch's deliveries before it
+    /// answers, so once a test has the answer and this returns, nothing
+    /// more from that batch will reach a destination: the positive way to
+    /// show "nothing else arrived". Returns how many were queued.
+    pub async fn settled(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = self.metrics().await;
+            let submitted = events::metric_value(&m, "tagproxy_deliveries_submitted_total ");
+            let delivered = events::metric_value(&m, "tagproxy_deliveries_delivered_total ");
+            let failed = events::metric_value(&m, "tagproxy_deliveries_failed_total ");
+            // Requests that could never be sent count as failed without
+            // ever being queued.
+            let invalid: f64 = m
+                .lines()
+                .filter(|l| l.starts_with("tagproxy_deliveries_invalid_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if delivered + failed - invalid >= submitted {
+                return submitted as u64;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deliveries never settled within 30 s:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Proxy {
+    /// Waits until the process's log contains `needle`; fails after 10 s
+    /// with the log.
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log within 10 s:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
