@@ -1,6 +1,7 @@
 //! `X-Forwarded-For` as the collector reads it: never panics; an untrusted
-//! peer's header is ignored; the answer is the peer or one of the listed
-//! addresses, and is untrusted unless every hop was trusted.
+//! peer's header is ignored; from a trusted peer the answer is the first
+//! untrusted hop from the right, never one behind it (a visitor cannot
+//! choose their address by prepending hops or garbage).
 #![no_main]
 use std::net::IpAddr;
 
@@ -23,16 +24,28 @@ fuzz_target!(|data: &[u8]| {
     let outsider: IpAddr = "203.0.113.9".parse().unwrap();
     assert_eq!(visitor_ip(&trusted, outsider, &headers), outsider);
 
+    // From a trusted peer: the walk goes right to left over every hop of
+    // both lines, past trusted hops only, and stops at the first untrusted
+    // one (the visitor) or before the first that is not an address (then the
+    // last trusted hop reached is all that is known).
+    // A line that is not visible ASCII is not read at all.
     let proxy: IpAddr = "127.0.0.1".parse().unwrap();
-    let ip = visitor_ip(&trusted, proxy, &headers);
-    let hops: Vec<IpAddr> = std::str::from_utf8(data)
-        .unwrap_or("")
-        .split(',')
-        .filter_map(|h| h.trim().parse().ok())
-        .map(tagproxy::config::canonical_ip)
-        .collect();
-    assert!(ip == proxy || hops.contains(&ip), "{ip} is neither the peer nor a listed hop");
-    if ip != proxy && trusted.contains(ip) {
-        assert!(hops.iter().all(|h| trusted.contains(*h)), "stopped at trusted {ip}");
+    let got = visitor_ip(&trusted, proxy, &headers);
+    let Ok(line) = headers["x-forwarded-for"].to_str() else {
+        assert_eq!(got, proxy);
+        return;
+    };
+    let mut expected = proxy;
+    for hop in format!("{line},{line}").rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                expected = tagproxy::config::canonical_ip(ip);
+                if !trusted.contains(expected) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
     }
+    assert_eq!(got, expected, "{line:?}");
 });
