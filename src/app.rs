@@ -231,6 +231,8 @@ pub struct App {
     /// Event ids seen recently, so retried batches are delivered once.
     pub recent_ids: Arc<RecentIds>,
     collector_path: String,
+    /// `{prefix}/api/events`.
+    events_api_path: String,
 }
 
 impl App {
@@ -258,6 +260,7 @@ impl App {
             metrics: metrics.clone(),
             recent_ids: shared.recent_ids.clone(),
             collector_path: format!("{}/t", config.server.prefix.0),
+            events_api_path: format!("{}/api/events", config.server.prefix.0),
         }
     }
 
@@ -339,6 +342,11 @@ impl PrefixHandler for App {
         if req.uri().path() == self.collector_path {
             return Ok(Box::pin(async move {
                 crate::collector::handle(&self, req, peer).await
+            }));
+        }
+        if req.uri().path() == self.events_api_path {
+            return Ok(Box::pin(async move {
+                crate::collector::events_api::handle(&self, req, peer).await
             }));
         }
         Err(req)

@@ -4,6 +4,7 @@
 //! destination.
 
 pub mod dedupe;
+pub mod events_api;
 pub mod wire;
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,8 +18,9 @@ use serde_json::{json, Map, Value};
 
 use crate::app::App;
 use crate::config::{canonical_ip, TrustedProxies};
+use crate::consent::Choices;
 use crate::event::identity::{cookie_domain, Tracker};
-use crate::event::{now_ms, parse_cookies, Event, RequestInfo};
+use crate::event::{now_ms, parse_cookies, Event, EventInput, RequestInfo};
 use crate::metrics::Metrics;
 use crate::proxy::body::{self, ProxyBody};
 use crate::tools::ToolCookie;
@@ -26,22 +28,9 @@ use crate::tools::ToolCookie;
 /// Handles one collector request.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     if req.method() != Method::POST {
-        let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return resp;
+        return method_not_allowed();
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let (content_type, mime) = media_type(req.headers());
     if mime != "application/json" && mime != "text/plain" {
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -49,31 +38,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         );
     }
     let limit = app.max_event_bytes as usize;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let (parts, mut incoming) = req.into_parts();
-    if let Some(n) = declared.filter(|n| *n > limit as u64) {
-        if n <= DRAIN_MAX_BYTES {
-            drain(&mut incoming).await;
-        }
-        return too_large(limit);
-    }
-    let body: Bytes = match Limited::new(&mut incoming, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            drain(&mut incoming).await;
-            return too_large(limit);
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "collector body read failed");
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "the request body could not be read",
-            );
-        }
+    let (parts, body) = match read_body(req, limit, "max_event_bytes").await {
+        Ok(read) => read,
+        Err(resp) => return resp,
     };
     let inputs = match wire::parse_batch(&body) {
         Ok(inputs) => inputs,
@@ -96,22 +63,21 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         },
     };
     let now = now_ms();
-    let mut tracker = Tracker::from_cookie_header_ms(header_str(headers, "cookie"), now);
+    let tracker = Tracker::from_cookie_header_ms(header_str(headers, "cookie"), now);
     let referer = header_str(headers, "referer").to_string();
-    let choices = app
-        .consent
-        .enabled
-        .then(|| Arc::new(app.consent.evaluate(&info.cookies)));
+    let mut visitor = Visitor::new(
+        app,
+        info,
+        tracker,
+        header_str(headers, header::USER_AGENT.as_str()),
+    );
 
     let mut instructions: Vec<Value> = Vec::new();
     // One `Set-Cookie` per name for the whole batch, however many events and
     // tools asked for it.
     let mut tool_cookies: Vec<ToolCookie> = Vec::new();
-    let mut deliveries = Vec::new();
-    let mut invalid = Vec::new();
-    let mut fresh_ids = Vec::new();
-    let count = inputs.len();
-    Metrics::add(&app.metrics.events_received, count as u64);
+    let mut pending = Pending::default();
+    Metrics::add(&app.metrics.events_received, inputs.len() as u64);
     let mut page_url = String::new();
     for mut input in inputs {
         if input.page.url.is_empty() {
@@ -120,81 +86,18 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         if page_url.is_empty() {
             page_url = input.page.url.clone();
         }
-        input.page.referrer = privacy.referrer(&input.page.referrer, &input.page.url);
-        input.page.url = privacy.page_url(&input.page.url);
-        let client_id = input.id.clone();
-        let pageview = input.kind == Some(crate::event::Kind::Pageview);
-        let mut event = Event::build(input, &info, tracker.next(pageview), now);
-        if let Some(choices) = &choices {
-            event.system["consent"] = app.consent.system_json(choices);
-            event.consent = Some(choices.clone());
-        }
-        event.consent_mode = app.consent.consent_mode(
-            choices.as_deref().unwrap_or(&Default::default()),
-            &event.client,
-        );
-        // A retried batch (same client ids) is answered again but delivered
-        // once. A consent replay carries the original id on purpose: it is
-        // its own delivery (to other tools), deduplicated as such.
-        let dedupe_key = if event.consent_replay {
-            format!("{}:replay", event.id)
-        } else {
-            event.id.clone()
-        };
-        if client_id.as_deref() == Some(event.id.as_str()) {
-            if !app.recent_ids.first_time(&dedupe_key) {
-                Metrics::add(&app.metrics.events_duplicate, 1);
-                continue;
-            }
-            fresh_ids.push(dedupe_key);
-        }
-        let event = Arc::new(event);
-        // GA4's engaged sessions count key events: later events know.
-        if app.is_key_event(&event) {
-            tracker.key_event();
-        }
-        let out = app.fan_out(&event);
-        deliveries.extend(out.deliveries);
-        invalid.extend(out.invalid);
+        let out = pending.process(app, &mut visitor, input, now);
         for i in out.instructions {
             if !instructions.contains(&i) {
                 instructions.push(i);
             }
         }
         crate::tools::merge_cookies(&mut tool_cookies, out.cookies);
-        app.observe(&event);
     }
-    // Bots: answered like anyone (so they learn nothing), never delivered.
-    let bot = app
-        .bots
-        .check(header_str(headers, header::USER_AGENT.as_str()));
-    if bot.bot && app.skip_bot_events {
-        app.metrics
-            .bot_dropped(bot.reason.unwrap_or("unknown"), count as u64);
-        tracing::debug!(
-            reason = bot.reason.unwrap_or(""),
-            events = count,
-            "bot events dropped"
-        );
-        deliveries.clear();
-        invalid.clear();
-        instructions.clear();
-        tool_cookies.clear();
-    }
-    if app.engine.submit(deliveries).await.is_err() {
-        // Not accepted after all: the client's retry must not look like a
-        // duplicate.
-        for key in &fresh_ids {
-            app.recent_ids.forget(key);
-        }
-        let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "busy: retry later");
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    let count = pending.events;
+    if let Err(resp) = pending.commit(app).await {
         return resp;
     }
-    // Accepted: what can never be sent goes to the dead letters now (after
-    // the submit, so a batch answered 503 and retried is not counted twice).
-    app.engine.dead_letter_invalid(invalid).await;
 
     let host = url::Url::parse(&page_url)
         .ok()
@@ -214,7 +117,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let tool_cookies = tool_cookies
         .iter()
         .filter_map(|c| c.set_cookie_header(domain.as_deref(), secure));
-    for cookie in tracker
+    for cookie in visitor
+        .tracker
         .set_cookies(domain.as_deref(), secure)
         .into_iter()
         .chain(tool_cookies)
@@ -224,6 +128,210 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
     }
     resp
+}
+
+/// The visitor behind a group of events: what its request (the collector)
+/// or its `system` object (the events API) says, its identity, consent
+/// choices and whether it is a bot whose events are dropped.
+pub(crate) struct Visitor {
+    pub info: RequestInfo,
+    pub tracker: Tracker,
+    choices: Option<Arc<Choices>>,
+    /// Why this visitor's events are dropped (`[bots] skip_events`), if so.
+    bot: Option<&'static str>,
+}
+
+impl Visitor {
+    /// Consent from `info.cookies` (`cf_consent`, `euconsent-v2`), bots
+    /// judged on the raw `user_agent` (before `clean_user_agent`).
+    pub fn new(app: &App, info: RequestInfo, tracker: Tracker, user_agent: &str) -> Visitor {
+        let choices = app
+            .consent
+            .enabled
+            .then(|| Arc::new(app.consent.evaluate(&info.cookies)));
+        let verdict = app.bots.check(user_agent);
+        let bot = (verdict.bot && app.skip_bot_events).then(|| verdict.reason.unwrap_or("unknown"));
+        Visitor {
+            info,
+            tracker,
+            choices,
+            bot,
+        }
+    }
+}
+
+/// What one event gave its caller.
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    /// The event id (the client's when well-formed, else a fresh one).
+    pub id: String,
+    /// Browser instructions (`{"fetch": url}`), in the order tools gave them.
+    pub instructions: Vec<Value>,
+    /// Cookies tools keep in the visitor's browser, one per name.
+    pub cookies: Vec<ToolCookie>,
+    /// Why the event produced no delivery at all (`bot`, `duplicate`).
+    pub dropped: Option<&'static str>,
+}
+
+/// The deliveries of one request's events, queued together (one spool
+/// append and sync) before the request is answered. Shared by the
+/// collector and the events API so both treat an event the same way.
+#[derive(Default)]
+pub(crate) struct Pending {
+    deliveries: Vec<crate::tools::Delivery>,
+    invalid: Vec<(crate::tools::Delivery, crate::tools::guard::Invalid)>,
+    /// Client ids first seen in this request: forgotten again if the queue
+    /// refuses the request, so the retry is not taken for a duplicate.
+    fresh_ids: Vec<String>,
+    /// Events processed so far.
+    pub events: usize,
+}
+
+impl Pending {
+    /// Builds one event as `visitor` sent it (privacy settings applied to
+    /// its page), deduplicates it by client id, and fans it out to tools:
+    /// the deliveries wait in `self` for [`Pending::commit`].
+    pub fn process(
+        &mut self,
+        app: &App,
+        visitor: &mut Visitor,
+        mut input: EventInput,
+        now: u64,
+    ) -> Answered {
+        self.events += 1;
+        let privacy = &app.privacy;
+        input.page.referrer = privacy.referrer(&input.page.referrer, &input.page.url);
+        input.page.url = privacy.page_url(&input.page.url);
+        let client_id = input.id.clone();
+        let pageview = input.kind == Some(crate::event::Kind::Pageview);
+        let mut event = Event::build(input, &visitor.info, visitor.tracker.next(pageview), now);
+        if let Some(choices) = &visitor.choices {
+            event.system["consent"] = app.consent.system_json(choices);
+            event.consent = Some(choices.clone());
+        }
+        event.consent_mode = app.consent.consent_mode(
+            visitor.choices.as_deref().unwrap_or(&Default::default()),
+            &event.client,
+        );
+        let mut answered = Answered {
+            id: event.id.clone(),
+            ..Answered::default()
+        };
+        if let Some(reason) = visitor.bot {
+            app.metrics.bot_dropped(reason, 1);
+            tracing::debug!(reason, event_id = %event.id, "bot events dropped");
+            answered.dropped = Some("bot");
+        }
+        // A retried batch (same client ids) is answered again but delivered
+        // once. A consent replay carries the original id on purpose: it is
+        // its own delivery (to other tools), deduplicated as such.
+        let dedupe_key = if event.consent_replay {
+            format!("{}:replay", event.id)
+        } else {
+            event.id.clone()
+        };
+        if client_id.as_deref() == Some(event.id.as_str()) {
+            if !app.recent_ids.first_time(&dedupe_key) {
+                Metrics::add(&app.metrics.events_duplicate, 1);
+                answered.dropped.get_or_insert("duplicate");
+                return answered;
+            }
+            self.fresh_ids.push(dedupe_key);
+        }
+        let event = Arc::new(event);
+        // GA4's engaged sessions count key events: later events know.
+        if app.is_key_event(&event) {
+            visitor.tracker.key_event();
+        }
+        let out = app.fan_out(&event);
+        app.observe(&event);
+        // Bots: answered like anyone (so they learn nothing), never delivered.
+        if visitor.bot.is_some() {
+            return answered;
+        }
+        self.deliveries.extend(out.deliveries);
+        self.invalid.extend(out.invalid);
+        answered.instructions = out.instructions;
+        answered.cookies = out.cookies;
+        answered
+    }
+
+    /// Queues every delivery (durably, before the caller answers) and
+    /// dead-letters what can never be sent. `Err` is the `503` to answer
+    /// when the queue is full.
+    pub async fn commit(self, app: &App) -> Result<(), Response<ProxyBody>> {
+        if app.engine.submit(self.deliveries).await.is_err() {
+            // Not accepted after all: the client's retry must not look like a
+            // duplicate.
+            for key in &self.fresh_ids {
+                app.recent_ids.forget(key);
+            }
+            let mut resp = json_error(StatusCode::SERVICE_UNAVAILABLE, "busy: retry later");
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Err(resp);
+        }
+        // Accepted: what can never be sent goes to the dead letters now (after
+        // the submit, so a batch answered 503 and retried is not counted twice).
+        app.engine.dead_letter_invalid(self.invalid).await;
+        Ok(())
+    }
+}
+
+/// `405` with `Allow: POST`.
+pub(crate) fn method_not_allowed() -> Response<ProxyBody> {
+    let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    resp
+}
+
+/// The `Content-Type` as sent, and its media type alone, lowercased.
+pub(crate) fn media_type(headers: &HeaderMap) -> (&str, String) {
+    let content_type = header_str(headers, header::CONTENT_TYPE.as_str());
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    (content_type, mime)
+}
+
+/// Reads a request body of at most `limit` bytes. Over the limit (declared
+/// or streamed): a `413` naming `limit` and what sets it (`limit_name`),
+/// after draining what is left within bounds so the client sees the answer.
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+    limit_name: &str,
+) -> Result<(http::request::Parts, Bytes), Response<ProxyBody>> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let (parts, mut incoming) = req.into_parts();
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        if n <= DRAIN_MAX_BYTES {
+            drain(&mut incoming).await;
+        }
+        return Err(too_large(limit, limit_name));
+    }
+    match Limited::new(&mut incoming, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            drain(&mut incoming).await;
+            Err(too_large(limit, limit_name))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "event body read failed");
+            Err(json_error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            ))
+        }
+    }
 }
 
 /// The visitor's IP: the socket's, or — when the socket is a trusted proxy —
@@ -303,10 +411,10 @@ where
     .await;
 }
 
-fn too_large(limit: usize) -> Response<ProxyBody> {
+fn too_large(limit: usize, limit_name: &str) -> Response<ProxyBody> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("body larger than {limit} bytes (max_event_bytes)"),
+        &format!("body larger than {limit} bytes ({limit_name})"),
     )
 }
 

@@ -162,7 +162,7 @@ fn convert(w: WireEvent) -> Result<Option<EventInput>, String> {
     }))
 }
 
-fn kind_of(v: &Value) -> &'static str {
+pub(crate) fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -271,10 +271,30 @@ impl Tracker {
         self.flags |= FLAG_ENGAGED;
     }
 
+    /// The two cookies that carry the state to the next request, as
+    /// (name, value, lifetime in seconds).
+    pub fn cookies(&self) -> [(&'static str, String, u64); 2] {
+        [
+            (
+                CLIENT_COOKIE,
+                format!("{}.{}.{}", self.random, self.first_seen, self.session_count),
+                YEAR_SECS,
+            ),
+            (
+                SESSION_COOKIE,
+                format!(
+                    "{}.{}.{}.{}.{}",
+                    self.session_id, self.hits, self.pageviews, self.started_ms, self.flags
+                ),
+                SESSION_SECS,
+            ),
+        ]
+    }
+
     /// `Set-Cookie` values that carry the state to the next request.
     pub fn set_cookies(&self, domain: Option<&str>, secure: bool) -> [String; 2] {
-        let attrs = |max_age: u64| {
-            let mut a = format!("; Path=/; Max-Age={max_age}; SameSite=Lax");
+        self.cookies().map(|(name, value, max_age)| {
+            let mut a = format!("{name}={value}; Path=/; Max-Age={max_age}; SameSite=Lax");
             if let Some(d) = domain {
                 a.push_str("; Domain=");
                 a.push_str(d);
@@ -283,25 +303,7 @@ impl Tracker {
                 a.push_str("; Secure");
             }
             a
-        };
-        [
-            format!(
-                "{CLIENT_COOKIE}={}.{}.{}{}",
-                self.random,
-                self.first_seen,
-                self.session_count,
-                attrs(YEAR_SECS)
-            ),
-            format!(
-                "{SESSION_COOKIE}={}.{}.{}.{}.{}{}",
-                self.session_id,
-                self.hits,
-                self.pageviews,
-                self.started_ms,
-                self.flags,
-                attrs(SESSION_SECS)
-            ),
-        ]
+        })
     }
 }
 
