@@ -1,5 +1,7 @@
 //! The admin listener (`admin_listen`): health, readiness and Prometheus
-//! metrics; tokens and the config API come with the admin issue.
+//! metrics; the token store ([`tokens`]).
+
+pub mod tokens;
 
 use std::convert::Infallible;
 use std::future::Future;
