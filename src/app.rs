@@ -8,6 +8,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use crate::admin::tokens::TokenStore;
 use crate::bots::BotDetector;
 use crate::collector::dedupe::RecentIds;
 use crate::config::{ConfigError, Loaded, LocationHeaders, Problem, Settings, TrustedProxies};
@@ -184,6 +185,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub recent_ids: Arc<RecentIds>,
     pub engine: Arc<Engine>,
+    /// The token store in `data_dir` (the events API's Bearer tokens).
+    pub tokens: Arc<TokenStore>,
 }
 
 impl Shared {
@@ -208,6 +211,7 @@ impl Shared {
             metrics,
             recent_ids,
             engine,
+            tokens: Arc::new(TokenStore::open(&loaded.data_dir())),
         })
     }
 }
@@ -230,6 +234,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Event ids seen recently, so retried batches are delivered once.
     pub recent_ids: Arc<RecentIds>,
+    /// Tokens for `{prefix}/api/events`.
+    pub tokens: Arc<TokenStore>,
     collector_path: String,
     /// `{prefix}/api/events`.
     events_api_path: String,
@@ -259,6 +265,7 @@ impl App {
             skip_bot_events: config.bots.skip_events,
             metrics: metrics.clone(),
             recent_ids: shared.recent_ids.clone(),
+            tokens: shared.tokens.clone(),
             collector_path: format!("{}/t", config.server.prefix.0),
             events_api_path: format!("{}/api/events", config.server.prefix.0),
         }

@@ -7,6 +7,11 @@
 //! the answer gives, per event and in order, what tools want the caller to
 //! do in the visitor's browser.
 //!
+//! Unlike Zaraz's (which has no authentication), the endpoint needs
+//! `Authorization: Bearer <token>` of a token with `events:write`
+//! ([`crate::admin::tokens`]): `401` without a valid one, `403` without the
+//! scope, checked before the body is read.
+//!
 //! Body, after Cloudflare's "HTTP Events API" page
 //! (<https://developers.cloudflare.com/zaraz/http-events-api/>):
 //!
@@ -60,6 +65,7 @@ use super::{
     json_error, json_response, media_type, method_not_allowed, read_body, visitor_ip, Answered,
     Pending, Visitor,
 };
+use crate::admin::tokens::{AuthError, Scope};
 use crate::app::App;
 use crate::config::canonical_ip;
 use crate::event::identity::{cookie_domain, Tracker};
@@ -80,6 +86,10 @@ const MAX_NAME_CHARS: usize = 256;
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     if req.method() != http::Method::POST {
         return method_not_allowed();
+    }
+    // Before the body is read: an unauthorised caller costs nothing more.
+    if let Err(e) = authorize(app, req.headers()).await {
+        return refused(&e, peer);
     }
     let (content_type, mime) = media_type(req.headers());
     if mime != "application/json" {
@@ -148,6 +158,39 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     json_response(StatusCode::OK, &json!({ "results": results }))
 }
 
+/// Checks `Authorization: Bearer <secret>` for a token with `events:write`.
+/// The store does small blocking file reads (and records the last use), so
+/// off the async threads.
+async fn authorize(app: &App, headers: &http::HeaderMap) -> Result<(), AuthError> {
+    let store = app.tokens.clone();
+    let header = headers.get(http::header::AUTHORIZATION).cloned();
+    tokio::task::spawn_blocking(move || store.authorize(header.as_ref(), Scope::EventsWrite))
+        .await
+        .unwrap_or_else(|e| Err(AuthError::Store(e.to_string())))
+        .map(|_| ())
+}
+
+/// `401` (no, malformed, unknown, expired or revoked token, with
+/// `WWW-Authenticate: Bearer` as RFC 6750 asks), `403` (no `events:write`)
+/// or `500` (store unreadable), with `{"error": …}`.
+fn refused(e: &AuthError, peer: SocketAddr) -> Response<ProxyBody> {
+    let (id, name) = e.token().unwrap_or(("", ""));
+    tracing::info!(status = e.status().as_u16(), reason = %e, token_id = id, token = name, remote = %peer, "events API call refused");
+    // The store's path and OS error are for the log, not for the caller.
+    let message = match e {
+        AuthError::Store(_) => "the token store cannot be read; see the server log".to_string(),
+        e => e.to_string(),
+    };
+    let mut resp = json_error(e.status(), &message);
+    if e.status() == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"tagproxy\""),
+        );
+    }
+    resp
+}
+
 /// A visitor as an event's `system` describes it. Location headers describe
 /// the caller, not the visitor: no `system.device.location`. An absent
 /// User-Agent is a server without one, not a bot.
@@ -182,11 +225,50 @@ fn new_visitor(
 }
 
 /// One result object: Zaraz's `fetch`, `execute`, `return` and `cookies`.
+/// `page_url` decides the cookies' `Domain` and `Secure`, as the collector's
+/// page URL does.
 fn result(app: &App, tracker: &Tracker, page_url: &str, out: Answered) -> Value {
+    let url = url::Url::parse(page_url).ok();
+    let host = url
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    let domain = cookie_domain(&app.settings.cookie_domain, &host);
+    let secure = url.as_ref().is_some_and(|u| u.scheme() == "https");
+    let ours = tracker
+        .cookies()
+        .into_iter()
+        .map(|(name, value, max_age_secs)| ToolCookie {
+            name: name.to_string(),
+            value,
+            max_age_secs,
+        });
+    let cookies: Vec<ToolCookie> = ours.chain(out.cookies).collect();
+    result_json(
+        &out.id,
+        out.instructions,
+        &cookies,
+        domain.as_deref(),
+        secure,
+        out.dropped,
+    )
+}
+
+/// The result object from an event's instructions and cookies. An
+/// instruction `{"fetch": url}` goes to `fetch`, `{"execute": js}` to
+/// `execute`, `{"return": {…}}` into `return`.
+fn result_json(
+    id: &str,
+    instructions: Vec<Value>,
+    cookies: &[ToolCookie],
+    domain: Option<&str>,
+    secure: bool,
+    dropped: Option<&str>,
+) -> Value {
     let mut fetch = Vec::new();
     let mut execute = Vec::new();
     let mut returned = Map::new();
-    for instruction in out.instructions {
+    for instruction in instructions {
         let Value::Object(i) = instruction else {
             continue;
         };
@@ -199,27 +281,13 @@ fn result(app: &App, tracker: &Tracker, page_url: &str, out: Answered) -> Value 
             }
         }
     }
-    let url = url::Url::parse(page_url).ok();
-    let host = url
-        .as_ref()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let domain = cookie_domain(&app.settings.cookie_domain, &host);
-    let secure = url.as_ref().is_some_and(|u| u.scheme() == "https");
-    let mut cookies = Map::new();
-    let ours = tracker
-        .cookies()
-        .into_iter()
-        .map(|(name, value, max_age_secs)| ToolCookie {
-            name: name.to_string(),
-            value,
-            max_age_secs,
-        });
-    for c in ours.chain(out.cookies) {
-        let Some(set_cookie) = c.set_cookie_header(domain.as_deref(), secure) else {
+    let mut jar = Map::new();
+    for c in cookies {
+        // Not a valid cookie: the collector would not set it either.
+        let Some(set_cookie) = c.set_cookie_header(domain, secure) else {
             continue;
         };
-        cookies.insert(
+        jar.insert(
             c.name.clone(),
             json!({
                 "value": c.value,
@@ -229,13 +297,13 @@ fn result(app: &App, tracker: &Tracker, page_url: &str, out: Answered) -> Value 
         );
     }
     let mut r = json!({
-        "id": out.id,
+        "id": id,
         "fetch": fetch,
         "execute": execute,
         "return": returned,
-        "cookies": cookies,
+        "cookies": jar,
     });
-    if let Some(why) = out.dropped {
+    if let Some(why) = dropped {
         r["dropped"] = json!(why);
     }
     r
@@ -596,6 +664,48 @@ mod tests {
             err(r#"{"events":[{"client":{"__zarazTrack":"a"},"ts":-1}]}"#).1,
             "events[0].ts: must be a positive number of milliseconds"
         );
+    }
+
+    #[test]
+    fn results_sort_instructions_and_cookies_into_zarazs_keys() {
+        let cookie = |name: &str, value: &str| ToolCookie {
+            name: name.into(),
+            value: value.into(),
+            max_age_secs: 10 * 365 * 24 * 3600,
+        };
+        let r = result_json(
+            "ev-1",
+            vec![
+                json!({"fetch": "https://px.test/a.gif"}),
+                json!({"execute": "console.log(1)"}),
+                json!({"return": {"tool": {"x": 1}}}),
+                json!({"fetch": "https://px.test/b.gif"}),
+            ],
+            &[
+                cookie("_fbp", "fb.1.1700000000000.42"),
+                cookie("bad name", "x"),
+            ],
+            Some("example.com"),
+            true,
+            None,
+        );
+        assert_eq!(
+            r,
+            json!({
+                "id": "ev-1",
+                "fetch": ["https://px.test/a.gif", "https://px.test/b.gif"],
+                "execute": ["console.log(1)"],
+                "return": {"tool": {"x": 1}},
+                "cookies": {"_fbp": {
+                    "value": "fb.1.1700000000000.42",
+                    "max_age": 31536000,
+                    "set_cookie": "_fbp=fb.1.1700000000000.42; Path=/; Max-Age=31536000; SameSite=Lax; Domain=example.com; Secure",
+                }},
+            })
+        );
+        let dropped = result_json("ev-2", Vec::new(), &[], None, false, Some("bot"));
+        assert_eq!(dropped["dropped"], "bot");
+        assert_eq!(dropped["fetch"], json!([]));
     }
 
     #[test]
