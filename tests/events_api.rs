@@ -172,9 +172,12 @@ async fn wait_meta_events(meta: &Destination, n: usize) -> Vec<Value> {
     }
 }
 
-/// A GA4 hit's parameters without the event id (which differs by design
-/// between the two paths), keyed by `en`.
-fn ga4_hits(requests: &[Recorded]) -> Vec<(String, Vec<(String, String)>, String)> {
+/// A GA4 hit: `en`, its parameters in order, its User-Agent.
+type Hit = (String, Vec<(String, String)>, String);
+
+/// GA4 hits' parameters without the event id (which differs by design
+/// between the two paths), sorted by `en`.
+fn ga4_hits(requests: &[Recorded]) -> Vec<Hit> {
     let mut hits: Vec<_> = requests
         .iter()
         .map(|r| {
