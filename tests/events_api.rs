@@ -661,3 +661,47 @@ async fn the_endpoint_needs_a_token_with_events_write() {
     proxy.settled().await;
     assert_eq!(dest.requests().len(), 1);
 }
+
+/// Durable like the collector: a call answered `200` is in the spool, so a
+/// `kill -9` loses none of it, and the caller's retry of the same call
+/// (same event ids) after the crash is answered but not delivered twice.
+#[tokio::test]
+async fn an_answered_call_survives_kill_9_and_its_retry_is_delivered_once() {
+    // The destination is down (nothing listens) until after the restart.
+    let dest_addr = format!("127.0.0.1:{}", free_port());
+    let tool = format!(
+        "type = \"http\"\n[settings]\nurl = \"http://{dest_addr}/hook\"\n[automated]\necommerce = true\n"
+    );
+    let mut proxy = start("", "", &[("hook", tool)]).await;
+    let secret = token(&proxy, "backend", "events:write");
+    let ids: Vec<String> = (0..10).map(|i| format!("order-{i:04}-paid")).collect();
+    let call = json!({"events": ids.iter().map(|id| json!({
+        "client": {"__zarazTrack": "Order Completed", "__zarazEcommerce": true, "order_id": id},
+        "system": system(CHROME_UA, json!({})),
+        "id": id,
+    })).collect::<Vec<_>>()});
+    let first = api(&proxy, &secret, &call).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    // The answer was lost (say), the process crashed; the caller retries.
+    proxy.restart().await;
+    let retry = api(&proxy, &secret, &call).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    let dropped: Vec<&Value> = retry.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["dropped"])
+        .collect();
+    assert_eq!(dropped, vec![&json!("duplicate"); 10]);
+
+    let dest = Destination::with_script_at(&dest_addr, Script::default()).await;
+    let got = dest.wait_for(10, Duration::from_secs(30)).await;
+    proxy.settled().await;
+    assert_eq!(dest.requests().len(), 10, "each event once");
+    let keys: BTreeSet<String> = got
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ids.into_iter().collect());
+}
