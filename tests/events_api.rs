@@ -705,3 +705,46 @@ async fn an_answered_call_survives_kill_9_and_its_retry_is_delivered_once() {
         .collect();
     assert_eq!(keys, ids.into_iter().collect());
 }
+
+/// TCF mode: the consent of a server event comes from the `euconsent-v2`
+/// value in its `system.cookies`, decoded as the collector decodes the
+/// browser's cookie. The issue-10 TC string restricts purpose 1 for vendor
+/// 8 (tests/consent.rs has the source), so only the vendor-2 tool gets the
+/// first event; the second carries no TC string, which grants nothing.
+#[tokio::test]
+async fn tcf_consent_comes_from_the_supplied_tc_string() {
+    let dest = Destination::start().await;
+    let hook = |vendor: u32, path: &str| {
+        format!(
+            "type = \"http\"\npurposes = [\"storage\"]\ntcf_vendor_id = {vendor}\n[settings]\nurl = \"{}{path}\"\n[automated]\ntrack = true\n",
+            dest.url()
+        )
+    };
+    let config = "[consent]\nenabled = true\ntcf = true\n[[consent.purposes]]\nid = \"storage\"\nname = \"Store and/or access information on a device\"\ntcf_purposes = [1]\n";
+    let proxy = start(
+        "",
+        config,
+        &[
+            ("vendor8", hook(8, "/vendor8")),
+            ("vendor2", hook(2, "/vendor2")),
+        ],
+    )
+    .await;
+    let secret = token(&proxy, "backend", "events:write");
+    let fixtures: Value = serde_json::from_str(include_str!("tcf/fixtures.json")).unwrap();
+    let tc = fixtures["issue_example"]["tc_string"].as_str().unwrap();
+    let call = json!({"events": [
+        {"client": {"__zarazTrack": "with_tc"}, "system": system(CHROME_UA, json!({"euconsent-v2": tc}))},
+        {"client": {"__zarazTrack": "without_tc"}, "system": system(CHROME_UA, json!({}))},
+    ]});
+    let a = api(&proxy, &secret, &call).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    proxy.settled().await;
+    let got = dest.requests();
+    let seen: Vec<(&str, Value)> = got
+        .iter()
+        .map(|r| (r.path(), r.json()["client"]["__zarazTrack"].clone()))
+        .collect();
+    assert_eq!(seen, [("/vendor2", json!("with_tc"))]);
+    assert_eq!(got[0].json()["system"]["consent"]["storage"], true);
+}
