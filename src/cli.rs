@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::audit::rfc3339_ms;
+use crate::admin::commands::{audit_command, token_command, TokenCommand};
 use crate::app::Plan;
 use crate::config::{self, Loaded};
 use crate::delivery::deadletter::{DeadLetter, DeadLetters, Filter};
@@ -56,6 +58,21 @@ enum Command {
     Deadletter {
         #[command(subcommand)]
         command: DeadletterCommand,
+    },
+    /// Account-owned admin tokens: create, list, roll, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the audit log of admin calls and token operations.
+    Audit {
+        /// Only entries since a time (2026-11-30T12:00:00Z, or a prefix such
+        /// as 2026-11-30) or a duration back from now (90m, 24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -125,6 +142,14 @@ pub fn main() -> ExitCode {
         },
         Command::Demo { listen } => demo(listen),
         Command::Deadletter { command } => deadletter_command(&cli.config, command),
+        Command::Token { command } => match load(&cli.config) {
+            Some(loaded) => token_command(&loaded.data_dir(), command),
+            None => ExitCode::from(1),
+        },
+        Command::Audit { since, json } => match load(&cli.config) {
+            Some(loaded) => audit_command(&loaded.data_dir(), since.as_deref(), json),
+            None => ExitCode::from(1),
+        },
     }
 }
 
@@ -361,34 +386,6 @@ fn letter_line(l: &DeadLetter) -> String {
         terminal_safe(&l.event_id),
         l.attempts,
         rfc3339_ms(l.failed_ms)
-    )
-}
-
-/// Unix milliseconds as RFC 3339 UTC (`2024-11-24T12:26:40.000Z`); the bare
-/// number past year 9999.
-fn rfc3339_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let of_day = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if year > 9999 {
-        return ms.to_string();
-    }
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        ms % 1000
     )
 }
 

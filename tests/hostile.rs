@@ -85,8 +85,11 @@ async fn a_value_in_the_query_cannot_add_parameters() {
         vec![("q".to_string(), "a&admin=1#frag".to_string())]
     );
     assert_eq!(get.param("admin"), None);
+    // A bodyless GET describes no content (RFC 9110 §8.3).
+    assert_eq!(get.headers.get("content-type"), None, "{get:#?}");
     let post = got.iter().find(|r| r.method == "POST").unwrap();
     assert_eq!(post.uri, "/u/a%26admin%3D1%23frag/x");
+    assert_eq!(post.headers["content-type"], "application/json");
     assert_eq!(got.len(), 2, "{got:#?}");
 }
 

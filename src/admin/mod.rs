@@ -1,6 +1,8 @@
 //! The admin listener (`admin_listen`): health, readiness and Prometheus
 //! metrics; the token store ([`tokens`]).
 
+pub mod audit;
+pub mod commands;
 pub mod tokens;
 
 use std::convert::Infallible;

@@ -392,7 +392,7 @@ impl Adapter for Http {
 }
 
 /// Headers from each list in turn, a later one replacing an earlier of the
-/// same name; `content-type: application/json` unless one is set.
+/// same name.
 fn render_headers(lists: &[&[(String, Template)]], ctx: &Context<'_>) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = Vec::new();
     for list in lists {
@@ -401,18 +401,14 @@ fn render_headers(lists: &[&[(String, Template)]], ctx: &Context<'_>) -> Vec<(St
             headers.push((name.clone(), value.render(ctx)));
         }
     }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-    {
-        headers.push(("content-type".into(), "application/json".into()));
-    }
     headers
 }
 
 /// The request, with the event id as `Idempotency-Key`; no body for GET or
 /// HEAD. A JSON body is serialized (a string value becomes a JSON string);
-/// a text body is sent as it is.
+/// a text body is sent as it is. A request with a body gets
+/// `content-type: application/json` unless the tool sets one; one without a
+/// body gets none (RFC 9110 §8.3: it describes content there is none of).
 fn request(
     method: String,
     url: String,
@@ -425,6 +421,13 @@ fn request(
         (Value::String(s), BodyKind::Text) => s.into_bytes(),
         (other, _) => serde_json::to_vec(&other).expect("a JSON value serializes"),
     });
+    if body.is_some()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
     Output {
         payloads: vec![Payload::Http(HttpRequest {
             method,
@@ -433,5 +436,58 @@ fn request(
             body,
         })],
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(method: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let out = request(
+            method.into(),
+            "http://hooks.example/h".into(),
+            headers,
+            (serde_json::json!({"a": 1}), BodyKind::Json),
+            "ev-1",
+        );
+        match out.payloads.into_iter().next() {
+            Some(Payload::Http(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn header<'a>(r: &'a HttpRequest, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn bodyless_requests_carry_no_content_type() {
+        for method in ["GET", "HEAD"] {
+            let r = sent(method, &[]);
+            assert_eq!(r.body, None);
+            assert_eq!(header(&r, "content-type"), None, "{method}");
+            assert_eq!(header(&r, "idempotency-key"), Some("ev-1"));
+        }
+        let r = sent("POST", &[]);
+        assert_eq!(r.body.as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        // The operator's own content type wins, with or without a body.
+        let r = sent("POST", &[("Content-Type", "text/plain")]);
+        assert_eq!(header(&r, "content-type"), Some("text/plain"));
+        assert_eq!(
+            r.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .count(),
+            1
+        );
     }
 }
