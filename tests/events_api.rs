@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use tagproxy::admin::tokens::{parse_scopes, TokenStore};
 
 const CHROME_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 const GOOGLEBOT_UA: &str =
@@ -80,15 +79,30 @@ async fn start(server_extra: &str, extra: &str, tools: &[(&str, String)]) -> Pro
     Proxy::spawn(dir, path, &[("TAGPROXY_SECRET_META", META_TOKEN)]).await
 }
 
-/// A new token in the proxy's `data_dir` (the store the server reads), its
-/// secret. The `tagproxy token create` CLI is not there yet; the library
-/// is the same store.
-fn token(proxy: &Proxy, name: &str, scopes: &str) -> String {
-    let store = TokenStore::open(&proxy.dir.path().join("data"));
-    let (_, secret) = store
-        .create(name, parse_scopes(scopes).unwrap(), None)
+/// Runs `tagproxy token …` on the proxy's config; stdout, after checking
+/// the command succeeded.
+fn token_cli(proxy: &Proxy, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin())
+        .arg("token")
+        .args(args)
+        .arg("-c")
+        .arg(&proxy.config)
+        .output()
         .unwrap();
-    secret.expose().to_string()
+    assert!(
+        out.status.success(),
+        "tagproxy token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A new token made with `tagproxy token create` in the proxy's `data_dir`
+/// (the store the running server reads): its secret, printed alone on the
+/// first line.
+fn token(proxy: &Proxy, name: &str, scopes: &str) -> String {
+    let out = token_cli(proxy, &["create", "--name", name, "--scopes", scopes]);
+    out.lines().next().unwrap().trim().to_string()
 }
 
 struct Answer {
@@ -644,16 +658,17 @@ async fn the_endpoint_needs_a_token_with_events_write() {
     let ok = api_raw(&proxy, Some(&writer), "application/json", call.clone()).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
 
-    // Revoked: refused at once.
-    let store = TokenStore::open(&proxy.dir.path().join("data"));
-    let id = store
-        .list()
+    // Revoked with the CLI: refused at once.
+    let listed = token_cli(&proxy, &["list", "--json"]);
+    let id = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|t| t["name"] == "backend")
+        .unwrap()["id"]
+        .as_str()
         .unwrap()
-        .into_iter()
-        .find(|t| t.name == "backend")
-        .unwrap()
-        .id;
-    store.revoke(&id).unwrap();
+        .to_string();
+    token_cli(&proxy, &["revoke", &id]);
     let revoked = api_raw(&proxy, Some(&writer), "application/json", call).await;
     assert_eq!(revoked.status, 401, "{}", revoked.body);
 
