@@ -490,6 +490,51 @@ async fn personal_data_never_reaches_ga4() {
     assert!(n >= 13.0, "{n}");
 }
 
+/// A custom action with `include_system_properties` sends GA4 the event's
+/// own parameters only: the site's cookies, the visitor's IP (with
+/// `hide_ip`) and location never become `ep.system_*` parameters.
+#[tokio::test]
+async fn system_properties_never_become_ga4_parameters() {
+    let ga = Destination::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let tool = format!(
+        "type = \"google-analytics-4\"\nendpoint = \"{}\"\n[settings]\nmeasurement_id = \"G-TEST12345\"\nhide_ip = true\n\n[[actions]]\nname = \"signup\"\nkind = \"event\"\nfiring = [\"signup\"]\ninclude_system_properties = true\ninclude_event_properties = true\n[actions.fields]\nevent_name = \"sign_up\"\n",
+        ga.url()
+    );
+    std::fs::write(dir.path().join("tools/ga4.toml"), tool).unwrap();
+    let text = format!(
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[triggers.signup]\nrules = [ {{ match = \"{{{{ client.__zarazTrack }}}}\", op = \"equals\", value = \"signup\" }} ]\n"
+    );
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let proxy = Proxy::spawn(dir, path, &[]).await;
+    let resp = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", UA)
+        .header("x-forwarded-for", "198.51.100.77")
+        .header("cookie", "shop_session=S3CR3TSESSION; cart=C4RTID")
+        .body(json!([track("signup", json!({"plan": "pro"}))]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let all = hits(&ga, 1).await;
+    let hit = named(&all, "sign_up");
+    assert_eq!(p(hit, "ep.plan"), "pro");
+    let system: Vec<_> = hit
+        .query()
+        .into_iter()
+        .filter(|(k, _)| k.contains("system") || k.contains("cookies"))
+        .collect();
+    assert!(system.is_empty(), "{system:?} in {}", hit.uri);
+    for leaked in ["S3CR3TSESSION", "C4RTID", "198.51.100.77"] {
+        assert!(!hit.uri.contains(leaked), "{leaked} in {}", hit.uri);
+    }
+    assert_eq!(hit.param("_uip"), None);
+}
+
 /// `tagproxy check` warns (exit 0) when a GA4 custom action maps personal
 /// data into a field.
 #[test]

@@ -218,6 +218,15 @@ impl Adapter for Ga4 {
         if let Some(cu) = fields.get("currency") {
             params.currency(cu);
         }
+        // `include_system_properties` adds the event's whole `system` object:
+        // GA4 already gets what it uses of it in its own parameters (`dl`,
+        // `dt`, `dr`, `ul`, `sr`, `_uip` unless `hide_ip`), and the rest
+        // (every cookie of the site, the IP, location headers) must not
+        // become event parameters. Meta's adapter drops it the same way.
+        let mut fields = fields;
+        if fields.get("system") == Some(&event.system) {
+            fields.remove("system");
+        }
         let mut flat = Vec::new();
         flatten("", &fields, &mut flat);
         params.custom_all(&flat, &["event_name", "currency"]);
