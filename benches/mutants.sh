@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Mutation testing with cargo-mutants (issue 18): does a one-line breakage of
+# the modules that carry data make some test fail?
+#
+#   benches/mutants.sh                    # every module (many hours on 2 cores)
+#   benches/mutants.sh delivery collector # some modules
+#   SHARD=1/4 benches/mutants.sh tools    # a quarter of one module's mutants
+#   benches/mutants.sh --summary          # only print the score table
+#
+# Modules: delivery collector consent rules tools inject (src/proxy/inject.rs).
+# Settings are in .cargo/mutants.toml (nextest, profile `mutants`).
+#
+# The mutants are built and tested in a git worktree of HEAD under
+# target/mutants/tree (never in this checkout), with its own target dir that
+# stays between runs, so each mutant is an incremental rebuild. Each module
+# runs against its own test targets (below: the unit tests and the
+# integration tests that exercise it; the browser tests are left out, they
+# are slow and test the client script). Results accumulate in
+# target/mutants/<module>/mutants.out: with --iterate a re-run skips mutants
+# already caught and resumes where a run stopped. Delete that folder to start
+# a module over.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+export PATH="$PATH:/usr/sbin" # nats-server, for tests/nats.rs
+
+if ! cargo mutants --version >/dev/null 2>&1; then
+  echo "benches/mutants.sh: installing cargo-mutants" >&2
+  cargo install --locked cargo-mutants
+fi
+
+declare -A globs=(
+  [delivery]='src/delivery/**/*.rs'
+  [collector]='src/collector/**/*.rs'
+  [consent]='src/consent/**/*.rs'
+  [rules]='src/rules/**/*.rs'
+  [tools]='src/tools/**/*.rs'
+  [inject]='src/proxy/inject.rs'
+)
+declare -A tests=(
+  [delivery]='delivery nats mutation_gaps deadletter_cli events_api'
+  [collector]='collector events_api hostile privacy bots harness'
+  [consent]='consent privacy ga4 events_api'
+  [rules]='triggers client_triggers hostile adapters secrets'
+  [tools]='adapters ga4 hostile privacy triggers consent secrets'
+  [inject]='inject forward harness'
+)
+all=(delivery collector consent rules tools inject)
+summary_only=0
+modules=()
+for a in "$@"; do
+  case $a in
+    --summary) summary_only=1 ;;
+    *)
+      [ -n "${globs[$a]:-}" ] || { echo "unknown module '$a' (${all[*]})" >&2; exit 2; }
+      modules+=("$a")
+      ;;
+  esac
+done
+[ ${#modules[@]} -gt 0 ] || modules=("${all[@]}")
+shard=()
+[ -n "${SHARD:-}" ] && shard=(--shard "$SHARD")
+
+if [ $summary_only = 0 ]; then
+  tree=target/mutants/tree
+  commit=$(git rev-parse HEAD)
+  if [ ! -e "$tree/.git" ]; then
+    mkdir -p target/mutants
+    git worktree add --detach "$tree" "$commit" >/dev/null
+  fi
+  git -C "$tree" checkout --detach -q -f "$commit"
+  git -C "$tree" clean -fdq -e target
+  # The tests read ../shared/fixtures from the repository's parent folder.
+  [ -e target/mutants/shared ] || ln -s "$root/../shared" target/mutants/shared
+  for m in "${modules[@]}"; do
+    out=$root/target/mutants/$m
+    mkdir -p "$out"
+    args=(--cargo-test-arg=--lib)
+    for t in ${tests[$m]}; do args+=(--cargo-test-arg=--test --cargo-test-arg="$t"); done
+    echo "=== $m at $(git rev-parse --short HEAD): ${tests[$m]} ==="
+    (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target cargo mutants \
+      --in-place --no-shuffle --iterate -o "$out" -f "${globs[$m]}" "${shard[@]}" "${args[@]}") || true
+  done
+fi
+
+# Score per module from the accumulated outcomes: caught / (caught + missed
+# + timeout); unviable mutants (they do not compile) are listed apart.
+printf '| module | mutants tested | caught | missed | timeout | unviable | score |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+for m in "${modules[@]}"; do
+  dir=target/mutants/$m/mutants.out
+  count() { cat "$@" 2>/dev/null | sort -u | grep -c . || true; }
+  # --iterate carries earlier runs' catches in previously_caught.txt.
+  caught=$(count "$dir/caught.txt" "$dir/previously_caught.txt")
+  missed=$(count "$dir/missed.txt")
+  timeout=$(count "$dir/timeout.txt")
+  unviable=$(count "$dir/unviable.txt")
+  tested=$((caught + missed + timeout))
+  score=-
+  [ "$tested" -gt 0 ] && score="$((100 * caught / tested))%"
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$tested" "$caught" "$missed" "$timeout" "$unviable" "$score"
+done
+echo
+echo "Missed mutants: target/mutants/<module>/mutants.out/missed.txt"
