@@ -106,7 +106,8 @@ impl Endpoint {
 
 /// The answer to one call, and what the audit log says about it.
 struct Answer {
-    response: Response<ProxyBody>,
+    /// Boxed: answers travel in `Err`s, which should stay small.
+    response: Box<Response<ProxyBody>>,
     outcome: Outcome,
     detail: Option<String>,
 }
@@ -114,7 +115,7 @@ struct Answer {
 impl Answer {
     fn ok(status: StatusCode, body: Value, detail: impl Into<String>) -> Answer {
         Answer {
-            response: json_response(status, &body),
+            response: Box::new(json_response(status, &body)),
             outcome: Outcome::Allowed,
             detail: Some(detail.into()),
         }
@@ -124,7 +125,7 @@ impl Answer {
     fn failed(status: StatusCode, message: impl Into<String>) -> Answer {
         let message = message.into();
         Answer {
-            response: error_json(status, &message),
+            response: Box::new(error_json(status, &message)),
             outcome: Outcome::Failed,
             detail: Some(message),
         }
@@ -132,7 +133,10 @@ impl Answer {
 
     fn problems(status: StatusCode, error: &str, problems: Vec<String>) -> Answer {
         Answer {
-            response: json_response(status, &json!({"error": error, "problems": problems})),
+            response: Box::new(json_response(
+                status,
+                &json!({"error": error, "problems": problems}),
+            )),
             outcome: Outcome::Failed,
             detail: Some(format!("{error}: {}", problems.join("; "))),
         }
@@ -141,7 +145,7 @@ impl Answer {
     /// Refused for escalation (`403`).
     fn refused(message: String) -> Answer {
         Answer {
-            response: error_json(StatusCode::FORBIDDEN, &message),
+            response: Box::new(error_json(StatusCode::FORBIDDEN, &message)),
             outcome: Outcome::Refused,
             detail: Some(message),
         }
@@ -201,7 +205,7 @@ pub(super) async fn handle(
         entry = entry.detail(detail);
     }
     admin.audit.record(&entry);
-    answer.response
+    *answer.response
 }
 
 /// The `401` / `403` / `500` answer to a failed authorization.
@@ -459,11 +463,13 @@ fn tool_get(admin: &Admin, id: &str) -> Answer {
     let path = tool_path(&admin.config.load().tools_dir, id);
     match std::fs::read(&path) {
         Ok(text) => Answer {
-            response: Response::builder()
-                .header("content-type", "application/toml")
-                .header("cache-control", "no-store")
-                .body(body::full(text))
-                .expect("static response"),
+            response: Box::new(
+                Response::builder()
+                    .header("content-type", "application/toml")
+                    .header("cache-control", "no-store")
+                    .body(body::full(text))
+                    .expect("static response"),
+            ),
             outcome: Outcome::Allowed,
             detail: Some(format!("tool {id}")),
         },
