@@ -1111,3 +1111,39 @@ fn assert_no_secret_on_disk_cli(dir: &Path, secrets: &[String]) {
         }
     }
 }
+
+/// Off loopback, a not-ready `/readyz` still answers `503` to a probe, but
+/// says why only to a token holder (the reason describes the spool).
+#[tokio::test]
+async fn off_loopback_readyz_keeps_its_reason_for_token_holders() {
+    let origin = Origin::page("text/html", PAGE).await;
+    // Nothing listens there: deliveries stay in the spool until it is full.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(dir.path().join("tools/down.toml"), events::hook(&down)).unwrap();
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"0.0.0.0:0\"\nupstream = \"http://{}\"\n[delivery]\nretry_base_ms = 60000\nspool_max_bytes = 4096\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::spawn(dir, path, &[]).await;
+    let probe = create(&proxy.config, "probe", "metrics:read", &[]);
+    let mut n = 0;
+    while events::post_status(&proxy.url(""), &[format!("ready-{n:06}")]).await != Some(503) {
+        n += 1;
+        assert!(n < 1000, "the spool never filled");
+    }
+    let (status, _, body) = call(&proxy, "GET", "/readyz", None, None).await;
+    assert_eq!((status, body.as_str()), (503, r#"{"ok":false}"#));
+    let (status, _, body) = call(&proxy, "GET", "/readyz", Some(&probe.secret), None).await;
+    assert_eq!(status, 503);
+    assert!(json_of(&body)["reason"]
+        .as_str()
+        .unwrap()
+        .contains("spool is full"));
+}
