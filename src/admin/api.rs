@@ -171,8 +171,8 @@ pub(super) async fn handle(
     );
     let header = req.headers().get(http::header::AUTHORIZATION);
     let auth = match scope {
-        Some(scope) => admin.tokens.authorize(header, scope),
-        None => tokens::bearer(header).and_then(|s| admin.tokens.authenticate(s)),
+        Some(scope) => blocking(|| admin.tokens.authorize(header, scope)),
+        None => tokens::bearer(header).and_then(|s| blocking(|| admin.tokens.authenticate(s))),
     };
     let caller = match auth {
         Ok(token) => token,
@@ -181,18 +181,18 @@ pub(super) async fn handle(
             if let Some((id, name)) = e.token() {
                 entry = entry.token(id, name);
             }
-            admin.audit.record(&entry);
+            blocking(|| admin.audit.record(&entry));
             return auth_error(&e);
         }
     };
     let answer = match endpoint {
-        Endpoint::TokensList => tokens_list(admin),
+        Endpoint::TokensList => blocking(|| tokens_list(admin)),
         Endpoint::TokensCreate => tokens_create(admin, &caller, req.into_body()).await,
-        Endpoint::TokensRoll(id) => tokens_change(admin, &caller, &id, true),
-        Endpoint::TokensRevoke(id) => tokens_change(admin, &caller, &id, false),
+        Endpoint::TokensRoll(id) => blocking(|| tokens_change(admin, &caller, &id, true)),
+        Endpoint::TokensRevoke(id) => blocking(|| tokens_change(admin, &caller, &id, false)),
         Endpoint::ConfigRead => config_read(admin),
         Endpoint::Reload => reload(admin).await,
-        Endpoint::ToolGet(id) => tool_get(admin, &id),
+        Endpoint::ToolGet(id) => blocking(|| tool_get(admin, &id)),
         Endpoint::ToolPut(id) => tool_put(admin, &id, req.into_body()).await,
         Endpoint::ToolDelete(id) => tool_delete(admin, &id).await,
         Endpoint::Unknown => Answer::failed(StatusCode::NOT_FOUND, "no such admin endpoint"),
@@ -204,8 +204,19 @@ pub(super) async fn handle(
     if let Some(detail) = &answer.detail {
         entry = entry.detail(detail);
     }
-    admin.audit.record(&entry);
+    blocking(|| admin.audit.record(&entry));
     *answer.response
+}
+
+/// Runs file I/O that syncs to disk (token store, audit log, tool files)
+/// without stalling the runtime's other tasks, the collector's included.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// The `401` / `403` / `500` answer to a failed authorization.
@@ -336,7 +347,7 @@ async fn tokens_create(admin: &Admin, caller: &Token, body: Incoming) -> Answer 
             "no escalation: the calling token lacks {missing}, so it cannot grant it"
         ));
     }
-    match admin.tokens.create(&request.name, scopes, expires) {
+    match blocking(|| admin.tokens.create(&request.name, scopes, expires)) {
         Ok((token, secret)) => Answer::ok(
             StatusCode::CREATED,
             json!({"token": token.public_json(), "secret": secret.expose()}),
@@ -555,18 +566,20 @@ async fn tool_put(admin: &Admin, id: &str, body: Incoming) -> Answer {
         return Answer::failed(StatusCode::BAD_REQUEST, "a tool file is UTF-8 TOML");
     };
     let _one_at_a_time = admin.tools_lock.lock().await;
-    let path = match validate(
-        admin,
-        ToolChange {
-            id,
-            text: Some(text),
-        },
-    ) {
+    let path = match blocking(|| {
+        validate(
+            admin,
+            ToolChange {
+                id,
+                text: Some(text),
+            },
+        )
+    }) {
         Ok(p) => p,
         Err(a) => return a,
     };
     let existed = path.exists();
-    if let Err(e) = write_atomically(&path, text.as_bytes()) {
+    if let Err(e) = blocking(|| write_atomically(&path, text.as_bytes())) {
         return Answer::failed(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot write {}: {e}", path.display()),
@@ -595,12 +608,14 @@ async fn tool_delete(admin: &Admin, id: &str) -> Answer {
     if !current.exists() {
         return Answer::failed(StatusCode::NOT_FOUND, format!("no tool {id:?}"));
     }
-    let path = match validate(admin, ToolChange { id, text: None }) {
+    let path = match blocking(|| validate(admin, ToolChange { id, text: None })) {
         Ok(p) => p,
         Err(a) => return a,
     };
-    let removed = std::fs::remove_file(&path)
-        .and_then(|()| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all());
+    let removed = blocking(|| {
+        std::fs::remove_file(&path)
+            .and_then(|()| std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all())
+    });
     if let Err(e) = removed {
         return Answer::failed(
             StatusCode::INTERNAL_SERVER_ERROR,

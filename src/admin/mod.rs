@@ -135,12 +135,12 @@ impl Admin {
             if let Some((id, name)) = e.token() {
                 entry = entry.token(id, name);
             }
-            self.audit.record(&entry);
+            api::blocking(|| self.audit.record(&entry));
             e
         };
         let header = req.headers().get(http::header::AUTHORIZATION);
         let token = tokens::bearer(header)
-            .and_then(|secret| self.tokens.authenticate(secret))
+            .and_then(|secret| api::blocking(|| self.tokens.authenticate(secret)))
             .map_err(refuse)?;
         if token.scopes.contains(&Scope::MetricsRead) || token.scopes.contains(&Scope::EventsRead) {
             Ok(())
