@@ -464,6 +464,17 @@ async fn scope_matrix_each_endpoint_by_each_scope() {
             .unwrap();
         assert_eq!(status, 401);
     }
+    // A known path with another method: 405 with Allow (after the token);
+    // an unknown one: 404.
+    let any = &callers[0].1.secret;
+    let (status, headers, _) = call(&proxy, "GET", "/admin/reload", Some(any), None).await;
+    assert_eq!((status, &headers["allow"]), (405, &"POST".parse().unwrap()));
+    let (status, _, _) = call(&proxy, "PATCH", "/admin/tools/hook", Some(any), None).await;
+    assert_eq!(status, 405);
+    let (status, _, _) = call(&proxy, "GET", "/admin/nothing", Some(any), None).await;
+    assert_eq!(status, 404);
+    let (status, headers, body) = call(&proxy, "GET", "/admin/nothing", None, None).await;
+    assert_401(status, &headers, &body);
     // Metrics and health stay open on loopback.
     assert_eq!(call(&proxy, "GET", "/metrics", None, None).await.0, 200);
     assert_eq!(call(&proxy, "GET", "/readyz", None, None).await.0, 200);

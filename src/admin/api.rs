@@ -56,6 +56,8 @@ enum Endpoint {
     ToolGet(String),
     ToolPut(String),
     ToolDelete(String),
+    /// A known path with another method: `405` with these in `Allow`.
+    WrongMethod(&'static str),
     Unknown,
 }
 
@@ -79,9 +81,15 @@ impl Endpoint {
                     Method::GET => Endpoint::ToolGet(id),
                     Method::PUT => Endpoint::ToolPut(id),
                     Method::DELETE => Endpoint::ToolDelete(id),
-                    _ => Endpoint::Unknown,
+                    _ => Endpoint::WrongMethod("GET, PUT, DELETE"),
                 }
             }
+            (_, ["admin", "tokens"]) => Endpoint::WrongMethod("GET, POST"),
+            (_, ["admin", "tokens", _, "roll"]) | (_, ["admin", "reload"]) => {
+                Endpoint::WrongMethod("POST")
+            }
+            (_, ["admin", "tokens", _]) => Endpoint::WrongMethod("DELETE"),
+            (_, ["admin", "config"]) => Endpoint::WrongMethod("GET"),
             _ => Endpoint::Unknown,
         }
     }
@@ -99,7 +107,7 @@ impl Endpoint {
             Endpoint::ToolGet(_) => ("tools.get", Some(Scope::ConfigRead)),
             Endpoint::ToolPut(_) => ("tools.put", Some(Scope::ConfigWrite)),
             Endpoint::ToolDelete(_) => ("tools.delete", Some(Scope::ConfigWrite)),
-            Endpoint::Unknown => ("unknown", None),
+            Endpoint::WrongMethod(_) | Endpoint::Unknown => ("unknown", None),
         }
     }
 }
@@ -195,6 +203,16 @@ pub(super) async fn handle(
         Endpoint::ToolGet(id) => blocking(|| tool_get(admin, &id)),
         Endpoint::ToolPut(id) => tool_put(admin, &id, req.into_body()).await,
         Endpoint::ToolDelete(id) => tool_delete(admin, &id).await,
+        Endpoint::WrongMethod(allow) => {
+            let mut a = Answer::failed(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method not allowed here (allowed: {allow})"),
+            );
+            a.response
+                .headers_mut()
+                .insert("allow", HeaderValue::from_static(allow));
+            a
+        }
         Endpoint::Unknown => Answer::failed(StatusCode::NOT_FOUND, "no such admin endpoint"),
     };
     let mut entry = entry
@@ -670,7 +688,14 @@ mod tests {
         assert!(
             matches!(Endpoint::of(&Method::PUT, "/admin/tools/../../etc"), Endpoint::ToolPut(id) if id == "../../etc")
         );
-        assert_eq!(p(Method::PATCH, "/admin/tools/x"), "unknown");
+        assert!(matches!(
+            Endpoint::of(&Method::PATCH, "/admin/tools/x"),
+            Endpoint::WrongMethod("GET, PUT, DELETE")
+        ));
+        assert!(matches!(
+            Endpoint::of(&Method::GET, "/admin/reload"),
+            Endpoint::WrongMethod("POST")
+        ));
         assert_eq!(p(Method::GET, "/admin/nope"), "unknown");
     }
 }
