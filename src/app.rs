@@ -32,11 +32,32 @@ pub struct Plan {
     pub triggers: Triggers,
     /// Remarks for `check` that do not stop the config from running.
     pub warnings: Vec<String>,
+    /// The tool files the plan was built from (enabled or not), for
+    /// `GET /admin/config`.
+    pub sources: Vec<tools::ToolSource>,
+}
+
+/// A change to the tools folder, validated before it is made on disk: tool
+/// `id`'s file replaced by (or created with) `text`, or removed (`None`).
+#[derive(Debug, Clone, Copy)]
+pub struct ToolChange<'a> {
+    pub id: &'a str,
+    pub text: Option<&'a str>,
 }
 
 impl Plan {
     /// Loads variables and every tool file; collects every problem.
     pub fn load(loaded: &Loaded, secrets: Secrets) -> Result<Plan, ConfigError> {
+        Self::load_with(loaded, secrets, None)
+    }
+
+    /// Like [`Plan::load`], as if `change` had been made to the tools
+    /// folder: what the admin API checks before it writes a tool file.
+    pub fn load_with(
+        loaded: &Loaded,
+        secrets: Secrets,
+        change: Option<ToolChange<'_>>,
+    ) -> Result<Plan, ConfigError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let variables =
@@ -46,21 +67,38 @@ impl Plan {
             });
         let (triggers, mut trigger_problems) = crate::rules::triggers(loaded, &variables);
         problems.append(&mut trigger_problems);
-        let tools =
-            tools::load_dir(&loaded.tools_dir(), &variables, &triggers).unwrap_or_else(|mut p| {
-                problems.append(&mut p);
-                Vec::new()
-            });
+        let mut sources = tools::read_sources(&loaded.tools_dir()).unwrap_or_else(|mut p| {
+            problems.append(&mut p);
+            Vec::new()
+        });
+        if let Some(change) = change {
+            sources.retain(|s| s.id != change.id);
+            if let Some(text) = change.text {
+                sources.push(tools::ToolSource {
+                    id: change.id.to_string(),
+                    path: loaded.tools_dir().join(format!("{}.toml", change.id)),
+                    text: text.to_string(),
+                });
+                sources.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+        }
+        let tools = tools::from_sources(&sources, &variables, &triggers).unwrap_or_else(|mut p| {
+            problems.append(&mut p);
+            Vec::new()
+        });
         warnings.extend(
             tools
                 .iter()
                 .flat_map(|t| t.warnings.iter().map(ToString::to_string)),
         );
-        warnings.extend(consent_problems(loaded, &tools, &mut problems));
+        warnings.extend(consent_problems(loaded, &tools, &sources, &mut problems));
         for tool in &tools {
             let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            warnings.extend(tool.adapter.check_warnings(&path, &text, &tool.file));
+            warnings.extend(tool.adapter.check_warnings(
+                &path,
+                text_of(&sources, &tool.id),
+                &tool.file,
+            ));
         }
         if problems.is_empty() {
             Ok(Plan {
@@ -68,6 +106,7 @@ impl Plan {
                 variables,
                 triggers,
                 warnings,
+                sources,
             })
         } else {
             Err(ConfigError(problems))
@@ -75,10 +114,23 @@ impl Plan {
     }
 }
 
+/// The text of tool `id`'s file among `sources` ("" when absent).
+fn text_of<'a>(sources: &'a [tools::ToolSource], id: &str) -> &'a str {
+    sources
+        .iter()
+        .find(|s| s.id == id)
+        .map_or("", |s| s.text.as_str())
+}
+
 /// Consent checks across files: purpose ids are unique, tools name only
 /// configured purposes; tools without purposes run without consent (a
 /// warning, as in SPEC §9).
-fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>) -> Vec<String> {
+fn consent_problems(
+    loaded: &Loaded,
+    tools: &[Tool],
+    sources: &[tools::ToolSource],
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
     let consent = &loaded.config.consent;
     let mut warnings = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -101,13 +153,13 @@ fn consent_problems(loaded: &Loaded, tools: &[Tool], problems: &mut Vec<Problem>
     let policy = ConsentPolicy::new(consent);
     for tool in tools {
         let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = text_of(sources, &tool.id);
         for purpose in &tool.file.purposes {
             if !policy.has_purpose(purpose) {
                 let at = text.find("purposes").unwrap_or(0);
                 problems.push(Problem::at(
                     &path,
-                    &text,
+                    text,
                     at,
                     format!("unknown consent purpose `{purpose}`"),
                 ));

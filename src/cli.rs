@@ -236,7 +236,7 @@ fn demo(listen: SocketAddr) -> ExitCode {
         let tool = crate::tools::from_text("console", Path::new("<demo>/tools/console.toml"), console, &Default::default(), &Default::default())
             .expect("demo tool is valid")
             .expect("enabled");
-        let plan = Plan { tools: vec![tool], variables: Default::default(), triggers: Default::default(), warnings: Vec::new() };
+        let plan = Plan { tools: vec![tool], variables: Default::default(), triggers: Default::default(), warnings: Vec::new(), sources: Vec::new() };
         let bound = match Bound::bind(listen, loaded.config.server.admin_listen.0).await {
             Ok(b) => b,
             Err(e) => {

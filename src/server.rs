@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::app::{App, Plan, Shared};
 use crate::config::{self, Loaded};
@@ -19,6 +19,40 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// File events closer together than this are one reload (editors write in
 /// several steps).
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// What a reload ended with: the number of enabled tools now running, or
+/// the problems (one `FILE:LINE:COL: message` per line) that kept the new
+/// config out (the previous one stays in force).
+pub type ReloadResult = Result<usize, String>;
+
+/// A request to reload the config: from SIGHUP, the file watcher, or the
+/// admin API (which waits for the result on `reply`).
+pub struct ReloadRequest {
+    pub reason: &'static str,
+    pub reply: Option<oneshot::Sender<ReloadResult>>,
+}
+
+/// A handle to the one task that reloads the config, so reloads from every
+/// source run one at a time and never race.
+#[derive(Clone)]
+pub struct ReloadHandle(mpsc::Sender<ReloadRequest>);
+
+impl ReloadHandle {
+    /// Reloads now (after any reload already running) and waits for the
+    /// outcome.
+    pub async fn reload(&self, reason: &'static str) -> ReloadResult {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(ReloadRequest {
+                reason,
+                reply: Some(tx),
+            })
+            .await
+            .map_err(|_| "the server is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "the server is shutting down".to_string())?
+    }
+}
 
 /// Bound listeners, ready to serve.
 pub struct Bound {
@@ -56,6 +90,7 @@ fn build(loaded: &Loaded, plan: Plan, shared: &Shared) -> Proxy {
 pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::start(loaded)?);
     let metrics = shared.metrics.clone();
+    let config_state = crate::admin::ConfigState::new(loaded, &plan);
     let current: CurrentProxy = Arc::new(ArcSwap::from_pointee(build(loaded, plan, &shared)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -67,27 +102,38 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         upstream = loaded.config.server.upstream.authority(),
         "tagproxy serving"
     );
+    let config_state = Arc::new(ArcSwap::from_pointee(config_state));
+    // Reloads (SIGHUP, file changes, POST /admin/reload, tool PUT/DELETE)
+    // all go through one task.
+    let (reload_tx, reload_rx) = mpsc::channel(16);
     // Watch before serving: a change made as soon as the server answers
     // must not be missed.
     let _watcher = if watch {
-        let (tx, rx) = mpsc::channel(16);
-        let watcher = watch_files(loaded, tx.clone());
-        spawn_sighup(tx);
-        tokio::spawn(reloader(
-            loaded.clone(),
-            rx,
-            current.clone(),
-            shared.clone(),
-        ));
+        let watcher = watch_files(loaded, reload_tx.clone());
+        spawn_sighup(reload_tx.clone());
         watcher
     } else {
         None
     };
+    tokio::spawn(reloader(
+        loaded.clone(),
+        reload_rx,
+        current.clone(),
+        shared.clone(),
+        config_state.clone(),
+    ));
     let engine = shared.engine.clone();
+    let admin_addr = bound.admin.local_addr()?;
     let admin = tokio::spawn(crate::admin::serve(
         bound.admin,
-        metrics.clone(),
-        Arc::new(move || engine.refusing().map_or(Ok(()), Err)),
+        Arc::new(crate::admin::Admin::new(
+            &loaded.data_dir(),
+            metrics.clone(),
+            Arc::new(move || engine.refusing().map_or(Ok(()), Err)),
+            config_state,
+            ReloadHandle(reload_tx),
+            admin_addr.ip().is_loopback(),
+        )),
         stopped(stop_rx.clone()),
     ));
     let public = tokio::spawn(proxy::serve(
@@ -109,16 +155,25 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
 /// Reloads on every request in `rx`; a bad config keeps the old one.
 async fn reloader(
     first: Loaded,
-    mut rx: mpsc::Receiver<&'static str>,
+    mut rx: mpsc::Receiver<ReloadRequest>,
     current: CurrentProxy,
     shared: Arc<Shared>,
+    state: Arc<ArcSwap<crate::admin::ConfigState>>,
 ) {
     let mut previous = first;
-    while let Some(why) = rx.recv().await {
-        // Let a burst of file events settle into one reload.
-        tokio::time::sleep(RELOAD_DEBOUNCE).await;
-        while rx.try_recv().is_ok() {}
-        match reload(&previous.path) {
+    while let Some(first) = rx.recv().await {
+        let why = first.reason;
+        let mut replies: Vec<_> = first.reply.into_iter().collect();
+        // Let a burst of file events settle into one reload; a caller
+        // waiting for the result (the admin API) has written its file
+        // already, so it goes at once.
+        if replies.is_empty() {
+            tokio::time::sleep(RELOAD_DEBOUNCE).await;
+        }
+        while let Ok(more) = rx.try_recv() {
+            replies.extend(more.reply);
+        }
+        let result = match reload(&previous.path) {
             Ok((loaded, plan)) => {
                 let server = &loaded.config.server;
                 let old = &previous.config.server;
@@ -132,9 +187,11 @@ async fn reloader(
                     tracing::warn!("[delivery] and data_dir changes apply after a restart");
                 }
                 let tools = plan.tools.len();
+                state.store(Arc::new(crate::admin::ConfigState::new(&loaded, &plan)));
                 current.store(Arc::new(build(&loaded, plan, &shared)));
                 tracing::info!(reason = why, tools, "config reloaded");
                 previous = loaded;
+                Ok(tools)
             }
             Err(e) => {
                 for line in e.lines() {
@@ -144,7 +201,11 @@ async fn reloader(
                         "config reload failed; the previous config stays in force"
                     );
                 }
+                Err(e)
             }
+        };
+        for reply in replies {
+            let _ = reply.send(result.clone());
         }
     }
 }
@@ -158,7 +219,7 @@ fn reload(path: &Path) -> Result<(Loaded, Plan), String> {
 /// Watches the config file's folder and the tools folder.
 fn watch_files(
     loaded: &Loaded,
-    tx: mpsc::Sender<&'static str>,
+    tx: mpsc::Sender<ReloadRequest>,
 ) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let config_path = loaded
@@ -182,7 +243,10 @@ fn watch_files(
                     || (p.starts_with(&watched_tools) && p.extension().is_some_and(|x| x == "toml"))
             });
             if relevant {
-                let _ = tx.try_send("file changed");
+                let _ = tx.try_send(ReloadRequest {
+                    reason: "file changed",
+                    reply: None,
+                });
             }
         }) {
             Ok(w) => w,
@@ -205,13 +269,18 @@ fn watch_files(
 }
 
 #[cfg(unix)]
-fn spawn_sighup(tx: mpsc::Sender<&'static str>) {
+fn spawn_sighup(tx: mpsc::Sender<ReloadRequest>) {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    let _ = tx.send("SIGHUP").await;
+                    let _ = tx
+                        .send(ReloadRequest {
+                            reason: "SIGHUP",
+                            reply: None,
+                        })
+                        .await;
                 }
             });
         }
@@ -220,7 +289,7 @@ fn spawn_sighup(tx: mpsc::Sender<&'static str>) {
 }
 
 #[cfg(not(unix))]
-fn spawn_sighup(_tx: mpsc::Sender<&'static str>) {}
+fn spawn_sighup(_tx: mpsc::Sender<ReloadRequest>) {}
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

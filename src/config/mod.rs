@@ -554,6 +554,23 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
             .to_string(),
         );
     }
+    // SPEC §10: the admin listener is never public by default; off loopback
+    // its health and metrics need a token too, but say so.
+    if !config.server.admin_listen.0.ip().is_loopback() {
+        let at = text.find("admin_listen").unwrap_or(0);
+        warnings.push(
+            Problem::at(
+                path,
+                text,
+                at,
+                format!(
+                    "admin_listen {} is not a loopback address: the admin API is reachable from the network (every /admin call needs a token; /metrics and /readyz details need metrics:read or events:read)",
+                    config.server.admin_listen.0
+                ),
+            )
+            .to_string(),
+        );
+    }
     Ok(Loaded {
         path: path.to_path_buf(),
         text: text.to_string(),
@@ -639,6 +656,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.spool_dir(), Path::new("/etc/tp/q"));
+    }
+
+    #[test]
+    fn a_non_loopback_admin_listener_is_a_warning() {
+        let l = parse(Path::new("t.toml"), "").unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let l = parse(
+            Path::new("t.toml"),
+            "[server]\nadmin_listen = \"0.0.0.0:9090\"\n",
+        )
+        .unwrap();
+        assert_eq!(l.warnings.len(), 1);
+        assert!(
+            l.warnings[0].starts_with("t.toml:2:1: admin_listen 0.0.0.0:9090 is not a loopback"),
+            "{:?}",
+            l.warnings
+        );
     }
 
     #[test]

@@ -403,13 +403,22 @@ fn make_adapter(
     })
 }
 
-/// Loads every `*.toml` in `dir` (sorted; the file name is the tool id).
-/// A missing folder means no tools.
-pub fn load_dir(
-    dir: &Path,
-    variables: &Variables,
-    triggers: &Triggers,
-) -> Result<Vec<Tool>, Vec<Problem>> {
+/// One tool file's text: what [`from_text`] builds a tool from.
+#[derive(Debug, Clone)]
+pub struct ToolSource {
+    /// The tool id (the file name without `.toml`).
+    pub id: String,
+    /// Where the file is (or will be): names it in messages.
+    pub path: PathBuf,
+    pub text: String,
+}
+
+/// Reads every `*.toml` in `dir`, sorted by path. A missing folder means no
+/// tools.
+///
+/// # Errors
+/// The folder or a file cannot be read.
+pub fn read_sources(dir: &Path) -> Result<Vec<ToolSource>, Vec<Problem>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
@@ -427,10 +436,45 @@ pub fn load_dir(
         }
     };
     paths.sort();
-    let mut tools = Vec::new();
+    let mut sources = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        match load_file(&path, variables, triggers) {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => sources.push(ToolSource {
+                id: path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("")
+                    .to_string(),
+                path,
+                text,
+            }),
+            Err(e) => problems.push(Problem {
+                file: path.clone(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read tool file: {e}"),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(sources)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Builds the tools of `sources` (disabled ones left out), collecting every
+/// problem.
+pub fn from_sources(
+    sources: &[ToolSource],
+    variables: &Variables,
+    triggers: &Triggers,
+) -> Result<Vec<Tool>, Vec<Problem>> {
+    let mut tools = Vec::new();
+    let mut problems = Vec::new();
+    for s in sources {
+        match from_text(&s.id, &s.path, &s.text, variables, triggers) {
             Ok(Some(tool)) => tools.push(tool),
             Ok(None) => {}
             Err(mut p) => problems.append(&mut p),
@@ -441,6 +485,16 @@ pub fn load_dir(
     } else {
         Err(problems)
     }
+}
+
+/// Loads every `*.toml` in `dir` (sorted; the file name is the tool id).
+/// A missing folder means no tools.
+pub fn load_dir(
+    dir: &Path,
+    variables: &Variables,
+    triggers: &Triggers,
+) -> Result<Vec<Tool>, Vec<Problem>> {
+    from_sources(&read_sources(dir)?, variables, triggers)
 }
 
 /// Loads one tool file; `None` when it is disabled.

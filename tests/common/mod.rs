@@ -341,7 +341,15 @@ pub fn serving_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
         if v.get("message")?.as_str()? != "tagproxy serving" {
             return None;
         }
-        let addr = |k: &str| v.get(k)?.as_str()?.parse().ok();
+        // A listener bound to every interface (`0.0.0.0`) is reached,
+        // like everything in the tests, on 127.0.0.1.
+        let addr = |k: &str| {
+            let mut a: SocketAddr = v.get(k)?.as_str()?.parse().ok()?;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            Some(a)
+        };
         Some((addr("listen")?, addr("admin")?))
     })
 }
