@@ -10,13 +10,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::sync::{Arc, OnceLock};
 
 use super::body::{self, Prefixed, ProxyBody, RewrittenBody};
 use super::codec::{self, Coding, Decoder, Encoder};
 use super::inject::{self, Injector};
-use crate::config::TrustedProxies;
+use crate::config::{ServerConfig, TrustedProxies};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -37,8 +40,17 @@ const PROBE_LIMIT: usize = 64 * 1024;
 
 /// What forwarding needs, fixed at config load.
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    /// HTTP/1.1 or, for an https origin that offers it by ALPN, h2.
+    client: Client<OriginConnector, Incoming>,
+    /// HTTP/1.1 only: upgrades (WebSocket…) have no HTTP/2 equivalent here.
+    upgrade_client: Client<OriginConnector, Incoming>,
+    /// `http` or `https`.
+    scheme: &'static str,
     upstream: String,
+    /// `upstream_host`: the Host the origin sees instead of the visitor's.
+    host: Option<HeaderValue>,
+    /// The TLS server name (SNI and certificate check), for log lines.
+    server_name: String,
     timeout: Duration,
     trusted: TrustedProxies,
     inject: Option<InjectPolicy>,
@@ -52,26 +64,131 @@ pub struct InjectPolicy {
     pub skip_bots: Option<std::sync::Arc<crate::bots::BotDetector>>,
 }
 
+/// Connects to the configured origin whatever authority the request URI
+/// names: the URI carries the Host the origin should see (h2's
+/// `:authority`), the connection always goes to `upstream`.
+#[derive(Clone)]
+struct OriginConnector {
+    inner: HttpsConnector<HttpConnector>,
+    target: Uri,
+}
+
+impl tower_service::Service<Uri> for OriginConnector {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _requested: Uri) -> Self::Future {
+        self.inner.call(self.target.clone())
+    }
+}
+
+/// The system's trust anchors, read once per process (rustls-native-certs:
+/// the platform's store, as an administrator expects, rather than a bundled
+/// list).
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "cannot read some system CA certificates");
+        }
+        found.certs
+    })
+}
+
+/// The TLS settings for an https origin: system roots plus `upstream_ca`.
+fn tls_config(server: &ServerConfig) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    if server.upstream.is_https() {
+        let (_, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
+        if ignored > 0 {
+            tracing::debug!(ignored, "system CA certificates that do not parse");
+        }
+        for cert in &server.upstream_ca_certs {
+            if let Err(e) = roots.add(cert.clone()) {
+                tracing::warn!(error = %e, "an upstream_ca certificate is not usable");
+            }
+        }
+        if roots.is_empty() {
+            tracing::warn!(
+                "no trusted CA for the https upstream: no system roots and no upstream_ca"
+            );
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Forwarder {
-    pub fn new(
-        upstream_authority: &str,
-        timeout: Duration,
-        trusted: TrustedProxies,
-        inject: Option<InjectPolicy>,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(connector);
+    pub fn new(server: &ServerConfig, inject: Option<InjectPolicy>) -> Self {
+        let timeout = Duration::from_millis(server.upstream_timeout_ms);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        // The scheme of the target decides TLS, so http upstreams share the path.
+        http.enforce_http(false);
+        let server_name = server
+            .upstream_sni
+            .0
+            .clone()
+            .unwrap_or_else(|| server.upstream.host().to_string());
+        let sni = ServerName::try_from(server_name.clone())
+            .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("valid name"));
+        let tls = tls_config(server);
+        let target: Uri = server.upstream.base().parse().expect("checked at load");
+        let connector = |h2: bool| {
+            let builder = HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .with_server_name_resolver(FixedServerNameResolver::new(sni.clone()))
+                .enable_http1();
+            let inner = if h2 {
+                builder.enable_http2().wrap_connector(http.clone())
+            } else {
+                builder.wrap_connector(http.clone())
+            };
+            OriginConnector {
+                inner,
+                target: target.clone(),
+            }
+        };
+        let client = |h2: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(512)
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .build(connector(h2))
+        };
         Forwarder {
-            client,
-            upstream: upstream_authority.to_string(),
+            client: client(true),
+            upgrade_client: client(false),
+            scheme: if server.upstream.is_https() {
+                "https"
+            } else {
+                "http"
+            },
+            upstream: server.upstream.authority().to_string(),
+            host: server
+                .upstream_host
+                .0
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok()),
+            server_name,
             timeout,
-            trusted,
+            trusted: server.trusted_proxies.clone(),
             inject,
         }
     }
@@ -89,11 +206,29 @@ impl Forwarder {
         if let Err(message) = self.prepare(&mut req, peer, upgrade.as_ref()) {
             return error_response(StatusCode::BAD_REQUEST, message, view.wants_json);
         }
-        let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let client = if upgrade.is_some() {
+            &self.upgrade_client
+        } else {
+            &self.client
+        };
+        let result = tokio::time::timeout(self.timeout, client.request(req)).await;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, upstream = %self.upstream, "origin unreachable");
+                if let Some(reason) = tls_failure(&e) {
+                    tracing::warn!(
+                        reason = %reason,
+                        upstream = %self.upstream,
+                        server_name = %self.server_name,
+                        "origin TLS certificate rejected"
+                    );
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "origin TLS certificate rejected",
+                        view.wants_json,
+                    );
+                }
+                tracing::warn!(error = %ErrorChain(&e), upstream = %self.upstream, "origin unreachable");
                 return error_response(
                     StatusCode::BAD_GATEWAY,
                     "origin unreachable",
@@ -153,9 +288,6 @@ impl Forwarder {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let uri: Uri = format!("http://{}{}", self.upstream, path)
-            .parse()
-            .map_err(|_| "bad request target")?;
         // HTTP/2 clients send the host as :authority; the origin wants Host.
         let host = match req.headers().get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -164,14 +296,25 @@ impl Forwarder {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
+        // What the origin sees as Host (and as :authority over h2); the
+        // connection itself always goes to the upstream (`OriginConnector`).
+        let origin_host = self.host.clone().or_else(|| host.clone());
+        let authority = origin_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok() && !h.contains('@'))
+            .unwrap_or(&self.upstream);
+        let uri: Uri = format!("{}://{}{}", self.scheme, authority, path)
+            .parse()
+            .map_err(|_| "bad request target")?;
         let version = req.version();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        if let Some(host) = &host {
-            headers.insert(header::HOST, host.clone());
+        if let Some(origin_host) = origin_host {
+            headers.insert(header::HOST, origin_host);
         }
         if let Some(proto) = upgrade {
             headers.insert(header::UPGRADE, proto.clone());
@@ -531,6 +674,63 @@ pub fn error_response(status: StatusCode, message: &str, json: bool) -> Response
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(body))
         .expect("static response")
+}
+
+/// Why an origin's TLS handshake failed, when that is why a request failed:
+/// the rustls error somewhere in the chain, in an operator's words.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls(tls));
+        }
+        // io::Error's `source` skips the error it wraps; look inside it.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            current = Some(inner);
+            continue;
+        }
+        current = err.source();
+    }
+    None
+}
+
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::UnknownIssuer => {
+                "unknown issuer: not signed by a system CA or one in upstream_ca".into()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "name mismatch: the certificate is not valid for the server name (see upstream_sni)"
+                    .into()
+            }
+            C::Revoked => "certificate revoked".into(),
+            C::BadSignature => "bad certificate signature".into(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// An error with its sources, `a: b: c`, for log lines.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

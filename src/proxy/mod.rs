@@ -69,12 +69,7 @@ impl Proxy {
             skip_bots: config.bots.skip_events.then(|| bots.clone()),
         });
         Proxy {
-            forwarder: Forwarder::new(
-                server.upstream.authority(),
-                Duration::from_millis(server.upstream_timeout_ms),
-                server.trusted_proxies.clone(),
-                inject,
-            ),
+            forwarder: Forwarder::new(server, inject),
             script,
             script_path,
             consent_path: format!("{prefix}/c.js"),
