@@ -266,12 +266,17 @@ impl Forwarder {
         append_via(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
 
-        match self
+        let plan = self
             .inject
             .as_ref()
-            .and_then(|p| injectable(p, &view, &parts))
-        {
-            Some(coding) => self.rewrite(parts, incoming, coding, &view).await,
+            .and_then(|p| Rewrite::plan(p, &view, &parts));
+        match plan {
+            // A HEAD gets the head the same GET would get (SPEC §3), no body.
+            Some(plan) if view.method == Method::HEAD => {
+                plan.apply_to_head(&mut parts.headers);
+                Response::from_parts(parts, body::empty())
+            }
+            Some(plan) => self.rewrite(parts, incoming, plan).await,
             None => Response::from_parts(parts, body::boxed(incoming)),
         }
     }
@@ -352,16 +357,15 @@ impl Forwarder {
         &self,
         mut parts: http::response::Parts,
         mut incoming: Incoming,
-        origin: Coding,
-        view: &RequestView,
+        plan: Rewrite,
     ) -> Response<ProxyBody> {
-        let policy = self.inject.as_ref().expect("checked by injectable");
+        let policy = self.inject.as_ref().expect("checked by Rewrite::plan");
         let mut prefix = Vec::new();
-        if origin != Coding::Identity {
-            match probe(&mut incoming, origin, &mut prefix).await {
+        if plan.origin != Coding::Identity {
+            match probe(&mut incoming, plan.origin, &mut prefix).await {
                 Ok(()) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, coding = origin.token(), "origin body does not decode; streamed as sent");
+                    tracing::warn!(error = %e, coding = plan.origin.token(), "origin body does not decode; streamed as sent");
                     return Response::from_parts(
                         parts,
                         body::boxed(Prefixed::new(prefix, incoming)),
@@ -369,11 +373,6 @@ impl Forwarder {
                 }
             }
         }
-        let output = if codec::accepts(view.accept_encoding.as_deref(), origin) {
-            origin
-        } else {
-            Coding::Identity
-        };
 
         let nonce = inject::csp_nonce(
             parts
@@ -385,28 +384,13 @@ impl Forwarder {
         let tag = inject::script_tag(&policy.script_path, nonce.as_deref());
         let injector = Injector::new(tag, &policy.script_path, charset(&parts.headers));
 
-        let headers = &mut parts.headers;
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove("content-md5");
-        headers.remove(header::ACCEPT_RANGES);
-        if output == Coding::Identity {
-            headers.remove(header::CONTENT_ENCODING);
-        } else {
-            headers.insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(output.token()),
-            );
-        }
-        if origin != Coding::Identity || output != Coding::Identity {
-            add_vary_accept_encoding(headers);
-        }
-        weaken_etag(headers);
+        plan.apply_to_head(&mut parts.headers);
 
         let body = RewrittenBody::new(
             Prefixed::new(prefix, incoming),
-            Decoder::new(origin),
+            Decoder::new(plan.origin),
             injector,
-            Encoder::new(output),
+            Encoder::new(plan.output),
         )
         .on_outcome(|outcome| tracing::debug!(?outcome, "injection"));
         Response::from_parts(parts, body::boxed(body))
@@ -440,7 +424,55 @@ impl RequestView {
     }
 }
 
+/// How a response that gets the script is rewritten: the one decision
+/// behind both a GET's head and body and a HEAD's head, so the two agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rewrite {
+    /// The coding the origin sent.
+    origin: Coding,
+    /// The coding the client gets: the origin's when the client accepts it.
+    output: Coding,
+}
+
+impl Rewrite {
+    /// `None` when the response streams through untouched.
+    fn plan(
+        policy: &InjectPolicy,
+        req: &RequestView,
+        resp: &http::response::Parts,
+    ) -> Option<Rewrite> {
+        let origin = injectable(policy, req, resp)?;
+        let output = if codec::accepts(req.accept_encoding.as_deref(), origin) {
+            origin
+        } else {
+            Coding::Identity
+        };
+        Some(Rewrite { origin, output })
+    }
+
+    /// The response head as the rewritten body goes out: no length (the
+    /// body is chunked), the output coding, `Vary`, a weak `ETag`.
+    fn apply_to_head(&self, headers: &mut HeaderMap) {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove("content-md5");
+        headers.remove(header::ACCEPT_RANGES);
+        if self.output == Coding::Identity {
+            headers.remove(header::CONTENT_ENCODING);
+        } else {
+            headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(self.output.token()),
+            );
+        }
+        if self.origin != Coding::Identity || self.output != Coding::Identity {
+            add_vary_accept_encoding(headers);
+        }
+        weaken_etag(headers);
+    }
+}
+
 /// The origin coding of a response that should get the script, or `None`.
+/// The request's method does not matter: a HEAD is judged as its GET.
 fn injectable(
     policy: &InjectPolicy,
     req: &RequestView,
@@ -450,7 +482,6 @@ fn injectable(
     if !status.is_success()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::PARTIAL_CONTENT
-        || req.method == Method::HEAD
     {
         return None;
     }
@@ -521,9 +552,9 @@ async fn probe(
     Ok(())
 }
 
-/// A navigation: the response may be a page we inject into.
+/// A navigation (or its HEAD): the response may be a page we inject into.
 fn is_document_request(method: &Method, h: &HeaderMap) -> bool {
-    method == Method::GET
+    (method == Method::GET || method == Method::HEAD)
         && h.get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"))
