@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -82,6 +82,11 @@ enum Phase {
 /// watchdog.
 struct Activity {
     in_flight: AtomicUsize,
+    /// The client speaks h2: its control frames (PING, WINDOW_UPDATE…) come
+    /// at any time and are not the start of a request head.
+    h2: AtomicBool,
+    /// No byte read yet.
+    fresh: AtomicBool,
     phase: Mutex<Phase>,
     changed: Notify,
 }
@@ -90,6 +95,8 @@ impl Activity {
     fn new() -> Arc<Activity> {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
+            fresh: AtomicBool::new(true),
             phase: Mutex::new(Phase::Head(Instant::now())),
             changed: Notify::new(),
         })
@@ -104,8 +111,16 @@ impl Activity {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes arrived: an idle connection is now sending a request head.
-    fn on_read(&self) {
+    /// `bytes` arrived: an idle HTTP/1 connection is now sending a request
+    /// head. An idle h2 connection stays idle until a request starts.
+    fn on_read(&self, bytes: &[u8]) {
+        if self.fresh.swap(false, Ordering::AcqRel) {
+            // The h2 preface starts "PRI * HTTP/2.0"; no HTTP/1 method is PRI.
+            self.h2.store(bytes.starts_with(b"PRI"), Ordering::Release);
+        }
+        if self.h2.load(Ordering::Acquire) {
+            return;
+        }
         if self.in_flight.load(Ordering::Acquire) == 0 && matches!(self.phase(), Phase::Idle(_)) {
             self.set(Phase::Head(Instant::now()));
         }
@@ -177,7 +192,7 @@ impl AsyncRead for Tracked {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.stream).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.on_read();
+            this.activity.on_read(&buf.filled()[before..]);
         }
         result
     }
@@ -394,9 +409,24 @@ mod tests {
             _ = &mut dog => panic!("expired while idle"),
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
-        activity.on_read();
+        activity.on_read(b"GET / HTTP/1.1\r\n");
         assert_eq!(dog.await, Expired::Head);
         assert_eq!(started.elapsed(), Duration::from_secs(40));
+
+        // h2: a PING while idle is not a request head; idle still ends it.
+        let activity = Activity::new();
+        activity.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        drop(activity.start());
+        let started = Instant::now();
+        let dog = watchdog(&activity, limits());
+        tokio::pin!(dog);
+        tokio::select! {
+            _ = &mut dog => panic!("expired while idle"),
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        activity.on_read(b"\0\0\x08\x06\0\0\0\0\0ping-frm");
+        assert_eq!(dog.await, Expired::Idle);
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
 
         let activity = Activity::new();
         drop(activity.start());
