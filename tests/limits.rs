@@ -190,6 +190,38 @@ async fn oversized_request_head_gets_431() {
 }
 
 #[tokio::test]
+async fn h2_header_list_has_the_http1_cap() {
+    let origin = css_origin().await;
+    let proxy = Proxy::start(origin.addr, "").await;
+    let h2 = reqwest::Client::builder()
+        .user_agent(BROWSER_UA)
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let big = h2
+        .get(proxy.url("/big"))
+        .header("cookie", format!("a={}", "x".repeat(100 * 1024)))
+        .send()
+        .await;
+    assert_eq!(big.unwrap().status(), 431);
+    // The same cap as HTTP/1.1: 32 KiB of cookies pass (hyper's own h2
+    // default, 16 KiB, would refuse them).
+    let cookies = h2
+        .get(proxy.url("/cookies"))
+        .header("cookie", format!("a={}", "x".repeat(32 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cookies.status(), 200);
+    let ok = h2.get(proxy.url("/ok")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2);
+    let seen: Vec<String> = origin.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(seen, ["/cookies", "/ok"]);
+}
+
+#[tokio::test]
 async fn sigterm_drains_a_request_in_flight() {
     let origin = Origin::start(|_| async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
