@@ -301,10 +301,10 @@ async fn certificate_for_another_name_needs_upstream_sni() {
     let (status, _) = get_page(&wrong, None).await;
     assert_eq!(status, 502);
     let line = rejection(&wrong).expect("a log line for the rejected certificate");
-    assert!(
-        line["reason"].as_str().unwrap().contains("name mismatch"),
-        "{line}"
-    );
+    let reason = line["reason"].as_str().unwrap();
+    assert!(reason.contains("name mismatch"), "{line}");
+    assert!(reason.contains("origin.internal.example"), "{line}");
+    assert!(reason.contains("127.0.0.1"), "{line}");
     assert!(origin.seen().is_empty());
 
     let named = proxy(
@@ -318,6 +318,17 @@ async fn certificate_for_another_name_needs_upstream_sni() {
     assert!(body.contains(TAG));
     let seen = origin.seen();
     assert_eq!(seen[0].sni.as_deref(), Some("origin.internal.example"));
+}
+
+#[tokio::test]
+async fn plain_http_origin_behind_an_https_upstream_is_502() {
+    // Someone wrote https:// for an origin that speaks plain HTTP.
+    let origin = Origin::page("text/html", PAGE).await;
+    let proxy = proxy(&format!("https://{}", origin.addr), "", None).await;
+    let (status, body) = get_page(&proxy, None).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("origin TLS handshake failed"), "{body}");
+    assert!(proxy.logs().contains("origin TLS handshake failed"));
 }
 
 #[tokio::test]

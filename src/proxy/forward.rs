@@ -215,18 +215,19 @@ impl Forwarder {
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
-                if let Some(reason) = tls_failure(&e) {
+                if let Some((certificate, reason)) = tls_failure(&e) {
+                    let what = if certificate {
+                        "origin TLS certificate rejected"
+                    } else {
+                        "origin TLS handshake failed"
+                    };
                     tracing::warn!(
                         reason = %reason,
                         upstream = %self.upstream,
                         server_name = %self.server_name,
-                        "origin TLS certificate rejected"
+                        "{what}"
                     );
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "origin TLS certificate rejected",
-                        view.wants_json,
-                    );
+                    return error_response(StatusCode::BAD_GATEWAY, what, view.wants_json);
                 }
                 tracing::warn!(error = %ErrorChain(&e), upstream = %self.upstream, "origin unreachable");
                 return error_response(
@@ -708,12 +709,14 @@ pub fn error_response(status: StatusCode, message: &str, json: bool) -> Response
 }
 
 /// Why an origin's TLS handshake failed, when that is why a request failed:
-/// the rustls error somewhere in the chain, in an operator's words.
-fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// whether the certificate was the problem, and the rustls error somewhere in
+/// the chain in an operator's words.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<(bool, String)> {
     let mut current = Some(e);
     while let Some(err) = current {
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(describe_tls(tls));
+            let certificate = matches!(tls, rustls::Error::InvalidCertificate(_));
+            return Some((certificate, describe_tls(tls)));
         }
         // io::Error's `source` skips the error it wraps; look inside it.
         if let Some(inner) = err
@@ -737,7 +740,12 @@ fn describe_tls(e: &rustls::Error) -> String {
             C::UnknownIssuer => {
                 "unknown issuer: not signed by a system CA or one in upstream_ca".into()
             }
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
+            C::NotValidForNameContext { expected, presented } => format!(
+                "name mismatch: the certificate is for {} but the server name is {} (see upstream_sni)",
+                presented.join(", "),
+                expected.to_str()
+            ),
+            C::NotValidForName => {
                 "name mismatch: the certificate is not valid for the server name (see upstream_sni)"
                     .into()
             }
