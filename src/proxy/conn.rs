@@ -102,11 +102,6 @@ impl Activity {
         })
     }
 
-    fn set(&self, phase: Phase) {
-        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
-        self.changed.notify_one();
-    }
-
     fn phase(&self) -> Phase {
         *self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -121,16 +116,26 @@ impl Activity {
         if self.h2.load(Ordering::Acquire) {
             return;
         }
-        if self.in_flight.load(Ordering::Acquire) == 0 && matches!(self.phase(), Phase::Idle(_)) {
-            self.set(Phase::Head(Instant::now()));
+        if self.in_flight.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        // Checked and set under the lock: a request starting meanwhile wins.
+        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*phase, Phase::Idle(_)) && self.in_flight.load(Ordering::Acquire) == 0 {
+            *phase = Phase::Head(Instant::now());
+            drop(phase);
+            self.changed.notify_one();
         }
     }
 
     /// A request head was read; the guard ends the request when the
     /// response body is done (or dropped).
     fn start(self: &Arc<Self>) -> InFlight {
+        let mut phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.set(Phase::Busy);
+        *phase = Phase::Busy;
+        drop(phase);
+        self.changed.notify_one();
         InFlight(self.clone())
     }
 }
@@ -139,8 +144,11 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        let mut phase = self.0.phase.lock().unwrap_or_else(|e| e.into_inner());
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.set(Phase::Idle(Instant::now()));
+            *phase = Phase::Idle(Instant::now());
+            drop(phase);
+            self.0.changed.notify_one();
         }
     }
 }
