@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use values::{canonical_ip, ListenAddr, PathPrefix, TrustedProxies, UpstreamUrl};
+pub use values::{
+    canonical_ip, ListenAddr, PathPrefix, TlsServerName, TrustedProxies, UpstreamHost, UpstreamUrl,
+};
 
 /// The whole `tagproxy.toml` file.
 #[derive(Debug, Clone, Deserialize)]
@@ -351,6 +353,28 @@ pub struct ServerConfig {
     pub max_event_bytes: u64,
     #[serde(deserialize_with = "values::positive_u64")]
     pub upstream_timeout_ms: u64,
+    /// The `Host` the origin sees; `None` keeps the visitor's.
+    pub upstream_host: UpstreamHost,
+    /// PEM file of extra CAs trusted for an https upstream, besides the
+    /// system roots; `""` = none. Relative to the config file.
+    pub upstream_ca: Spanned<String>,
+    /// The certificates of `upstream_ca`, read and parsed by [`parse`].
+    #[serde(skip)]
+    pub upstream_ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// SNI and certificate name for an https upstream; `None` = the URL's host.
+    pub upstream_sni: TlsServerName,
+    /// A connection that has not sent a complete request head this long
+    /// after it opened (or after its first byte following an idle spell) is
+    /// closed, milliseconds.
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in flight and no bytes
+    /// received this long is closed, milliseconds.
+    #[serde(deserialize_with = "values::positive_u64")]
+    pub idle_timeout_ms: u64,
+    /// Open client connections at most; past it, accepting pauses.
+    #[serde(deserialize_with = "values::positive_u32")]
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
@@ -363,6 +387,13 @@ impl Default for ServerConfig {
             trusted_proxies: TrustedProxies(vec!["127.0.0.1/32".parse().unwrap()]),
             max_event_bytes: 65536,
             upstream_timeout_ms: 30000,
+            upstream_host: UpstreamHost::default(),
+            upstream_ca: Spanned::new(0..0, String::new()),
+            upstream_ca_certs: Vec::new(),
+            upstream_sni: TlsServerName::default(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -527,7 +558,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 
 /// Parses config text; `path` is only used in messages and for relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
-    let config: Config = toml::from_str(text).map_err(|e| {
+    let mut config: Config = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         ConfigError(vec![Problem {
             file: path.to_path_buf(),
@@ -537,6 +568,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         }])
     })?;
     let mut warnings = Vec::new();
+    upstream_tls(path, text, &mut config.server, &mut warnings)?;
     // Accepted so configs written for the debugger (SPEC §10) keep working,
     // but nothing reads it yet: say so rather than let it look effective.
     if !config.settings.debug_key.is_empty() {
@@ -577,6 +609,93 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
         config,
         warnings,
     })
+}
+
+/// Reads `upstream_ca` and warns about TLS keys that an `http://` upstream
+/// ignores.
+fn upstream_tls(
+    path: &Path,
+    text: &str,
+    server: &mut ServerConfig,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let ca = &server.upstream_ca;
+    if !ca.get_ref().is_empty() {
+        let at = ca.span().start;
+        let file = Path::new(ca.get_ref());
+        let file = if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            path.parent().unwrap_or(Path::new("")).join(file)
+        };
+        let problem = |m: String| ConfigError(vec![Problem::at(path, text, at, m)]);
+        let pem = std::fs::read(&file)
+            .map_err(|e| problem(format!("upstream_ca: cannot read {}: {e}", file.display())))?;
+        server.upstream_ca_certs = read_pem_certificates(&pem)
+            .map_err(|e| problem(format!("upstream_ca: {}: {e}", file.display())))?;
+    }
+    if !server.upstream.is_https() {
+        for (key, set) in [
+            ("upstream_ca", !server.upstream_ca.get_ref().is_empty()),
+            ("upstream_sni", server.upstream_sni.0.is_some()),
+        ] {
+            if set {
+                let at = find_key(text, "server", key).unwrap_or(0);
+                warnings.push(
+                    Problem::at(
+                        path,
+                        text,
+                        at,
+                        format!("{key} has no effect: the upstream is http://, not https://"),
+                    )
+                    .to_string(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The certificates of a PEM file; an error when it holds none or one does
+/// not parse.
+pub fn read_pem_certificates(
+    pem: &[u8],
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM certificate file ({e})"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into());
+    }
+    for cert in &certs {
+        rustls::RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| format!("a certificate does not parse: {e}"))?;
+    }
+    Ok(certs)
+}
+
+/// Byte offset of `key = ` inside `[table]` of `text`, for pointing at a key
+/// whose value was fine on its own.
+fn find_key(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            inside = trimmed.trim_end().starts_with(&header);
+        } else if inside {
+            if let Some(rest) = trimmed.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(offset + line.len() - trimmed.len());
+                }
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// 1-based line and column (in characters) of byte offset `at` in `text`.

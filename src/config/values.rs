@@ -21,9 +21,12 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
-/// The origin's base URL: `http://host[:port]`, no path, query or fragment.
+/// The origin's base URL: `http://host[:port]` or `https://host[:port]`, no
+/// path, query or fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
+    https: bool,
+    host: String,
     authority: String,
 }
 
@@ -32,20 +35,15 @@ impl UpstreamUrl {
         let uri: http::Uri = s
             .parse()
             .map_err(|e| format!("invalid upstream URL {s:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "invalid upstream URL {s:?}: https origins are not supported yet; \
-                     use http:// (terminate TLS in front of the origin)"
-                ))
-            }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(format!(
-                    "invalid upstream URL {s:?}: must start with http://"
+                    "invalid upstream URL {s:?}: must start with http:// or https://"
                 ))
             }
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("invalid upstream URL {s:?}: no host"))?;
@@ -59,17 +57,45 @@ impl UpstreamUrl {
                 "invalid upstream URL {s:?}: credentials are not allowed"
             ));
         }
+        let host = authority.host().to_string();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if https && rustls::pki_types::ServerName::try_from(bare).is_err() {
+            return Err(format!(
+                "invalid upstream URL {s:?}: {bare:?} is not a DNS name or IP address"
+            ));
+        }
         let authority = if authority.port().is_some() {
             authority.as_str().to_string()
         } else {
-            format!("{}:80", authority.host())
+            format!("{host}:{}", if https { 443 } else { 80 })
         };
-        Ok(UpstreamUrl { authority })
+        Ok(UpstreamUrl {
+            https,
+            host,
+            authority,
+        })
     }
 
-    /// `host:port` of the origin.
+    /// `host:port` of the origin (the port filled in from the scheme).
     pub fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// Whether the origin speaks TLS (`https://`).
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host alone, without brackets for an IPv6 address: the default TLS
+    /// server name.
+    pub fn host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// `http://host:port` or `https://host:port`.
+    pub fn base(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 }
 
@@ -77,6 +103,49 @@ impl<'de> Deserialize<'de> for UpstreamUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         UpstreamUrl::parse(&s).map_err(D::Error::custom)
+    }
+}
+
+/// `upstream_host`: the `Host` the origin sees, `host[:port]`; `""` (`None`)
+/// keeps the visitor's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamHost(pub Option<String>);
+
+impl<'de> Deserialize<'de> for UpstreamHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(UpstreamHost(None));
+        }
+        let valid = !s.contains(['@', '/', '?', '#'])
+            && s.parse::<http::uri::Authority>().is_ok()
+            && http::HeaderValue::from_str(&s).is_ok();
+        if !valid {
+            return Err(D::Error::custom(format!(
+                "invalid upstream_host {s:?}: expected a host name with an optional port, e.g. \"shop.example.com\""
+            )));
+        }
+        Ok(UpstreamHost(Some(s)))
+    }
+}
+
+/// `upstream_sni`: the TLS server name for an https origin; `""` (`None`) =
+/// the upstream URL's host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsServerName(pub Option<String>);
+
+impl<'de> Deserialize<'de> for TlsServerName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(TlsServerName(None));
+        }
+        rustls::pki_types::DnsName::try_from(s.as_str()).map_err(|_| {
+            D::Error::custom(format!(
+                "invalid upstream_sni {s:?}: expected a DNS name such as \"shop.example.com\""
+            ))
+        })?;
+        Ok(TlsServerName(Some(s)))
     }
 }
 
@@ -187,7 +256,13 @@ mod tests {
         );
         assert!(UpstreamUrl::parse("http://x/app").is_err());
         assert!(UpstreamUrl::parse("example.com").is_err());
-        assert!(UpstreamUrl::parse("https://example.com").is_err());
+        let tls = UpstreamUrl::parse("https://shop.example").unwrap();
+        assert_eq!(tls.authority(), "shop.example:443");
+        assert!(tls.is_https());
+        assert_eq!(tls.base(), "https://shop.example:443");
+        let v6 = UpstreamUrl::parse("https://[::1]:8443").unwrap();
+        assert_eq!(v6.host(), "::1");
+        assert!(UpstreamUrl::parse("ftp://example.com").is_err());
     }
 
     #[test]

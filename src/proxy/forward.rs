@@ -10,13 +10,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::sync::{Arc, OnceLock};
 
 use super::body::{self, Prefixed, ProxyBody, RewrittenBody};
 use super::codec::{self, Coding, Decoder, Encoder};
 use super::inject::{self, Injector};
-use crate::config::TrustedProxies;
+use crate::config::{ServerConfig, TrustedProxies};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -37,8 +40,17 @@ const PROBE_LIMIT: usize = 64 * 1024;
 
 /// What forwarding needs, fixed at config load.
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    /// HTTP/1.1 or, for an https origin that offers it by ALPN, h2.
+    client: Client<OriginConnector, Incoming>,
+    /// HTTP/1.1 only: upgrades (WebSocket…) have no HTTP/2 equivalent here.
+    upgrade_client: Client<OriginConnector, Incoming>,
+    /// `http` or `https`.
+    scheme: &'static str,
     upstream: String,
+    /// `upstream_host`: the Host the origin sees instead of the visitor's.
+    host: Option<HeaderValue>,
+    /// The TLS server name (SNI and certificate check), for log lines.
+    server_name: String,
     timeout: Duration,
     trusted: TrustedProxies,
     inject: Option<InjectPolicy>,
@@ -52,26 +64,131 @@ pub struct InjectPolicy {
     pub skip_bots: Option<std::sync::Arc<crate::bots::BotDetector>>,
 }
 
+/// Connects to the configured origin whatever authority the request URI
+/// names: the URI carries the Host the origin should see (h2's
+/// `:authority`), the connection always goes to `upstream`.
+#[derive(Clone)]
+struct OriginConnector {
+    inner: HttpsConnector<HttpConnector>,
+    target: Uri,
+}
+
+impl tower_service::Service<Uri> for OriginConnector {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _requested: Uri) -> Self::Future {
+        self.inner.call(self.target.clone())
+    }
+}
+
+/// The system's trust anchors, read once per process (rustls-native-certs:
+/// the platform's store, as an administrator expects, rather than a bundled
+/// list).
+fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "cannot read some system CA certificates");
+        }
+        found.certs
+    })
+}
+
+/// The TLS settings for an https origin: system roots plus `upstream_ca`.
+fn tls_config(server: &ServerConfig) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    if server.upstream.is_https() {
+        let (_, ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
+        if ignored > 0 {
+            tracing::debug!(ignored, "system CA certificates that do not parse");
+        }
+        for cert in &server.upstream_ca_certs {
+            if let Err(e) = roots.add(cert.clone()) {
+                tracing::warn!(error = %e, "an upstream_ca certificate is not usable");
+            }
+        }
+        if roots.is_empty() {
+            tracing::warn!(
+                "no trusted CA for the https upstream: no system roots and no upstream_ca"
+            );
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl Forwarder {
-    pub fn new(
-        upstream_authority: &str,
-        timeout: Duration,
-        trusted: TrustedProxies,
-        inject: Option<InjectPolicy>,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(connector);
+    pub fn new(server: &ServerConfig, inject: Option<InjectPolicy>) -> Self {
+        let timeout = Duration::from_millis(server.upstream_timeout_ms);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        // The scheme of the target decides TLS, so http upstreams share the path.
+        http.enforce_http(false);
+        let server_name = server
+            .upstream_sni
+            .0
+            .clone()
+            .unwrap_or_else(|| server.upstream.host().to_string());
+        let sni = ServerName::try_from(server_name.clone())
+            .unwrap_or_else(|_| ServerName::try_from("invalid.invalid").expect("valid name"));
+        let tls = tls_config(server);
+        let target: Uri = server.upstream.base().parse().expect("checked at load");
+        let connector = |h2: bool| {
+            let builder = HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .with_server_name_resolver(FixedServerNameResolver::new(sni.clone()))
+                .enable_http1();
+            let inner = if h2 {
+                builder.enable_http2().wrap_connector(http.clone())
+            } else {
+                builder.wrap_connector(http.clone())
+            };
+            OriginConnector {
+                inner,
+                target: target.clone(),
+            }
+        };
+        let client = |h2: bool| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(512)
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .build(connector(h2))
+        };
         Forwarder {
-            client,
-            upstream: upstream_authority.to_string(),
+            client: client(true),
+            upgrade_client: client(false),
+            scheme: if server.upstream.is_https() {
+                "https"
+            } else {
+                "http"
+            },
+            upstream: server.upstream.authority().to_string(),
+            host: server
+                .upstream_host
+                .0
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok()),
+            server_name,
             timeout,
-            trusted,
+            trusted: server.trusted_proxies.clone(),
             inject,
         }
     }
@@ -89,11 +206,30 @@ impl Forwarder {
         if let Err(message) = self.prepare(&mut req, peer, upgrade.as_ref()) {
             return error_response(StatusCode::BAD_REQUEST, message, view.wants_json);
         }
-        let result = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let client = if upgrade.is_some() {
+            &self.upgrade_client
+        } else {
+            &self.client
+        };
+        let result = tokio::time::timeout(self.timeout, client.request(req)).await;
         let mut resp = match result {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, upstream = %self.upstream, "origin unreachable");
+                if let Some((certificate, reason)) = tls_failure(&e) {
+                    let what = if certificate {
+                        "origin TLS certificate rejected"
+                    } else {
+                        "origin TLS handshake failed"
+                    };
+                    tracing::warn!(
+                        reason = %reason,
+                        upstream = %self.upstream,
+                        server_name = %self.server_name,
+                        "{what}"
+                    );
+                    return error_response(StatusCode::BAD_GATEWAY, what, view.wants_json);
+                }
+                tracing::warn!(error = %ErrorChain(&e), upstream = %self.upstream, "origin unreachable");
                 return error_response(
                     StatusCode::BAD_GATEWAY,
                     "origin unreachable",
@@ -131,12 +267,17 @@ impl Forwarder {
         append_via(&mut parts.headers, parts.version);
         parts.version = Version::HTTP_11;
 
-        match self
+        let plan = self
             .inject
             .as_ref()
-            .and_then(|p| injectable(p, &view, &parts))
-        {
-            Some(coding) => self.rewrite(parts, incoming, coding, &view).await,
+            .and_then(|p| Rewrite::plan(p, &view, &parts));
+        match plan {
+            // A HEAD gets the head the same GET would get (SPEC §3), no body.
+            Some(plan) if view.method == Method::HEAD => {
+                plan.apply_to_head(&mut parts.headers);
+                Response::from_parts(parts, body::empty())
+            }
+            Some(plan) => self.rewrite(parts, incoming, plan).await,
             None => Response::from_parts(parts, body::boxed(incoming)),
         }
     }
@@ -153,9 +294,6 @@ impl Forwarder {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let uri: Uri = format!("http://{}{}", self.upstream, path)
-            .parse()
-            .map_err(|_| "bad request target")?;
         // HTTP/2 clients send the host as :authority; the origin wants Host.
         let host = match req.headers().get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -164,14 +302,25 @@ impl Forwarder {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
         };
+        // What the origin sees as Host (and as :authority over h2); the
+        // connection itself always goes to the upstream (`OriginConnector`).
+        let origin_host = self.host.clone().or_else(|| host.clone());
+        let authority = origin_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok() && !h.contains('@'))
+            .unwrap_or(&self.upstream);
+        let uri: Uri = format!("{}://{}{}", self.scheme, authority, path)
+            .parse()
+            .map_err(|_| "bad request target")?;
         let version = req.version();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        if let Some(host) = &host {
-            headers.insert(header::HOST, host.clone());
+        if let Some(origin_host) = origin_host {
+            headers.insert(header::HOST, origin_host);
         }
         if let Some(proto) = upgrade {
             headers.insert(header::UPGRADE, proto.clone());
@@ -209,16 +358,15 @@ impl Forwarder {
         &self,
         mut parts: http::response::Parts,
         mut incoming: Incoming,
-        origin: Coding,
-        view: &RequestView,
+        plan: Rewrite,
     ) -> Response<ProxyBody> {
-        let policy = self.inject.as_ref().expect("checked by injectable");
+        let policy = self.inject.as_ref().expect("checked by Rewrite::plan");
         let mut prefix = Vec::new();
-        if origin != Coding::Identity {
-            match probe(&mut incoming, origin, &mut prefix).await {
+        if plan.origin != Coding::Identity {
+            match probe(&mut incoming, plan.origin, &mut prefix).await {
                 Ok(()) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, coding = origin.token(), "origin body does not decode; streamed as sent");
+                    tracing::warn!(error = %e, coding = plan.origin.token(), "origin body does not decode; streamed as sent");
                     return Response::from_parts(
                         parts,
                         body::boxed(Prefixed::new(prefix, incoming)),
@@ -226,11 +374,6 @@ impl Forwarder {
                 }
             }
         }
-        let output = if codec::accepts(view.accept_encoding.as_deref(), origin) {
-            origin
-        } else {
-            Coding::Identity
-        };
 
         let nonce = inject::csp_nonce(
             parts
@@ -242,28 +385,13 @@ impl Forwarder {
         let tag = inject::script_tag(&policy.script_path, nonce.as_deref());
         let injector = Injector::new(tag, &policy.script_path, charset(&parts.headers));
 
-        let headers = &mut parts.headers;
-        headers.remove(header::CONTENT_LENGTH);
-        headers.remove("content-md5");
-        headers.remove(header::ACCEPT_RANGES);
-        if output == Coding::Identity {
-            headers.remove(header::CONTENT_ENCODING);
-        } else {
-            headers.insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(output.token()),
-            );
-        }
-        if origin != Coding::Identity || output != Coding::Identity {
-            add_vary_accept_encoding(headers);
-        }
-        weaken_etag(headers);
+        plan.apply_to_head(&mut parts.headers);
 
         let body = RewrittenBody::new(
             Prefixed::new(prefix, incoming),
-            Decoder::new(origin),
+            Decoder::new(plan.origin),
             injector,
-            Encoder::new(output),
+            Encoder::new(plan.output),
         )
         .on_outcome(|outcome| tracing::debug!(?outcome, "injection"));
         Response::from_parts(parts, body::boxed(body))
@@ -297,7 +425,55 @@ impl RequestView {
     }
 }
 
+/// How a response that gets the script is rewritten: the one decision
+/// behind both a GET's head and body and a HEAD's head, so the two agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rewrite {
+    /// The coding the origin sent.
+    origin: Coding,
+    /// The coding the client gets: the origin's when the client accepts it.
+    output: Coding,
+}
+
+impl Rewrite {
+    /// `None` when the response streams through untouched.
+    fn plan(
+        policy: &InjectPolicy,
+        req: &RequestView,
+        resp: &http::response::Parts,
+    ) -> Option<Rewrite> {
+        let origin = injectable(policy, req, resp)?;
+        let output = if codec::accepts(req.accept_encoding.as_deref(), origin) {
+            origin
+        } else {
+            Coding::Identity
+        };
+        Some(Rewrite { origin, output })
+    }
+
+    /// The response head as the rewritten body goes out: no length (the
+    /// body is chunked), the output coding, `Vary`, a weak `ETag`.
+    fn apply_to_head(&self, headers: &mut HeaderMap) {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove("content-md5");
+        headers.remove(header::ACCEPT_RANGES);
+        if self.output == Coding::Identity {
+            headers.remove(header::CONTENT_ENCODING);
+        } else {
+            headers.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(self.output.token()),
+            );
+        }
+        if self.origin != Coding::Identity || self.output != Coding::Identity {
+            add_vary_accept_encoding(headers);
+        }
+        weaken_etag(headers);
+    }
+}
+
 /// The origin coding of a response that should get the script, or `None`.
+/// The request's method does not matter: a HEAD is judged as its GET.
 fn injectable(
     policy: &InjectPolicy,
     req: &RequestView,
@@ -307,7 +483,6 @@ fn injectable(
     if !status.is_success()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::PARTIAL_CONTENT
-        || req.method == Method::HEAD
     {
         return None;
     }
@@ -378,9 +553,9 @@ async fn probe(
     Ok(())
 }
 
-/// A navigation: the response may be a page we inject into.
+/// A navigation (or its HEAD): the response may be a page we inject into.
 fn is_document_request(method: &Method, h: &HeaderMap) -> bool {
-    method == Method::GET
+    (method == Method::GET || method == Method::HEAD)
         && h.get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"))
@@ -531,6 +706,70 @@ pub fn error_response(status: StatusCode, message: &str, json: bool) -> Response
         .header(header::CACHE_CONTROL, "no-store")
         .body(body::full(body))
         .expect("static response")
+}
+
+/// Why an origin's TLS handshake failed, when that is why a request failed:
+/// whether the certificate was the problem, and the rustls error somewhere in
+/// the chain in an operator's words.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<(bool, String)> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            let certificate = matches!(tls, rustls::Error::InvalidCertificate(_));
+            return Some((certificate, describe_tls(tls)));
+        }
+        // io::Error's `source` skips the error it wraps; look inside it.
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            current = Some(inner);
+            continue;
+        }
+        current = err.source();
+    }
+    None
+}
+
+fn describe_tls(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            C::Expired | C::ExpiredContext { .. } => "certificate expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not valid yet".into(),
+            C::UnknownIssuer => {
+                "unknown issuer: not signed by a system CA or one in upstream_ca".into()
+            }
+            C::NotValidForNameContext { expected, presented } => format!(
+                "name mismatch: the certificate is for {} but the server name is {} (see upstream_sni)",
+                presented.join(", "),
+                expected.to_str()
+            ),
+            C::NotValidForName => {
+                "name mismatch: the certificate is not valid for the server name (see upstream_sni)"
+                    .into()
+            }
+            C::Revoked => "certificate revoked".into(),
+            C::BadSignature => "bad certificate signature".into(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// An error with its sources, `a: b: c`, for log lines.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

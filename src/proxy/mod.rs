@@ -7,26 +7,21 @@
 pub mod assets;
 pub mod body;
 pub mod codec;
+mod conn;
 mod forward;
 pub mod inject;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
 use crate::bots::BotDetector;
 use crate::config::Config;
 use body::ProxyBody;
+pub use conn::{serve, Limits};
 pub use forward::{error_response, Forwarder, InjectPolicy};
 
 /// Routes under `prefix` served by the layers above the proxy (the
@@ -51,6 +46,9 @@ pub struct Proxy {
     routes: Option<Arc<dyn PrefixHandler>>,
     /// Set with `block_ai_crawlers`: AI crawlers get 403 before the origin.
     block_ai: Option<Arc<BotDetector>>,
+    /// Connection limits; a reload applies them to new connections
+    /// (`max_connections` only at start).
+    pub limits: Limits,
 }
 
 impl Proxy {
@@ -69,12 +67,7 @@ impl Proxy {
             skip_bots: config.bots.skip_events.then(|| bots.clone()),
         });
         Proxy {
-            forwarder: Forwarder::new(
-                server.upstream.authority(),
-                Duration::from_millis(server.upstream_timeout_ms),
-                server.trusted_proxies.clone(),
-                inject,
-            ),
+            forwarder: Forwarder::new(server, inject),
             script,
             script_path,
             consent_path: format!("{prefix}/c.js"),
@@ -82,6 +75,7 @@ impl Proxy {
             prefix,
             routes,
             block_ai: config.bots.block_ai_crawlers.then_some(bots),
+            limits: Limits::of(server),
         }
     }
 
@@ -158,51 +152,4 @@ fn robots_txt(bots: &BotDetector) -> Response<ProxyBody> {
         .header(http::header::CACHE_CONTROL, "public, max-age=3600")
         .body(body::full(text))
         .expect("static response")
-}
-
-/// Serves `proxy` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
-/// then lets open requests finish for up to `grace`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: CurrentProxy,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.load_full();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace period over; closing open connections");
-    }
 }
