@@ -87,12 +87,20 @@ enum DeadletterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send dead letters again: they are queued in the spool's replay inbox,
-    /// which the running server (or the next start) delivers.
+    /// Send dead letters again: each is built again from its stored event
+    /// with the current tool config and secrets (so a fixed token or URL
+    /// takes effect), then queued in the spool's replay inbox, which the
+    /// running server (or the next start) delivers. Needs the secrets in the
+    /// environment, as `serve` does.
     Replay {
         /// Only this tool's dead letters.
         #[arg(long)]
         tool: Option<String>,
+        /// Send the stored requests byte for byte instead. Letters whose
+        /// credentials were redacted are refused (they would be sent with
+        /// `[REDACTED]` in place of the token).
+        #[arg(long)]
+        as_stored: bool,
         /// Dead-letter ids or event ids; none = all (that match --tool).
         #[arg(value_name = "ID")]
         ids: Vec<String>,
@@ -291,9 +299,7 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             let mut out = std::io::stdout().lock();
             for letter in &listing.letters {
                 let line = if json {
-                    json_for_terminal(
-                        &serde_json::to_string(letter).expect("a dead letter serializes"),
-                    )
+                    json_for_terminal(&letter_json(letter).to_string())
                 } else {
                     letter_line(letter)
                 };
@@ -316,17 +322,73 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        DeadletterCommand::Replay { tool, ids } => {
+        DeadletterCommand::Replay {
+            tool,
+            ids,
+            as_stored,
+        } => {
+            let listing = match store.list(&Filter { tool, ids }) {
+                Ok(listing) => listing,
+                Err(e) => return failed(e),
+            };
+            // Building requests again needs the secrets, as `serve` does;
+            // letters without a stored event (older versions) are sent as
+            // stored and need none.
+            let rebuild = !as_stored && listing.letters.iter().any(|l| l.delivery.source.is_some());
+            let plan = if rebuild {
+                match load_plan(&loaded, Secrets::Required) {
+                    Some(plan) => Some(plan),
+                    None => {
+                        eprintln!("replay builds requests again with the current secrets: set them, or use --as-stored");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                None
+            };
+            let mut built = std::collections::HashMap::new();
+            let mut refused = 0usize;
+            for letter in &listing.letters {
+                match replay_delivery(letter, plan.as_ref(), as_stored) {
+                    Ok(d) => {
+                        built.insert(letter.id.clone(), d);
+                    }
+                    Err(why) => {
+                        refused += 1;
+                        eprintln!(
+                            "{}: not replayed (kept): {}",
+                            terminal_safe(&letter.id),
+                            terminal_safe(&why)
+                        );
+                    }
+                }
+            }
             let spool = loaded.spool_dir();
             let mut inbox_error = None;
+            let which = Filter {
+                tool: None,
+                ids: built.keys().cloned().collect(),
+            };
             // The deliveries reach the inbox before they leave the store: a
             // crash in between sends them twice, never zero times.
-            let result = store.take_with(&Filter { tool, ids }, |letters| {
-                let deliveries: Vec<_> = letters.iter().map(|l| l.delivery.clone()).collect();
-                inbox::write(&spool, &deliveries).inspect_err(|e| {
-                    inbox_error = Some(format!("{}: {e}", inbox::dir(&spool).display()));
+            let result = if built.is_empty() {
+                Ok((Vec::new(), None))
+            } else {
+                store.take_with(&which, |letters| {
+                    let deliveries: Vec<_> = letters
+                        .iter()
+                        .filter_map(|l| built.get(&l.id).cloned())
+                        .collect();
+                    inbox::write(&spool, &deliveries).inspect_err(|e| {
+                        inbox_error = Some(format!("{}: {e}", inbox::dir(&spool).display()));
+                    })
                 })
-            });
+            };
+            let code = if refused > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
             match result {
                 Ok((taken, Some(file))) => {
                     println!(
@@ -334,11 +396,11 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
                         dead_letters(taken.len()),
                         file.display()
                     );
-                    ExitCode::SUCCESS
+                    code
                 }
                 Ok((_, None)) => {
                     println!("nothing to replay");
-                    ExitCode::SUCCESS
+                    code
                 }
                 Err(e) => match inbox_error {
                     Some(message) => {
@@ -360,6 +422,53 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// What replaying `letter` sends: built again from its stored event with
+/// `plan` (the current config), or with `plan = None` (`--as-stored`) the
+/// stored request, which a redacted letter cannot give. A letter stored by
+/// an older version without its event is sent as stored when it can be.
+fn replay_delivery(
+    letter: &DeadLetter,
+    plan: Option<&Plan>,
+    as_stored: bool,
+) -> Result<crate::tools::Delivery, String> {
+    match (plan, &letter.delivery.source) {
+        (Some(plan), Some(source)) => {
+            crate::rules::rebuild(source, &letter.tool, &plan.tools, &plan.variables)
+        }
+        _ if letter.redacted => Err(if !as_stored {
+            "its credentials were redacted and it has no stored event to build it again from"
+                .to_string()
+        } else {
+            "its credentials were redacted; replay it without --as-stored to build it with the current config".to_string()
+        }),
+        _ => Ok(letter.delivery.clone()),
+    }
+}
+
+/// A dead letter as `deadletter list --json` prints it: the request body as
+/// text (`"body"`), or as base64 with `"body_encoding": "base64"` when it is
+/// not UTF-8, rather than an array of byte values.
+fn letter_json(letter: &DeadLetter) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut v = serde_json::to_value(letter).expect("a dead letter serializes");
+    if let crate::tools::Payload::Http(req) = &letter.delivery.payload {
+        if let Some(http) = v.pointer_mut("/delivery/payload/Http") {
+            if let Some(body) = &req.body {
+                match std::str::from_utf8(body) {
+                    Ok(text) => http["body"] = text.into(),
+                    Err(_) => {
+                        http["body"] = base64::engine::general_purpose::STANDARD
+                            .encode(body)
+                            .into();
+                        http["body_encoding"] = "base64".into();
+                    }
+                }
+            }
+        }
+    }
+    v
 }
 
 fn dead_letters(n: usize) -> String {
@@ -408,6 +517,8 @@ mod tests {
             tool: "ga4".into(),
             event_id: "evt-1".into(),
             payload: crate::tools::Payload::Stdout("x".into()),
+            source: None,
+            secrets: Vec::new(),
         };
         let mut l = DeadLetter::new(delivery, "HTTP 400:\n{}", Some(400), b"", 1, 0);
         l.id = "id1".into();
@@ -430,6 +541,8 @@ mod tests {
             tool: "hook".into(),
             event_id: "evt-1\x1b[2J".into(),
             payload: crate::tools::Payload::Stdout("x".into()),
+            source: None,
+            secrets: Vec::new(),
         };
         let hostile = "O1\r\nX-Evil: 1\u{1b}[31m\u{9b}2J\u{202e}txt.exe\u{2028}";
         let mut l = DeadLetter::new(delivery, hostile, None, b"", 0, 0);

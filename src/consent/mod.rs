@@ -74,7 +74,7 @@ pub type SignalState = (Option<bool>, Option<bool>);
 
 /// Consent Mode v2 state for one event (ad_storage, analytics_storage,
 /// ad_user_data, ad_personalization).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsentMode(pub [SignalState; 4]);
 
 impl ConsentPolicy {
