@@ -79,6 +79,42 @@ fn check_reports_file_line_col() {
     }
 }
 
+/// Issue 13: every URL setting of a tool is checked by `check`, at its own
+/// line: an `http` tool's `url` and any tool's `endpoint` must be absolute
+/// http(s) URLs with a host (before, a bad one was found by deliveries
+/// failing with "builder error").
+#[test]
+fn check_reports_bad_tool_urls_at_their_line() {
+    let cases = [
+        (
+            "type = \"http\"\n[settings]\nurl = \"not a url\"\n[automated]\ntrack = true\n",
+            "3:1: \"not a url\" must start with an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "type = \"http\"\n[settings]\nmethod = \"POST\"\n  url = \"ftp://x\"\n[automated]\ntrack = true\n",
+            "4:3: \"ftp://x\" must start with an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "type = \"facebook-pixel\"\nendpoint = \"ftp://x\"\n[settings]\npixel_id = \"1\"\naccess_token = \"t\"\n",
+            "2:12: invalid endpoint \"ftp://x\"",
+        ),
+        (
+            "type = \"http\"\nendpoint = \"not a url\"\n[settings]\nurl = \"https://ok.example/\"\n",
+            "2:12: invalid endpoint \"not a url\"",
+        ),
+    ];
+    for (tool, want) in cases {
+        let (dir, path) = write_config("[server]\nupstream = \"http://127.0.0.1:1\"\n");
+        std::fs::create_dir(dir.path().join("tools")).unwrap();
+        let tool_path = dir.path().join("tools/t.toml");
+        std::fs::write(&tool_path, tool).unwrap();
+        let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{tool}");
+        let want = format!("{}:{want}", tool_path.display());
+        assert!(err.starts_with(&want), "got {err:?}\nwant {want}");
+    }
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
     let (dir, path) = write_config("[server]\nlisten = \"not an address\"\n");

@@ -128,6 +128,25 @@ impl ToolFile {
         match &self.settings {
             Some(s) => {
                 let span = s.span();
+                // The table's span may cover only its `[settings]` header:
+                // look for a `key =` line from there to the next table.
+                let mut at = span.start;
+                for (n, line) in text[span.start.min(text.len())..]
+                    .split_inclusive('\n')
+                    .enumerate()
+                {
+                    let trimmed = line.trim_start();
+                    if n > 0 && trimmed.starts_with('[') {
+                        break;
+                    }
+                    let key_at = trimmed
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='));
+                    if key_at {
+                        return at + (line.len() - trimmed.len());
+                    }
+                    at += line.len();
+                }
                 text.get(span.clone())
                     .and_then(|t| t.find(key))
                     .map_or(span.start, |i| span.start + i)
