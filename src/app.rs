@@ -39,11 +39,9 @@ impl Plan {
     pub fn load(loaded: &Loaded, secrets: Secrets) -> Result<Plan, ConfigError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
-        let variables =
-            crate::rules::variables(loaded, secrets, &mut warnings).unwrap_or_else(|mut p| {
-                problems.append(&mut p);
-                Variables::new()
-            });
+        let (variables, mut variable_problems) =
+            crate::rules::variables(loaded, secrets, &mut warnings);
+        problems.append(&mut variable_problems);
         let (triggers, mut trigger_problems) = crate::rules::triggers(loaded, &variables);
         problems.append(&mut trigger_problems);
         let tools =

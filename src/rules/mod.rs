@@ -29,12 +29,15 @@ pub enum Secrets {
     Optional,
 }
 
-/// `[variables]`, with secrets read from the environment.
+/// `[variables]`, with secrets read from the environment, and the problems
+/// found. Every well-named variable is in the map even when it has a
+/// problem (an unset secret holds `""`), so the files that use it are not
+/// also told it is unknown.
 pub fn variables(
     loaded: &Loaded,
     secrets: Secrets,
     warnings: &mut Vec<String>,
-) -> Result<Variables, Vec<Problem>> {
+) -> (Variables, Vec<Problem>) {
     let mut vars = Variables::new();
     let mut problems = Vec::new();
     for (name, spanned) in &loaded.config.variables {
@@ -64,17 +67,12 @@ pub fn variables(
                             format!("secret `{name}`: environment variable {env} is not set"),
                         );
                         match secrets {
-                            Secrets::Required => {
-                                problems.push(problem);
-                                continue;
-                            }
-                            Secrets::Optional => {
-                                warnings.push(problem.to_string());
-                                Variable {
-                                    value: Value::String(String::new()),
-                                    secret: true,
-                                }
-                            }
+                            Secrets::Required => problems.push(problem),
+                            Secrets::Optional => warnings.push(problem.to_string()),
+                        }
+                        Variable {
+                            value: Value::String(String::new()),
+                            secret: true,
                         }
                     }
                 }
@@ -86,11 +84,7 @@ pub fn variables(
         };
         vars.insert(name.clone(), var);
     }
-    if problems.is_empty() {
-        Ok(vars)
-    } else {
-        Err(problems)
-    }
+    (vars, problems)
 }
 
 /// A reference to a trigger from an action or a tool.
