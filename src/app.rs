@@ -59,6 +59,23 @@ impl Plan {
             let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             warnings.extend(tool.adapter.check_warnings(&path, &text, &tool.file));
+            if tool.file.automated() == crate::tools::Automated::default()
+                && tool.actions.is_empty()
+            {
+                let at = tool.file.adapter.span().start;
+                warnings.push(
+                    Problem::at(
+                        &path,
+                        &text,
+                        at,
+                        format!(
+                            "tool `{}` has no automated action and no custom action: it never sends anything (add [automated] or [[actions]])",
+                            tool.id
+                        ),
+                    )
+                    .to_string(),
+                );
+            }
         }
         if problems.is_empty() {
             Ok(Plan {

@@ -193,9 +193,59 @@ fn check(path: &Path) -> ExitCode {
     for w in loaded.warnings.iter().chain(&plan.warnings) {
         eprintln!("warning: {w}");
     }
+    if let Some(why) = unwritable(&loaded.data_dir()) {
+        eprintln!("warning: {why}");
+    }
     let triggers = plan.triggers.list.len();
     println!("ok: {} tools, {triggers} triggers", plan.tools.len());
     ExitCode::SUCCESS
+}
+
+/// Why `serve` could not write under `data_dir` (its dead letters, spool and
+/// tokens live there), if so. A warning, not a problem: `check` may run on
+/// another machine than `serve` (CI). Writes and removes one probe file in
+/// the first folder that exists on the way; creates nothing else.
+fn unwritable(data_dir: &Path) -> Option<String> {
+    let shown = data_dir.display();
+    let mut dir = data_dir;
+    loop {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Some(format!(
+                    "data_dir {shown}: {} is not a folder; serve cannot create its files there",
+                    dir.display()
+                ))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                match dir.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+                    _ => return None,
+                }
+            }
+            Err(e) => return Some(format!("data_dir {shown}: {}: {e}", dir.display())),
+        }
+    }
+    let probe = dir.join(format!(".tagproxy-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "data_dir {shown}: cannot write in {}: {e}; serve will fail to start",
+            dir.display()
+        )),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -115,6 +115,98 @@ fn check_reports_bad_tool_urls_at_their_line() {
     }
 }
 
+/// Issue 13: a tool that can never send anything passes `check` with a
+/// warning, at its `type` line.
+#[test]
+fn check_warns_about_a_tool_with_no_action() {
+    let (dir, path) = write_config("[server]\nupstream = \"http://127.0.0.1:1\"\n");
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let tool = dir.path().join("tools/idle.toml");
+    std::fs::write(&tool, "type = \"console\"\n").unwrap();
+    let (code, out, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ok: 1 tools, 0 triggers\n");
+    assert!(
+        err.contains(&format!(
+            "warning: {}:1:8: tool `idle` has no automated action and no custom action",
+            tool.display()
+        )),
+        "{err}"
+    );
+    // With an action, no such warning.
+    std::fs::write(&tool, "type = \"console\"\n[automated]\ntrack = true\n").unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("no automated action"), "{err}");
+}
+
+/// Issue 13: `check` finds a `data_dir` that `serve` cannot write (a
+/// warning with the path: `check` may run where `serve` does not). Tests
+/// may run as root, whom permission bits do not stop, so the data_dir's
+/// parent is a regular file; the permission variant runs only as non-root.
+#[test]
+fn check_warns_about_a_data_dir_it_cannot_write() {
+    let (dir, path) = write_config("");
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let data = blocker.join("data");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nupstream = \"http://127.0.0.1:1\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: data_dir {}: {} is not a folder",
+            data.display(),
+            blocker.display()
+        )),
+        "{err}"
+    );
+
+    // A writable one (not created yet): no warning, and nothing created.
+    let fine = dir.path().join("fresh/data");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nupstream = \"http://127.0.0.1:1\"\n",
+            fine.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("data_dir"), "{err}");
+    assert!(!dir.path().join("fresh").exists());
+
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(true);
+    if root {
+        return; // root writes through permission bits
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nupstream = \"http://127.0.0.1:1\"\n",
+            locked.display()
+        ),
+    )
+    .unwrap();
+    let (_, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(err.contains("cannot write in"), "{err}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
     let (dir, path) = write_config("[server]\nlisten = \"not an address\"\n");
