@@ -207,6 +207,38 @@ fn check_warns_about_a_data_dir_it_cannot_write() {
     assert!(err.contains("cannot write in"), "{err}");
 }
 
+/// Issue 13: `--log-format text` into a file (not a terminal) has no ANSI
+/// colour codes.
+#[test]
+fn text_logs_to_a_file_have_no_colour_codes() {
+    let (dir, path) = write_config(&format!(
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:1\"\n"
+    ));
+    let log = dir.path().join("log.txt");
+    let mut child = Command::new(bin())
+        .args(["--log-format", "text", "serve", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("serving") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("serving"), "{text}");
+    assert!(text.contains(" INFO "), "text format, not JSON: {text}");
+    assert!(!text.contains('\x1b'), "ANSI codes in a file: {text:?}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
     let (dir, path) = write_config("[server]\nlisten = \"not an address\"\n");
