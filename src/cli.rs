@@ -126,7 +126,7 @@ enum DeadletterCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -159,6 +159,32 @@ pub fn main() -> ExitCode {
             None => ExitCode::from(1),
         },
     }
+}
+
+/// Parses the command line. `demo` runs its own built-in config, so a
+/// `-c`/`--config` given with it is a usage error rather than silently
+/// ignored (`TAGPROXY_CONFIG` in the environment is ambient and ignored).
+fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let given = |m: &clap::ArgMatches| {
+        m.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if let Some(("demo", sub)) = matches.subcommand() {
+        if given(&matches) || given(sub) {
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "`demo` takes no config: it runs a built-in shop with a console tool and needs no file; use `tagproxy serve -c FILE` to run your own config",
+            ));
+        }
+    }
+    Ok(cli)
 }
 
 fn load(path: &Path) -> Option<Loaded> {
@@ -604,6 +630,27 @@ mod tests {
         assert!(!json.chars().any(acts_on_terminal), "{json:?}");
         let back: DeadLetter = serde_json::from_str(&json).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn demo_refuses_a_config_file() {
+        for args in [
+            &["tagproxy", "demo", "-c", "x.toml"][..],
+            &["tagproxy", "-c", "x.toml", "demo"],
+            &[
+                "tagproxy",
+                "demo",
+                "--config=x.toml",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        ] {
+            let e = parse_args(args).err().expect("refused");
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert!(e.to_string().contains("`demo` takes no config"), "{e}");
+        }
+        assert!(parse_args(["tagproxy", "demo"]).is_ok());
+        assert!(parse_args(["tagproxy", "check", "-c", "x.toml"]).is_ok());
     }
 
     #[test]

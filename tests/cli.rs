@@ -262,6 +262,16 @@ fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
     );
 }
 
+/// Issue 13: `demo -c FILE` used to start the demo and ignore the file; it
+/// is a usage error that says why.
+#[test]
+fn demo_with_a_config_file_is_a_usage_error() {
+    let (code, out, err) = run(&["demo", "-c", "/tmp/mine.toml", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("`demo` takes no config"), "{err}");
+    assert!(err.contains("tagproxy serve -c FILE"), "{err}");
+}
+
 #[tokio::test]
 async fn demo_serves_the_shop_with_the_script() {
     // Port 0: the demo prints where it listens; read it from stdout (a
