@@ -352,6 +352,7 @@ fn consent_client_config(c: &crate::config::ConsentConfig) -> Value {
         "show_modal": c.show_modal,
         "tcf": c.tcf,
         "purposes": purposes,
+        "texts": crate::consent::modal_texts(c),
     })
 }
 
