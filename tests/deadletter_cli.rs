@@ -639,3 +639,96 @@ async fn replay_rebuilds_with_the_fixed_tool_file() {
     proxy.settled().await;
     assert_eq!(store.count().unwrap(), 0);
 }
+
+/// A custom action's request is rebuilt from the action as the tool file
+/// now has it, found by name even after the file's actions were reordered.
+#[tokio::test]
+async fn replay_rebuilds_a_custom_action_with_its_fixed_url() {
+    use common::{Destination, Origin, Proxy, Script, LISTEN_ANY};
+    let dest = Destination::with_script(Script {
+        statuses: vec![404, 200],
+        ..Script::default()
+    })
+    .await;
+    let origin = Origin::page("text/html", "<html><head></head><body>x</body></html>").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let notify = |path: &str| {
+        format!(
+            "[[actions]]\nname = \"notify\"\nkind = \"request\"\nfiring = [\"lead\"]\ninclude_event_properties = true\n[actions.fields]\nurl = \"{}{path}\"\n",
+            dest.url()
+        )
+    };
+    let head = format!(
+        "type = \"http\"\n[settings]\nurl = \"{}/base\"\n",
+        dest.url()
+    );
+    let tool_path = dir.path().join("tools/hook.toml");
+    std::fs::write(&tool_path, format!("{head}{}", notify("/wrong"))).unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n[triggers.lead]\nrules = [ {{ match = \"{{{{ client.__zarazTrack }}}}\", op = \"equals\", value = \"Lead\" }} ]\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let proxy = Proxy::spawn(dir, config.clone(), &[]).await;
+    common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"track","name":"Lead","properties":{"plan":"pro"},"page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap();
+    let store = DeadLetters::new(&data);
+    wait_letters(&store, 1).await;
+    assert_eq!(dest.requests()[0].path(), "/wrong");
+
+    // Fixed, with another action now first in the file.
+    let other = format!(
+        "[[actions]]\nname = \"other\"\nkind = \"request\"\nfiring = [\"Pageview\"]\n[actions.fields]\nurl = \"{}/other\"\n",
+        dest.url()
+    );
+    std::fs::write(&tool_path, format!("{head}{other}{}", notify("/right"))).unwrap();
+    let (code, _, err) = cli(&config, &["deadletter", "replay"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let got = dest.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got[1].path(), "/right");
+    assert_eq!(got[1].method, "POST");
+    assert_eq!(got[1].json()["plan"], "pro");
+    assert_eq!(
+        got[1].headers["idempotency-key"], got[0].headers["idempotency-key"],
+        "the same event"
+    );
+    proxy.settled().await;
+    assert_eq!(store.count().unwrap(), 0);
+
+    // An action that is gone: named, kept, exit 1.
+    std::fs::write(&tool_path, format!("{head}{}", notify("/wrong"))).unwrap();
+    dest.set_script(Script {
+        statuses: vec![404],
+        ..Script::default()
+    });
+    common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"track","name":"Lead","page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap();
+    let letters = wait_letters(&store, 1).await;
+    std::fs::write(&tool_path, format!("{head}{other}")).unwrap();
+    let (code, _, err) = cli(&config, &["deadletter", "replay"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: not replayed (kept): tool `hook` no longer has the action `notify`",
+            letters[0].id
+        )),
+        "{err}"
+    );
+    assert_eq!(store.count().unwrap(), 1);
+}
