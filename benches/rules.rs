@@ -105,7 +105,7 @@ fn event(ua: &UaParser) -> Event {
 
 fn bench(c: &mut Criterion) {
     let loaded = tagproxy::config::parse(Path::new("bench.toml"), &config_text()).unwrap();
-    let variables = rules::variables(&loaded, rules::Secrets::Required, &mut Vec::new()).unwrap();
+    let variables = rules::variables(&loaded, rules::Secrets::Required, &mut Vec::new()).0;
     let (triggers, problems) = rules::triggers(&loaded, &variables);
     assert!(problems.is_empty(), "{problems:?}");
     let tools: Vec<_> = (0..20)

@@ -36,6 +36,8 @@ fn delivery(i: usize) -> Delivery {
             ],
             body: Some(vec![b'x'; 200]),
         }),
+        source: None,
+        secrets: Vec::new(),
     }
 }
 

@@ -60,11 +60,9 @@ impl Plan {
     ) -> Result<Plan, ConfigError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
-        let variables =
-            crate::rules::variables(loaded, secrets, &mut warnings).unwrap_or_else(|mut p| {
-                problems.append(&mut p);
-                Variables::new()
-            });
+        let (variables, mut variable_problems) =
+            crate::rules::variables(loaded, secrets, &mut warnings);
+        problems.append(&mut variable_problems);
         let (triggers, mut trigger_problems) = crate::rules::triggers(loaded, &variables);
         problems.append(&mut trigger_problems);
         let mut sources = tools::read_sources(&loaded.tools_dir()).unwrap_or_else(|mut p| {
@@ -94,11 +92,25 @@ impl Plan {
         warnings.extend(consent_problems(loaded, &tools, &sources, &mut problems));
         for tool in &tools {
             let path = loaded.tools_dir().join(format!("{}.toml", tool.id));
-            warnings.extend(tool.adapter.check_warnings(
-                &path,
-                text_of(&sources, &tool.id),
-                &tool.file,
-            ));
+            let text = text_of(&sources, &tool.id);
+            warnings.extend(tool.adapter.check_warnings(&path, text, &tool.file));
+            if tool.file.automated() == crate::tools::Automated::default()
+                && tool.actions.is_empty()
+            {
+                let at = tool.file.adapter.span().start;
+                warnings.push(
+                    Problem::at(
+                        &path,
+                        text,
+                        at,
+                        format!(
+                            "tool `{}` has no automated action and no custom action: it never sends anything (add [automated] or [[actions]])",
+                            tool.id
+                        ),
+                    )
+                    .to_string(),
+                );
+            }
         }
         if problems.is_empty() {
             Ok(Plan {
@@ -389,6 +401,7 @@ fn consent_client_config(c: &crate::config::ConsentConfig) -> Value {
         "show_modal": c.show_modal,
         "tcf": c.tcf,
         "purposes": purposes,
+        "texts": crate::consent::modal_texts(c),
     })
 }
 

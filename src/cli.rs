@@ -87,12 +87,20 @@ enum DeadletterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send dead letters again: they are queued in the spool's replay inbox,
-    /// which the running server (or the next start) delivers.
+    /// Send dead letters again: each is built again from its stored event
+    /// with the current tool config and secrets (so a fixed token or URL
+    /// takes effect), then queued in the spool's replay inbox, which the
+    /// running server (or the next start) delivers. Needs the secrets in the
+    /// environment, as `serve` does.
     Replay {
         /// Only this tool's dead letters.
         #[arg(long)]
         tool: Option<String>,
+        /// Send the stored requests byte for byte instead. Letters whose
+        /// credentials were redacted are refused (they would be sent with
+        /// `[REDACTED]` in place of the token).
+        #[arg(long)]
+        as_stored: bool,
         /// Dead-letter ids or event ids; none = all (that match --tool).
         #[arg(value_name = "ID")]
         ids: Vec<String>,
@@ -118,7 +126,7 @@ enum DeadletterCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -153,6 +161,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line. `demo` runs its own built-in config, so a
+/// `-c`/`--config` given with it is a usage error rather than silently
+/// ignored (`TAGPROXY_CONFIG` in the environment is ambient and ignored).
+fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let given = |m: &clap::ArgMatches| {
+        m.value_source("config") == Some(clap::parser::ValueSource::CommandLine)
+    };
+    if let Some(("demo", sub)) = matches.subcommand() {
+        if given(&matches) || given(sub) {
+            return Err(command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "`demo` takes no config: it runs a built-in shop with a console tool and needs no file; use `tagproxy serve -c FILE` to run your own config",
+            ));
+        }
+    }
+    Ok(cli)
+}
+
 fn load(path: &Path) -> Option<Loaded> {
     match config::load(path) {
         Ok(loaded) => Some(loaded),
@@ -185,9 +219,59 @@ fn check(path: &Path) -> ExitCode {
     for w in loaded.warnings.iter().chain(&plan.warnings) {
         eprintln!("warning: {w}");
     }
+    if let Some(why) = unwritable(&loaded.data_dir()) {
+        eprintln!("warning: {why}");
+    }
     let triggers = plan.triggers.list.len();
     println!("ok: {} tools, {triggers} triggers", plan.tools.len());
     ExitCode::SUCCESS
+}
+
+/// Why `serve` could not write under `data_dir` (its dead letters, spool and
+/// tokens live there), if so. A warning, not a problem: `check` may run on
+/// another machine than `serve` (CI). Writes and removes one probe file in
+/// the first folder that exists on the way; creates nothing else.
+fn unwritable(data_dir: &Path) -> Option<String> {
+    let shown = data_dir.display();
+    let mut dir = data_dir;
+    loop {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Some(format!(
+                    "data_dir {shown}: {} is not a folder; serve cannot create its files there",
+                    dir.display()
+                ))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                match dir.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+                    _ => return None,
+                }
+            }
+            Err(e) => return Some(format!("data_dir {shown}: {}: {e}", dir.display())),
+        }
+    }
+    let probe = dir.join(format!(".tagproxy-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "data_dir {shown}: cannot write in {}: {e}; serve will fail to start",
+            dir.display()
+        )),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -291,9 +375,7 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             let mut out = std::io::stdout().lock();
             for letter in &listing.letters {
                 let line = if json {
-                    json_for_terminal(
-                        &serde_json::to_string(letter).expect("a dead letter serializes"),
-                    )
+                    json_for_terminal(&letter_json(letter).to_string())
                 } else {
                     letter_line(letter)
                 };
@@ -316,17 +398,73 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        DeadletterCommand::Replay { tool, ids } => {
+        DeadletterCommand::Replay {
+            tool,
+            ids,
+            as_stored,
+        } => {
+            let listing = match store.list(&Filter { tool, ids }) {
+                Ok(listing) => listing,
+                Err(e) => return failed(e),
+            };
+            // Building requests again needs the secrets, as `serve` does;
+            // letters without a stored event (older versions) are sent as
+            // stored and need none.
+            let rebuild = !as_stored && listing.letters.iter().any(|l| l.delivery.source.is_some());
+            let plan = if rebuild {
+                match load_plan(&loaded, Secrets::Required) {
+                    Some(plan) => Some(plan),
+                    None => {
+                        eprintln!("replay builds requests again with the current secrets: set them, or use --as-stored");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                None
+            };
+            let mut built = std::collections::HashMap::new();
+            let mut refused = 0usize;
+            for letter in &listing.letters {
+                match replay_delivery(letter, plan.as_ref(), as_stored) {
+                    Ok(d) => {
+                        built.insert(letter.id.clone(), d);
+                    }
+                    Err(why) => {
+                        refused += 1;
+                        eprintln!(
+                            "{}: not replayed (kept): {}",
+                            terminal_safe(&letter.id),
+                            terminal_safe(&why)
+                        );
+                    }
+                }
+            }
             let spool = loaded.spool_dir();
             let mut inbox_error = None;
+            let which = Filter {
+                tool: None,
+                ids: built.keys().cloned().collect(),
+            };
             // The deliveries reach the inbox before they leave the store: a
             // crash in between sends them twice, never zero times.
-            let result = store.take_with(&Filter { tool, ids }, |letters| {
-                let deliveries: Vec<_> = letters.iter().map(|l| l.delivery.clone()).collect();
-                inbox::write(&spool, &deliveries).inspect_err(|e| {
-                    inbox_error = Some(format!("{}: {e}", inbox::dir(&spool).display()));
+            let result = if built.is_empty() {
+                Ok((Vec::new(), None))
+            } else {
+                store.take_with(&which, |letters| {
+                    let deliveries: Vec<_> = letters
+                        .iter()
+                        .filter_map(|l| built.get(&l.id).cloned())
+                        .collect();
+                    inbox::write(&spool, &deliveries).inspect_err(|e| {
+                        inbox_error = Some(format!("{}: {e}", inbox::dir(&spool).display()));
+                    })
                 })
-            });
+            };
+            let code = if refused > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
             match result {
                 Ok((taken, Some(file))) => {
                     println!(
@@ -334,11 +472,11 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
                         dead_letters(taken.len()),
                         file.display()
                     );
-                    ExitCode::SUCCESS
+                    code
                 }
                 Ok((_, None)) => {
                     println!("nothing to replay");
-                    ExitCode::SUCCESS
+                    code
                 }
                 Err(e) => match inbox_error {
                     Some(message) => {
@@ -360,6 +498,53 @@ fn deadletter_command(path: &Path, command: DeadletterCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// What replaying `letter` sends: built again from its stored event with
+/// `plan` (the current config), or with `plan = None` (`--as-stored`) the
+/// stored request, which a redacted letter cannot give. A letter stored by
+/// an older version without its event is sent as stored when it can be.
+fn replay_delivery(
+    letter: &DeadLetter,
+    plan: Option<&Plan>,
+    as_stored: bool,
+) -> Result<crate::tools::Delivery, String> {
+    match (plan, &letter.delivery.source) {
+        (Some(plan), Some(source)) => {
+            crate::rules::rebuild(source, &letter.tool, &plan.tools, &plan.variables)
+        }
+        _ if letter.redacted => Err(if !as_stored {
+            "its credentials were redacted and it has no stored event to build it again from"
+                .to_string()
+        } else {
+            "its credentials were redacted; replay it without --as-stored to build it with the current config".to_string()
+        }),
+        _ => Ok(letter.delivery.clone()),
+    }
+}
+
+/// A dead letter as `deadletter list --json` prints it: the request body as
+/// text (`"body"`), or as base64 with `"body_encoding": "base64"` when it is
+/// not UTF-8, rather than an array of byte values.
+fn letter_json(letter: &DeadLetter) -> serde_json::Value {
+    use base64::Engine as _;
+    let mut v = serde_json::to_value(letter).expect("a dead letter serializes");
+    if let crate::tools::Payload::Http(req) = &letter.delivery.payload {
+        if let Some(http) = v.pointer_mut("/delivery/payload/Http") {
+            if let Some(body) = &req.body {
+                match std::str::from_utf8(body) {
+                    Ok(text) => http["body"] = text.into(),
+                    Err(_) => {
+                        http["body"] = base64::engine::general_purpose::STANDARD
+                            .encode(body)
+                            .into();
+                        http["body_encoding"] = "base64".into();
+                    }
+                }
+            }
+        }
+    }
+    v
 }
 
 fn dead_letters(n: usize) -> String {
@@ -408,6 +593,8 @@ mod tests {
             tool: "ga4".into(),
             event_id: "evt-1".into(),
             payload: crate::tools::Payload::Stdout("x".into()),
+            source: None,
+            secrets: Vec::new(),
         };
         let mut l = DeadLetter::new(delivery, "HTTP 400:\n{}", Some(400), b"", 1, 0);
         l.id = "id1".into();
@@ -430,6 +617,8 @@ mod tests {
             tool: "hook".into(),
             event_id: "evt-1\x1b[2J".into(),
             payload: crate::tools::Payload::Stdout("x".into()),
+            source: None,
+            secrets: Vec::new(),
         };
         let hostile = "O1\r\nX-Evil: 1\u{1b}[31m\u{9b}2J\u{202e}txt.exe\u{2028}";
         let mut l = DeadLetter::new(delivery, hostile, None, b"", 0, 0);
@@ -441,6 +630,27 @@ mod tests {
         assert!(!json.chars().any(acts_on_terminal), "{json:?}");
         let back: DeadLetter = serde_json::from_str(&json).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn demo_refuses_a_config_file() {
+        for args in [
+            &["tagproxy", "demo", "-c", "x.toml"][..],
+            &["tagproxy", "-c", "x.toml", "demo"],
+            &[
+                "tagproxy",
+                "demo",
+                "--config=x.toml",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        ] {
+            let e = parse_args(args).err().expect("refused");
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert!(e.to_string().contains("`demo` takes no config"), "{e}");
+        }
+        assert!(parse_args(["tagproxy", "demo"]).is_ok());
+        assert!(parse_args(["tagproxy", "check", "-c", "x.toml"]).is_ok());
     }
 
     #[test]

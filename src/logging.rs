@@ -18,8 +18,12 @@ pub fn init(format: Option<LogFormat>) {
     } else {
         LogFormat::Json
     });
+    // Colour only for a person at a terminal: ANSI codes in a log file or a
+    // pipe are noise (and `NO_COLOR`, https://no-color.org, turns it off).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

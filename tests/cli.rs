@@ -79,6 +79,166 @@ fn check_reports_file_line_col() {
     }
 }
 
+/// Issue 13: every URL setting of a tool is checked by `check`, at its own
+/// line: an `http` tool's `url` and any tool's `endpoint` must be absolute
+/// http(s) URLs with a host (before, a bad one was found by deliveries
+/// failing with "builder error").
+#[test]
+fn check_reports_bad_tool_urls_at_their_line() {
+    let cases = [
+        (
+            "type = \"http\"\n[settings]\nurl = \"not a url\"\n[automated]\ntrack = true\n",
+            "3:1: \"not a url\" must start with an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "type = \"http\"\n[settings]\nmethod = \"POST\"\n  url = \"ftp://x\"\n[automated]\ntrack = true\n",
+            "4:3: \"ftp://x\" must start with an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "type = \"facebook-pixel\"\nendpoint = \"ftp://x\"\n[settings]\npixel_id = \"1\"\naccess_token = \"t\"\n",
+            "2:12: invalid endpoint \"ftp://x\"",
+        ),
+        (
+            "type = \"http\"\nendpoint = \"not a url\"\n[settings]\nurl = \"https://ok.example/\"\n",
+            "2:12: invalid endpoint \"not a url\"",
+        ),
+    ];
+    for (tool, want) in cases {
+        let (dir, path) = write_config("[server]\nupstream = \"http://127.0.0.1:1\"\n");
+        std::fs::create_dir(dir.path().join("tools")).unwrap();
+        let tool_path = dir.path().join("tools/t.toml");
+        std::fs::write(&tool_path, tool).unwrap();
+        let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{tool}");
+        let want = format!("{}:{want}", tool_path.display());
+        assert!(err.starts_with(&want), "got {err:?}\nwant {want}");
+    }
+}
+
+/// Issue 13: a tool that can never send anything passes `check` with a
+/// warning, at its `type` line.
+#[test]
+fn check_warns_about_a_tool_with_no_action() {
+    let (dir, path) = write_config("[server]\nupstream = \"http://127.0.0.1:1\"\n");
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let tool = dir.path().join("tools/idle.toml");
+    std::fs::write(&tool, "type = \"console\"\n").unwrap();
+    let (code, out, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ok: 1 tools, 0 triggers\n");
+    assert!(
+        err.contains(&format!(
+            "warning: {}:1:8: tool `idle` has no automated action and no custom action",
+            tool.display()
+        )),
+        "{err}"
+    );
+    // With an action, no such warning.
+    std::fs::write(&tool, "type = \"console\"\n[automated]\ntrack = true\n").unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("no automated action"), "{err}");
+}
+
+/// Issue 13: `check` finds a `data_dir` that `serve` cannot write (a
+/// warning with the path: `check` may run where `serve` does not). Tests
+/// may run as root, whom permission bits do not stop, so the data_dir's
+/// parent is a regular file; the permission variant runs only as non-root.
+#[test]
+fn check_warns_about_a_data_dir_it_cannot_write() {
+    let (dir, path) = write_config("");
+    let blocker = dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let data = blocker.join("data");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nupstream = \"http://127.0.0.1:1\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "warning: data_dir {}: {} is not a folder",
+            data.display(),
+            blocker.display()
+        )),
+        "{err}"
+    );
+
+    // A writable one (not created yet): no warning, and nothing created.
+    let fine = dir.path().join("fresh/data");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nupstream = \"http://127.0.0.1:1\"\n",
+            fine.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("data_dir"), "{err}");
+    assert!(!dir.path().join("fresh").exists());
+
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(true);
+    if root {
+        return; // root writes through permission bits
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[server]\nupstream = \"http://127.0.0.1:1\"\n",
+            locked.display()
+        ),
+    )
+    .unwrap();
+    let (_, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(err.contains("cannot write in"), "{err}");
+}
+
+/// Issue 13: `--log-format text` into a file (not a terminal) has no ANSI
+/// colour codes.
+#[test]
+fn text_logs_to_a_file_have_no_colour_codes() {
+    let (dir, path) = write_config(&format!(
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:1\"\n"
+    ));
+    let log = dir.path().join("log.txt");
+    let mut child = Command::new(bin())
+        .args(["--log-format", "text", "serve", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("serving") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("serving"), "{text}");
+    assert!(text.contains(" INFO "), "text format, not JSON: {text}");
+    assert!(!text.contains('\x1b'), "ANSI codes in a file: {text:?}");
+}
+
 #[test]
 fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
     let (dir, path) = write_config("[server]\nlisten = \"not an address\"\n");
@@ -100,6 +260,16 @@ fn serve_refuses_a_bad_config_and_usage_errors_exit_2() {
         err.starts_with("/nonexistent/tagproxy.toml:1:1: cannot read config"),
         "{err}"
     );
+}
+
+/// Issue 13: `demo -c FILE` used to start the demo and ignore the file; it
+/// is a usage error that says why.
+#[test]
+fn demo_with_a_config_file_is_a_usage_error() {
+    let (code, out, err) = run(&["demo", "-c", "/tmp/mine.toml", "--listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("`demo` takes no config"), "{err}");
+    assert!(err.contains("tagproxy serve -c FILE"), "{err}");
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ id = "ads"
 name = {{ en = "Advertising", de = "Werbung" }}
 description = {{ en = "Measuring and personalising ads.", de = "Werbung messen und personalisieren." }}
 default = "denied"
+[consent.texts.de]
+title = "Ihre Datenschutz-Wahl"
 "#
     )
 }
@@ -510,5 +512,24 @@ async fn stub_calls_languages_the_bound_and_no_double_sends() {
     answered(&browser, &proxy, "__sent.some(e => e.name == 'z')").await;
     assert_eq!(got(&dest, "/stats").len(), 101);
     assert_eq!(got(&dest, "/stats")[100].1, "z");
+
+    // Issue 13: the modal speaks the visitor's language too (de-DE → de):
+    // the configured `[consent.texts.de]` title, built-in German elsewhere.
+    let modal = browser
+        .js("zaraz.consent.modal = true;
+             var r = document.getElementById('tagproxy-consent').shadowRoot;
+             return {title: r.getElementById('t').textContent, intro: r.getElementById('s').textContent,
+                     buttons: [...r.querySelectorAll('button')].map(b => b.textContent),
+                     labels: [...r.querySelectorAll('label b')].map(b => b.textContent)};")
+        .await;
+    assert_eq!(
+        modal,
+        serde_json::json!({
+            "title": "Ihre Datenschutz-Wahl",
+            "intro": "Wählen Sie, wofür diese Website Ihre Daten verwenden darf. Sie können das jederzeit ändern.",
+            "buttons": ["Auswahl speichern", "Alle ablehnen", "Alle akzeptieren"],
+            "labels": ["Analytics", "Werbung"],
+        })
+    );
     browser.close().await;
 }

@@ -2,8 +2,11 @@
 //! library types: output, filters, exit codes, and replay queueing the
 //! deliveries in the spool's inbox before removing them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use tagproxy::delivery::deadletter::{DeadLetter, DeadLetters, Filter};
 use tagproxy::delivery::inbox;
@@ -75,6 +78,8 @@ fn delivery(tool: &str, event_id: &str) -> Delivery {
             headers: vec![("idempotency-key".into(), event_id.into())],
             body: Some(format!("{{\"event\":\"{event_id}\"}}").into_bytes()),
         }),
+        source: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -161,17 +166,60 @@ fn list_as_text_and_json() {
 
     let (code, out, err) = site.run(&["deadletter", "list", "--json"]);
     assert_eq!(code, 0, "{err}");
-    let parsed: Vec<DeadLetter> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Bodies are text, not arrays of byte values (issue 13).
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["delivery"]["payload"]["Http"]["body"],
+        "{\"event\":\"evt-a\"}"
+    );
+    assert!(first["delivery"]["payload"]["Http"]
+        .get("body_encoding")
+        .is_none());
+    let parsed: Vec<DeadLetter> = out.lines().map(from_listing).collect();
     assert_eq!(parsed, letters);
     let (_, out, _) = site.run(&["deadletter", "list", "--json", "--tool", "ga4"]);
-    let parsed: Vec<DeadLetter> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let parsed: Vec<DeadLetter> = out.lines().map(from_listing).collect();
     assert_eq!(parsed, vec![letters[1].clone()]);
+}
+
+/// A `list --json` line back as a dead letter: the text (or base64) body
+/// turned into bytes again.
+fn from_listing(line: &str) -> DeadLetter {
+    use base64::Engine as _;
+    let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+    if let Some(http) = v.pointer_mut("/delivery/payload/Http") {
+        let bytes = match (http["body"].as_str(), http.get("body_encoding")) {
+            (Some(b64), Some(enc)) => {
+                assert_eq!(enc, "base64");
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap()
+            }
+            (Some(text), None) => text.as_bytes().to_vec(),
+            _ => return serde_json::from_value(v).unwrap(),
+        };
+        http["body"] = serde_json::json!(bytes);
+        http.as_object_mut().unwrap().remove("body_encoding");
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+#[test]
+fn list_json_shows_a_binary_body_as_base64() {
+    let site = Site::new(CONFIG);
+    let mut d = delivery("hook", "evt-bin");
+    if let Payload::Http(req) = &mut d.payload {
+        req.body = Some(vec![0xff, 0x00, b'a']);
+    }
+    let letter = DeadLetter::new(d, "HTTP 400: no", Some(400), b"", 1, 0);
+    site.store().append(std::slice::from_ref(&letter)).unwrap();
+    let (code, out, err) = site.run(&["deadletter", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let http = &v["delivery"]["payload"]["Http"];
+    assert_eq!(http["body"], "/wBh");
+    assert_eq!(http["body_encoding"], "base64");
+    assert_eq!(from_listing(out.trim()), letter);
 }
 
 #[test]
@@ -368,4 +416,319 @@ fn a_store_that_cannot_be_read_exits_1() {
     let (code, out, err) = site.run(&["deadletter", "list"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(&store_path.display().to_string()), "{err}");
+}
+
+const WRONG_TOKEN: &str = "EAAwrong-token-0123456789/+=";
+const GOOD_TOKEN: &str = "EAAgood-token-9876543210";
+
+/// Every file under `dir` except the spool (which holds in-flight requests,
+/// credentials included, because it must send them), with its bytes.
+fn files_outside_spool(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().unwrap() != "spool" {
+                files_outside_spool(&path, out);
+            }
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tagproxy"));
+    cmd.arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("TAGPROXY_SECRET_META");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+async fn wait_letters(store: &DeadLetters, n: usize) -> Vec<DeadLetter> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let letters = store.list(&Filter::default()).unwrap().letters;
+        if letters.len() >= n {
+            return letters;
+        }
+        assert!(Instant::now() < deadline, "no dead letter after 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 13: a Meta tool with a wrong token dead-letters; the store holds no
+/// credential (redacted), `list --json` shows the body as text, `--as-stored`
+/// refuses a redacted letter, and after the secret is fixed `replay` builds
+/// the request again from the stored event: Meta gets the new token.
+/// Meta takes the token as the `access_token` body parameter and refuses a
+/// bad one with an OAuthException, HTTP 400/401:
+/// https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api
+/// https://developers.facebook.com/docs/graph-api/guides/error-handling/
+#[tokio::test]
+async fn replay_rebuilds_with_the_fixed_secret_and_letters_hold_no_secret() {
+    use common::{Destination, Origin, Proxy, Script, LISTEN_ANY};
+    let dest = Destination::with_script(Script {
+        statuses: vec![401, 200],
+        ..Script::default()
+    })
+    .await;
+    let origin = Origin::page("text/html", "<html><head></head><body>x</body></html>").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(
+        dir.path().join("tools/meta.toml"),
+        format!(
+            "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"123\"\naccess_token = \"{{{{ $meta_token }}}}\"\n[automated]\ntrack = true\n",
+            dest.url()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n[variables]\nmeta_token = {{ secret = \"META\" }}\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let proxy = Proxy::spawn(
+        dir,
+        config.clone(),
+        &[("TAGPROXY_SECRET_META", WRONG_TOKEN)],
+    )
+    .await;
+    let status = common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"track","name":"Purchase","properties":{"value":5,"currency":"EUR"},"page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let store = DeadLetters::new(&data);
+    let letters = wait_letters(&store, 1).await;
+    let first = dest.requests();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].json()["access_token"], WRONG_TOKEN);
+    assert!(letters[0].redacted);
+
+    // No credential anywhere in data_dir (spool aside), in any form.
+    let mut files = Vec::new();
+    files_outside_spool(&data, &mut files);
+    assert!(files.iter().any(|(p, _)| p.ends_with("deadletters.jsonl")));
+    for form in tagproxy::delivery::deadletter::secret_forms(WRONG_TOKEN) {
+        for (path, bytes) in &files {
+            assert!(
+                !contains(bytes, &form),
+                "{} holds the token as {form:?}",
+                path.display()
+            );
+        }
+    }
+
+    // `list --json`: the body is text, with the token redacted.
+    let (code, out, err) = cli(&config, &["deadletter", "list", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let body = listed["delivery"]["payload"]["Http"]["body"]
+        .as_str()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["access_token"], "[REDACTED]");
+    assert_eq!(body["data"][0]["event_name"], "Purchase");
+    assert!(!out.contains(WRONG_TOKEN));
+
+    // Byte for byte is impossible without the token: refused, kept.
+    let (code, _, err) = cli(&config, &["deadletter", "replay", "--as-stored"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("redacted"), "{err}");
+    assert_eq!(store.count().unwrap(), 1);
+
+    // Rebuilding needs the secret, as serve does.
+    let (code, _, err) = cli(&config, &["deadletter", "replay"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("TAGPROXY_SECRET_META"), "{err}");
+    assert_eq!(store.count().unwrap(), 1);
+
+    // The secret fixed: rebuilt from the stored event with the new token.
+    let (code, out, err) = cli(
+        &config,
+        &["deadletter", "replay"],
+        &[("TAGPROXY_SECRET_META", GOOD_TOKEN)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 1 dead letter"), "{out}");
+    let got = dest.wait_for(2, Duration::from_secs(15)).await;
+    let again = got[1].json();
+    assert_eq!(again["access_token"], GOOD_TOKEN);
+    // The same event: same id and the same event data as the first attempt.
+    let was = first[0].json();
+    assert_eq!(again["data"], was["data"]);
+    proxy.settled().await;
+    assert_eq!(
+        store.count().unwrap(),
+        0,
+        "delivered, not dead-lettered again"
+    );
+}
+
+/// A token fixed in the tool file (no secret variable) is used on replay too.
+#[tokio::test]
+async fn replay_rebuilds_with_the_fixed_tool_file() {
+    use common::{Destination, Origin, Proxy, Script, LISTEN_ANY};
+    let dest = Destination::with_script(Script {
+        statuses: vec![400, 200],
+        ..Script::default()
+    })
+    .await;
+    let origin = Origin::page("text/html", "<html><head></head><body>x</body></html>").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let tool = |token: &str| {
+        format!(
+            "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"123\"\naccess_token = \"{token}\"\n[automated]\ntrack = true\n",
+            dest.url()
+        )
+    };
+    let tool_path = dir.path().join("tools/meta.toml");
+    std::fs::write(&tool_path, tool(WRONG_TOKEN)).unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let proxy = Proxy::spawn(dir, config.clone(), &[]).await;
+    common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"track","name":"Lead","page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap();
+    let store = DeadLetters::new(&data);
+    wait_letters(&store, 1).await;
+    let text = std::fs::read_to_string(store.path()).unwrap();
+    assert!(!text.contains(WRONG_TOKEN), "{text}");
+
+    std::fs::write(&tool_path, tool(GOOD_TOKEN)).unwrap();
+    let (code, _, err) = cli(&config, &["deadletter", "replay"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let got = dest.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got[1].json()["access_token"], GOOD_TOKEN);
+    proxy.settled().await;
+    assert_eq!(store.count().unwrap(), 0);
+}
+
+/// A custom action's request is rebuilt from the action as the tool file
+/// now has it, found by name even after the file's actions were reordered.
+#[tokio::test]
+async fn replay_rebuilds_a_custom_action_with_its_fixed_url() {
+    use common::{Destination, Origin, Proxy, Script, LISTEN_ANY};
+    let dest = Destination::with_script(Script {
+        statuses: vec![404, 200],
+        ..Script::default()
+    })
+    .await;
+    let origin = Origin::page("text/html", "<html><head></head><body>x</body></html>").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let notify = |path: &str| {
+        format!(
+            "[[actions]]\nname = \"notify\"\nkind = \"request\"\nfiring = [\"lead\"]\ninclude_event_properties = true\n[actions.fields]\nurl = \"{}{path}\"\n",
+            dest.url()
+        )
+    };
+    let head = format!(
+        "type = \"http\"\n[settings]\nurl = \"{}/base\"\n",
+        dest.url()
+    );
+    let tool_path = dir.path().join("tools/hook.toml");
+    std::fs::write(&tool_path, format!("{head}{}", notify("/wrong"))).unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n[triggers.lead]\nrules = [ {{ match = \"{{{{ client.__zarazTrack }}}}\", op = \"equals\", value = \"Lead\" }} ]\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let proxy = Proxy::spawn(dir, config.clone(), &[]).await;
+    common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"track","name":"Lead","properties":{"plan":"pro"},"page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap();
+    let store = DeadLetters::new(&data);
+    wait_letters(&store, 1).await;
+    assert_eq!(dest.requests()[0].path(), "/wrong");
+
+    // Fixed, with another action now first in the file.
+    let other = format!(
+        "[[actions]]\nname = \"other\"\nkind = \"request\"\nfiring = [\"Pageview\"]\n[actions.fields]\nurl = \"{}/other\"\n",
+        dest.url()
+    );
+    std::fs::write(&tool_path, format!("{head}{other}{}", notify("/right"))).unwrap();
+    let (code, _, err) = cli(&config, &["deadletter", "replay"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let got = dest.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got[1].path(), "/right");
+    assert_eq!(got[1].method, "POST");
+    assert_eq!(got[1].json()["plan"], "pro");
+    assert_eq!(
+        got[1].headers["idempotency-key"], got[0].headers["idempotency-key"],
+        "the same event"
+    );
+    proxy.settled().await;
+    assert_eq!(store.count().unwrap(), 0);
+
+    // An action that is gone: named, kept, exit 1.
+    std::fs::write(&tool_path, format!("{head}{}", notify("/wrong"))).unwrap();
+    dest.set_script(Script {
+        statuses: vec![404],
+        ..Script::default()
+    });
+    common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body(r#"[{"type":"track","name":"Lead","page":{"url":"https://shop.test/"}}]"#)
+        .send()
+        .await
+        .unwrap();
+    let letters = wait_letters(&store, 1).await;
+    std::fs::write(&tool_path, format!("{head}{other}")).unwrap();
+    let (code, _, err) = cli(&config, &["deadletter", "replay"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: not replayed (kept): tool `hook` no longer has the action `notify`",
+            letters[0].id
+        )),
+        "{err}"
+    );
+    assert_eq!(store.count().unwrap(), 1);
 }

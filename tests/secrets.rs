@@ -88,3 +88,35 @@ async fn secrets_only_leave_in_outgoing_requests() {
     assert!(!logs.contains(SECRET), "the secret leaked into the logs");
     assert!(!proxy.stdout().contains(SECRET));
 }
+
+/// Issue 13: with one secret unset, `serve` reports that secret only, not
+/// the variables the tool files use as unknown (plain ones included).
+#[test]
+fn an_unset_secret_is_the_only_problem_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(
+        dir.path().join("tools/hook.toml"),
+        "type = \"http\"\n[settings]\nurl = \"https://hooks.example/{{ $site }}\"\nheaders = { authorization = \"Bearer {{ $token }}\" }\n[automated]\ntrack = true\n",
+    )
+    .unwrap();
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &path,
+        "[server]\nupstream = \"http://127.0.0.1:1\"\n[variables]\nsite = \"shop\"\ntoken = { secret = \"SECRETS_TEST_UNSET\" }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["serve", "-c"])
+        .arg(&path)
+        .env_remove("TAGPROXY_SECRET_SECRETS_TEST_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    let want = format!(
+        "{}:5:9: secret `token`: environment variable TAGPROXY_SECRET_SECRETS_TEST_UNSET is not set\n",
+        path.display()
+    );
+    assert_eq!(err, want);
+}

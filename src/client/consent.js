@@ -5,7 +5,8 @@
  * Served as `{prefix}/c.js` = c.min.js, the terser build of this file
  * (`npm run build`; commit c.min.js). s.js loads it (async) only when the
  * config has `consent` ({cookie, show_modal, tcf, purposes: [{id, name,
- * description, default}]}); until then `zaraz.consent` is a stub whose calls
+ * description, default}], texts: {title|intro|accept_all|reject_all|save:
+ * {lang: text}}}); until then `zaraz.consent` is a stub whose calls
  * wait in `zaraz._tp.q`. This script turns that same object into the API.
  *
  * The choice lives in the `cookie` (cf_consent): URL-encoded JSON, purpose id
@@ -123,9 +124,16 @@
         "button+button{background:var(--a);color:var(--tp-consent-accent-fg,#fff)}" +
         ":focus-visible{outline:3px solid var(--tp-consent-focus,#e8710a);outline-offset:2px}</style>" +
         '<div class=w><div class=d role=dialog aria-modal=true aria-labelledby=t aria-describedby=s tabindex=-1>' +
-        "<h2 id=t>Privacy choices</h2><p id=s>Choose what this site may use your data for. You can change this at any time.</p>" +
+        "<h2 id=t></h2><p id=s></p>" +
         P.map((p, i) => `<div class=p><input type=checkbox id=c${i}><label for=c${i}><b></b><span></span></label></div>`).join("") +
-        "<div class=b><button>Save choices</button><button>Reject all</button><button>Accept all</button></div></div></div>";
+        "<div class=b><button></button><button></button><button></button></div></div></div>";
+      // The modal's own texts ([consent.texts.<lang>], built-in en/de/fr/es),
+      // picked like purpose texts; set as text, never as HTML.
+      const T = K.texts || {};
+      const own = (k, en) => text(T[k]) || en;
+      $("#t")[0].textContent = own("title", "Privacy choices");
+      $("#s")[0].textContent = own("intro", "");
+      ["save", "reject_all", "accept_all"].forEach((k, i) => ($("button")[i].textContent = own(k, k)));
       $("label").forEach((l, i) => {
         l.firstChild.textContent = A.purposes[ids[i]].name;
         l.lastChild.textContent = A.purposes[ids[i]].description;

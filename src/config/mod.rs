@@ -80,6 +80,10 @@ pub struct ConsentConfig {
     /// IAB TCF v2.2 mode: purposes come from the `euconsent-v2` TC string.
     pub tcf: bool,
     pub purposes: Vec<Spanned<PurposeConfig>>,
+    /// `[consent.texts.<lang>]`: the modal's own texts by language tag
+    /// (`de`, `pt-BR`), over the built-in English, German, French and
+    /// Spanish ones (`crate::consent::modal_texts`).
+    pub texts: BTreeMap<String, ModalTexts>,
 }
 
 impl Default for ConsentConfig {
@@ -90,8 +94,24 @@ impl Default for ConsentConfig {
             show_modal: true,
             tcf: false,
             purposes: Vec::new(),
+            texts: BTreeMap::new(),
         }
     }
+}
+
+/// The consent modal's texts in one language; a key left out falls back to
+/// the built-in text of that language, else English.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModalTexts {
+    /// The heading.
+    pub title: Option<String>,
+    /// The paragraph under the heading.
+    pub intro: Option<String>,
+    /// The buttons.
+    pub accept_all: Option<String>,
+    pub reject_all: Option<String>,
+    pub save: Option<String>,
 }
 
 /// One consent purpose.

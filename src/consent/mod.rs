@@ -74,7 +74,7 @@ pub type SignalState = (Option<bool>, Option<bool>);
 
 /// Consent Mode v2 state for one event (ad_storage, analytics_storage,
 /// ad_user_data, ad_personalization).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsentMode(pub [SignalState; 4]);
 
 impl ConsentPolicy {
@@ -841,5 +841,133 @@ name = "No IAB purpose"
             ]);
             assert_eq!(m.gcs(), gcs);
         }
+    }
+}
+
+/// Built-in texts of the consent modal: (language, title, intro, accept all,
+/// reject all, save).
+const BUILT_IN_TEXTS: &[(&str, [&str; 5])] = &[
+    (
+        "en",
+        [
+            "Privacy choices",
+            "Choose what this site may use your data for. You can change this at any time.",
+            "Accept all",
+            "Reject all",
+            "Save choices",
+        ],
+    ),
+    (
+        "de",
+        [
+            "Datenschutz-Einstellungen",
+            "Wählen Sie, wofür diese Website Ihre Daten verwenden darf. Sie können das jederzeit ändern.",
+            "Alle akzeptieren",
+            "Alle ablehnen",
+            "Auswahl speichern",
+        ],
+    ),
+    (
+        "fr",
+        [
+            "Vos choix de confidentialité",
+            "Choisissez à quelles fins ce site peut utiliser vos données. Vous pouvez modifier ce choix à tout moment.",
+            "Tout accepter",
+            "Tout refuser",
+            "Enregistrer mes choix",
+        ],
+    ),
+    (
+        "es",
+        [
+            "Opciones de privacidad",
+            "Elija para qué puede usar este sitio sus datos. Puede cambiarlo en cualquier momento.",
+            "Aceptar todo",
+            "Rechazar todo",
+            "Guardar selección",
+        ],
+    ),
+];
+
+/// The modal's text keys, in [`BUILT_IN_TEXTS`] order.
+pub const MODAL_TEXT_KEYS: [&str; 5] = ["title", "intro", "accept_all", "reject_all", "save"];
+
+/// The consent modal's texts for the browser: each key
+/// ([`MODAL_TEXT_KEYS`]) → language → text, the built-in English, German,
+/// French and Spanish overridden by `[consent.texts.<lang>]`. The script
+/// picks a text the way it picks purpose texts: the visitor's exact
+/// language tag, its primary subtag, `en`, then any.
+pub fn modal_texts(cfg: &ConsentConfig) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (k, key) in MODAL_TEXT_KEYS.iter().enumerate() {
+        let mut by_lang = serde_json::Map::new();
+        for (lang, texts) in BUILT_IN_TEXTS {
+            by_lang.insert((*lang).into(), texts[k].into());
+        }
+        for (lang, texts) in &cfg.texts {
+            let own = match *key {
+                "title" => &texts.title,
+                "intro" => &texts.intro,
+                "accept_all" => &texts.accept_all,
+                "reject_all" => &texts.reject_all,
+                _ => &texts.save,
+            };
+            if let Some(text) = own {
+                by_lang.insert(lang.clone(), text.clone().into());
+            }
+        }
+        out.insert((*key).into(), by_lang.into());
+    }
+    out.into()
+}
+
+/// Which text of `texts` (language → text) a visitor whose browser language
+/// is `lang` sees; the same rule as the script's (`consent.js`).
+pub fn pick_text<'a>(texts: &'a serde_json::Value, lang: &str) -> Option<&'a str> {
+    let primary = lang.split('-').next().unwrap_or(lang);
+    [lang, primary, "en"]
+        .iter()
+        .find_map(|k| texts.get(*k))
+        .or_else(|| texts.as_object()?.values().next())
+        .and_then(|v| v.as_str())
+}
+
+#[cfg(test)]
+mod modal_text_tests {
+    use super::*;
+
+    fn config(toml: &str) -> ConsentConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[test]
+    fn built_in_languages_and_overrides() {
+        let cfg = config(
+            "[texts.de]\ntitle = \"Ihre Wahl\"\n[texts.pt-BR]\ntitle = \"Suas escolhas\"\naccept_all = \"Aceitar tudo\"\n",
+        );
+        let t = modal_texts(&cfg);
+        for key in MODAL_TEXT_KEYS {
+            for lang in ["en", "de", "fr", "es"] {
+                assert!(
+                    pick_text(&t[key], lang).is_some_and(|s| !s.is_empty()),
+                    "{key}/{lang}"
+                );
+            }
+        }
+        assert_eq!(pick_text(&t["title"], "de-AT"), Some("Ihre Wahl"));
+        // Keys not overridden keep the built-in text of that language.
+        assert_eq!(pick_text(&t["accept_all"], "de"), Some("Alle akzeptieren"));
+        assert_eq!(pick_text(&t["reject_all"], "fr-CA"), Some("Tout refuser"));
+        assert_eq!(pick_text(&t["save"], "es"), Some("Guardar selección"));
+        // A configured language; its missing keys fall back to English.
+        assert_eq!(pick_text(&t["title"], "pt-BR"), Some("Suas escolhas"));
+        assert_eq!(pick_text(&t["accept_all"], "pt-BR"), Some("Aceitar tudo"));
+        assert_eq!(pick_text(&t["reject_all"], "pt-BR"), Some("Reject all"));
+        assert_eq!(pick_text(&t["intro"], "ja"), pick_text(&t["intro"], "en"));
+    }
+
+    #[test]
+    fn unknown_text_keys_are_refused() {
+        assert!(toml::from_str::<ConsentConfig>("[texts.de]\nheading = \"x\"\n").is_err());
     }
 }

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::tools::Delivery;
+use crate::tools::{Delivery, Payload};
 
 /// The store's file name under `data_dir`.
 pub const FILE_NAME: &str = "deadletters.jsonl";
@@ -51,6 +51,11 @@ pub struct DeadLetter {
     pub accepted_ms: u64,
     /// When it was dead-lettered (Unix ms).
     pub failed_ms: u64,
+    /// Credentials were replaced by [`REDACTED`] in `delivery`, `reason` or
+    /// `response`: the stored request cannot be sent as it is
+    /// (`deadletter replay --as-stored` refuses it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 impl DeadLetter {
@@ -64,7 +69,7 @@ impl DeadLetter {
         attempts: u32,
         accepted_ms: u64,
     ) -> DeadLetter {
-        DeadLetter {
+        let mut letter = DeadLetter {
             id: uuid::Uuid::now_v7().to_string(),
             tool: delivery.tool.clone(),
             event_id: delivery.event_id.clone(),
@@ -75,8 +80,146 @@ impl DeadLetter {
             attempts,
             accepted_ms,
             failed_ms: now_ms(),
+            redacted: false,
+        };
+        letter.redact();
+        letter
+    }
+
+    /// Replaces every credential (the delivery's `secrets`, `Authorization`
+    /// headers, Meta's `access_token` body field) with [`REDACTED`], in the
+    /// request, the reason (an error may quote the URL) and the response,
+    /// and forgets the list of secrets. Sets `redacted` when anything was
+    /// replaced.
+    pub fn redact(&mut self) {
+        let secrets = std::mem::take(&mut self.delivery.secrets);
+        let mut forms: Vec<String> = secrets.iter().flat_map(|s| secret_forms(s)).collect();
+        // Longest first, so a secret containing another is replaced whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        let text = |t: &mut String| {
+            let mut changed = false;
+            for f in &forms {
+                if t.contains(f.as_str()) {
+                    *t = t.replace(f.as_str(), REDACTED);
+                    changed = true;
+                }
+            }
+            changed
+        };
+        let mut changed = text(&mut self.reason);
+        changed |= text(&mut self.response);
+        match &mut self.delivery.payload {
+            Payload::Stdout(line) => changed |= text(line),
+            Payload::Http(req) => {
+                changed |= text(&mut req.url);
+                for (name, value) in &mut req.headers {
+                    if SECRET_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+                        if value != REDACTED {
+                            *value = REDACTED.to_string();
+                            changed = true;
+                        }
+                    } else {
+                        changed |= text(value);
+                    }
+                }
+                if let Some(body) = &mut req.body {
+                    changed |= redact_body(body, &forms);
+                }
+            }
+        }
+        if changed {
+            self.redacted = true;
         }
     }
+}
+
+/// What a credential is replaced with in a dead letter.
+pub const REDACTED: &str = "[REDACTED]";
+/// Headers whose whole value is a credential.
+const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization"];
+/// Top-level JSON body fields that are credentials (Meta's Conversions API
+/// takes its token in the body).
+const SECRET_FIELDS: &[&str] = &["access_token"];
+/// Shorter secrets are not searched for inside text: replacing every `a`
+/// would wreck the letter and hide nothing a guess would not find.
+const MIN_SECRET_LEN: usize = 4;
+
+/// The forms a secret takes inside a request: as is, JSON-escaped (in a
+/// JSON body) and percent-encoded (in a URL or form body). Empty for
+/// secrets shorter than 4 bytes.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Vec::new();
+    }
+    let json = serde_json::to_string(secret).expect("a string serializes");
+    let mut forms = vec![
+        secret.to_string(),
+        json[1..json.len() - 1].to_string(),
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
+        percent_encode(secret),
+    ];
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// `%XX` for every byte but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Redacts a request body: credential fields of a JSON object, then every
+/// form of a secret anywhere in the bytes. Whether anything changed.
+fn redact_body(body: &mut Vec<u8>, forms: &[String]) -> bool {
+    let mut changed = false;
+    if let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(obj) = json.as_object_mut() {
+            let mut touched = false;
+            for field in SECRET_FIELDS {
+                if let Some(v) = obj.get_mut(*field) {
+                    if v.as_str() != Some(REDACTED) {
+                        *v = serde_json::Value::String(REDACTED.into());
+                        touched = true;
+                    }
+                }
+            }
+            if touched {
+                *body = serde_json::to_vec(&json).expect("JSON serializes");
+                changed = true;
+            }
+        }
+    }
+    for f in forms {
+        let f = f.as_bytes();
+        if body.windows(f.len()).any(|w| w == f) {
+            *body = replace_bytes(body, f, REDACTED.as_bytes());
+            changed = true;
+        }
+    }
+    changed
+}
+
+fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// A response body as kept in a dead letter: lossy UTF-8, at most
@@ -323,19 +466,19 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::{HttpRequest, Payload};
+    use crate::tools::HttpRequest;
 
     fn delivery(tool: &str, event_id: &str) -> Delivery {
-        Delivery {
-            tool: tool.into(),
-            event_id: event_id.into(),
-            payload: Payload::Http(HttpRequest {
+        Delivery::new(
+            tool,
+            event_id,
+            Payload::Http(HttpRequest {
                 method: "POST".into(),
                 url: "https://collect.example/e".into(),
                 headers: vec![("content-type".into(), "application/json".into())],
                 body: Some(br#"{"a":1}"#.to_vec()),
             }),
-        }
+        )
     }
 
     fn letter(tool: &str, event_id: &str) -> DeadLetter {
@@ -540,6 +683,62 @@ mod tests {
         // Invalid bytes that expand to U+FFFD still fit.
         let text = response_text(&[0xff; 5000]);
         assert!(text.len() <= MAX_RESPONSE_BYTES);
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_every_form_and_place() {
+        let secret = "tok/en+with space";
+        let json = serde_json::json!({"access_token": "short", "k": secret}).to_string();
+        let mut d = Delivery::new(
+            "meta",
+            "e1",
+            Payload::Http(HttpRequest {
+                method: "POST".into(),
+                url: format!(
+                    "https://x.example/p?a={}&b={}",
+                    url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>(),
+                    percent_encode(secret)
+                ),
+                headers: vec![
+                    ("Authorization".into(), "Bearer abc".into()),
+                    ("x-key".into(), secret.into()),
+                ],
+                body: Some(json.into_bytes()),
+            }),
+        );
+        d.secrets = vec![secret.into()];
+        let letter = DeadLetter::new(
+            d,
+            format!("error sending request for url (https://x.example/?k={secret})"),
+            Some(401),
+            format!("{{\"echo\":\"{secret}\"}}").as_bytes(),
+            1,
+            0,
+        );
+        assert!(letter.redacted);
+        assert!(letter.delivery.secrets.is_empty());
+        let stored = serde_json::to_string(&letter).unwrap();
+        for form in secret_forms(secret) {
+            assert!(!stored.contains(&form), "{form:?} in {stored}");
+        }
+        let Payload::Http(req) = &letter.delivery.payload else {
+            unreachable!()
+        };
+        assert_eq!(req.headers[0].1, REDACTED);
+        assert_eq!(req.headers[1].1, REDACTED);
+        assert_eq!(req.url, "https://x.example/p?a=[REDACTED]&b=[REDACTED]");
+        let body: serde_json::Value = serde_json::from_slice(req.body.as_ref().unwrap()).unwrap();
+        // A credential field is redacted whatever its length.
+        assert_eq!(body["access_token"], REDACTED);
+        assert_eq!(body["k"], REDACTED);
+        assert!(letter.reason.ends_with("k=[REDACTED])"));
+        assert_eq!(letter.response, "{\"echo\":\"[REDACTED]\"}");
+        // Nothing to hide: not marked.
+        assert!(!letter_of_plain().redacted);
+    }
+
+    fn letter_of_plain() -> DeadLetter {
+        letter("ga4", "e")
     }
 
     #[test]

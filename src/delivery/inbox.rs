@@ -135,6 +135,8 @@ mod tests {
                 headers: vec![],
                 body: None,
             }),
+            source: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -150,6 +152,8 @@ mod tests {
                 tool: "console".into(),
                 event_id: "e4".into(),
                 payload: Payload::Stdout("line".into()),
+                source: None,
+                secrets: Vec::new(),
             },
         ];
         let p1 = write(&spool, &first).unwrap();

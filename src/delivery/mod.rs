@@ -588,7 +588,7 @@ impl Policy {
                 }
             }
         };
-        let letter = DeadLetter {
+        let mut letter = DeadLetter {
             id: uuid::Uuid::now_v7().to_string(),
             tool: d.tool.clone(),
             event_id: d.event_id.clone(),
@@ -599,7 +599,10 @@ impl Policy {
             attempts: attempt,
             accepted_ms,
             failed_ms: now_ms(),
+            redacted: false,
         };
+        // No credential is kept in the store (an error may quote the URL).
+        letter.redact();
         let dead = self.dead.clone();
         let written =
             tokio::task::spawn_blocking(move || dead.append(std::slice::from_ref(&letter)))

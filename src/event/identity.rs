@@ -32,7 +32,7 @@ const FLAG_ENGAGED: u64 = 1;
 const FLAG_GA_CLIENT: u64 = 2;
 
 /// Who the visitor is, for one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// `<random>.<first-seen secs>`.
     pub client_id: String,

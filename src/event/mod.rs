@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 pub use identity::Identity;
 
 /// The three kinds of event SPEC §5 sends to tools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Pageview,
@@ -27,6 +27,66 @@ pub enum Kind {
 
 /// Event name of every pageview, as in Zaraz.
 pub const PAGEVIEW: &str = "Pageview";
+
+/// An [`Event`] as a dead letter keeps it, so `tagproxy deadletter replay`
+/// can build the delivery again with the tool config of the day. Everything
+/// an adapter reads, as it was when the event arrived; the visitor's consent
+/// choices are not kept (consent was decided then; the Consent Mode state
+/// adapters send is kept).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub kind: Kind,
+    pub name: String,
+    pub client: Value,
+    pub system: Value,
+    pub identity: Identity,
+    pub timestamp_ms: u64,
+    pub ip: Option<IpAddr>,
+    pub user_agent: String,
+    pub crawler: bool,
+    pub consent_mode: Option<crate::consent::ConsentMode>,
+    pub consent_replay: bool,
+}
+
+impl From<&Event> for EventRecord {
+    fn from(e: &Event) -> EventRecord {
+        EventRecord {
+            id: e.id.clone(),
+            kind: e.kind,
+            name: e.name.clone(),
+            client: e.client.clone(),
+            system: e.system.clone(),
+            identity: e.identity.clone(),
+            timestamp_ms: e.timestamp_ms,
+            ip: e.ip,
+            user_agent: e.user_agent.clone(),
+            crawler: e.crawler,
+            consent_mode: e.consent_mode,
+            consent_replay: e.consent_replay,
+        }
+    }
+}
+
+impl From<EventRecord> for Event {
+    fn from(r: EventRecord) -> Event {
+        Event {
+            id: r.id,
+            kind: r.kind,
+            name: r.name,
+            client: r.client,
+            system: r.system,
+            identity: r.identity,
+            timestamp_ms: r.timestamp_ms,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            crawler: r.crawler,
+            consent: None,
+            consent_mode: r.consent_mode,
+            consent_replay: r.consent_replay,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Event {

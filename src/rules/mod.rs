@@ -14,7 +14,7 @@ use crate::config::{Loaded, Problem, RuleConfig, ScrollDepthConfig, VariableConf
 use crate::consent::{Choices, ConsentPolicy};
 use crate::event::{Event, Kind};
 use crate::tools::guard::{self, Invalid};
-use crate::tools::{BuildContext, Delivery, Payload, Tool};
+use crate::tools::{BuildContext, Delivery, Payload, Source, Tool};
 use template::{check_path, Context, Template, Variable, Variables};
 use trigger::{ClientRule, MatchRule, Trigger};
 
@@ -29,12 +29,15 @@ pub enum Secrets {
     Optional,
 }
 
-/// `[variables]`, with secrets read from the environment.
+/// `[variables]`, with secrets read from the environment, and the problems
+/// found. Every well-named variable is in the map even when it has a
+/// problem (an unset secret holds `""`), so the files that use it are not
+/// also told it is unknown.
 pub fn variables(
     loaded: &Loaded,
     secrets: Secrets,
     warnings: &mut Vec<String>,
-) -> Result<Variables, Vec<Problem>> {
+) -> (Variables, Vec<Problem>) {
     let mut vars = Variables::new();
     let mut problems = Vec::new();
     for (name, spanned) in &loaded.config.variables {
@@ -64,17 +67,12 @@ pub fn variables(
                             format!("secret `{name}`: environment variable {env} is not set"),
                         );
                         match secrets {
-                            Secrets::Required => {
-                                problems.push(problem);
-                                continue;
-                            }
-                            Secrets::Optional => {
-                                warnings.push(problem.to_string());
-                                Variable {
-                                    value: Value::String(String::new()),
-                                    secret: true,
-                                }
-                            }
+                            Secrets::Required => problems.push(problem),
+                            Secrets::Optional => warnings.push(problem.to_string()),
+                        }
+                        Variable {
+                            value: Value::String(String::new()),
+                            secret: true,
                         }
                     }
                 }
@@ -86,11 +84,7 @@ pub fn variables(
         };
         vars.insert(name.clone(), var);
     }
-    if problems.is_empty() {
-        Ok(vars)
-    } else {
-        Err(problems)
-    }
+    (vars, problems)
 }
 
 /// A reference to a trigger from an action or a tool.
@@ -442,33 +436,51 @@ pub fn fan_out(
             variables,
             action,
         };
-        let outputs = match decision {
+        let outputs: Vec<(Option<&Action>, _)> = match decision {
             Decision::Custom(actions) => actions
                 .into_iter()
                 .map(|(action, fields)| {
-                    tool.adapter
-                        .custom(&action.kind, fields, event, &cx(Some(action.index)))
+                    let out =
+                        tool.adapter
+                            .custom(&action.kind, fields, event, &cx(Some(action.index)));
+                    (Some(action), out)
                 })
                 .collect(),
-            Decision::Automated => vec![tool.adapter.automated(event, &cx(None))],
+            Decision::Automated => vec![(None, tool.adapter.automated(event, &cx(None)))],
             Decision::ConsentWithheld => {
                 result.consent_withheld += 1;
                 Vec::new()
             }
         };
-        for out in outputs {
-            for payload in out.payloads {
+        let mut record = None;
+        for (action, out) in outputs {
+            let credentials = if out.payloads.is_empty() {
+                Vec::new()
+            } else {
+                secrets_of(tool, variables, event, &cx(action.map(|a| a.index)))
+            };
+            for (part, payload) in out.payloads.into_iter().enumerate() {
                 let checked = match &payload {
                     Payload::Http(req) => {
                         guard::check(req, &tool.origins, tool.adapter.max_body_bytes())
                     }
                     Payload::Stdout(_) => Ok(()),
                 };
-                let delivery = Delivery {
-                    tool: tool.id.clone(),
-                    event_id: event.id.clone(),
-                    payload,
-                };
+                let record = record
+                    .get_or_insert_with(|| crate::event::EventRecord::from(event))
+                    .clone();
+                let mut delivery = Delivery::new(tool.id.clone(), event.id.clone(), payload);
+                delivery.secrets = credentials
+                    .iter()
+                    .filter(|s| delivery.payload.contains(s))
+                    .cloned()
+                    .collect();
+                delivery.source = Some(Box::new(Source {
+                    event: record,
+                    action: action.map(|a| a.index),
+                    action_name: action.map(|a| a.name.clone()),
+                    part,
+                }));
                 match checked {
                     Ok(()) => result.deliveries.push(delivery),
                     Err(why) => result.invalid.push((delivery, why)),
@@ -479,6 +491,97 @@ pub fn fan_out(
         }
     }
     result
+}
+
+/// The credentials a request of `tool` may carry: its adapter's (Meta's
+/// `access_token`) and every secret variable's value. Empty strings are
+/// left out (an unset secret under `check`).
+fn secrets_of(
+    tool: &Tool,
+    variables: &Variables,
+    event: &Event,
+    cx: &BuildContext<'_>,
+) -> Vec<String> {
+    let mut out: Vec<String> = tool.adapter.credentials(event, cx);
+    out.extend(
+        variables
+            .values()
+            .filter(|v| v.secret)
+            .map(|v| match &v.value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+    );
+    out.retain(|s| !s.is_empty());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Builds the delivery a dead letter came from again, with the current
+/// config: the same action of the same tool for the stored event, without
+/// judging triggers or consent again (both were decided when the event
+/// arrived). `Err` says why it cannot be built (tool or action gone, the
+/// request no longer made, or now refused by [`guard`]).
+pub fn rebuild(
+    source: &Source,
+    tool_id: &str,
+    tools: &[Tool],
+    variables: &Variables,
+) -> Result<Delivery, String> {
+    let tool = tools
+        .iter()
+        .find(|t| t.id == tool_id)
+        .ok_or_else(|| format!("tool `{tool_id}` is no longer configured"))?;
+    let event: Event = source.event.clone().into();
+    let cx = |action| BuildContext {
+        tool_id: &tool.id,
+        variables,
+        action,
+    };
+    let (action, out) = match (&source.action, &source.action_name) {
+        (None, _) => (None, tool.adapter.automated(&event, &cx(None))),
+        (Some(index), name) => {
+            let action = name
+                .as_ref()
+                .and_then(|n| tool.actions.iter().find(|a| a.name == *n))
+                .or_else(|| tool.actions.iter().find(|a| a.index == *index))
+                .ok_or_else(|| {
+                    format!(
+                        "tool `{tool_id}` no longer has the action `{}`",
+                        name.as_deref().unwrap_or("?")
+                    )
+                })?;
+            let ctx = Context {
+                client: &event.client,
+                system: &event.system,
+                variables,
+            };
+            let fields = action.fields(&event, &ctx);
+            let out = tool
+                .adapter
+                .custom(&action.kind, fields, &event, &cx(Some(action.index)));
+            (Some(action), out)
+        }
+    };
+    let credentials = secrets_of(tool, variables, &event, &cx(action.map(|a| a.index)));
+    let payload =
+        out.payloads.into_iter().nth(source.part).ok_or_else(|| {
+            format!("tool `{tool_id}` no longer makes this request for the event")
+        })?;
+    if let Payload::Http(req) = &payload {
+        guard::check(req, &tool.origins, tool.adapter.max_body_bytes())
+            .map_err(|why| why.to_string())?;
+    }
+    let mut delivery = Delivery::new(tool.id.clone(), event.id.clone(), payload);
+    delivery.secrets = credentials
+        .into_iter()
+        .filter(|s| delivery.payload.contains(s))
+        .collect();
+    let mut source = source.clone();
+    source.action = action.map(|a| a.index);
+    delivery.source = Some(Box::new(source));
+    Ok(delivery)
 }
 
 /// A custom action (`[[actions]]` of a tool file), compiled.

@@ -118,6 +118,10 @@ impl Adapter for MetaCapi {
         Automated::ALL
     }
 
+    fn credentials(&self, event: &Event, cx: &BuildContext<'_>) -> Vec<String> {
+        vec![cx.render(&self.access_token, event)]
+    }
+
     fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output {
         let event_name = match event.kind {
             Kind::Pageview => "PageView".to_string(),

@@ -128,6 +128,25 @@ impl ToolFile {
         match &self.settings {
             Some(s) => {
                 let span = s.span();
+                // The table's span may cover only its `[settings]` header:
+                // look for a `key =` line from there to the next table.
+                let mut at = span.start;
+                for (n, line) in text[span.start.min(text.len())..]
+                    .split_inclusive('\n')
+                    .enumerate()
+                {
+                    let trimmed = line.trim_start();
+                    if n > 0 && trimmed.starts_with('[') {
+                        break;
+                    }
+                    let key_at = trimmed
+                        .strip_prefix(key)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='));
+                    if key_at {
+                        return at + (line.len() - trimmed.len());
+                    }
+                    at += line.len();
+                }
                 text.get(span.clone())
                     .and_then(|t| t.find(key))
                     .map_or(span.start, |i| span.start + i)
@@ -177,12 +196,72 @@ pub enum Payload {
     Stdout(String),
 }
 
+impl Payload {
+    /// Whether `secret` appears in the request (as is, JSON-escaped or
+    /// percent-encoded; see [`crate::delivery::deadletter::secret_forms`]).
+    pub fn contains(&self, secret: &str) -> bool {
+        let forms = crate::delivery::deadletter::secret_forms(secret);
+        let has = |hay: &[u8]| {
+            forms
+                .iter()
+                .any(|f| hay.windows(f.len()).any(|w| w == f.as_bytes()))
+        };
+        match self {
+            Payload::Stdout(line) => has(line.as_bytes()),
+            Payload::Http(req) => {
+                has(req.url.as_bytes())
+                    || req.headers.iter().any(|(_, v)| has(v.as_bytes()))
+                    || req.body.as_deref().is_some_and(has)
+            }
+        }
+    }
+}
+
 /// One unit of work for the delivery queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
     pub tool: String,
     pub event_id: String,
     pub payload: Payload,
+    /// What the request was built from, so a dead letter can be built again
+    /// with the current tool config (`deadletter replay`). `None` for
+    /// deliveries stored by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<Source>>,
+    /// Credentials that appear in `payload` (secret variables' values, tool
+    /// settings such as Meta's `access_token`): a dead letter stores the
+    /// request with these redacted, and never this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+impl Delivery {
+    /// A delivery with no source and no known secrets.
+    pub fn new(tool: impl Into<String>, event_id: impl Into<String>, payload: Payload) -> Delivery {
+        Delivery {
+            tool: tool.into(),
+            event_id: event_id.into(),
+            payload,
+            source: None,
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// Where a delivery came from: the event, and which of its tool's requests
+/// for that event it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub event: crate::event::EventRecord,
+    /// The custom action (its index in the tool file's `[[actions]]`), or
+    /// `None` for the tool's automated action.
+    pub action: Option<usize>,
+    /// The custom action's name when it was built, so a reordered tool file
+    /// still finds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_name: Option<String>,
+    /// Which of that action's requests (from 0), in the adapter's order.
+    pub part: usize,
 }
 
 /// What an adapter made of one event.
@@ -298,6 +377,14 @@ pub trait Adapter: Send + Sync {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output;
+
+    /// The credentials this tool puts into its requests for `event` (Meta's
+    /// `access_token`, GA4's `api_secret`), rendered: dead letters store
+    /// requests with them redacted. Secret variables and `Authorization`
+    /// headers are redacted for every tool without being listed here.
+    fn credentials(&self, _event: &Event, _cx: &BuildContext<'_>) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Whether the destination counts `event` as a key event (a conversion);
     /// it makes the session engaged (GA4's engaged sessions).

@@ -10,7 +10,7 @@
 //! An ack file holds `[u64 seq][u32 crc32 of seq]` entries: deliveries of the
 //! segment that are settled.
 
-use crate::tools::{Delivery, HttpRequest, Payload};
+use crate::tools::{Delivery, HttpRequest, Payload, Source};
 
 /// First bytes of every segment file; the digit is the format version.
 pub const MAGIC: &[u8; 8] = b"TPSPOOL1";
@@ -134,6 +134,22 @@ fn encode_rest(accepted_ms: u64, delivery: &Delivery, out: &mut Vec<u8>) {
             }
         }
     }
+    // Optional tail, absent in records of older versions: the delivery's
+    // source and secrets (what a dead letter needs), as JSON.
+    if delivery.source.is_some() || !delivery.secrets.is_empty() {
+        let extra = Extra {
+            source: delivery.source.clone(),
+            secrets: delivery.secrets.clone(),
+        };
+        put_bytes(out, &serde_json::to_vec(&extra).expect("JSON serializes"));
+    }
+}
+
+/// The optional tail of a record.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Extra {
+    source: Option<Box<Source>>,
+    secrets: Vec<String>,
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -203,14 +219,16 @@ fn decode(payload: &[u8]) -> Option<Stored> {
         }
         _ => return None,
     };
+    let mut delivery = Delivery::new(tool, event_id, payload);
+    if !r.0.is_empty() {
+        let extra: Extra = serde_json::from_slice(r.bytes()?).ok()?;
+        delivery.source = extra.source;
+        delivery.secrets = extra.secrets;
+    }
     r.0.is_empty().then_some(Stored {
         seq,
         accepted_ms,
-        delivery: Delivery {
-            tool,
-            event_id,
-            payload,
-        },
+        delivery,
     })
 }
 
@@ -232,8 +250,33 @@ mod tests {
                     headers: vec![("content-type".into(), "text/plain".into())],
                     body,
                 }),
+                source: None,
+                secrets: Vec::new(),
             },
         }
+    }
+
+    #[test]
+    fn source_and_secrets_round_trip() {
+        let mut s = http(Some(b"{}".to_vec()));
+        s.delivery.secrets = vec!["tok".into()];
+        s.delivery.source = Some(Box::new(Source {
+            event: serde_json::from_value(serde_json::json!({
+                "id": "e", "kind": "track", "name": "n", "client": {}, "system": {},
+                "identity": {"client_id": "c", "session_id": 1, "session_count": 1,
+                    "session_start": true, "first_visit": true, "hit": 1, "pageviews": 0,
+                    "engaged": false, "ga_client": false},
+                "timestamp_ms": 1, "ip": null, "user_agent": "", "crawler": false,
+                "consent_mode": null, "consent_replay": false
+            }))
+            .unwrap(),
+            action: Some(2),
+            action_name: Some("a".into()),
+            part: 1,
+        }));
+        let mut buf = Vec::new();
+        encode_frame(&s, &mut buf);
+        assert_eq!(decode_frame(&buf), Frame::Record(s, buf.len()));
     }
 
     #[test]
@@ -248,6 +291,8 @@ mod tests {
                     tool: "console".into(),
                     event_id: "e".into(),
                     payload: Payload::Stdout("line ✓".into()),
+                    source: None,
+                    secrets: Vec::new(),
                 },
             },
         ] {

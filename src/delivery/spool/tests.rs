@@ -9,6 +9,8 @@ fn delivery(i: usize) -> Delivery {
         tool: if i.is_multiple_of(2) { "ga4" } else { "meta" }.into(),
         event_id: format!("event-{i:06}"),
         payload: Payload::Stdout(format!("line {i}")),
+        source: None,
+        secrets: Vec::new(),
     }
 }
 
