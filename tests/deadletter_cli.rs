@@ -706,8 +706,16 @@ async fn replay_rebuilds_a_custom_action_with_its_fixed_url() {
     proxy.settled().await;
     assert_eq!(store.count().unwrap(), 0);
 
-    // An action that is gone: named, kept, exit 1.
+    // An action that is gone: named, kept, exit 1. The server must run the
+    // rewritten file (notify at index 0) before the event arrives, so that
+    // the index the letter records belongs to `other` afterwards.
+    let reloads = proxy.logs().matches("config reloaded").count();
     std::fs::write(&tool_path, format!("{head}{}", notify("/wrong"))).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while proxy.logs().matches("config reloaded").count() == reloads {
+        assert!(std::time::Instant::now() < deadline, "no reload seen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     dest.set_script(Script {
         statuses: vec![404],
         ..Script::default()

@@ -542,16 +542,19 @@ pub fn rebuild(
     let (action, out) = match (&source.action, &source.action_name) {
         (None, _) => (None, tool.adapter.automated(&event, &cx(None))),
         (Some(index), name) => {
-            let action = name
-                .as_ref()
-                .and_then(|n| tool.actions.iter().find(|a| a.name == *n))
-                .or_else(|| tool.actions.iter().find(|a| a.index == *index))
-                .ok_or_else(|| {
-                    format!(
-                        "tool `{tool_id}` no longer has the action `{}`",
-                        name.as_deref().unwrap_or("?")
-                    )
-                })?;
+            // A named action is found by its name only: after an edit its
+            // old index may belong to another action, which must not be
+            // sent in its place. Only an unnamed one falls back to its index.
+            let action = match name {
+                Some(n) => tool.actions.iter().find(|a| a.name == *n),
+                None => tool.actions.iter().find(|a| a.index == *index),
+            }
+            .ok_or_else(|| {
+                format!(
+                    "tool `{tool_id}` no longer has the action `{}`",
+                    name.as_deref().unwrap_or("?")
+                )
+            })?;
             let ctx = Context {
                 client: &event.client,
                 system: &event.system,
