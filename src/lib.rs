@@ -20,5 +20,6 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod rules;
+pub mod schema;
 pub mod server;
 pub mod tools;

@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
 pub use values::{canonical_ip, ListenAddr, PathPrefix, TrustedProxies, UpstreamUrl};
 
 /// The whole `tagproxy.toml` file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_tools_dir")]
@@ -34,9 +35,11 @@ pub struct Config {
     pub consent: ConsentConfig,
     /// `[triggers.<id>]`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, TriggerConfig>")]
     pub triggers: BTreeMap<String, Spanned<TriggerConfig>>,
     /// `[variables]`: `{{ $name }}` in templates.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VariableConfig>")]
     pub variables: BTreeMap<String, Spanned<VariableConfig>>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -46,7 +49,7 @@ pub struct Config {
 }
 
 /// `[bots]` (SPEC §9).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BotsConfig {
     /// Bots get no injected script, and their events are counted and dropped.
@@ -68,7 +71,7 @@ impl Default for BotsConfig {
 }
 
 /// `[consent]` (SPEC §9).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsentConfig {
     pub enabled: bool,
@@ -77,6 +80,7 @@ pub struct ConsentConfig {
     pub show_modal: bool,
     /// IAB TCF v2.2 mode: purposes come from the `euconsent-v2` TC string.
     pub tcf: bool,
+    #[schemars(with = "Vec<PurposeConfig>")]
     pub purposes: Vec<Spanned<PurposeConfig>>,
 }
 
@@ -93,7 +97,7 @@ impl Default for ConsentConfig {
 }
 
 /// One consent purpose.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurposeConfig {
     pub id: String,
@@ -110,17 +114,19 @@ pub struct PurposeConfig {
     /// legal basis: consent, or legitimate interest where listed in
     /// `tcf_legitimate_interest`. Spanned so `check` can point at a bad id.
     #[serde(default)]
+    #[schemars(with = "Vec<u8>")]
     pub tcf_purposes: Vec<Spanned<u8>>,
     /// TCF mode: those of `tcf_purposes` for which legitimate interest (the
     /// purpose's LI transparency bit plus, for a tool with a vendor id, the
     /// vendor's LI bit) counts as well as consent. TCF v2.2 forbids LI for
     /// purposes 1, 3, 4, 5 and 6; `check` rejects them.
     #[serde(default)]
+    #[schemars(with = "Vec<u8>")]
     pub tcf_legitimate_interest: Vec<Spanned<u8>>,
 }
 
 /// A text, or translations of it by language (`{ en = "…", de = "…" }`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Text {
     One(String),
@@ -133,7 +139,7 @@ impl Default for Text {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsentDefault {
     Granted,
@@ -142,7 +148,7 @@ pub enum ConsentDefault {
 }
 
 /// Google Consent Mode v2 signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentSignal {
     AdStorage,
@@ -152,25 +158,28 @@ pub enum ConsentSignal {
 }
 
 /// `[triggers.<id>]` (SPEC §7).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schemars(with = "Vec<RuleConfig>")]
     pub rules: Vec<Spanned<RuleConfig>>,
     /// Zaraz's exclude rules: the trigger does not fire when one matches.
     #[serde(default)]
+    #[schemars(with = "Vec<RuleConfig>")]
     pub exclude: Vec<Spanned<RuleConfig>>,
 }
 
 /// One rule: a match rule (`match`, `op`, `value`) or one client-side rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
     pub matches: Option<String>,
     pub op: Option<crate::rules::trigger::Op>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub value: Option<toml::Value>,
     pub click: Option<ClickConfig>,
     pub form_submit: Option<FormSubmitConfig>,
@@ -179,7 +188,7 @@ pub struct RuleConfig {
     pub element_visible: Option<ElementVisibleConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClickConfig {
     pub css: Option<String>,
@@ -188,7 +197,7 @@ pub struct ClickConfig {
     pub wait_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FormSubmitConfig {
     pub css: String,
@@ -196,10 +205,11 @@ pub struct FormSubmitConfig {
     pub validate: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimerConfig {
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub interval_ms: u64,
     /// 0 = no limit.
     #[serde(default)]
@@ -207,14 +217,14 @@ pub struct TimerConfig {
 }
 
 /// `"45%"`, `"100px"`, or a list of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ScrollDepthConfig {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElementVisibleConfig {
     pub css: String,
@@ -222,15 +232,15 @@ pub struct ElementVisibleConfig {
 
 /// A `[variables]` entry: a plain value, or `{ secret = "NAME" }` read from
 /// the environment variable `TAGPROXY_SECRET_NAME`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum VariableConfig {
     Secret { secret: String },
-    Plain(toml::Value),
+    Plain(#[schemars(with = "serde_json::Value")] toml::Value),
 }
 
 /// `[delivery]` (SPEC §2, §11).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     pub backend: DeliveryBackend,
@@ -238,25 +248,32 @@ pub struct DeliveryConfig {
     pub spool_dir: Option<PathBuf>,
     /// Past this size the collector answers 503 (with `Retry-After`).
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub spool_max_bytes: u64,
     pub nats_url: String,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub timeout_ms: u64,
     #[serde(deserialize_with = "values::positive_u32")]
+    #[schemars(range(min = 1))]
     pub max_attempts: u32,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub max_age_s: u64,
     #[serde(deserialize_with = "values::positive_u32")]
+    #[schemars(range(min = 1))]
     pub concurrency_per_tool: u32,
     /// First retry waits up to this long; each next one twice as long.
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub retry_base_ms: u64,
     /// No wait between attempts is longer (`Retry-After` included).
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub retry_max_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryBackend {
     Spool,
@@ -284,7 +301,7 @@ impl Default for DeliveryConfig {
 /// `[location]`: request headers that carry `system.device.location.*`,
 /// believed only from `trusted_proxies`. Defaults are Cloudflare's
 /// visitor-location headers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct LocationHeaders {
     pub country: String,
@@ -339,7 +356,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// `[server]`: where tagproxy listens and what it fronts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: ListenAddr,
@@ -348,8 +365,10 @@ pub struct ServerConfig {
     pub admin_listen: ListenAddr,
     pub trusted_proxies: TrustedProxies,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub max_event_bytes: u64,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub upstream_timeout_ms: u64,
 }
 
@@ -368,7 +387,7 @@ impl Default for ServerConfig {
 }
 
 /// `[settings]`: Zaraz's settings page, with the same meaning (SPEC §2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub auto_inject: bool,
