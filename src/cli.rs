@@ -64,6 +64,19 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Convert a Cloudflare Zaraz config export (the JSON of GET
+    /// /zones/{zone_id}/settings/zaraz/config) into tagproxy.toml and
+    /// tools/*.toml, listing what could not be carried over.
+    ImportZaraz {
+        /// The Zaraz config JSON.
+        file: PathBuf,
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the JSON Schemas of tagproxy.toml and of a tool file, for
     /// editors: `{"tagproxy.toml": …, "tool": …}` on stdout, or one of them.
     Schema {
@@ -160,6 +173,9 @@ pub fn main() -> ExitCode {
             Some(loaded) => token_command(&loaded.data_dir(), command),
             None => ExitCode::from(1),
         },
+        Command::ImportZaraz { file, out, force } => {
+            crate::import_zaraz::command(&file, &out, force)
+        }
         Command::Schema { main, tool, out } => crate::schema::command(main, tool, out.as_deref()),
         Command::Audit { since, json } => match load(&cli.config) {
             Some(loaded) => audit_command(&loaded.data_dir(), since.as_deref(), json),

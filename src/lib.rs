@@ -16,6 +16,7 @@ pub mod consent;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod import_zaraz;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
