@@ -922,3 +922,172 @@ pub fn command(file: &Path, out: &Path, force: bool) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base(extra: Value) -> Value {
+        let mut v = json!({ "tools": {}, "triggers": {
+            "Pageview": { "name": "Pageview", "system": "pageload", "loadRules": [], "excludeRules": [] }
+        } });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    }
+
+    #[test]
+    fn every_zaraz_operator_has_ours() {
+        // The ops of Cloudflare's API reference (ZarazLoadRule.op) and their negations.
+        for (z, ours) in [
+            ("EQUALS", "equals"),
+            ("CONTAINS", "contains"),
+            ("STARTS_WITH", "starts_with"),
+            ("ENDS_WITH", "ends_with"),
+            ("MATCH_REGEX", "matches_regex"),
+            ("NOT_MATCH_REGEX", "not_matches_regex"),
+            ("GREATER_THAN", "greater_than"),
+            ("GREATER_THAN_OR_EQUAL", "greater_than_or_equal"),
+            ("LESS_THAN", "less_than"),
+            ("LESS_THAN_OR_EQUAL", "less_than_or_equal"),
+            ("NOT_EQUALS", "not_equals"),
+        ] {
+            assert_eq!(op(z), Some(ours));
+            // …and ours parses as an operator of the loader.
+            let parsed: crate::rules::trigger::Op =
+                serde_json::from_value(Value::String(ours.into())).unwrap();
+            let _ = parsed;
+        }
+        assert_eq!(op("IS"), None);
+    }
+
+    #[test]
+    fn client_rules_convert_and_bad_ones_are_reported() {
+        let rule = |r: Value| json!({ "name": "T", "loadRules": [r], "excludeRules": [] });
+        let im = convert(&base(json!({ "triggers": {
+            "Pageview": { "system": "pageload" },
+            "a": rule(json!({ "id": "1", "action": "timer", "settings": { "interval": 5000, "limit": 2 } })),
+            "b": rule(json!({ "id": "2", "action": "scrollDepth", "settings": { "positions": "25%, 100px" } })),
+            "c": rule(json!({ "id": "3", "action": "formSubmission", "settings": { "selector": "#f", "validate": true } })),
+            "d": rule(json!({ "id": "4", "action": "clickListener", "settings": { "type": "xpath", "selector": "//a", "waitForTags": 300 } })),
+            "e": rule(json!({ "id": "5", "action": "elementVisibility", "settings": { "selector": ".x" } })),
+            "f": rule(json!({ "id": "6", "action": "variableMatch", "settings": { "variable": "v", "match": "1" } })),
+            "g": rule(json!({ "id": "7", "match": "{{ client.a }}", "op": "IS", "value": "1" })),
+        } })))
+        .unwrap();
+        for want in [
+            "{ timer = { interval_ms = 5000, limit = 2 } }",
+            "{ scroll_depth = [\"25%\", \"100px\"] }",
+            "{ form_submit = { css = \"#f\", validate = true } }",
+            "{ click = { xpath = \"//a\", wait_ms = 300 } }",
+            "{ element_visible = { css = \".x\" } }",
+        ] {
+            assert!(im.config.contains(want), "{want} in\n{}", im.config);
+        }
+        assert!(
+            im.skipped
+                .iter()
+                .any(|s| s.starts_with("$.triggers.f.loadRules[0]: ")),
+            "{:?}",
+            im.skipped
+        );
+        assert!(
+            im.skipped
+                .iter()
+                .any(|s| s == "$.triggers.g.loadRules[0]: unknown operator \"IS\""),
+            "{:?}",
+            im.skipped
+        );
+        // Several triggers named "T": distinct ids.
+        crate::config::parse(Path::new("t.toml"), &im.config).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_reach_the_files_and_references_follow_the_rename() {
+        let im = convert(&base(json!({
+            "variables": {
+                "sEc1": { "name": "API key", "type": "secret", "value": "s3cr3t-value" },
+                "wRk1": { "name": "Cart sum", "type": "worker", "value": { "escapedWorkerName": "w", "workerTag": "t" } },
+            },
+            "tools": { "fb": {
+                "type": "component", "component": "facebook-pixel", "name": "Meta", "enabled": true,
+                "blockingTriggers": [], "permissions": [], "defaultFields": {},
+                "settings": { "property": "1", "accessToken": "{{ $sEc1 }}" },
+                "neoEvents": [ { "actionType": "event", "firingTriggers": ["Pageview"], "blockingTriggers": [],
+                                 "data": { "ev": "Lead", "key": "{{ $sEc1 }}" } } ],
+            } },
+        })))
+        .unwrap();
+        let all = format!("{}{}", im.config, im.tools[0].1);
+        assert!(!all.contains("s3cr3t-value"), "{all}");
+        assert!(
+            im.config.contains("api_key = { secret = \"API_KEY\" }"),
+            "{}",
+            im.config
+        );
+        assert!(
+            im.tools[0].1.contains("access_token = \"{{ $api_key }}\""),
+            "{}",
+            im.tools[0].1
+        );
+        assert!(
+            im.tools[0].1.contains("key = \"{{ $api_key }}\""),
+            "{}",
+            im.tools[0].1
+        );
+        assert_eq!(im.secrets, ["TAGPROXY_SECRET_API_KEY"]);
+        assert!(
+            im.skipped
+                .iter()
+                .any(|s| s.starts_with("$.variables.wRk1: ")),
+            "{:?}",
+            im.skipped
+        );
+    }
+
+    #[test]
+    fn actions_win_over_neo_events_and_other_tools_are_reported() {
+        let im = convert(&json!({ "result": base(json!({ "tools": {
+            "g": {
+                "type": "component", "component": "google-analytics-4", "name": "GA", "enabled": false,
+                "settings": { "tid": "G-1" },
+                "actions": { "x": { "actionType": "event", "firingTriggers": ["Pageview"], "blockingTriggers": [], "data": { "en": "from_actions" } } },
+                "neoEvents": [ { "actionType": "event", "firingTriggers": ["Pageview"], "blockingTriggers": [], "data": { "en": "from_neo" } } ],
+            },
+            "w": { "type": "custom-mc", "component": "mine", "name": "Worker MC", "worker": { "escapedWorkerName": "w", "workerTag": "t" } },
+            "t": { "type": "component", "component": "tiktok", "name": "TikTok", "settings": {} },
+        } })) }))
+        .unwrap();
+        assert_eq!(im.tools.len(), 1);
+        let ga = &im.tools[0].1;
+        assert!(
+            ga.contains("event_name = \"from_actions\"") && !ga.contains("from_neo"),
+            "{ga}"
+        );
+        assert!(ga.contains("enabled = false"), "{ga}");
+        assert!(
+            im.skipped.iter().any(|s| s.starts_with("$.tools.w: ")),
+            "{:?}",
+            im.skipped
+        );
+        assert!(
+            im.skipped
+                .iter()
+                .any(|s| s.starts_with("$.tools.t: ") && s.contains("\"tiktok\"")),
+            "{:?}",
+            im.skipped
+        );
+    }
+
+    #[test]
+    fn not_an_export() {
+        assert!(convert(&json!([1]))
+            .unwrap_err()
+            .contains("not a Zaraz config export"));
+        assert!(convert(&json!({ "tools": {} }))
+            .unwrap_err()
+            .contains("`tools` and `triggers`"));
+    }
+}
