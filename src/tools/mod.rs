@@ -82,7 +82,10 @@ pub struct ToolFile {
     #[schemars(with = "Option<String>")]
     pub endpoint: Option<toml::Spanned<String>>,
     /// Checked by the adapter, which reads the file again for its own type.
-    #[schemars(with = "Option<serde_json::Map<String, Value>>")]
+    #[schemars(
+        with = "Option<serde_json::Map<String, Value>>",
+        description = "The adapter's own settings; which keys depends on `type`"
+    )]
     pub settings: Option<toml::Spanned<toml::Table>>,
     #[schemars(with = "Option<Automated>")]
     pub automated: Option<toml::Spanned<Automated>>,
