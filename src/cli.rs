@@ -64,6 +64,33 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Convert a Cloudflare Zaraz config export (the JSON of GET
+    /// /zones/{zone_id}/settings/zaraz/config) into tagproxy.toml and
+    /// tools/*.toml, listing what could not be carried over.
+    ImportZaraz {
+        /// The Zaraz config JSON.
+        file: PathBuf,
+        /// Where to write the files.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the JSON Schemas of tagproxy.toml and of a tool file, for
+    /// editors: `{"tagproxy.toml": …, "tool": …}` on stdout, or one of them.
+    Schema {
+        /// Only the schema of tagproxy.toml.
+        #[arg(long = "main", conflicts_with_all = ["tool", "out"])]
+        main: bool,
+        /// Only the schema of a tool file.
+        #[arg(long, conflicts_with = "out")]
+        tool: bool,
+        /// Write tagproxy.schema.json and tool.schema.json into this folder
+        /// instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Print the audit log of admin calls and token operations.
     Audit {
         /// Only entries since a time (2026-11-30T12:00:00Z, or a prefix such
@@ -154,6 +181,10 @@ pub fn main() -> ExitCode {
             Some(loaded) => token_command(&loaded.data_dir(), command),
             None => ExitCode::from(1),
         },
+        Command::ImportZaraz { file, out, force } => {
+            crate::import_zaraz::command(&file, &out, force)
+        }
+        Command::Schema { main, tool, out } => crate::schema::command(main, tool, out.as_deref()),
         Command::Audit { since, json } => match load(&cli.config) {
             Some(loaded) => audit_command(&loaded.data_dir(), since.as_deref(), json),
             None => ExitCode::from(1),

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -19,7 +20,7 @@ pub use values::{
 };
 
 /// The whole `tagproxy.toml` file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_tools_dir")]
@@ -36,9 +37,11 @@ pub struct Config {
     pub consent: ConsentConfig,
     /// `[triggers.<id>]`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, TriggerConfig>")]
     pub triggers: BTreeMap<String, Spanned<TriggerConfig>>,
     /// `[variables]`: `{{ $name }}` in templates.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, VariableConfig>")]
     pub variables: BTreeMap<String, Spanned<VariableConfig>>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -48,7 +51,7 @@ pub struct Config {
 }
 
 /// `[bots]` (SPEC §9).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BotsConfig {
     /// Bots get no injected script, and their events are counted and dropped.
@@ -70,7 +73,7 @@ impl Default for BotsConfig {
 }
 
 /// `[consent]` (SPEC §9).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsentConfig {
     pub enabled: bool,
@@ -79,6 +82,7 @@ pub struct ConsentConfig {
     pub show_modal: bool,
     /// IAB TCF v2.2 mode: purposes come from the `euconsent-v2` TC string.
     pub tcf: bool,
+    #[schemars(with = "Vec<PurposeConfig>")]
     pub purposes: Vec<Spanned<PurposeConfig>>,
     /// `[consent.texts.<lang>]`: the modal's own texts by language tag
     /// (`de`, `pt-BR`), over the built-in English, German, French and
@@ -101,7 +105,7 @@ impl Default for ConsentConfig {
 
 /// The consent modal's texts in one language; a key left out falls back to
 /// the built-in text of that language, else English.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModalTexts {
     /// The heading.
@@ -115,7 +119,7 @@ pub struct ModalTexts {
 }
 
 /// One consent purpose.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurposeConfig {
     pub id: String,
@@ -132,17 +136,19 @@ pub struct PurposeConfig {
     /// legal basis: consent, or legitimate interest where listed in
     /// `tcf_legitimate_interest`. Spanned so `check` can point at a bad id.
     #[serde(default)]
+    #[schemars(with = "Vec<u8>")]
     pub tcf_purposes: Vec<Spanned<u8>>,
     /// TCF mode: those of `tcf_purposes` for which legitimate interest (the
     /// purpose's LI transparency bit plus, for a tool with a vendor id, the
     /// vendor's LI bit) counts as well as consent. TCF v2.2 forbids LI for
     /// purposes 1, 3, 4, 5 and 6; `check` rejects them.
     #[serde(default)]
+    #[schemars(with = "Vec<u8>")]
     pub tcf_legitimate_interest: Vec<Spanned<u8>>,
 }
 
 /// A text, or translations of it by language (`{ en = "…", de = "…" }`).
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Text {
     One(String),
@@ -155,7 +161,7 @@ impl Default for Text {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsentDefault {
     Granted,
@@ -164,7 +170,7 @@ pub enum ConsentDefault {
 }
 
 /// Google Consent Mode v2 signals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentSignal {
     AdStorage,
@@ -174,25 +180,28 @@ pub enum ConsentSignal {
 }
 
 /// `[triggers.<id>]` (SPEC §7).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
+    #[schemars(with = "Vec<RuleConfig>")]
     pub rules: Vec<Spanned<RuleConfig>>,
     /// Zaraz's exclude rules: the trigger does not fire when one matches.
     #[serde(default)]
+    #[schemars(with = "Vec<RuleConfig>")]
     pub exclude: Vec<Spanned<RuleConfig>>,
 }
 
 /// One rule: a match rule (`match`, `op`, `value`) or one client-side rule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
     pub matches: Option<String>,
     pub op: Option<crate::rules::trigger::Op>,
+    #[schemars(with = "Option<serde_json::Value>")]
     pub value: Option<toml::Value>,
     pub click: Option<ClickConfig>,
     pub form_submit: Option<FormSubmitConfig>,
@@ -201,7 +210,7 @@ pub struct RuleConfig {
     pub element_visible: Option<ElementVisibleConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClickConfig {
     pub css: Option<String>,
@@ -210,7 +219,7 @@ pub struct ClickConfig {
     pub wait_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FormSubmitConfig {
     pub css: String,
@@ -218,10 +227,11 @@ pub struct FormSubmitConfig {
     pub validate: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimerConfig {
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub interval_ms: u64,
     /// 0 = no limit.
     #[serde(default)]
@@ -229,14 +239,14 @@ pub struct TimerConfig {
 }
 
 /// `"45%"`, `"100px"`, or a list of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ScrollDepthConfig {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ElementVisibleConfig {
     pub css: String,
@@ -244,15 +254,15 @@ pub struct ElementVisibleConfig {
 
 /// A `[variables]` entry: a plain value, or `{ secret = "NAME" }` read from
 /// the environment variable `TAGPROXY_SECRET_NAME`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum VariableConfig {
     Secret { secret: String },
-    Plain(toml::Value),
+    Plain(#[schemars(with = "serde_json::Value")] toml::Value),
 }
 
 /// `[delivery]` (SPEC §2, §11).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     pub backend: DeliveryBackend,
@@ -260,25 +270,32 @@ pub struct DeliveryConfig {
     pub spool_dir: Option<PathBuf>,
     /// Past this size the collector answers 503 (with `Retry-After`).
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub spool_max_bytes: u64,
     pub nats_url: String,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub timeout_ms: u64,
     #[serde(deserialize_with = "values::positive_u32")]
+    #[schemars(range(min = 1))]
     pub max_attempts: u32,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub max_age_s: u64,
     #[serde(deserialize_with = "values::positive_u32")]
+    #[schemars(range(min = 1))]
     pub concurrency_per_tool: u32,
     /// First retry waits up to this long; each next one twice as long.
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub retry_base_ms: u64,
     /// No wait between attempts is longer (`Retry-After` included).
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub retry_max_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryBackend {
     Spool,
@@ -306,7 +323,7 @@ impl Default for DeliveryConfig {
 /// `[location]`: request headers that carry `system.device.location.*`,
 /// believed only from `trusted_proxies`. Defaults are Cloudflare's
 /// visitor-location headers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct LocationHeaders {
     pub country: String,
@@ -361,7 +378,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// `[server]`: where tagproxy listens and what it fronts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: ListenAddr,
@@ -370,16 +387,20 @@ pub struct ServerConfig {
     pub admin_listen: ListenAddr,
     pub trusted_proxies: TrustedProxies,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub max_event_bytes: u64,
     #[serde(deserialize_with = "values::positive_u64")]
+    #[schemars(range(min = 1))]
     pub upstream_timeout_ms: u64,
     /// The `Host` the origin sees; `None` keeps the visitor's.
     pub upstream_host: UpstreamHost,
     /// PEM file of extra CAs trusted for an https upstream, besides the
     /// system roots; `""` = none. Relative to the config file.
+    #[schemars(with = "String")]
     pub upstream_ca: Spanned<String>,
     /// The certificates of `upstream_ca`, read and parsed by [`parse`].
     #[serde(skip)]
+    #[schemars(skip)]
     pub upstream_ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// SNI and certificate name for an https upstream; `None` = the URL's host.
     pub upstream_sni: TlsServerName,
@@ -419,7 +440,7 @@ impl Default for ServerConfig {
 }
 
 /// `[settings]`: Zaraz's settings page, with the same meaning (SPEC §2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub auto_inject: bool,

@@ -3,7 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::borrow::Cow;
+
 use ipnet::IpNet;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{de::Error as _, Deserialize, Deserializer};
 
 /// A socket address such as `0.0.0.0:8080`.
@@ -234,6 +237,89 @@ pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         return Err(D::Error::custom("must be greater than 0"));
     }
     Ok(n)
+}
+
+/// A string schema for a type that parses itself (the loader checks more
+/// than a pattern can say; the description tells what).
+fn string_schema(description: &str, pattern: Option<&str>) -> Schema {
+    let mut schema = json_schema!({ "type": "string", "description": description });
+    if let Some(p) = pattern {
+        schema.insert("pattern".into(), p.into());
+    }
+    schema
+}
+
+impl JsonSchema for ListenAddr {
+    fn schema_name() -> Cow<'static, str> {
+        "ListenAddr".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "IP:PORT to listen on, e.g. \"0.0.0.0:8080\" or \"[::1]:8080\"",
+            Some(r"^(\[[0-9A-Fa-f:.]+\]|[0-9.]+):[0-9]{1,5}$"),
+        )
+    }
+}
+
+impl JsonSchema for UpstreamUrl {
+    fn schema_name() -> Cow<'static, str> {
+        "UpstreamUrl".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "The origin: http(s)://host[:port], without path, query or credentials",
+            Some(r"^https?://[^/?#@]+/?$"),
+        )
+    }
+}
+
+impl JsonSchema for UpstreamHost {
+    fn schema_name() -> Cow<'static, str> {
+        "UpstreamHost".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "The Host header the origin sees, host[:port]; \"\" = the visitor's Host",
+            None,
+        )
+    }
+}
+
+impl JsonSchema for TlsServerName {
+    fn schema_name() -> Cow<'static, str> {
+        "TlsServerName".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "TLS server name (SNI and certificate check) for an https upstream, a DNS name; \"\" = the upstream URL's host",
+            None,
+        )
+    }
+}
+
+impl JsonSchema for PathPrefix {
+    fn schema_name() -> Cow<'static, str> {
+        "PathPrefix".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "Path of tagproxy's own endpoints, e.g. \"/_tagproxy\": starts with '/', no trailing '/'",
+            Some(r"^/[A-Za-z0-9/_.~-]*[A-Za-z0-9_.~-]$"),
+        )
+    }
+}
+
+impl JsonSchema for TrustedProxies {
+    fn schema_name() -> Cow<'static, str> {
+        "TrustedProxies".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "array",
+            "description": "IPs or CIDRs (\"10.0.0.0/8\") whose X-Forwarded-For is believed",
+            "items": { "type": "string" }
+        })
+    }
 }
 
 #[cfg(test)]

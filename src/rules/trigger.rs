@@ -19,7 +19,7 @@ use crate::event::Event;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// The 14 comparison operators, case-sensitive like Zaraz's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Equals,

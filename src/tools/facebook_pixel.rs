@@ -48,8 +48,9 @@ const USER_FIELDS: [(&str, &[&str]); 11] = [
     ("external_id", &["external_id", "user_id"]),
 ];
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "FacebookPixelSettings")]
 struct Settings {
     pixel_id: Option<TemplateString>,
     access_token: Option<TemplateString>,
@@ -60,6 +61,11 @@ struct Settings {
     data_processing_options: Option<Vec<String>>,
     data_processing_options_country: Option<u32>,
     data_processing_options_state: Option<u32>,
+}
+
+/// The JSON Schema of this adapter's `[settings]` table (`tagproxy schema`).
+pub fn settings_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<Settings>()
 }
 
 pub struct MetaCapi {

@@ -109,8 +109,9 @@ const RESERVED_PREFIXES: &[&str] = &["_", "ga_", "google_", "firebase_", "gtag."
 /// (<https://developers.google.com/analytics/devguides/collection/ga4/reference/events>).
 const NUMERIC: &[&str] = &["value", "tax", "shipping", "price", "quantity", "discount"];
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Ga4Settings")]
 struct Settings {
     measurement_id: Option<TemplateString>,
     #[serde(default)]
@@ -118,6 +119,11 @@ struct Settings {
     /// GA4 event names marked as key events in the property; one makes the
     /// session engaged (`seg=1`). Default `["purchase"]`.
     key_events: Option<Vec<String>>,
+}
+
+/// The JSON Schema of this adapter's `[settings]` table (`tagproxy schema`).
+pub fn settings_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<Settings>()
 }
 
 pub struct Ga4 {

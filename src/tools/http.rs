@@ -26,14 +26,21 @@ use crate::event::Event;
 use crate::rules::template::{Context, Template, TemplateValue, Variables};
 use crate::rules::url_template::UrlTemplate;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpSettings")]
 struct Settings {
     url: Option<TemplateString>,
     method: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, TemplateString>,
+    #[schemars(with = "Option<Value>")]
     body: Option<TemplateValue>,
+}
+
+/// The JSON Schema of this adapter's `[settings]` table (`tagproxy schema`).
+pub fn settings_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<Settings>()
 }
 
 /// How a configured body becomes bytes.

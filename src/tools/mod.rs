@@ -27,7 +27,7 @@ use crate::rules::template::{check_path, Context, Template, TemplateValue, Varia
 use crate::rules::{Action, TriggerRef, Triggers};
 
 /// Which automated actions a tool runs, or an adapter supports (SPEC §7).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Automated {
     pub pageview: bool,
@@ -65,10 +65,11 @@ impl Automated {
 }
 
 /// The adapter-independent part of a tool file (SPEC §2).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolFile {
     #[serde(rename = "type")]
+    #[schemars(with = "String")]
     pub adapter: toml::Spanned<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -76,31 +77,42 @@ pub struct ToolFile {
     pub purposes: Vec<String>,
     pub tcf_vendor_id: Option<u32>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub blocking: Vec<toml::Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub endpoint: Option<toml::Spanned<String>>,
     /// Checked by the adapter, which reads the file again for its own type.
+    #[schemars(
+        with = "Option<serde_json::Map<String, Value>>",
+        description = "The adapter's own settings; which keys depends on `type`"
+    )]
     pub settings: Option<toml::Spanned<toml::Table>>,
+    #[schemars(with = "Option<Automated>")]
     pub automated: Option<toml::Spanned<Automated>>,
     /// Custom actions.
     #[serde(default)]
+    #[schemars(with = "Vec<ActionConfig>")]
     pub actions: Vec<toml::Spanned<ActionConfig>>,
 }
 
 /// `[[actions]]` in a tool file (SPEC §2, §7).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionConfig {
     pub name: String,
     pub kind: String,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub firing: Vec<toml::Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub blocking: Vec<toml::Spanned<String>>,
     #[serde(default)]
     pub include_event_properties: bool,
     #[serde(default)]
     pub include_system_properties: bool,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Value>")]
     pub fields: BTreeMap<String, toml::Spanned<TemplateValue>>,
 }
 
@@ -429,6 +441,18 @@ pub fn origin_list(base: &str) -> Vec<url::Origin> {
 /// the value's position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateString(pub Template);
+
+impl schemars::JsonSchema for TemplateString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TemplateString".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Text with {{ … }} placeholders (client.*, system.*, $variable)"
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for TemplateString {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
