@@ -98,6 +98,12 @@ fn shipped_examples_validate() {
         };
         assert_eq!(errors(schema, &text), Vec::<String>::new(), "k8s {name}");
     }
+    // An https origin with every upstream key (README "https origins").
+    let https = "[server]\nupstream = \"https://edge.shop-platform.example\"\n\
+        upstream_host = \"shop.example.com\"\nupstream_sni = \"shop.example.com\"\n\
+        upstream_ca = \"ca.pem\"\nheader_read_timeout_ms = 10000\nidle_timeout_ms = 60000\n\
+        max_connections = 10000\n";
+    assert_eq!(errors(&config, https), Vec::<String>::new());
     // The demo's console tool, as `tagproxy demo` writes it.
     let console =
         "type = \"console\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n";
