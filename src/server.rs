@@ -123,13 +123,21 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         config_state.clone(),
     ));
     let engine = shared.engine.clone();
+    let upstream = crate::admin::upstream_probe::UpstreamHealth::spawn({
+        let current = current.clone();
+        move || current.load().upstream_addr()
+    })
+    .await;
     let admin_addr = bound.admin.local_addr()?;
     let admin = tokio::spawn(crate::admin::serve(
         bound.admin,
         Arc::new(crate::admin::Admin::new(
             &loaded.data_dir(),
             metrics.clone(),
-            Arc::new(move || engine.refusing().map_or(Ok(()), Err)),
+            Arc::new(move || {
+                engine.refusing().map_or(Ok(()), Err)?;
+                upstream.check()
+            }),
             config_state,
             ReloadHandle(reload_tx),
             admin_addr.ip().is_loopback(),

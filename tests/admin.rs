@@ -1158,3 +1158,41 @@ async fn off_loopback_readyz_keeps_its_reason_for_token_holders() {
         .unwrap()
         .contains("spool is full"));
 }
+
+/// `/readyz` is `503` with the reason while the origin does not accept
+/// connections (issue 12: "upstream reachable"), and ready again once it
+/// does; `/healthz` stays `200` (the process is alive either way).
+#[tokio::test]
+async fn readyz_says_when_the_upstream_is_unreachable() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let proxy = Proxy::spawn(dir, path, &[]).await;
+    let (status, _, body) = call(&proxy, "GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{body}");
+    let reason: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        reason["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("upstream 127.0.0.1:{port} unreachable")),
+        "{body}"
+    );
+    assert_eq!(call(&proxy, "GET", "/healthz", None, None).await.0, 200);
+
+    // The origin comes up: ready at the next probe (every 5 s).
+    let _origin = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while call(&proxy, "GET", "/readyz", None, None).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

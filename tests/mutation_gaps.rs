@@ -637,7 +637,7 @@ async fn every_collector_200_follows_an_fdatasync_of_the_spool_segment() {
         let logged = serving_addrs(&std::fs::read_to_string(&log).unwrap_or_default());
         if let Some((addr, admin)) = logged {
             let ready = client()
-                .get(format!("http://{admin}/readyz"))
+                .get(format!("http://{admin}/healthz"))
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await

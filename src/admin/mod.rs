@@ -13,6 +13,7 @@ pub mod audit;
 pub mod commands;
 mod redact;
 pub mod tokens;
+pub mod upstream_probe;
 
 use std::convert::Infallible;
 use std::future::Future;

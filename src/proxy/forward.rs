@@ -131,6 +131,22 @@ fn tls_config(server: &ServerConfig) -> rustls::ClientConfig {
 }
 
 impl Forwarder {
+    /// The origin's `host:port` (the scheme's default port when the URL
+    /// has none), for the readiness probe.
+    pub fn upstream_addr(&self) -> String {
+        let has_port = match self.upstream.rfind(':') {
+            Some(at) => !self.upstream[at..].contains(']'),
+            None => false,
+        };
+        if has_port {
+            self.upstream.clone()
+        } else if self.scheme == "https" {
+            format!("{}:443", self.upstream)
+        } else {
+            format!("{}:80", self.upstream)
+        }
+    }
+
     pub fn new(server: &ServerConfig, inject: Option<InjectPolicy>) -> Self {
         let timeout = Duration::from_millis(server.upstream_timeout_ms);
         let mut http = HttpConnector::new();

@@ -52,6 +52,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// The origin's `host:port` (see [`Forwarder::upstream_addr`]).
+    pub fn upstream_addr(&self) -> String {
+        self.forwarder.upstream_addr()
+    }
+
     pub fn new(
         config: &Config,
         script: assets::Asset,

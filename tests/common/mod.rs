@@ -355,8 +355,9 @@ pub fn serving_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 /// Waits until the process logs where it listens, the admin listener
-/// answers `/readyz` (it starts after the config watcher and with the public
-/// listener) and the public port accepts. Fails at once, with the process's
+/// answers `/healthz` (it starts after the config watcher and with the
+/// public listener; `/readyz` would be `503` for the many tests whose origin
+/// is a closed port) and the public port accepts. Fails at once, with the process's
 /// log, when it exits first; fails after 20 s otherwise.
 async fn wait_ready(child: &mut Child, log: &Path) -> (SocketAddr, SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -370,7 +371,7 @@ async fn wait_ready(child: &mut Child, log: &Path) -> (SocketAddr, SocketAddr) {
         }
         if let Some((addr, admin)) = serving_addrs(&read_log()) {
             let ready = client()
-                .get(format!("http://{admin}/readyz"))
+                .get(format!("http://{admin}/healthz"))
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await
