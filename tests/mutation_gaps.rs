@@ -493,14 +493,7 @@ async fn sighup_reloads_a_change_the_watcher_cannot_see() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The new config serves before its log line is written: wait for it.
-    let logs = loop {
-        let logs = proxy.logs();
-        if logs.contains("config reloaded") {
-            break logs;
-        }
-        assert!(Instant::now() < deadline, "no reload logged:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let logs = proxy.wait_log("config reloaded").await;
     let reloads: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("config reloaded"))

@@ -93,7 +93,7 @@ async fn file_changes_and_sighup_reload_without_dropping_requests() {
         .unwrap();
     assert!(status.success());
     wait_until("injection to come back", async || has_tag(&proxy).await).await;
-    assert!(proxy.logs().contains("config reloaded"));
+    proxy.wait_log("config reloaded").await;
 
     let statuses = load.await.unwrap();
     assert!(
