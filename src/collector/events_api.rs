@@ -61,6 +61,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::wire::WirePage;
 use super::{
     json_error, json_response, media_type, method_not_allowed, read_body, visitor_ip, Answered,
     Pending, Visitor,
@@ -340,14 +341,6 @@ struct WireSystem {
     page: Option<WirePage>,
     device: Option<WireDevice>,
     cookies: Option<HashMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct WirePage {
-    url: Option<String>,
-    title: Option<String>,
-    referrer: Option<String>,
-    encoding: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

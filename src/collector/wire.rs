@@ -34,12 +34,13 @@ enum WireType {
     Set,
 }
 
+/// `page` as both the collector and the HTTP Events API send it.
 #[derive(Debug, Default, Deserialize)]
-struct WirePage {
-    url: Option<String>,
-    title: Option<String>,
-    referrer: Option<String>,
-    encoding: Option<String>,
+pub(crate) struct WirePage {
+    pub(crate) url: Option<String>,
+    pub(crate) title: Option<String>,
+    pub(crate) referrer: Option<String>,
+    pub(crate) encoding: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
