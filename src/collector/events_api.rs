@@ -70,7 +70,7 @@ use crate::admin::tokens::{AuthError, Scope};
 use crate::app::App;
 use crate::config::canonical_ip;
 use crate::event::identity::{cookie_domain, Tracker};
-use crate::event::{now_ms, DeviceInfo, EventInput, Kind, PageInfo, RequestInfo, PAGEVIEW};
+use crate::event::{now_ms, DeviceInfo, EventInput, Kind, RequestInfo, PAGEVIEW};
 use crate::metrics::Metrics;
 use crate::proxy::body::ProxyBody;
 use crate::tools::ToolCookie;
@@ -481,12 +481,7 @@ fn convert(w: WireEvent) -> Result<ApiEvent, String> {
             name,
             properties,
             vars: Map::new(),
-            page: PageInfo {
-                url: page.url.unwrap_or_default(),
-                title: page.title.unwrap_or_default(),
-                referrer: page.referrer.unwrap_or_default(),
-                encoding: page.encoding.unwrap_or_default(),
-            },
+            page: page.into(),
             device: DeviceInfo {
                 viewport: device.viewport.unwrap_or_default(),
                 resolution: device.resolution.unwrap_or_default(),

@@ -34,6 +34,18 @@ enum WireType {
     Set,
 }
 
+impl From<WirePage> for PageInfo {
+    /// Absent fields are empty, as the browser leaves them when unknown.
+    fn from(page: WirePage) -> PageInfo {
+        PageInfo {
+            url: page.url.unwrap_or_default(),
+            title: page.title.unwrap_or_default(),
+            referrer: page.referrer.unwrap_or_default(),
+            encoding: page.encoding.unwrap_or_default(),
+        }
+    }
+}
+
 /// `page` as both the collector and the HTTP Events API send it.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct WirePage {
@@ -145,12 +157,7 @@ fn convert(w: WireEvent) -> Result<Option<EventInput>, String> {
         name,
         properties: w.properties.unwrap_or_default(),
         vars: w.vars.unwrap_or_default(),
-        page: PageInfo {
-            url: page.url.unwrap_or_default(),
-            title: page.title.unwrap_or_default(),
-            referrer: page.referrer.unwrap_or_default(),
-            encoding: page.encoding.unwrap_or_default(),
-        },
+        page: page.into(),
         device: DeviceInfo {
             viewport: device.viewport.unwrap_or_default(),
             resolution: device.resolution.unwrap_or_default(),
