@@ -3,10 +3,15 @@
 # and Meta CAPI enabled, delivering to local mock destinations, and the
 # proxy's peak RSS under that load — for each delivery backend in one run
 # (memory, the durable spool, NATS JetStream when nats-server is installed),
-# with the spool's fsyncs per second.
+# with the spool's fsyncs per second. `nats-sync` is NATS with JetStream's
+# `sync_interval: always` (fsync before every acknowledgement, as the
+# shipped deploy/nats config sets); it needs a nats-server newer than
+# Debian 12's 2.9.10 (set NATS_SERVER=/path/to/nats-server; tests/run.sh
+# installs one under target/tools/nats).
 #
 #   bash benches/collector.sh            # DURATION=10s per run
 #   DURATION=5s BATCHES="1 10" BACKENDS="memory spool" bash benches/collector.sh
+#   BACKENDS="nats nats-sync" NATS_SERVER=target/tools/nats/bin/nats-server bash benches/collector.sh
 #
 # Everything runs on 127.0.0.1: nginx answers 204 as both GA4 and Meta (and
 # counts what it received in its access log); wrk POSTs batches of events to
@@ -18,6 +23,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 BATCHES=${BATCHES:-"1 10"}
 BACKENDS=${BACKENDS:-"memory spool nats"}
+NATS_SERVER=${NATS_SERVER:-nats-server}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 die() { echo "collector.sh: $*" >&2; exit 1; }
@@ -61,18 +67,33 @@ PIDS+=($!)
 
 # --- tagproxy with GA4 + Meta, one instance per backend ------------------------
 NATS_PORT=$(free_port)
+NATS_SYNC_PORT=$(free_port)
+if [[ " $BACKENDS " == *" nats"* ]]; then
+    command -v "$NATS_SERVER" >/dev/null || die "$NATS_SERVER not found: install nats-server or drop nats from BACKENDS"
+fi
 if [[ " $BACKENDS " == *" nats "* ]]; then
-    if command -v nats-server >/dev/null; then
-        nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$TMP/nats" >"$TMP/nats.log" 2>&1 &
-        PIDS+=($!)
-        sleep 1
-    else
-        echo "nats-server not installed: skipping the nats backend" >&2
-        BACKENDS=${BACKENDS/nats/}
-    fi
+    "$NATS_SERVER" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$TMP/nats" >"$TMP/nats.log" 2>&1 &
+    PIDS+=($!)
+    sleep 1
+fi
+if [[ " $BACKENDS " == *" nats-sync "* ]]; then
+    cat >"$TMP/nats-sync.conf" <<EOF
+listen: 127.0.0.1:$NATS_SYNC_PORT
+jetstream {
+  store_dir: "$TMP/nats-sync"
+  sync_interval: always
+}
+EOF
+    "$NATS_SERVER" -c "$TMP/nats-sync.conf" -t >/dev/null 2>&1 ||
+        die "$NATS_SERVER does not accept sync_interval (needs 2.10 or later): $("$NATS_SERVER" --version)"
+    "$NATS_SERVER" -c "$TMP/nats-sync.conf" >"$TMP/nats-sync.log" 2>&1 &
+    PIDS+=($!)
+    sleep 1
 fi
 TP=
-start_tagproxy() { # backend
+start_tagproxy() { # backend: memory, spool, nats or nats-sync
+    local kind=$1 nats_port=$NATS_PORT
+    [[ $1 == nats-sync ]] && kind=nats nats_port=$NATS_SYNC_PORT
     PORT=$(free_port)
     ADMIN=$(free_port)
     rm -rf "$TMP/tp"
@@ -83,8 +104,8 @@ listen = "127.0.0.1:$PORT"
 upstream = "http://127.0.0.1:$MOCK"
 admin_listen = "127.0.0.1:$ADMIN"
 [delivery]
-backend = "$1"
-nats_url = "nats://127.0.0.1:$NATS_PORT"
+backend = "$kind"
+nats_url = "nats://127.0.0.1:$nats_port"
 concurrency_per_tool = 64
 EOF
     cat >"$TMP/tp/tools/ga4.toml" <<EOF
@@ -121,7 +142,7 @@ delivered() { wc -l <"$TMP/nginx/logs/access.log" 2>/dev/null || echo 0; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$TP/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$TP/status"; }
 
-printf '%-8s %-6s %12s %12s %12s %10s %10s %10s\n' backend batch "requests/s" "accepted/s" "delivered/s" "p99" "fsyncs/s" "peak RSS"
+printf '%-10s %-6s %12s %12s %12s %10s %10s %10s\n' backend batch "requests/s" "accepted/s" "delivered/s" "p99" "fsyncs/s" "peak RSS"
 for backend in $BACKENDS; do
 start_tagproxy "$backend"
 for n in $BATCHES; do
@@ -175,7 +196,7 @@ EOF
     per_s=$(python3 -c "print(round($deliveries / ($end - $start)))")
     secs=${DURATION%s}
     fsync_rate=$(python3 -c "print(round((${fsyncs_after:-0} - ${fsyncs_before:-0}) / $secs))")
-    printf '%-8s %-6s %12s %12s %12s %10s %10s %7s MB\n' "$backend" "$n" "$rps" "$events" "$per_s" "$p99" "$fsync_rate" "$(($(hwm_kb) / 1024))"
+    printf '%-10s %-6s %12s %12s %12s %10s %10s %7s MB\n' "$backend" "$n" "$rps" "$events" "$per_s" "$p99" "$fsync_rate" "$(($(hwm_kb) / 1024))"
 done
 stop_tagproxy
 done

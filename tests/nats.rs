@@ -35,11 +35,41 @@ impl NatsServer {
             panic!("nats-server is not installed (Debian: apt-get install nats-server, in /usr/sbin; tests/run.sh does it)")
         });
         let dir = tempfile::tempdir().unwrap();
+        let args: Vec<std::ffi::OsString> = ["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"]
+            .into_iter()
+            .map(Into::into)
+            .chain([dir.path().join("store").into()])
+            .collect();
+        NatsServer::spawn(exe, args, dir).await
+    }
+
+    /// Starts `exe` with a config file holding `jetstream_extra` inside its
+    /// `jetstream { }` block (for settings that have no command-line flag,
+    /// such as `sync_interval`).
+    async fn start_with_jetstream(exe: PathBuf, jetstream_extra: &str) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "host: 127.0.0.1\nport: -1\njetstream {{\n  store_dir: {:?}\n  {jetstream_extra}\n}}\n",
+                dir.path().join("store")
+            ),
+        )
+        .unwrap();
+        let args = vec!["-c".into(), conf.into_os_string()];
+        NatsServer::spawn(exe, args, dir).await
+    }
+
+    async fn spawn(
+        exe: PathBuf,
+        args: Vec<std::ffi::OsString>,
+        dir: tempfile::TempDir,
+    ) -> NatsServer {
         let log_path = dir.path().join("nats.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(exe)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(dir.path().join("store"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -561,4 +591,81 @@ fn serve_exits_1_naming_nats_url_when_nats_is_unreachable() {
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     drop(dir);
+}
+
+/// A current nats-server (JetStream's `sync_interval` arrived after Debian
+/// 12's 2.9.10, which rejects the key): `TAGPROXY_NATS_SERVER_CURRENT`, which
+/// tests/run.sh sets after installing one under target/tools/nats. Missing
+/// fails the test, never skips it.
+fn current_nats_server() -> PathBuf {
+    let exe = std::env::var_os("TAGPROXY_NATS_SERVER_CURRENT")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/nats/bin/nats-server");
+            p.is_file().then_some(p)
+        })
+        .unwrap_or_else(|| {
+            panic!("no current nats-server: run tests/run.sh (it installs one under target/tools/nats) or set TAGPROXY_NATS_SERVER_CURRENT")
+        });
+    assert!(exe.is_file(), "{} is not a file", exe.display());
+    exe
+}
+
+/// "200 means stored" across a simultaneous power failure needs JetStream to
+/// fsync before it acknowledges; its default flushes every two minutes
+/// (https://docs.nats.io/running-a-nats-service/configuration#jetstream-server-settings,
+/// and Jepsen's NATS 2.12.1 analysis, https://jepsen.io/analyses/nats-2.12.1,
+/// which lost acknowledged writes that way). The shipped cluster config sets
+/// `sync_interval: always` inside its `jetstream` block, and a current
+/// nats-server accepts the whole file.
+#[test]
+fn the_shipped_cluster_config_fsyncs_before_acknowledging() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/nats-cluster.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let block = text
+        .split_once("\njetstream {")
+        .and_then(|(_, rest)| rest.split_once("\n}"))
+        .map(|(block, _)| block)
+        .expect("a jetstream { } block");
+    assert!(
+        block.lines().any(|l| l.trim() == "sync_interval: always"),
+        "sync_interval: always is not set in the jetstream block:\n{block}"
+    );
+    let out = Command::new(current_nats_server())
+        .env("SERVER_NAME", "nats-1")
+        .arg("-c")
+        .arg(&path)
+        .arg("-t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nats-server -t rejects {}:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// tagproxy works unchanged against a JetStream that fsyncs before every
+/// acknowledgement (the shipped setting): events are accepted, then
+/// delivered through the consumer, and the backlog drains.
+#[tokio::test]
+async fn events_flow_through_a_jetstream_that_syncs_every_write() {
+    let nats =
+        NatsServer::start_with_jetstream(current_nats_server(), "sync_interval: always").await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery(""),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let sent: Vec<String> = (1..=5).map(|i| format!("synced-write-{i:04}")).collect();
+    assert_eq!(post(&proxy.url(""), &sent).await, Some(200));
+    let mut got = dest.wait_for(5, Duration::from_secs(20)).await;
+    got.sort_by_key(key);
+    assert_eq!(got.iter().map(key).collect::<Vec<_>>(), sent);
+    drained(&proxy, "hook").await;
 }

