@@ -39,6 +39,9 @@ pub struct Metrics {
     pub spool_bytes: AtomicU64,
     /// Per-tool queue gauges and counters, from the delivery engine.
     tool_gauges: std::sync::OnceLock<GaugeSource>,
+    /// The trail of the last events (SPEC §10): kept here because every
+    /// part that adds to it (collector, delivery) already holds `Metrics`.
+    pub trail: crate::trail::Trail,
 }
 
 /// Values a tool renamed or dropped to meet its destination's rules (GA4's
@@ -93,6 +96,28 @@ impl Metrics {
             .entry(reason)
             .or_default()
             .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One delivery attempt ended (called by the delivery engine once per
+    /// attempt, whatever the backend): it goes to the trail.
+    pub fn attempt_done(
+        &self,
+        d: &crate::tools::Delivery,
+        attempt: u32,
+        result: &crate::delivery::Attempt,
+        latency: std::time::Duration,
+        next: &crate::delivery::Next,
+    ) {
+        use crate::delivery::{Next, Verdict};
+        use crate::trail::AttemptState;
+        let state = match (&result.verdict, next) {
+            (Verdict::Done, _) => AttemptState::Delivered,
+            (_, Next::RetryIn(_)) => AttemptState::Retrying,
+            (_, Next::Settled) => AttemptState::DeadLettered,
+        };
+        let error = attempt_error(d, result);
+        self.trail
+            .attempt(d, attempt, result.status, latency, error, state);
     }
 
     /// Counts a request dead-lettered as invalid.
@@ -235,6 +260,24 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What went wrong with an attempt, in the destination's own words when it
+/// said (Meta's `error.message`…), else the failure (`timeout`,
+/// `connection error: …`, `HTTP 503`); the delivery's credentials
+/// redacted. `None` when it was delivered.
+pub fn attempt_error(
+    d: &crate::tools::Delivery,
+    result: &crate::delivery::Attempt,
+) -> Option<String> {
+    use crate::delivery::Verdict;
+    let fallback = match &result.verdict {
+        Verdict::Done => return None,
+        Verdict::Retry { why, .. } => why.clone(),
+        Verdict::Reject(why) => why.clone(),
+    };
+    let text = crate::trail::destination_error(&result.response).unwrap_or(fallback);
+    Some(crate::trail::redact_secrets(&text, &d.secrets))
 }
 
 /// Per-tool families, one line per tool.

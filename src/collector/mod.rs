@@ -234,6 +234,7 @@ impl Pending {
             if !app.recent_ids.first_time(&dedupe_key) {
                 Metrics::add(&app.metrics.events_duplicate, 1);
                 answered.dropped.get_or_insert("duplicate");
+                app.observe(&event, Some("duplicate"), None);
                 return answered;
             }
             self.fresh_ids.push(dedupe_key);
@@ -243,8 +244,8 @@ impl Pending {
         if app.is_key_event(&event) {
             visitor.tracker.key_event();
         }
-        let out = app.fan_out(&event);
-        app.observe(&event);
+        let mut out = app.fan_out(&event);
+        app.observe(&event, visitor.bot.map(|_| "bot"), Some(&mut out));
         // Bots: answered like anyone (so they learn nothing), never delivered.
         if visitor.bot.is_some() {
             return answered;

@@ -550,7 +550,8 @@ async fn run_job(
 }
 
 impl Policy {
-    /// Makes attempt number `attempt` (from 1) and decides what follows.
+    /// Makes attempt number `attempt` (from 1) and decides what follows;
+    /// the attempt goes to the trail and the metrics.
     pub async fn attempt(
         &self,
         counters: &ToolCounters,
@@ -558,9 +559,28 @@ impl Policy {
         attempt: u32,
         accepted_ms: u64,
     ) -> Next {
+        let started = std::time::Instant::now();
+        let result = self.sender.attempt(d).await;
+        let latency = started.elapsed();
+        let next = self
+            .settle(counters, d, attempt, accepted_ms, result.clone())
+            .await;
+        self.metrics
+            .attempt_done(d, attempt, &result, latency, &next);
+        next
+    }
+
+    /// What follows attempt number `attempt` of `d`, which came to `result`.
+    async fn settle(
+        &self,
+        counters: &ToolCounters,
+        d: &Delivery,
+        attempt: u32,
+        accepted_ms: u64,
+        result: Attempt,
+    ) -> Next {
         Metrics::add(&self.metrics.delivery_attempts, 1);
         counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let result = self.sender.attempt(d).await;
         let why = match &result.verdict {
             Verdict::Done => {
                 Metrics::add(&self.metrics.deliveries_delivered, 1);
