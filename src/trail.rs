@@ -408,17 +408,26 @@ pub fn request_view(d: &Delivery) -> RequestView {
         },
         Payload::Http(req) => RequestView {
             method: req.method,
-            url: unhash(&req.url),
+            url: unhash(&crate::tools::pii::redact_url(&req.url).unwrap_or(req.url)),
             headers: req
                 .headers
                 .into_iter()
                 .map(|(k, v)| (k, unhash(&v)))
                 .collect(),
-            body: req
-                .body
-                .map(|b| cut(&unhash(&String::from_utf8_lossy(&b)), MAX_REQUEST_BODY)),
+            body: req.body.map(|b| cut(&body_text(&b), MAX_REQUEST_BODY)),
         },
     }
+}
+
+/// A request body as text, personal data and hashes replaced: field by
+/// field when it is JSON, else e-mail addresses and hashes in the text.
+fn body_text(body: &[u8]) -> String {
+    if let Ok(mut json) = serde_json::from_slice::<Value>(body) {
+        personal(&mut json, "");
+        return json.to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    unhash(&crate::tools::pii::redact_emails(&text))
 }
 
 static SHA256_HEX: LazyLock<Regex> =
@@ -454,7 +463,9 @@ fn personal(value: &mut Value, key: &str) {
         }
         Value::Array(items) => items.iter_mut().for_each(|v| personal(v, key)),
         Value::String(s) => {
-            if crate::tools::pii::kind(key, s).is_some() || SHA256_HEX.is_match(s) {
+            if SHA256_HEX.is_match(s) {
+                *s = unhash(s);
+            } else if crate::tools::pii::kind(key, s).is_some() {
                 *s = PERSONAL.into();
             }
         }
@@ -529,6 +540,8 @@ struct Inner {
 pub struct Trail {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Record>>,
+    /// `true` once the server shuts down: open streams end.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Trail {
@@ -541,6 +554,7 @@ impl Default for Trail {
                 next_seq: 1,
             }),
             tx: broadcast::channel(CHANNEL).0,
+            closed: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -633,6 +647,20 @@ impl Trail {
         (now, rx)
     }
 
+    /// Ends every open stream (the server is shutting down, and must not
+    /// wait for viewers to leave).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once [`Trail::close`] was called.
+    fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
     /// How many records are kept and their size in bytes.
     pub fn size(&self) -> (usize, usize) {
         let inner = self.lock();
@@ -649,14 +677,10 @@ pub fn sse_event(record: &Record) -> String {
 
 /// A `text/event-stream` body: the kept records `filter` matches, then
 /// every change as it happens, with a comment every 15 s so proxies keep
-/// the connection open. Ends when `stop` resolves (shutdown) or the viewer
-/// goes away. `hello` (a JSON object) goes first as `event: hello`.
-pub fn sse_body(
-    trail: &Trail,
-    filter: Filter,
-    hello: Value,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> crate::proxy::body::ProxyBody {
+/// the connection open. Ends when the trail is closed (shutdown) or the
+/// viewer goes away. `hello` (a JSON object) goes first as `event: hello`.
+pub fn sse_body(trail: &Trail, filter: Filter, hello: Value) -> crate::proxy::body::ProxyBody {
+    let stop = trail.closed();
     use futures_util::StreamExt as _;
     let (now, rx) = trail.watch(&filter);
     let mut first = format!("retry: 2000\nevent: hello\ndata: {hello}\n\n");
