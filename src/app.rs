@@ -461,6 +461,12 @@ impl PrefixHandler for App {
                 crate::collector::handle(&self, req, peer).await
             }));
         }
+        if let Some(rest) = req.uri().path().strip_prefix(self.debug_path.as_str()) {
+            if rest.is_empty() || rest == "/" || rest == "/events" {
+                let resp = crate::debugger::handle(&self, &req, rest == "/events");
+                return Ok(Box::pin(async move { resp }));
+            }
+        }
         if req.uri().path() == self.events_api_path {
             return Ok(Box::pin(async move {
                 crate::collector::events_api::handle(&self, req, peer).await

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod consent;
+pub mod debugger;
 pub mod delivery;
 pub mod demo;
 pub mod event;

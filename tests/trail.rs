@@ -439,3 +439,304 @@ async fn admin_events_stream_every_events_trail() {
         "{audit}"
     );
 }
+
+/// The `tp_cid` cookie a collector answer set, as `tp_cid=<value>`.
+fn client_cookie(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("tp_cid="))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .expect("the collector sets tp_cid")
+}
+
+async fn post_named(proxy: &Proxy, name: &str, cookie: &str) -> reqwest::Response {
+    let body = json!([{"type": "track", "name": name, "properties": {},
+        "page": {"url": "https://shop.example.com/", "title": "Shop"}}]);
+    let resp = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("cookie", cookie)
+        .header("user-agent", events::UA)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp
+}
+
+/// `{prefix}/debug`: `401` without key or token, `403` with a wrong key or
+/// a token without `events:read`, never any data; `?tagproxy_debug=key`
+/// sets the cookie `zaraz.debug(key)` sets; with the key a browser sees
+/// its own events only, with an `events:read` token everything.
+#[tokio::test]
+async fn debug_page_shows_a_visitor_its_own_events_and_a_token_everything() {
+    let d = dests().await;
+    let origin = Origin::page("text/html", PAGE).await;
+    let proxy = scenario(&d, &origin).await;
+    let reader = token(&proxy.config, "viewer", "events:read");
+    let other = token(&proxy.config, "config", "config:read");
+    let page = proxy.url("/_tagproxy/debug");
+    let stream = proxy.url("/_tagproxy/debug/events");
+
+    // Someone else's event, and two of this visitor's.
+    post_named(&proxy, "theirs", "").await;
+    let mine = client_cookie(&post_named(&proxy, "mine", "").await);
+    post_named(&proxy, "mine", &mine).await;
+
+    let get = |url: String, cookie: Option<String>| async move {
+        let mut req = client().get(url);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let cookie = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, cookie, resp.text().await.unwrap())
+    };
+    let (status, _, body) = get(page.clone(), None).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("tagproxy_debug"),
+        "says how to get in: {body}"
+    );
+    assert!(!body.contains("EventSource"), "no page without access");
+    let (status, _, _) = get(format!("{page}?tagproxy_debug=wrong"), None).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = get(page.clone(), Some(format!("zarazDebug=wrong; {mine}"))).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = get(format!("{page}?token={other}"), None).await;
+    assert_eq!(status, 403);
+    let (status, _, _) = get(format!("{page}?token=tpat_not_a_token"), None).await;
+    assert_eq!(status, 401);
+    let (status, _, body) = get(stream.clone(), Some(mine.clone())).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains("mine"), "{body}");
+
+    let (status, cookie, body) = get(format!("{page}?tagproxy_debug={DEBUG_KEY}"), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("EventSource") && !body.contains("src=\"http"),
+        "one page, no outside assets"
+    );
+    assert!(cookie
+        .unwrap()
+        .starts_with(&format!("zarazDebug={DEBUG_KEY};")));
+    let (status, _, _) = get(format!("{page}?token={reader}"), None).await;
+    assert_eq!(status, 200);
+
+    // The key: this browser's events only.
+    let (status, s, _) = Stream::open(
+        &stream,
+        None,
+        Some(&format!("zarazDebug={DEBUG_KEY}; {mine}")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut s = s.unwrap();
+    s.until("both of mine", |r| {
+        r.values().filter(|v| v["name"] == "mine").count() == 2
+    })
+    .await;
+    // Live: a later event of this visitor arrives on the open stream.
+    post_named(&proxy, "mine", &mine).await;
+    post_named(&proxy, "theirs", "").await;
+    s.until("the live one", |r| {
+        r.values().filter(|v| v["name"] == "mine").count() == 3
+    })
+    .await;
+    assert!(
+        s.records.values().all(|v| v["name"] == "mine"),
+        "{:?}",
+        s.records
+    );
+    // The key without a visitor id yet: told so, nothing shown.
+    let (status, _, _) = get(stream.clone(), Some(format!("zarazDebug={DEBUG_KEY}"))).await;
+    assert_eq!(status, 200);
+    // A token: everything, filtered by the query.
+    let (status, s, _) =
+        Stream::open(&format!("{stream}?token={reader}&event=theirs"), None, None).await;
+    assert_eq!(status, 200);
+    s.unwrap()
+        .until("theirs", |r| {
+            r.values().filter(|v| v["name"] == "theirs").count() == 2
+        })
+        .await;
+    let (_, s, _) = Stream::open(&stream, Some(&reader), None).await;
+    s.unwrap().until("all", |r| r.len() >= 5).await;
+}
+
+/// `tagproxy demo` prints the debugger's URL, and it opens as printed.
+#[tokio::test]
+async fn demo_prints_a_debugger_url_that_works() {
+    use std::process::Stdio;
+    let mut child = Command::new(bin())
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut printed = String::new();
+    let url = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no debugger URL ({e}): {printed}"));
+        printed.push_str(&line);
+        printed.push('\n');
+        if let Some(url) = line.trim().strip_prefix("live debugger (this browser):") {
+            break url.trim().to_string();
+        }
+    };
+    let resp = loop {
+        if let Ok(resp) = client().get(&url).send().await {
+            break resp;
+        }
+        assert!(Instant::now() < deadline, "demo did not start: {printed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = resp.status();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{url}");
+    assert!(
+        cookie.is_some_and(|c| c.starts_with("zarazDebug=")),
+        "{url}"
+    );
+}
+
+/// In headless Chromium: a proxied page calls `zaraz.debug(key)` and fires
+/// events; the debugger then shows this browser's events with their
+/// states: fired, blocked (consent, blocking trigger, bot, disabled),
+/// delivered, retrying, dead-lettered; a later event arrives live; with a
+/// token it shows other visitors' events too. Saves a screenshot under
+/// target/.
+#[tokio::test]
+async fn debugger_in_a_browser_shows_every_state() {
+    use common::browser::Browser;
+    let d = dests().await;
+    let shop = format!(
+        r#"<!doctype html><html><head><title>Shop</title></head><body><h1>Shop</h1>
+<script>
+zaraz.debug("{DEBUG_KEY}");
+Promise.all([zaraz.track("signup", {{plan: "pro", email: "ann@example.com"}}), zaraz.track("internal")])
+  .then(function () {{ window.__sent = true; }});
+</script></body></html>"#
+    );
+    let origin = Origin::start(move |req: http::Request<hyper::body::Incoming>| {
+        let shop = shop.clone();
+        async move {
+            if req.uri().path() == "/shop" {
+                respond(200, &[("content-type", "text/html")], shop)
+            } else {
+                // No script here: a page to set cookies on.
+                respond(
+                    200,
+                    &[
+                        ("content-type", "text/html"),
+                        ("cache-control", "no-transform"),
+                    ],
+                    PAGE,
+                )
+            }
+        }
+    })
+    .await;
+    let proxy = scenario(&d, &origin).await;
+    let reader = token(&proxy.config, "viewer", "events:read");
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&proxy.url("/start")).await.unwrap();
+    browser
+        .js(&format!(
+            "document.cookie = '{REFUSED_ADS}; path=/'; return 1;"
+        ))
+        .await;
+    c.goto(&proxy.url("/shop")).await.unwrap();
+    browser
+        .wait_js("window.__sent === true", Duration::from_secs(15))
+        .await;
+    let cid = browser
+        .js("return document.cookie.split('; ').find(function (c) { return c.indexOf('tp_cid=') === 0; });")
+        .await;
+    let cid = cid.as_str().expect("tp_cid in the browser").to_string();
+    // The same visitor as a crawler (its event is dropped), and a stranger.
+    track(&proxy, "evt-crawler-02", "crawl", json!({}), &cid, BOT_UA).await;
+    post_named(&proxy, "stranger", "").await;
+
+    c.goto(&proxy.url("/_tagproxy/debug")).await.unwrap();
+    let all_states = r#"(function () {
+      var evs = Array.prototype.slice.call(document.querySelectorAll('.ev'));
+      var has = function (name, key, part) { return evs.some(function (e) { return e.dataset.name === name && e.dataset[key].split(' ').indexOf(part) >= 0; }); };
+      return has('signup', 'actions', 'ok:fired') && has('signup', 'actions', 'ads:consent')
+        && has('signup', 'actions', 'old:disabled') && has('internal', 'actions', 'ok:blocking_trigger')
+        && has('crawl', 'actions', 'ok:bot') && has('signup', 'states', 'ok:delivered')
+        && has('signup', 'states', 'down:retrying') && has('signup', 'states', 'bad:dead_lettered')
+        && evs.some(function (e) { return e.dataset.name === 'crawl' && e.dataset.dropped === 'bot'; });
+    })()"#;
+    browser.wait_js(all_states, Duration::from_secs(20)).await;
+    let text = browser.js("return document.body.innerText;").await;
+    let text = text.as_str().unwrap();
+    assert!(
+        !text.contains("stranger"),
+        "another visitor's event shown with the key"
+    );
+    assert!(
+        !text.contains(HOOK_SECRET) && !text.contains("ann@example.com"),
+        "{text}"
+    );
+    // Live, and filtered by outcome in the page.
+    post_named(&proxy, "later", &cid).await;
+    browser
+        .wait_js(
+            "document.querySelector('.ev[data-name=later]') !== null",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser
+        .js("var s = document.getElementById('f-outcome'); s.value = 'dead_lettered'; s.dispatchEvent(new Event('change')); return 1;")
+        .await;
+    browser
+        .wait_js("document.querySelectorAll('.ev').length > 0 && Array.prototype.every.call(document.querySelectorAll('.ev'), function (e) { return e.dataset.states.indexOf('bad:dead_lettered') >= 0; })", Duration::from_secs(5))
+        .await;
+    browser
+        .js("var s = document.getElementById('f-outcome'); s.value = ''; s.dispatchEvent(new Event('change')); return 1;")
+        .await;
+    browser.wait_js(all_states, Duration::from_secs(5)).await;
+    let png = c.screenshot().await.unwrap();
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debugger.png");
+    std::fs::write(&shot, &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    eprintln!("screenshot: {}", shot.display());
+
+    // A token: every visitor's events.
+    c.goto(&proxy.url(&format!("/_tagproxy/debug?token={reader}")))
+        .await
+        .unwrap();
+    browser
+        .wait_js(
+            "document.querySelector('.ev[data-name=stranger]') !== null",
+            Duration::from_secs(15),
+        )
+        .await;
+    browser.close().await;
+}
