@@ -402,6 +402,7 @@ impl App {
             &self.trail_secrets,
             &self.disabled_tools,
         );
+        self.metrics.event_recorded(&record);
         self.metrics.trail.push(record);
     }
 

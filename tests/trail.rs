@@ -740,3 +740,230 @@ Promise.all([zaraz.track("signup", {{plan: "pro", email: "ann@example.com"}}), z
         .await;
     browser.close().await;
 }
+
+/// `/metrics`, parsed by a Prometheus text-format parser.
+struct Prom(prometheus_parse::Scrape);
+
+impl Prom {
+    async fn of(proxy: &Proxy) -> Prom {
+        let text = proxy.metrics().await;
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        Prom(prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text"))
+    }
+
+    fn samples<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a prometheus_parse::Sample> + 'a {
+        self.0.samples.iter().filter(move |s| {
+            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+        })
+    }
+
+    /// The value of the one sample of `name` with `labels` (0 when absent).
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value::*;
+        let found: Vec<f64> = self
+            .samples(name, labels)
+            .map(|s| match &s.value {
+                Counter(v) | Gauge(v) | Untyped(v) => *v,
+                other => panic!("{name} is not a single value: {other:?}"),
+            })
+            .collect();
+        assert!(found.len() <= 1, "{name} {labels:?}: {found:?}");
+        found.first().copied().unwrap_or(0.0)
+    }
+
+    /// A histogram's cumulative count at bucket `le`.
+    fn bucket(&self, name: &str, labels: &[(&str, &str)], le: f64) -> f64 {
+        let s = self
+            .samples(name, labels)
+            .next()
+            .unwrap_or_else(|| panic!("no histogram {name} {labels:?}"));
+        let prometheus_parse::Value::Histogram(buckets) = &s.value else {
+            panic!("{name} is not a histogram")
+        };
+        buckets
+            .iter()
+            .find(|b| b.less_than == le)
+            .map(|b| b.count)
+            .unwrap()
+    }
+}
+
+/// `/metrics` answers what happened to events, parsed with a Prometheus
+/// text parser while events flow: received, accepted, dropped by reason and
+/// by tool; deliveries by tool and outcome; latency and attempts
+/// histograms; queue depth and oldest age per tool; proxied requests by
+/// status class, upstream latency, and every injection outcome.
+#[tokio::test]
+async fn metrics_say_what_happened_to_events_and_pages() {
+    let d = dests().await;
+    let huge = format!(
+        "<!--{}--><html><head></head></html>",
+        "x".repeat(300 * 1024)
+    );
+    let origin = Origin::start(move |req: http::Request<hyper::body::Incoming>| {
+        let huge = huge.clone();
+        async move {
+            let html = [("content-type", "text/html")];
+            match req.uri().path() {
+                "/data.json" => respond(200, &[("content-type", "application/json")], "{}"),
+                "/missing" => respond(404, &html, "<html><head></head>gone</html>"),
+                "/tagged" => respond(200, &html, "<html><head><script src=\"/_tagproxy/s.js\" referrerpolicy=\"origin\"></script></head></html>"),
+                "/huge" => respond(200, &html, huge),
+                _ => respond(200, &html, PAGE),
+            }
+        }
+    })
+    .await;
+    let proxy = scenario(&d, &origin).await;
+    let before = Prom::of(&proxy).await;
+    assert_eq!(before.value("tagproxy_events_accepted_total", &[]), 0.0);
+
+    let ua = events::UA;
+    track(
+        &proxy,
+        "evt-metrics-001",
+        "signup",
+        json!({}),
+        REFUSED_ADS,
+        ua,
+    )
+    .await;
+    track(
+        &proxy,
+        "evt-metrics-002",
+        "internal",
+        json!({}),
+        REFUSED_ADS,
+        ua,
+    )
+    .await;
+    track(
+        &proxy,
+        "evt-metrics-003",
+        "signup",
+        json!({}),
+        REFUSED_ADS,
+        BOT_UA,
+    )
+    .await;
+    track(
+        &proxy,
+        "evt-metrics-001",
+        "signup",
+        json!({}),
+        REFUSED_ADS,
+        ua,
+    )
+    .await;
+    for (path, agent) in [
+        ("/", ua),
+        ("/", BOT_UA),
+        ("/data.json", ua),
+        ("/missing", ua),
+        ("/tagged", ua),
+        ("/huge", ua),
+    ] {
+        let resp = client()
+            .get(proxy.url(path))
+            .header("user-agent", agent)
+            .send()
+            .await
+            .unwrap();
+        resp.bytes().await.unwrap();
+    }
+
+    // Until every delivery has had its first attempt.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = Prom::of(&proxy).await;
+        let first = |tool| m.value("tagproxy_delivery_latency_seconds_count", &[("tool", tool)]);
+        if first("ok") >= 1.0 && first("down") >= 2.0 && first("bad") >= 2.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "{}", proxy.metrics().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v = |name: &str, labels: &[(&str, &str)]| m.value(name, labels);
+    assert_eq!(v("tagproxy_events_received_total", &[]), 4.0);
+    assert_eq!(v("tagproxy_events_accepted_total", &[]), 2.0);
+    assert_eq!(
+        v("tagproxy_events_dropped_total", &[("reason", "bot")]),
+        1.0
+    );
+    assert_eq!(
+        v("tagproxy_events_dropped_total", &[("reason", "duplicate")]),
+        1.0
+    );
+    // By tool: `ads` lacks consent for all three fanned-out events; `ok`
+    // is blocked once by its trigger; the bot's event is dropped for every
+    // tool that would have had it; `old` is disabled.
+    let tool = |t, r| {
+        v(
+            "tagproxy_tool_events_dropped_total",
+            &[("tool", t), ("reason", r)],
+        )
+    };
+    assert_eq!(tool("ads", "consent"), 3.0);
+    assert_eq!(tool("ok", "blocking_trigger"), 1.0);
+    assert_eq!(
+        (tool("ok", "bot"), tool("down", "bot"), tool("bad", "bot")),
+        (1.0, 1.0, 1.0)
+    );
+    assert_eq!(tool("old", "disabled"), 3.0);
+    // Deliveries: `ok` got the signup (the internal event was blocked for
+    // it), `bad` refused both, `down` is still owed both.
+    let out = |t, o| v("tagproxy_deliveries_total", &[("tool", t), ("outcome", o)]);
+    assert_eq!(out("ok", "delivered"), 1.0);
+    assert_eq!(out("bad", "dead_lettered"), 2.0);
+    assert_eq!(out("down", "delivered") + out("down", "dead_lettered"), 0.0);
+    assert_eq!(
+        m.bucket("tagproxy_delivery_attempts", &[("tool", "bad")], 1.0),
+        2.0
+    );
+    assert_eq!(
+        v("tagproxy_delivery_attempts_count", &[("tool", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        v(
+            "tagproxy_delivery_latency_seconds_count",
+            &[("tool", "down")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.bucket(
+            "tagproxy_delivery_latency_seconds",
+            &[("tool", "ok")],
+            f64::INFINITY
+        ),
+        1.0
+    );
+    assert_eq!(v("tagproxy_delivery_queue_depth", &[("tool", "down")]), 2.0);
+    assert_eq!(v("tagproxy_delivery_queue_depth", &[("tool", "ok")]), 0.0);
+    assert!(
+        v(
+            "tagproxy_delivery_oldest_pending_seconds",
+            &[("tool", "down")]
+        ) > 0.0
+    );
+    // The proxy: five 2xx and one 404 from the origin, each timed.
+    assert_eq!(v("tagproxy_proxy_requests_total", &[("class", "2xx")]), 5.0);
+    assert_eq!(v("tagproxy_proxy_requests_total", &[("class", "4xx")]), 1.0);
+    assert_eq!(v("tagproxy_upstream_latency_seconds_count", &[]), 6.0);
+    let inj = |o| v("tagproxy_injections_total", &[("outcome", o)]);
+    assert_eq!(
+        [
+            inj("injected"),
+            inj("bot"),
+            inj("not_html"),
+            inj("already_present"),
+            inj("no_place")
+        ],
+        [1.0; 5]
+    );
+}
