@@ -967,3 +967,132 @@ async fn metrics_say_what_happened_to_events_and_pages() {
         [1.0; 5]
     );
 }
+
+/// A failed delivery is logged once per attempt with its tool, status,
+/// attempt and Meta's own `error.message`, the access token never in
+/// clear. Meta's Graph API answers errors as
+/// `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`,
+/// transient ones (`code` 1 or 2, `is_transient`) with a 5xx
+/// (https://developers.facebook.com/docs/graph-api/guides/error-handling/).
+/// A collector request refused as invalid says why at debug.
+#[tokio::test]
+async fn delivery_failures_log_the_destinations_own_error_once_without_secrets() {
+    const TOKEN: &str = "EAABsecretTOKEN1234567";
+    let transient = "An unexpected error has occurred. Please retry your request later.";
+    let malformed = format!("Malformed access token {TOKEN}");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let meta = {
+        let (calls, malformed) = (calls.clone(), malformed.clone());
+        Origin::start(move |_req: http::Request<hyper::body::Incoming>| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (status, body) = if n == 0 {
+                (500, json!({"error": {"message": transient, "type": "OAuthException", "is_transient": true, "code": 2, "fbtrace_id": "AbCdEf1"}}))
+            } else {
+                (400, json!({"error": {"message": malformed, "type": "OAuthException", "code": 190, "fbtrace_id": "AbCdEf2"}}))
+            };
+            async move { respond(status, &[("content-type", "application/json")], body.to_string()) }
+        })
+        .await
+    };
+    let origin = Origin::page("text/html", PAGE).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(
+        dir.path().join("tools/meta.toml"),
+        format!(
+            "type = \"facebook-pixel\"\nendpoint = \"http://{}\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"{{{{ $meta_token }}}}\"\n[automated]\npageview = true\n",
+            meta.addr
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\n{LISTEN_ANY}\nupstream = \"http://{}\"\n[delivery]\nretry_base_ms = 50\nmax_attempts = 3\n[variables]\nmeta_token = {{ secret = \"META\" }}\n",
+            origin.addr
+        ),
+    )
+    .unwrap();
+    let proxy = Proxy::spawn(dir, path, &[("TAGPROXY_SECRET_META", TOKEN)]).await;
+    let resp = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", events::UA)
+        .body(json!([events::pageview("evt-meta-log-01")]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let logs = proxy.wait_log("delivery rejected by the destination").await;
+
+    let line = |needle: &str| -> Value {
+        let found: Vec<&str> = logs.lines().filter(|l| l.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "logged once: {needle}\n{logs}");
+        serde_json::from_str(found[0]).unwrap()
+    };
+    let retried = line("delivery will be retried");
+    let f = &retried;
+    assert_eq!(
+        (
+            f["tool"].as_str(),
+            f["status"].as_u64(),
+            f["attempt"].as_u64()
+        ),
+        (Some("meta"), Some(500), Some(1)),
+        "{retried}"
+    );
+    assert_eq!(f["error"], transient, "{retried}");
+    let rejected = line("delivery rejected by the destination");
+    let f = &rejected;
+    assert_eq!(
+        (
+            f["tool"].as_str(),
+            f["status"].as_u64(),
+            f["attempt"].as_u64()
+        ),
+        (Some("meta"), Some(400), Some(2)),
+        "{rejected}"
+    );
+    assert_eq!(
+        f["error"], "Malformed access token [REDACTED]",
+        "{rejected}"
+    );
+    assert!(
+        !logs.contains(TOKEN),
+        "the access token is in the log:\n{logs}"
+    );
+
+    // A refused collector request says why, at debug.
+    let resp = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .body("{\"type\": 5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let logs = proxy
+        .wait_log("collector request rejected: invalid batch")
+        .await;
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("collector request rejected: invalid batch")
+                && l.contains("\"DEBUG\"")),
+        "{logs}"
+    );
+    // A bot gets the page without the script, and the log says so.
+    let page = client()
+        .get(proxy.url("/"))
+        .header("user-agent", BOT_UA)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("s.js"), "{page}");
+    proxy
+        .wait_log("bot or headless browser: page served without the script")
+        .await;
+}

@@ -581,6 +581,9 @@ impl Policy {
     ) -> Next {
         Metrics::add(&self.metrics.delivery_attempts, 1);
         counters.attempts.fetch_add(1, Ordering::Relaxed);
+        // Logged once per failed attempt: the destination's own words
+        // (Meta's `error.message`…), never a credential.
+        let error = crate::metrics::attempt_error(d, &result);
         let why = match &result.verdict {
             Verdict::Done => {
                 Metrics::add(&self.metrics.deliveries_delivered, 1);
@@ -589,7 +592,7 @@ impl Policy {
                 return Next::Settled;
             }
             Verdict::Reject(why) => {
-                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery rejected by the destination; moved to the dead letters");
+                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), "delivery rejected by the destination; moved to the dead letters");
                 why.clone()
             }
             Verdict::Retry { why, after } => {
@@ -598,11 +601,11 @@ impl Policy {
                     Some(delay) => {
                         Metrics::add(&self.metrics.delivery_retries, 1);
                         counters.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, delay_ms = delay.as_millis() as u64, "delivery will be retried");
+                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), delay_ms = delay.as_millis() as u64, "delivery will be retried");
                         return Next::RetryIn(delay);
                     }
                     None => {
-                        tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery out of retries; moved to the dead letters");
+                        tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), "delivery out of retries; moved to the dead letters");
                         format!("gave up after {attempt} attempts: {why}")
                     }
                 }
