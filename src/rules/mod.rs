@@ -367,10 +367,20 @@ pub enum Decision<'a> {
 /// when a tool-level blocking trigger fires; else every custom action that
 /// fires (and no blocking trigger of it does); else, when none did, the
 /// automated action for the event's kind, so one cause never sends a tool
-/// the same event twice. Each trigger is evaluated at most once. The
-/// [`Trace`] says, for the trail, which triggers matched and which actions
-/// fired or were blocked by what.
+/// the same event twice. Each trigger is evaluated at most once.
 pub fn decide<'a>(
+    event: &Event,
+    tools: &'a [Tool],
+    triggers: &Triggers,
+    variables: &Variables,
+    consent: &ConsentPolicy,
+) -> Vec<(usize, Decision<'a>)> {
+    decide_traced(event, tools, triggers, variables, consent).0
+}
+
+/// [`decide`], with the [`Trace`] the trail shows: which triggers matched
+/// and which actions fired or were blocked, by what.
+pub fn decide_traced<'a>(
     event: &Event,
     tools: &'a [Tool],
     triggers: &Triggers,
@@ -479,7 +489,7 @@ pub fn fan_out(
     consent: &ConsentPolicy,
 ) -> FanOut {
     let mut result = FanOut::default();
-    let (decisions, trace) = decide(event, tools, triggers, variables, consent);
+    let (decisions, trace) = decide_traced(event, tools, triggers, variables, consent);
     result.trace = trace;
     for (i, decision) in decisions {
         let tool = &tools[i];
