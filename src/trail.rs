@@ -607,9 +607,21 @@ impl Trail {
         let Some(front) = inner.records.front().map(|r| r.seq) else {
             return;
         };
-        let Some(record) = inner.records.get_mut((seq - front) as usize) else {
+        // The latest record of the id holds the delivery, except when a
+        // consent replay (same id, other tools) came after it: then an
+        // earlier one does.
+        let at = (seq - front) as usize;
+        let holds = |r: &Record| r.id == d.event_id && r.deliveries.iter().any(|e| e.is(d));
+        let Some(index) = inner
+            .records
+            .get(at)
+            .filter(|r| holds(r))
+            .map(|_| at)
+            .or_else(|| inner.records.iter().rposition(holds))
+        else {
             return;
         };
+        let record = &mut inner.records[index];
         let Some(entry) = record.deliveries.iter_mut().find(|e| e.is(d)) else {
             return;
         };
@@ -844,6 +856,52 @@ mod tests {
         assert!(!f("outcome=retrying").matches(&r));
         assert!(!f("tool=ga4").matches(&r));
         assert!(!f("event=pageview").matches(&r));
+    }
+
+    #[test]
+    fn an_attempt_finds_its_record_behind_a_later_one_of_the_same_id() {
+        let e = event("signup");
+        let first = delivery(&e, "meta");
+        let replayed = delivery(&e, "ga4");
+        let trail = Trail::default();
+        trail.push(Record::new(
+            &e,
+            None,
+            None,
+            std::slice::from_ref(&first),
+            &[],
+            &[],
+            &[],
+        ));
+        // A consent replay: same id, another tool's delivery.
+        trail.push(Record::new(
+            &e,
+            None,
+            None,
+            std::slice::from_ref(&replayed),
+            &[],
+            &[],
+            &[],
+        ));
+        trail.attempt(
+            &first,
+            1,
+            Some(200),
+            Duration::ZERO,
+            None,
+            AttemptState::Delivered,
+        );
+        trail.attempt(
+            &replayed,
+            1,
+            Some(200),
+            Duration::ZERO,
+            None,
+            AttemptState::Delivered,
+        );
+        let (kept, _) = trail.watch(&Filter::default());
+        assert_eq!(kept[0].outcome, "delivered");
+        assert_eq!(kept[1].outcome, "delivered");
     }
 
     #[test]
