@@ -303,6 +303,12 @@ pub struct App {
     collector_path: String,
     /// `{prefix}/api/events`.
     events_api_path: String,
+    /// `{prefix}/debug`.
+    debug_path: String,
+    /// Secret variables' values, redacted from the trail.
+    trail_secrets: Vec<String>,
+    /// Ids of the tool files with `enabled = false`, for the trail.
+    disabled_tools: Vec<String>,
 }
 
 impl App {
@@ -313,7 +319,17 @@ impl App {
         shared
             .engine
             .ensure_tools(&plan.tools.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+        let trail_secrets = crate::admin::redact::secret_values(&plan.variables);
+        let disabled_tools = plan
+            .sources
+            .iter()
+            .filter(|s| !plan.tools.iter().any(|t| t.id == s.id))
+            .map(|s| s.id.clone())
+            .collect();
         App {
+            trail_secrets,
+            disabled_tools,
+            debug_path: format!("{}/debug", config.server.prefix.0),
             settings: config.settings.clone(),
             engine: shared.engine.clone(),
             tools: plan.tools,
@@ -355,9 +371,39 @@ impl App {
         self.tools.iter().any(|t| t.adapter.key_event(event))
     }
 
-    /// Records a processed event (the debugger and admin stream hook in here).
-    pub fn observe(&self, event: &Event) {
-        tracing::debug!(event_id = %event.id, kind = ?event.kind, name = %event.name, "event");
+    /// Records a processed event in the trail (`GET /admin/events`,
+    /// `{prefix}/debug`): `dropped` when it reaches no tool (`bot`,
+    /// `duplicate`), `out` what its fan-out gave (`None` when it was not
+    /// fanned out).
+    pub fn observe(
+        &self,
+        event: &Event,
+        dropped: Option<&'static str>,
+        out: Option<&mut crate::rules::FanOut>,
+    ) {
+        tracing::debug!(event_id = %event.id, kind = ?event.kind, name = %event.name, dropped, "event");
+        let (trace, deliveries, invalid) = match out {
+            Some(out) => (
+                Some(std::mem::take(&mut out.trace)),
+                &out.deliveries[..],
+                out.invalid
+                    .iter()
+                    .map(|(d, why)| (d, why.to_string()))
+                    .collect::<Vec<_>>(),
+            ),
+            None => (None, &[][..], Vec::new()),
+        };
+        let record = crate::trail::Record::new(
+            event,
+            dropped,
+            trace,
+            deliveries,
+            &invalid,
+            &self.trail_secrets,
+            &self.disabled_tools,
+        );
+        self.metrics.event_recorded(&record);
+        self.metrics.trail.push(record);
     }
 
     /// The client script with this config's settings in front of it.
@@ -415,6 +461,12 @@ impl PrefixHandler for App {
             return Ok(Box::pin(async move {
                 crate::collector::handle(&self, req, peer).await
             }));
+        }
+        if let Some(rest) = req.uri().path().strip_prefix(self.debug_path.as_str()) {
+            if rest.is_empty() || rest == "/" || rest == "/events" {
+                let resp = crate::debugger::handle(&self, &req, rest == "/events");
+                return Ok(Box::pin(async move { resp }));
+            }
         }
         if req.uri().path() == self.events_api_path {
             return Ok(Box::pin(async move {

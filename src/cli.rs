@@ -343,8 +343,10 @@ fn demo(listen: SocketAddr) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        // A fresh key per run: the debugger link below is the only way in.
+        let debug_key = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let text = format!(
-            "[server]\nlisten = \"{listen}\"\nupstream = \"http://{origin}\"\nadmin_listen = \"127.0.0.1:0\"\n[delivery]\nbackend = \"memory\"\n"
+            "[server]\nlisten = \"{listen}\"\nupstream = \"http://{origin}\"\nadmin_listen = \"127.0.0.1:0\"\n[delivery]\nbackend = \"memory\"\n[settings]\ndebug_key = \"{debug_key}\"\n"
         );
         let loaded = config::parse(Path::new("<demo>"), &text).expect("demo config is valid");
         let console = "type = \"console\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n";
@@ -366,6 +368,7 @@ fn demo(listen: SocketAddr) -> ExitCode {
         println!("  cart / checkout:                  {url}/cart  {url}/checkout");
         println!("  SPA route (history pageviews):    {url}/app");
         println!("  client script:                    {url}/_tagproxy/s.js");
+        println!("  live debugger (this browser):     {url}/_tagproxy/debug?tagproxy_debug={debug_key}");
         println!("  admin health:                     http://{}/healthz", bound.admin.local_addr().expect("bound"));
         println!("Every event the shop sends is printed below by the `console` tool.");
         println!("Press Ctrl-C to stop.");

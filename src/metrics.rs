@@ -39,6 +39,124 @@ pub struct Metrics {
     pub spool_bytes: AtomicU64,
     /// Per-tool queue gauges and counters, from the delivery engine.
     tool_gauges: std::sync::OnceLock<GaugeSource>,
+    /// The trail of the last events (SPEC §10): kept here because every
+    /// part that adds to it (collector, delivery) already holds `Metrics`.
+    pub trail: crate::trail::Trail,
+    /// Events taken for delivery (neither a bot's nor a duplicate).
+    pub events_accepted: AtomicU64,
+    /// Events that reached no tool, by reason.
+    events_dropped: DashMap<String, AtomicU64>,
+    /// (event, tool) pairs left out, by tool and reason.
+    tool_events_dropped: DashMap<(String, String), AtomicU64>,
+    /// Deliveries ended, by tool and outcome (`delivered`,
+    /// `dead_lettered`, `invalid`).
+    deliveries_ended: DashMap<(String, &'static str), AtomicU64>,
+    /// Seconds per attempt, per tool.
+    delivery_latency: DashMap<String, Histogram>,
+    /// Attempts a delivery took to end, per tool.
+    delivery_attempts_hist: DashMap<String, Histogram>,
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Upper bounds of the attempts histogram's buckets.
+pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0];
+
+/// A Prometheus histogram: cumulative buckets by upper bound, a sum and a
+/// count.
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last is `+Inf`.
+    counts: Vec<AtomicU64>,
+    /// The sum, in millionths.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines; `labels` is `k="v",…` or "".
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut total = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            let le = self
+                .bounds
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {total}");
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {total}");
+    }
+}
+
+/// What the proxy itself counts (it holds no `Metrics`; one per process).
+struct ProxyCounters {
+    /// Responses to proxied requests by status class (1xx … 5xx).
+    classes: [AtomicU64; 5],
+    /// Seconds until the origin's response headers.
+    upstream: Histogram,
+    /// HTML injection outcomes.
+    injections: DashMap<&'static str, AtomicU64>,
+}
+
+static PROXY: std::sync::LazyLock<ProxyCounters> = std::sync::LazyLock::new(|| ProxyCounters {
+    classes: Default::default(),
+    upstream: Histogram::new(LATENCY_BUCKETS),
+    injections: DashMap::new(),
+});
+
+/// Counts a response to a proxied request (`tagproxy_proxy_requests_total`).
+pub fn proxy_response(status: u16) {
+    let class = (status / 100).clamp(1, 5) as usize - 1;
+    PROXY.classes[class].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Time until the origin's response headers (`tagproxy_upstream_latency_seconds`).
+pub fn upstream_latency(d: std::time::Duration) {
+    PROXY.upstream.observe(d.as_secs_f64());
+}
+
+/// Counts what happened to an HTML response (`tagproxy_injections_total`):
+/// `injected`, `not_html`, `bot`, `no_place`, `already_present`,
+/// `skipped` (`no-transform`, a range, a charset or coding it cannot edit).
+pub fn injection(outcome: &'static str) {
+    PROXY
+        .injections
+        .entry(outcome)
+        .or_default()
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+fn bump<K: std::hash::Hash + Eq>(map: &DashMap<K, AtomicU64>, key: K) {
+    map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
 }
 
 /// Values a tool renamed or dropped to meet its destination's rules (GA4's
@@ -93,6 +211,62 @@ impl Metrics {
             .entry(reason)
             .or_default()
             .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One delivery attempt ended (called by the delivery engine once per
+    /// attempt, whatever the backend): it goes to the trail.
+    pub fn attempt_done(
+        &self,
+        d: &crate::tools::Delivery,
+        attempt: u32,
+        result: &crate::delivery::Attempt,
+        latency: std::time::Duration,
+        next: &crate::delivery::Next,
+    ) {
+        use crate::delivery::{Next, Verdict};
+        use crate::trail::AttemptState;
+        let state = match (&result.verdict, next) {
+            (Verdict::Done, _) => AttemptState::Delivered,
+            (_, Next::RetryIn(_)) => AttemptState::Retrying,
+            (_, Next::Settled) => AttemptState::DeadLettered,
+        };
+        let error = attempt_error(d, result);
+        self.trail
+            .attempt(d, attempt, result.status, latency, error, state);
+        self.delivery_latency
+            .entry(d.tool.clone())
+            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(latency.as_secs_f64());
+        let ended = match state {
+            AttemptState::Delivered => "delivered",
+            AttemptState::DeadLettered => "dead_lettered",
+            AttemptState::Retrying => return,
+        };
+        bump(&self.deliveries_ended, (d.tool.clone(), ended));
+        self.delivery_attempts_hist
+            .entry(d.tool.clone())
+            .or_insert_with(|| Histogram::new(ATTEMPT_BUCKETS))
+            .observe(attempt as f64);
+    }
+
+    /// Counts one event's record as it arrived: accepted or dropped (by
+    /// reason), the tools it did not reach (by tool and reason), and its
+    /// requests refused at once (`invalid`).
+    pub fn event_recorded(&self, r: &crate::trail::Record) {
+        if !matches!(r.dropped.as_deref(), Some("bot" | "duplicate")) {
+            Metrics::add(&self.events_accepted, 1);
+        }
+        if let Some(reason) = &r.dropped {
+            bump(&self.events_dropped, reason.clone());
+        }
+        for a in &r.actions {
+            if let Some(reason) = &a.blocked {
+                bump(&self.tool_events_dropped, (a.tool.clone(), reason.clone()));
+            }
+        }
+        for d in r.deliveries.iter().filter(|d| d.error.is_some()) {
+            bump(&self.deliveries_ended, (d.tool.clone(), "invalid"));
+        }
     }
 
     /// Counts a request dead-lettered as invalid.
@@ -233,8 +407,132 @@ impl Metrics {
                 "tagproxy_payload_adjusted_total{{tool=\"{tool}\",reason=\"{reason}\"}} {n}"
             );
         }
+        self.render_flow(&mut out);
         out
     }
+
+    /// The event, delivery and proxy families of issue 13.
+    fn render_flow(&self, out: &mut String) {
+        let help = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        help(
+            out,
+            "tagproxy_events_accepted_total",
+            "counter",
+            "Events taken for delivery: neither a bot's nor a duplicate.",
+        );
+        let _ = writeln!(
+            out,
+            "tagproxy_events_accepted_total {}",
+            self.events_accepted.load(Ordering::Relaxed)
+        );
+        help(out, "tagproxy_events_dropped_total", "counter", "Events that reached no tool, by reason (bot, duplicate, consent, blocking_trigger, disabled, invalid).");
+        for (reason, n) in sorted(&self.events_dropped) {
+            let _ = writeln!(
+                out,
+                "tagproxy_events_dropped_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        help(out, "tagproxy_tool_events_dropped_total", "counter", "Events a tool did not get, by tool and reason (consent, blocking_trigger, bot, disabled, invalid).");
+        for ((tool, reason), n) in sorted(&self.tool_events_dropped) {
+            let _ = writeln!(
+                out,
+                "tagproxy_tool_events_dropped_total{{tool=\"{tool}\",reason=\"{reason}\"}} {n}"
+            );
+        }
+        help(
+            out,
+            "tagproxy_deliveries_total",
+            "counter",
+            "Deliveries ended, by tool and outcome (delivered, dead_lettered, invalid).",
+        );
+        for ((tool, outcome), n) in sorted(&self.deliveries_ended) {
+            let _ = writeln!(
+                out,
+                "tagproxy_deliveries_total{{tool=\"{tool}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        for (name, what, map) in [
+            (
+                "tagproxy_delivery_latency_seconds",
+                "Seconds per delivery attempt, by tool.",
+                &self.delivery_latency,
+            ),
+            (
+                "tagproxy_delivery_attempts",
+                "Attempts a delivery took to end (delivered or dead-lettered), by tool.",
+                &self.delivery_attempts_hist,
+            ),
+        ] {
+            help(out, name, "histogram", what);
+            let mut tools: Vec<String> = map.iter().map(|e| e.key().clone()).collect();
+            tools.sort();
+            for tool in tools {
+                if let Some(h) = map.get(&tool) {
+                    h.render(out, name, &format!("tool=\"{tool}\""));
+                }
+            }
+        }
+        help(
+            out,
+            "tagproxy_proxy_requests_total",
+            "counter",
+            "Responses to requests proxied to the origin, by status class.",
+        );
+        for (i, c) in PROXY.classes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tagproxy_proxy_requests_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                c.load(Ordering::Relaxed)
+            );
+        }
+        help(
+            out,
+            "tagproxy_upstream_latency_seconds",
+            "histogram",
+            "Seconds until the origin's response headers.",
+        );
+        PROXY
+            .upstream
+            .render(out, "tagproxy_upstream_latency_seconds", "");
+        help(out, "tagproxy_injections_total", "counter", "HTML responses by what injection did (injected, not_html, bot, no_place, already_present, skipped).");
+        for (outcome, n) in sorted(&PROXY.injections) {
+            let _ = writeln!(
+                out,
+                "tagproxy_injections_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// A counter map's entries, sorted by key.
+fn sorted<K: Clone + Ord + std::hash::Hash + Eq>(map: &DashMap<K, AtomicU64>) -> Vec<(K, u64)> {
+    let mut v: Vec<(K, u64)> = map
+        .iter()
+        .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+        .collect();
+    v.sort();
+    v
+}
+
+/// What went wrong with an attempt, in the destination's own words when it
+/// said (Meta's `error.message`…), else the failure (`timeout`,
+/// `connection error: …`, `HTTP 503`); the delivery's credentials
+/// redacted. `None` when it was delivered.
+pub fn attempt_error(
+    d: &crate::tools::Delivery,
+    result: &crate::delivery::Attempt,
+) -> Option<String> {
+    use crate::delivery::Verdict;
+    let fallback = match &result.verdict {
+        Verdict::Done => return None,
+        Verdict::Retry { why, .. } => why.clone(),
+        Verdict::Reject(why) => why.clone(),
+    };
+    let text = crate::trail::destination_error(&result.response).unwrap_or(fallback);
+    Some(crate::trail::redact_secrets(&text, &d.secrets))
 }
 
 /// Per-tool families, one line per tool.

@@ -153,6 +153,8 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    // Live trail streams would hold the graceful shutdown open.
+    metrics.trail.close();
     let _ = public.await;
     let _ = admin.await;
     // Settled deliveries' acks on disk, so a restart does not resend them.

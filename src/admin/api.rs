@@ -12,6 +12,7 @@
 //! | `GET /admin/tokens`, `POST /admin/tokens`, `POST /admin/tokens/{id}/roll`, `DELETE /admin/tokens/{id}` | `tokens:write` |
 //! | `GET /admin/config`, `GET /admin/tools/{id}` | `config:read` |
 //! | `POST /admin/reload`, `PUT /admin/tools/{id}`, `DELETE /admin/tools/{id}` | `config:write` |
+//! | `GET /admin/events` (Server-Sent Events of the trail) | `events:read` |
 //!
 //! No escalation: a token may create, roll or revoke only tokens whose
 //! scopes it holds itself (`403` otherwise), so `tokens:write` alone cannot
@@ -56,6 +57,8 @@ enum Endpoint {
     ToolGet(String),
     ToolPut(String),
     ToolDelete(String),
+    /// The trail as Server-Sent Events.
+    Events,
     /// A known path with another method: `405` with these in `Allow`.
     WrongMethod(&'static str),
     Unknown,
@@ -73,6 +76,7 @@ impl Endpoint {
             (&Method::DELETE, ["admin", "tokens", id]) => Endpoint::TokensRevoke(id.to_string()),
             (&Method::GET, ["admin", "config"]) => Endpoint::ConfigRead,
             (&Method::POST, ["admin", "reload"]) => Endpoint::Reload,
+            (&Method::GET, ["admin", "events"]) => Endpoint::Events,
             // The rest of the path is the id, slashes and all, so that a
             // traversal attempt reaches the id check and is refused there.
             (m, ["admin", "tools", rest @ ..]) if !rest.is_empty() => {
@@ -89,7 +93,7 @@ impl Endpoint {
                 Endpoint::WrongMethod("POST")
             }
             (_, ["admin", "tokens", _]) => Endpoint::WrongMethod("DELETE"),
-            (_, ["admin", "config"]) => Endpoint::WrongMethod("GET"),
+            (_, ["admin", "config"]) | (_, ["admin", "events"]) => Endpoint::WrongMethod("GET"),
             _ => Endpoint::Unknown,
         }
     }
@@ -107,6 +111,7 @@ impl Endpoint {
             Endpoint::ToolGet(_) => ("tools.get", Some(Scope::ConfigRead)),
             Endpoint::ToolPut(_) => ("tools.put", Some(Scope::ConfigWrite)),
             Endpoint::ToolDelete(_) => ("tools.delete", Some(Scope::ConfigWrite)),
+            Endpoint::Events => ("events.read", Some(Scope::EventsRead)),
             Endpoint::WrongMethod(_) | Endpoint::Unknown => ("unknown", None),
         }
     }
@@ -203,6 +208,7 @@ pub(super) async fn handle(
         Endpoint::ToolGet(id) => blocking(|| tool_get(admin, &id)),
         Endpoint::ToolPut(id) => tool_put(admin, &id, req.into_body()).await,
         Endpoint::ToolDelete(id) => tool_delete(admin, &id).await,
+        Endpoint::Events => events(admin, req.uri().query()),
         Endpoint::WrongMethod(allow) => {
             let mut a = Answer::failed(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -224,6 +230,26 @@ pub(super) async fn handle(
     }
     blocking(|| admin.audit.record(&entry));
     *answer.response
+}
+
+/// `GET /admin/events`: the trail kept so far, then live, as Server-Sent
+/// Events (`event: trail`, the record's JSON as `data`, its `seq` as
+/// `id`); filtered by the query's `tool`, `event` and `outcome`.
+fn events(admin: &Admin, query: Option<&str>) -> Answer {
+    let filter = crate::trail::Filter::from_query(query);
+    let detail = format!(
+        "stream (tool={}, event={}, outcome={})",
+        filter.tool.as_deref().unwrap_or("*"),
+        filter.event.as_deref().unwrap_or("*"),
+        filter.outcome.as_deref().unwrap_or("*")
+    );
+    let trail = &admin.metrics.trail;
+    let body = crate::trail::sse_body(trail, filter, json!({"scope": "all"}));
+    Answer {
+        response: Box::new(crate::trail::sse_response(body)),
+        outcome: Outcome::Allowed,
+        detail: Some(detail),
+    }
 }
 
 /// Runs file I/O that syncs to disk (token store, audit log, tool files)

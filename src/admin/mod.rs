@@ -11,7 +11,7 @@
 pub mod api;
 pub mod audit;
 pub mod commands;
-mod redact;
+pub(crate) mod redact;
 pub mod tokens;
 pub mod upstream_probe;
 

@@ -28,10 +28,15 @@ use crate::tools::ToolCookie;
 /// Handles one collector request.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     if req.method() != Method::POST {
+        tracing::debug!(method = %req.method(), "collector request rejected: not a POST");
         return method_not_allowed();
     }
     let (content_type, mime) = media_type(req.headers());
     if mime != "application/json" && mime != "text/plain" {
+        tracing::debug!(
+            content_type,
+            "collector request rejected: unsupported content type"
+        );
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!("unsupported content type {content_type:?}: send application/json (or text/plain from sendBeacon)"),
@@ -40,11 +45,21 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let limit = app.max_event_bytes as usize;
     let (parts, body) = match read_body(req, limit, "max_event_bytes").await {
         Ok(read) => read,
-        Err(resp) => return resp,
+        Err(resp) => {
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                limit,
+                "collector request rejected: body too large or unreadable"
+            );
+            return resp;
+        }
     };
     let inputs = match wire::parse_batch(&body) {
         Ok(inputs) => inputs,
-        Err(wire::BadBatch(message)) => return json_error(StatusCode::BAD_REQUEST, &message),
+        Err(wire::BadBatch(message)) => {
+            tracing::debug!(reason = %message, "collector request rejected: invalid batch");
+            return json_error(StatusCode::BAD_REQUEST, &message);
+        }
     };
 
     let headers = &parts.headers;
@@ -96,6 +111,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     }
     let count = pending.events;
     if let Err(resp) = pending.commit(app).await {
+        tracing::debug!("collector request rejected: delivery queue full (503)");
         return resp;
     }
 
@@ -234,6 +250,7 @@ impl Pending {
             if !app.recent_ids.first_time(&dedupe_key) {
                 Metrics::add(&app.metrics.events_duplicate, 1);
                 answered.dropped.get_or_insert("duplicate");
+                app.observe(&event, Some("duplicate"), None);
                 return answered;
             }
             self.fresh_ids.push(dedupe_key);
@@ -243,8 +260,8 @@ impl Pending {
         if app.is_key_event(&event) {
             visitor.tracker.key_event();
         }
-        let out = app.fan_out(&event);
-        app.observe(&event);
+        let mut out = app.fan_out(&event);
+        app.observe(&event, visitor.bot.map(|_| "bot"), Some(&mut out));
         // Bots: answered like anyone (so they learn nothing), never delivered.
         if visitor.bot.is_some() {
             return answered;

@@ -610,23 +610,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     })?;
     let mut warnings = Vec::new();
     upstream_tls(path, text, &mut config.server, &mut warnings)?;
-    // Accepted so configs written for the debugger (SPEC §10) keep working,
-    // but nothing reads it yet: say so rather than let it look effective.
-    if !config.settings.debug_key.is_empty() {
-        let at = text.find("debug_key").unwrap_or(0);
-        warnings.push(
-            Problem::at(
-                path,
-                text,
-                at,
-                format!(
-                    "[settings] debug_key is not used yet: the debugger ({}/debug) is not built, so the key unlocks nothing",
-                    config.server.prefix.0
-                ),
-            )
-            .to_string(),
-        );
-    }
     // SPEC §10: the admin listener is never public by default; off loopback
     // its health and metrics need a token too, but say so.
     if !config.server.admin_listen.0.ip().is_loopback() {

@@ -550,7 +550,8 @@ async fn run_job(
 }
 
 impl Policy {
-    /// Makes attempt number `attempt` (from 1) and decides what follows.
+    /// Makes attempt number `attempt` (from 1) and decides what follows;
+    /// the attempt goes to the trail and the metrics.
     pub async fn attempt(
         &self,
         counters: &ToolCounters,
@@ -558,9 +559,31 @@ impl Policy {
         attempt: u32,
         accepted_ms: u64,
     ) -> Next {
+        let started = std::time::Instant::now();
+        let result = self.sender.attempt(d).await;
+        let latency = started.elapsed();
+        let next = self
+            .settle(counters, d, attempt, accepted_ms, result.clone())
+            .await;
+        self.metrics
+            .attempt_done(d, attempt, &result, latency, &next);
+        next
+    }
+
+    /// What follows attempt number `attempt` of `d`, which came to `result`.
+    async fn settle(
+        &self,
+        counters: &ToolCounters,
+        d: &Delivery,
+        attempt: u32,
+        accepted_ms: u64,
+        result: Attempt,
+    ) -> Next {
         Metrics::add(&self.metrics.delivery_attempts, 1);
         counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let result = self.sender.attempt(d).await;
+        // Logged once per failed attempt: the destination's own words
+        // (Meta's `error.message`…), never a credential.
+        let error = crate::metrics::attempt_error(d, &result);
         let why = match &result.verdict {
             Verdict::Done => {
                 Metrics::add(&self.metrics.deliveries_delivered, 1);
@@ -569,7 +592,7 @@ impl Policy {
                 return Next::Settled;
             }
             Verdict::Reject(why) => {
-                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery rejected by the destination; moved to the dead letters");
+                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), "delivery rejected by the destination; moved to the dead letters");
                 why.clone()
             }
             Verdict::Retry { why, after } => {
@@ -578,11 +601,11 @@ impl Policy {
                     Some(delay) => {
                         Metrics::add(&self.metrics.delivery_retries, 1);
                         counters.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, delay_ms = delay.as_millis() as u64, "delivery will be retried");
+                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), delay_ms = delay.as_millis() as u64, "delivery will be retried");
                         return Next::RetryIn(delay);
                     }
                     None => {
-                        tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, reason = %why, "delivery out of retries; moved to the dead letters");
+                        tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), "delivery out of retries; moved to the dead letters");
                         format!("gave up after {attempt} attempts: {why}")
                     }
                 }

@@ -227,9 +227,13 @@ impl Forwarder {
         } else {
             &self.client
         };
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, client.request(req)).await;
         let mut resp = match result {
-            Ok(Ok(resp)) => resp,
+            Ok(Ok(resp)) => {
+                crate::metrics::upstream_latency(started.elapsed());
+                resp
+            }
             Ok(Err(e)) => {
                 if let Some((certificate, reason)) = tls_failure(&e) {
                     let what = if certificate {
@@ -409,7 +413,14 @@ impl Forwarder {
             injector,
             Encoder::new(plan.output),
         )
-        .on_outcome(|outcome| tracing::debug!(?outcome, "injection"));
+        .on_outcome(|outcome| {
+            tracing::debug!(?outcome, "injection");
+            crate::metrics::injection(match outcome {
+                inject::Outcome::Injected => "injected",
+                inject::Outcome::AlreadyPresent => "already_present",
+                inject::Outcome::Untouched | inject::Outcome::Pending => "no_place",
+            });
+        });
         Response::from_parts(parts, body::boxed(body))
     }
 }
@@ -503,11 +514,18 @@ fn injectable(
         return None;
     }
     // Bots get no script (SPEC §9): they cannot send events anyway.
-    if policy
+    if let Some(verdict) = policy
         .skip_bots
         .as_ref()
-        .is_some_and(|b| b.check(&req.user_agent).bot)
+        .map(|b| b.check(&req.user_agent))
+        .filter(|v| v.bot)
     {
+        tracing::debug!(
+            user_agent = %req.user_agent,
+            reason = verdict.reason.unwrap_or("unknown"),
+            "bot or headless browser: page served without the script"
+        );
+        crate::metrics::injection("bot");
         return None;
     }
     // Only documents: HTML fetched by a script (htmx, Turbo…) is a fragment.
@@ -517,13 +535,19 @@ fn injectable(
         Some(_) => return None,
     }
     let h = &resp.headers;
-    let content_type = h.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let mime = content_type.split(';').next()?.trim();
+    let mime = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
     if !mime.eq_ignore_ascii_case("text/html") {
+        crate::metrics::injection("not_html");
         return None;
     }
     // Our ASCII tag would corrupt a UTF-16 page: such pages stream untouched.
     if !charset(h).is_ascii_compatible() {
+        crate::metrics::injection("skipped");
         return None;
     }
     let no_transform = h
@@ -533,14 +557,19 @@ fn injectable(
         .flat_map(|v| v.split(','))
         .any(|d| d.trim().eq_ignore_ascii_case("no-transform"));
     if no_transform || h.contains_key(header::CONTENT_RANGE) {
+        crate::metrics::injection("skipped");
         return None;
     }
     let encodings: Vec<_> = h.get_all(header::CONTENT_ENCODING).iter().collect();
-    match encodings.as_slice() {
+    let coding = match encodings.as_slice() {
         [] => Some(Coding::Identity),
         [one] => Coding::from_content_encoding(one.to_str().ok()),
         _ => None,
+    };
+    if coding.is_none() {
+        crate::metrics::injection("skipped");
     }
+    coding
 }
 
 /// Reads the start of an encoded body into `prefix` until it is known to decode.

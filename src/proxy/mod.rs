@@ -91,6 +91,17 @@ impl Proxy {
             .strip_prefix(self.prefix.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if !ours {
+            let resp = self.proxied(req, peer).await;
+            crate::metrics::proxy_response(resp.status().as_u16());
+            return resp;
+        }
+        self.ours(req, peer).await
+    }
+
+    /// A request for the origin (or refused on its way there).
+    async fn proxied(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        {
             if let Some(bots) = &self.block_ai {
                 let ua = req
                     .headers()
@@ -115,6 +126,10 @@ impl Proxy {
             }
             return self.forwarder.forward(req, peer).await;
         }
+    }
+
+    /// A request under `prefix`.
+    async fn ours(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let req = match &self.routes {
             Some(routes) => match routes.clone().handle(req, peer) {
                 Ok(response) => return response.await,

@@ -15,6 +15,7 @@ use crate::consent::{Choices, ConsentPolicy};
 use crate::event::{Event, Kind};
 use crate::tools::guard::{self, Invalid};
 use crate::tools::{BuildContext, Delivery, Payload, Source, Tool};
+use crate::trail::Trace;
 use template::{check_path, Context, Template, Variable, Variables};
 use trigger::{ClientRule, MatchRule, Trigger};
 
@@ -340,6 +341,15 @@ impl Fired<'_> {
     fn any(&mut self, refs: &[TriggerRef]) -> bool {
         refs.iter().any(|r| self.fires(*r))
     }
+
+    /// The id of the first of `refs` that fires, for the trail.
+    fn first(&mut self, refs: &[TriggerRef]) -> Option<String> {
+        let r = *refs.iter().find(|r| self.fires(**r))?;
+        Some(match r {
+            TriggerRef::Pageview => PAGEVIEW_TRIGGER.to_string(),
+            TriggerRef::Index(i) => self.triggers.list[i].id.clone(),
+        })
+    }
 }
 
 /// What one tool does with one event.
@@ -365,6 +375,20 @@ pub fn decide<'a>(
     variables: &Variables,
     consent: &ConsentPolicy,
 ) -> Vec<(usize, Decision<'a>)> {
+    decide_traced(event, tools, triggers, variables, consent).0
+}
+
+/// [`decide`], with the [`Trace`] the trail shows: which triggers matched
+/// and which actions fired or were blocked, by what.
+pub fn decide_traced<'a>(
+    event: &Event,
+    tools: &'a [Tool],
+    triggers: &Triggers,
+    variables: &Variables,
+    consent: &ConsentPolicy,
+) -> (Vec<(usize, Decision<'a>)>, Trace) {
+    use crate::trail::ActionEntry;
+    let mut trace = Trace::default();
     let no_choice = Choices::default();
     let choices = event.consent.as_deref().unwrap_or(&no_choice);
     let mut fired = Fired {
@@ -382,24 +406,58 @@ pub fn decide<'a>(
         let f = &tool.file;
         if !consent.allows(choices, &f.purposes, f.tcf_vendor_id, event.consent_replay) {
             decisions.push((i, Decision::ConsentWithheld));
+            let by = Some(f.purposes.join(", ")).filter(|p| !p.is_empty());
+            trace
+                .actions
+                .push(ActionEntry::blocked(&tool.id, "*", "consent", by));
             continue;
         }
-        if fired.any(&tool.blocking) {
+        if let Some(by) = fired.first(&tool.blocking) {
+            trace.actions.push(ActionEntry::blocked(
+                &tool.id,
+                "*",
+                "blocking_trigger",
+                Some(by),
+            ));
             continue;
         }
         let mut custom = Vec::new();
         for action in &tool.actions {
-            if fired.any(&action.firing) && !fired.any(&action.blocking) {
-                custom.push((action, action.fields(event, &fired.ctx)));
+            if fired.any(&action.firing) {
+                match fired.first(&action.blocking) {
+                    None => {
+                        trace
+                            .actions
+                            .push(ActionEntry::fired(&tool.id, &action.name));
+                        custom.push((action, action.fields(event, &fired.ctx)));
+                    }
+                    Some(by) => trace.actions.push(ActionEntry::blocked(
+                        &tool.id,
+                        &action.name,
+                        "blocking_trigger",
+                        Some(by),
+                    )),
+                }
             }
         }
         if !custom.is_empty() {
             decisions.push((i, Decision::Custom(custom)));
         } else if tool.file.automated().covers(event.kind) {
+            trace
+                .actions
+                .push(ActionEntry::fired(&tool.id, "automated"));
             decisions.push((i, Decision::Automated));
         }
     }
-    decisions
+    if event.kind == Kind::Pageview {
+        trace.triggers.push(PAGEVIEW_TRIGGER.to_string());
+    }
+    for (i, t) in triggers.list.iter().enumerate() {
+        if fired.fires(TriggerRef::Index(i)) {
+            trace.triggers.push(t.id.clone());
+        }
+    }
+    (decisions, trace)
 }
 
 /// What the fan-out of one event produced.
@@ -416,6 +474,8 @@ pub struct FanOut {
     pub cookies: Vec<crate::tools::ToolCookie>,
     /// Tools the event did not reach for want of consent.
     pub consent_withheld: usize,
+    /// What was decided, for the trail.
+    pub trace: Trace,
 }
 
 /// Deliveries and browser instructions for `event`: the decision, then each
@@ -429,7 +489,9 @@ pub fn fan_out(
     consent: &ConsentPolicy,
 ) -> FanOut {
     let mut result = FanOut::default();
-    for (i, decision) in decide(event, tools, triggers, variables, consent) {
+    let (decisions, trace) = decide_traced(event, tools, triggers, variables, consent);
+    result.trace = trace;
+    for (i, decision) in decisions {
         let tool = &tools[i];
         let cx = |action| BuildContext {
             tool_id: &tool.id,
