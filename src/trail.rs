@@ -46,6 +46,9 @@ pub const MAX_REQUEST_BODY: usize = 4 << 10;
 pub const MAX_ATTEMPTS_KEPT: usize = 20;
 /// Bytes of a destination's error text kept.
 pub const MAX_ERROR_BYTES: usize = 500;
+/// JSON bytes an attempt adds to a record, besides its error text (an
+/// upper estimate).
+const ATTEMPT_BYTES: usize = 100;
 /// Updates a slow viewer may fall behind by before it misses some.
 const CHANNEL: usize = 1_024;
 
@@ -349,6 +352,11 @@ impl Record {
     }
 
     fn settle_outcome(&mut self) {
+        self.set_outcome();
+        self.bytes = serde_json::to_vec(self).map_or(0, |v| v.len());
+    }
+
+    fn set_outcome(&mut self) {
         let states = |s: &str| self.deliveries.iter().any(|d| d.state == s);
         self.outcome = if self.dropped.is_some() {
             "dropped"
@@ -364,7 +372,6 @@ impl Record {
             "delivered"
         }
         .to_string();
-        self.bytes = serde_json::to_vec(self).map_or(0, |v| v.len());
     }
 }
 
@@ -398,7 +405,15 @@ fn action_name(d: &Delivery) -> String {
 /// A delivery's request with credentials redacted the way a dead letter
 /// stores it, then every SHA-256 hex digest (hashed personal data).
 pub fn request_view(d: &Delivery) -> RequestView {
-    let letter = crate::delivery::deadletter::DeadLetter::new(d.clone(), "", None, b"", 0, 0);
+    // Without its source (the whole event, not shown here) the copy is cheap.
+    let copy = Delivery {
+        tool: d.tool.clone(),
+        event_id: d.event_id.clone(),
+        payload: d.payload.clone(),
+        source: None,
+        secrets: d.secrets.clone(),
+    };
+    let letter = crate::delivery::deadletter::DeadLetter::new(copy, "", None, b"", 0, 0);
     match letter.delivery.payload {
         Payload::Stdout(line) => RequestView {
             method: "STDOUT".into(),
@@ -529,7 +544,9 @@ pub fn redact_secrets(text: &str, secrets: &[String]) -> String {
 }
 
 struct Inner {
-    records: VecDeque<Record>,
+    /// Shared with the broadcast channel and viewers: an update copies a
+    /// record only while someone still holds its previous version.
+    records: VecDeque<Arc<Record>>,
     /// Event id → `seq` of the record that holds its deliveries.
     by_id: HashMap<String, u64>,
     bytes: usize,
@@ -575,7 +592,8 @@ impl Trail {
         }
         inner.bytes += record.bytes;
         let seq = record.seq;
-        let _ = self.tx.send(Arc::new(record.clone()));
+        let record = Arc::new(record);
+        let _ = self.tx.send(record.clone());
         inner.records.push_back(record);
         while inner.records.len() > CAPACITY || (inner.bytes > MAX_BYTES && inner.records.len() > 1)
         {
@@ -600,7 +618,8 @@ impl Trail {
         error: Option<String>,
         state: AttemptState,
     ) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(&seq) = inner.by_id.get(&d.event_id) else {
             return;
         };
@@ -617,14 +636,17 @@ impl Trail {
             .get(at)
             .filter(|r| holds(r))
             .map(|_| at)
-            .or_else(|| inner.records.iter().rposition(holds))
+            .or_else(|| inner.records.iter().rposition(|r| holds(r)))
         else {
             return;
         };
-        let record = &mut inner.records[index];
+        let record = Arc::make_mut(&mut inner.records[index]);
         let Some(entry) = record.deliveries.iter_mut().find(|e| e.is(d)) else {
             return;
         };
+        // Estimated rather than measured: serializing the record again on
+        // every attempt would cost more than the attempt's bookkeeping.
+        let grown = ATTEMPT_BYTES + error.as_ref().map_or(0, String::len);
         entry.state = state.as_str().into();
         if entry.attempts.len() >= MAX_ATTEMPTS_KEPT {
             entry.attempts.remove(1);
@@ -636,12 +658,10 @@ impl Trail {
             latency_ms: latency.as_millis() as u64,
             error,
         });
-        let before = record.bytes;
-        record.settle_outcome();
-        let after = record.bytes;
-        let update = Arc::new(record.clone());
-        inner.bytes = inner.bytes + after - before;
-        let _ = self.tx.send(update);
+        record.set_outcome();
+        record.bytes += grown;
+        inner.bytes += grown;
+        let _ = self.tx.send(inner.records[index].clone());
     }
 
     /// The records kept now, oldest first, that `filter` matches, and a
@@ -654,7 +674,7 @@ impl Trail {
             .records
             .iter()
             .filter(|r| filter.matches(r))
-            .map(|r| Arc::new(r.clone()))
+            .cloned()
             .collect();
         (now, rx)
     }
