@@ -59,6 +59,9 @@ pub struct Forwarder {
 /// When and what to inject.
 pub struct InjectPolicy {
     pub script_path: String,
+    /// Other paths serving the client script (Zaraz's loader paths): a page
+    /// with a script from one of them is not injected.
+    pub loader_paths: Vec<String>,
     pub inject_iframes: bool,
     /// Set with `skip_events`: bots get no script.
     pub skip_bots: Option<std::sync::Arc<crate::bots::BotDetector>>,
@@ -399,7 +402,9 @@ impl Forwarder {
                 .filter_map(|v| v.to_str().ok()),
         );
         let tag = inject::script_tag(&policy.script_path, nonce.as_deref());
-        let injector = Injector::new(tag, &policy.script_path, charset(&parts.headers));
+        let mut paths = vec![policy.script_path.clone()];
+        paths.extend(policy.loader_paths.iter().cloned());
+        let injector = Injector::new(tag, paths, charset(&parts.headers));
 
         plan.apply_to_head(&mut parts.headers);
 

@@ -24,6 +24,16 @@ use body::ProxyBody;
 pub use conn::{serve, Limits};
 pub use forward::{error_response, Forwarder, InjectPolicy};
 
+/// Where Zaraz's "load manually" tag loads it from
+/// (<https://developers.cloudflare.com/zaraz/advanced/load-zaraz-manually/>):
+/// such pages get the client script here and no injected copy.
+pub const ZARAZ_LOADER_PATH: &str = "/cdn-cgi/zaraz/i.js";
+/// Zaraz's track endpoint. Zaraz's own scripts POST events here and its
+/// inline loader sends a bare `GET` when it fails; tagproxy's script posts
+/// to `{prefix}/t`, so this path is an alias of the collector (see
+/// [`Proxy::handle`]).
+pub const ZARAZ_TRACK_PATH: &str = "/cdn-cgi/zaraz/t";
+
 /// Routes under `prefix` served by the layers above the proxy (the
 /// collector…). Hands the request back when the path is not theirs.
 pub trait PrefixHandler: Send + Sync {
@@ -39,6 +49,11 @@ pub trait PrefixHandler: Send + Sync {
 pub struct Proxy {
     prefix: String,
     script_path: String,
+    /// Zaraz's loader paths (`/cdn-cgi/zaraz/i.js`, `initPath`): the
+    /// client script is served there too.
+    loader_paths: Vec<String>,
+    /// Zaraz's `eventsApiPath`, an alias of `{prefix}/api/events`.
+    zaraz_events_api_path: Option<String>,
     script: assets::Asset,
     consent_path: String,
     consent_script: assets::Asset,
@@ -66,8 +81,13 @@ impl Proxy {
         let server = &config.server;
         let prefix = server.prefix.0.clone();
         let script_path = format!("{prefix}/s.js");
+        let mut loader_paths = vec![ZARAZ_LOADER_PATH.to_string()];
+        if let Some(p) = &server.zaraz_init_path {
+            loader_paths.push(p.0.clone());
+        }
         let inject = config.settings.auto_inject.then(|| InjectPolicy {
             script_path: script_path.clone(),
+            loader_paths: loader_paths.clone(),
             inject_iframes: config.settings.inject_iframes,
             skip_bots: config.bots.skip_events.then(|| bots.clone()),
         });
@@ -75,6 +95,8 @@ impl Proxy {
             forwarder: Forwarder::new(server, inject),
             script,
             script_path,
+            loader_paths,
+            zaraz_events_api_path: server.zaraz_events_api_path.as_ref().map(|p| p.0.clone()),
             consent_path: format!("{prefix}/c.js"),
             consent_script: assets::consent_script(),
             prefix,
@@ -85,7 +107,50 @@ impl Proxy {
     }
 
     /// Routes one request.
+    ///
+    /// Zaraz's paths are ours too, so a page written for Zaraz works
+    /// unchanged: its loader paths serve the client script, its track path
+    /// and `eventsApiPath` are handled as `{prefix}/t` and
+    /// `{prefix}/api/events` (the request is re-targeted there).
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let path = req.uri().path();
+        if self.loader_paths.iter().any(|p| p == path) {
+            return match *req.method() {
+                Method::GET | Method::HEAD => self
+                    .script
+                    .respond(req.headers(), req.method() == Method::HEAD),
+                _ => error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", true),
+            };
+        }
+        let alias = if path == ZARAZ_TRACK_PATH {
+            // Zaraz's inline loader reports its own failure with a bare
+            // `fetch("/cdn-cgi/zaraz/t")`: nothing to collect, no 404 either.
+            if req.method() == Method::GET || req.method() == Method::HEAD {
+                return Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .header(http::header::CACHE_CONTROL, "no-store")
+                    .body(body::empty())
+                    .expect("static response");
+            }
+            Some("/t")
+        } else if self.zaraz_events_api_path.as_deref() == Some(path) {
+            Some("/api/events")
+        } else {
+            None
+        };
+        let mut req = req;
+        if let Some(rest) = alias {
+            let target = match req.uri().query() {
+                Some(q) => format!("{}{rest}?{q}", self.prefix),
+                None => format!("{}{rest}", self.prefix),
+            };
+            match target.parse() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => {
+                    return error_response(StatusCode::BAD_REQUEST, "bad request target", true)
+                }
+            }
+        }
         let path = req.uri().path();
         let ours = path
             .strip_prefix(self.prefix.as_str())
