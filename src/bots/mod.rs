@@ -44,6 +44,8 @@
 //! `src/bots/refresh.sh` re-downloads them from upstream with their MIT
 //! licence notices.
 
+pub mod score;
+
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -314,6 +316,17 @@ impl BotDetector {
             return Verdict::bot(REASON_WOOTHEE);
         }
         Verdict::HUMAN
+    }
+
+    /// The bot score of a request (see [`score`]), its User-Agent judged
+    /// by [`check`](Self::check).
+    pub fn score(&self, req: &score::Request<'_>) -> score::Score {
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        score::score(&self.check(ua), req)
     }
 
     /// The AI crawler tokens this detector answers with `ai = true` (the

@@ -61,6 +61,12 @@ pub struct BotsConfig {
     pub block_ai_crawlers: bool,
     /// Case-insensitive User-Agent substrings treated as bots.
     pub extra_user_agents: Vec<String>,
+    /// Requests whose bot score (1 = surely automated … 99 = surely human,
+    /// see `src/bots/score.rs`) is below this are bots, for `skip_events`,
+    /// injection and `block_ai_crawlers` (Zaraz's "bot score threshold").
+    #[serde(deserialize_with = "values::bot_score")]
+    #[schemars(range(min = 1, max = 99))]
+    pub score_threshold: u8,
 }
 
 impl Default for BotsConfig {
@@ -69,6 +75,7 @@ impl Default for BotsConfig {
             skip_events: true,
             block_ai_crawlers: false,
             extra_user_agents: Vec::new(),
+            score_threshold: crate::bots::score::DEFAULT_THRESHOLD,
         }
     }
 }

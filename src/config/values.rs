@@ -257,6 +257,17 @@ pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Ok(n)
 }
 
+/// A bot score threshold, 1..=99 like Cloudflare's bot scores.
+pub fn bot_score<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = u64::deserialize(d)?;
+    if !(1..=99).contains(&n) {
+        return Err(D::Error::custom(format!(
+            "must be between 1 and 99 (a bot score), not {n}"
+        )));
+    }
+    Ok(n as u8)
+}
+
 /// A count that must be at least 1.
 pub fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let n = u32::deserialize(d)?;
