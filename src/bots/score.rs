@@ -142,6 +142,26 @@ pub struct Request<'a> {
     pub kind: Kind,
 }
 
+impl<'a> Request<'a> {
+    /// The facts of a request from `headers` as it arrived; `trusted_peer`:
+    /// the connection comes from `[server] trusted_proxies`, whose
+    /// `X-Forwarded-Proto` is believed (tagproxy itself listens in plain
+    /// HTTP, so TLS is known only from such a proxy).
+    pub fn of(headers: &'a HeaderMap, version: Version, trusted_peer: bool, kind: Kind) -> Self {
+        let secure = trusted_peer
+            && header(headers, "x-forwarded-proto")
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        Request {
+            headers,
+            version,
+            secure,
+            via_proxy: trusted_peer,
+            kind,
+        }
+    }
+}
+
 /// A request's score and the signals behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Score {

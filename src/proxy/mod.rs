@@ -61,6 +61,10 @@ pub struct Proxy {
     routes: Option<Arc<dyn PrefixHandler>>,
     /// Set with `block_ai_crawlers`: AI crawlers get 403 before the origin.
     block_ai: Option<Arc<BotDetector>>,
+    /// `[bots] score_threshold`.
+    threshold: u8,
+    /// `[server] trusted_proxies`: their `X-Forwarded-*` are believed.
+    trusted: crate::config::TrustedProxies,
     /// Connection limits; a reload applies them to new connections
     /// (`max_connections` only at start).
     pub limits: Limits,
@@ -90,6 +94,7 @@ impl Proxy {
             loader_paths: loader_paths.clone(),
             inject_iframes: config.settings.inject_iframes,
             skip_bots: config.bots.skip_events.then(|| bots.clone()),
+            threshold: config.bots.score_threshold,
         });
         Proxy {
             forwarder: Forwarder::new(server, inject),
@@ -102,6 +107,8 @@ impl Proxy {
             prefix,
             routes,
             block_ai: config.bots.block_ai_crawlers.then_some(bots),
+            threshold: config.bots.score_threshold,
+            trusted: server.trusted_proxies.clone(),
             limits: Limits::of(server),
         }
     }
@@ -115,12 +122,7 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let path = req.uri().path();
         if self.loader_paths.iter().any(|p| p == path) {
-            return match *req.method() {
-                Method::GET | Method::HEAD => self
-                    .script
-                    .respond(req.headers(), req.method() == Method::HEAD),
-                _ => error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", true),
-            };
+            return self.serve_script(&req, peer);
         }
         let alias = if path == ZARAZ_TRACK_PATH {
             // Zaraz's inline loader reports its own failure with a bare
@@ -162,8 +164,28 @@ impl Proxy {
                     .get(http::header::USER_AGENT)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                if bots.check(ua).ai {
-                    tracing::debug!(user_agent = ua, "AI crawler blocked");
+                let verdict = bots.check(ua);
+                // Known AI crawlers by name; and clients that claim to be a
+                // browser (no list knows their User-Agent) but score as bots:
+                // AI crawlers disguised as browsers, which is how many
+                // that ignore robots.txt fetch pages.
+                let disguised = !verdict.bot
+                    && {
+                        let facts = crate::bots::score::Request::of(
+                            req.headers(),
+                            req.version(),
+                            self.trusted.contains(peer.ip()),
+                            crate::bots::score::Kind::Page,
+                        );
+                        let score = crate::bots::score::score(&verdict, &facts);
+                        score.is_bot(self.threshold).then(|| {
+                        tracing::debug!(bot_score = score.score, signals = %score.reasons(), user_agent = ua, "disguised crawler blocked");
+                    }).is_some()
+                    };
+                if verdict.ai || disguised {
+                    if verdict.ai {
+                        tracing::debug!(user_agent = ua, "AI crawler blocked");
+                    }
                     return error_response(
                         StatusCode::FORBIDDEN,
                         "AI crawlers are not allowed on this site",
@@ -195,6 +217,9 @@ impl Proxy {
         } else {
             None
         };
+        if path == self.script_path {
+            return self.serve_script(&req, peer);
+        }
         if let Some(asset) = asset {
             return match *req.method() {
                 Method::GET | Method::HEAD => {
@@ -204,6 +229,27 @@ impl Proxy {
             };
         }
         error_response(StatusCode::NOT_FOUND, "not found", true)
+    }
+}
+
+impl Proxy {
+    /// The client script, at `{prefix}/s.js` or a Zaraz loader path; the
+    /// visitor is remembered as having loaded it (bot score
+    /// `script_not_loaded`).
+    fn serve_script(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        match *req.method() {
+            Method::GET | Method::HEAD => {
+                let h = req.headers();
+                let ip = crate::collector::visitor_ip(&self.trusted, peer.ip(), h);
+                let ua = h
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                crate::bots::score::ScriptLoads::global().record(ip, ua);
+                self.script.respond(h, req.method() == Method::HEAD)
+            }
+            _ => error_response(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", true),
+        }
     }
 }
 

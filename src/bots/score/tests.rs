@@ -87,7 +87,9 @@ fn every_real_browser_of_the_corpus_scores_human() {
 /// threshold.
 #[test]
 fn disguised_crawlers_score_below_the_threshold() {
-    let cases: Vec<(&str, Vec<(&str, &str)>, bool)> = vec![
+    /// (what it is, its headers, over TLS)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, bool);
+    let cases: Vec<Case> = vec![
         (
             "Chrome UA, Sec-CH-UA says HeadlessChrome (any transport)",
             vec![
