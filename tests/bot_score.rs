@@ -264,3 +264,42 @@ async fn block_ai_crawlers_refuses_disguised_crawlers_too() {
         assert!(html.contains(TAG), "{name}: {html}");
     }
 }
+
+/// Real headless Chromium is flagged only when it says what it is: with its
+/// own User-Agent (`HeadlessChrome/…`) its page has no script; presenting a
+/// desktop Chrome User-Agent (as the other browser tests do), its headers
+/// are a browser's (fetch metadata, client hints, Accept-Language), it gets
+/// the script and its events carry a human score.
+#[tokio::test]
+async fn headless_chromium_is_a_bot_only_when_it_says_so() {
+    use common::browser::Browser;
+    let origin = Origin::page("text/html; charset=utf-8", PAGE).await;
+    let dest = Destination::start().await;
+    let d = dest.url();
+    let tool = format!(
+        "type = \"http\"\n\n[[actions]]\nname = \"score\"\nkind = \"request\"\nfiring = [\"Pageview\"]\n[actions.fields]\nurl = \"{d}/score\"\nbody = {{ score = \"{{{{ system.device.bot_score }}}}\" }}\n"
+    );
+    let proxy = Proxy::start_tools(origin.addr, "", &[("t", tool)]).await;
+
+    let headless = Browser::start_as(None).await;
+    headless.client.goto(&proxy.url("/")).await.unwrap();
+    let ua = headless.js("return navigator.userAgent;").await;
+    assert!(ua.as_str().unwrap().contains("HeadlessChrome"), "{ua}");
+    assert_eq!(
+        headless.js("return typeof window.zaraz;").await,
+        "undefined"
+    );
+    headless.close().await;
+
+    let disguised = Browser::start().await;
+    disguised.client.goto(&proxy.url("/")).await.unwrap();
+    disguised
+        .wait_js("!!(window.zaraz && zaraz._tp)", WAIT)
+        .await;
+    let got = dest.wait_for(1, WAIT).await;
+    let score = got[0].json()["score"].as_u64().unwrap();
+    // Over plain http only contradictions count; Chromium's brand version
+    // is not the presented User-Agent's (version_mismatch).
+    assert!((30..=99).contains(&score), "{score}");
+    disguised.close().await;
+}
