@@ -193,11 +193,14 @@ impl Proxy {
                     );
                 }
                 if path == "/robots.txt" && req.method() == Method::GET {
+                    let mut req = req;
+                    // Plain text back, so the section can be appended.
+                    req.headers_mut().remove(http::header::ACCEPT_ENCODING);
                     let resp = self.forwarder.forward(req, peer).await;
                     if resp.status() == StatusCode::NOT_FOUND {
                         return robots_txt(bots);
                     }
-                    return resp;
+                    return with_ai_section(resp, bots).await;
                 }
             }
             return self.forwarder.forward(req, peer).await;
@@ -256,6 +259,67 @@ impl Proxy {
 /// The proxy in force; a config reload swaps it without dropping a request
 /// (each request keeps the `Proxy` it started with).
 pub type CurrentProxy = Arc<arc_swap::ArcSwap<Proxy>>;
+
+/// Largest origin robots.txt the AI section is appended to (Google reads
+/// the first 500 KiB); a bigger one is passed on untouched.
+const ROBOTS_MAX: usize = 512 * 1024;
+
+/// The origin's own robots.txt with the AI-crawler section appended, once:
+/// not when the file already has it (the origin serves a copy it saved,
+/// or another tagproxy in front added it). Passed on untouched when it is
+/// not a plain `200` text within [`ROBOTS_MAX`].
+async fn with_ai_section(resp: Response<ProxyBody>, bots: &BotDetector) -> Response<ProxyBody> {
+    use http::header;
+    use http_body_util::BodyExt as _;
+    let encoded = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if resp.status() != StatusCode::OK || encoded {
+        return resp;
+    }
+    let (mut parts, mut incoming) = resp.into_parts();
+    let mut text: Vec<u8> = Vec::new();
+    while let Some(frame) = incoming.frame().await {
+        let Ok(frame) = frame else {
+            tracing::debug!("origin robots.txt unreadable; AI section not added");
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "origin robots.txt unreadable",
+                false,
+            );
+        };
+        if let Ok(data) = frame.into_data() {
+            text.extend_from_slice(&data);
+        }
+        if text.len() > ROBOTS_MAX {
+            tracing::debug!("origin robots.txt over 512 KiB; AI section not added");
+            let read = vec![bytes::Bytes::from(text)];
+            return Response::from_parts(parts, body::boxed(body::Prefixed::new(read, incoming)));
+        }
+    }
+    let section = bots.robots_txt_section();
+    let marker = section.lines().next().unwrap_or_default();
+    let mut out = text;
+    if memchr::memmem::find(&out, marker.as_bytes()).is_none() {
+        // A blank line first: the section's groups stay apart from the
+        // origin's last group (RFC 9309 §2.1).
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(section.as_bytes());
+        parts.headers.remove(header::ETAG);
+        parts.headers.remove("content-md5");
+        parts.headers.remove(header::ACCEPT_RANGES);
+    }
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, out.len().into());
+    Response::from_parts(parts, body::full(out))
+}
 
 /// A robots.txt that asks AI crawlers to stay away, for origins without one.
 fn robots_txt(bots: &BotDetector) -> Response<ProxyBody> {
