@@ -342,8 +342,9 @@ impl BotDetector {
 
     /// A robots.txt section that disallows the whole site to every AI
     /// crawler token, one `User-agent: <token>` / `Disallow: /` group each;
-    /// served for `/robots.txt` when the origin has none and
-    /// `block_ai_crawlers` is on.
+    /// with `block_ai_crawlers`, appended to the origin's `/robots.txt` (or
+    /// served alone when it has none). Its first line marks it, so it is
+    /// appended once.
     pub fn robots_txt_section(&self) -> String {
         let mut out = String::from(
             "# AI crawlers (ai.robots.txt list), disallowed by tagproxy block_ai_crawlers\n",
