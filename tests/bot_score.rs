@@ -303,3 +303,85 @@ async fn headless_chromium_is_a_bot_only_when_it_says_so() {
     assert!((30..=99).contains(&score), "{score}");
     disguised.close().await;
 }
+
+/// `GET /admin/bots` (token `events:read`) and `/metrics` count a scripted
+/// crawl by crawler name, AI or not, allowed or blocked, and by path.
+#[tokio::test]
+async fn admin_bots_counts_a_scripted_crawl_by_name() {
+    let origin = Origin::page("text/html; charset=utf-8", PAGE).await;
+    let proxy = Proxy::start(origin.addr, "[bots]\nblock_ai_crawlers = true\n").await;
+    let gpt = "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)";
+    let ahrefs = "Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)";
+    for (ua, path, status) in [
+        (gpt, "/a", 403),
+        (gpt, "/a", 403),
+        (gpt, "/a", 403),
+        (gpt, "/b", 403),
+        (ahrefs, "/a", 200),
+        (ahrefs, "/c", 200),
+    ] {
+        let resp = client()
+            .get(proxy.url(path))
+            .header("user-agent", ua)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{ua} {path}");
+    }
+    assert_eq!(page(&proxy, &disguised()[1].1).await.0, 403);
+    // A person is not a crawler.
+    assert_eq!(
+        page(&proxy, &corpus("Chrome 131 Windows", "navigation"))
+            .await
+            .0,
+        200
+    );
+
+    let admin = format!("http://{}/admin/bots", proxy.admin);
+    assert_eq!(client().get(&admin).send().await.unwrap().status(), 401);
+    let out = std::process::Command::new(bin())
+        .args([
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--scopes",
+            "events:read",
+            "-c",
+        ])
+        .arg(&proxy.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let secret = String::from_utf8(out.stdout).unwrap();
+    let secret = secret.lines().next().unwrap().trim().to_string();
+    let resp = client()
+        .get(&admin)
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        v["crawlers"],
+        json!([
+            {"crawler": "GPTBot", "ai": true, "allowed": 0, "blocked": 4, "requests": 4},
+            {"crawler": "AhrefsBot", "ai": false, "allowed": 2, "blocked": 0, "requests": 2},
+            {"crawler": "(disguised browser)", "ai": false, "allowed": 0, "blocked": 1, "requests": 1},
+        ]),
+        "{v}"
+    );
+    assert_eq!(
+        v["paths"][0],
+        json!({"crawler": "GPTBot", "path": "/a", "requests": 3}),
+        "{v}"
+    );
+    let metrics = proxy.metrics().await;
+    for line in [
+        "tagproxy_crawler_requests_total{crawler=\"GPTBot\",ai=\"true\",action=\"blocked\"} 4\n",
+        "tagproxy_crawler_requests_total{crawler=\"AhrefsBot\",ai=\"false\",action=\"allowed\"} 2\n",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+}

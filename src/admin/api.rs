@@ -56,6 +56,8 @@ enum Endpoint {
     ToolGet(String),
     ToolPut(String),
     ToolDelete(String),
+    /// `GET /admin/bots`: the last 24 h of crawler requests.
+    Bots,
     /// A known path with another method: `405` with these in `Allow`.
     WrongMethod(&'static str),
     Unknown,
@@ -73,6 +75,7 @@ impl Endpoint {
             (&Method::DELETE, ["admin", "tokens", id]) => Endpoint::TokensRevoke(id.to_string()),
             (&Method::GET, ["admin", "config"]) => Endpoint::ConfigRead,
             (&Method::POST, ["admin", "reload"]) => Endpoint::Reload,
+            (&Method::GET, ["admin", "bots"]) => Endpoint::Bots,
             // The rest of the path is the id, slashes and all, so that a
             // traversal attempt reaches the id check and is refused there.
             (m, ["admin", "tools", rest @ ..]) if !rest.is_empty() => {
@@ -89,7 +92,7 @@ impl Endpoint {
                 Endpoint::WrongMethod("POST")
             }
             (_, ["admin", "tokens", _]) => Endpoint::WrongMethod("DELETE"),
-            (_, ["admin", "config"]) => Endpoint::WrongMethod("GET"),
+            (_, ["admin", "config"]) | (_, ["admin", "bots"]) => Endpoint::WrongMethod("GET"),
             _ => Endpoint::Unknown,
         }
     }
@@ -107,10 +110,14 @@ impl Endpoint {
             Endpoint::ToolGet(_) => ("tools.get", Some(Scope::ConfigRead)),
             Endpoint::ToolPut(_) => ("tools.put", Some(Scope::ConfigWrite)),
             Endpoint::ToolDelete(_) => ("tools.delete", Some(Scope::ConfigWrite)),
+            Endpoint::Bots => ("bots.read", Some(Scope::EventsRead)),
             Endpoint::WrongMethod(_) | Endpoint::Unknown => ("unknown", None),
         }
     }
 }
+
+/// Paths `GET /admin/bots` lists (the most requested).
+const BOTS_TOP_PATHS: usize = 50;
 
 /// The answer to one call, and what the audit log says about it.
 struct Answer {
@@ -203,6 +210,11 @@ pub(super) async fn handle(
         Endpoint::ToolGet(id) => blocking(|| tool_get(admin, &id)),
         Endpoint::ToolPut(id) => tool_put(admin, &id, req.into_body()).await,
         Endpoint::ToolDelete(id) => tool_delete(admin, &id).await,
+        Endpoint::Bots => Answer::ok(
+            StatusCode::OK,
+            crate::bots::insights::Insights::global().last_24h(BOTS_TOP_PATHS),
+            "crawler requests, last 24 h",
+        ),
         Endpoint::WrongMethod(allow) => {
             let mut a = Answer::failed(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -44,6 +44,7 @@
 //! `src/bots/refresh.sh` re-downloads them from upstream with their MIT
 //! licence notices.
 
+pub mod insights;
 pub mod score;
 
 use std::sync::LazyLock;
@@ -238,6 +239,19 @@ impl Lists {
         })
     }
 
+    /// The first AI token occurring as a whole word, as [`Lists::is_ai`].
+    fn ai_token(&self, ua: &str) -> Option<&'static str> {
+        let bytes = ua.as_bytes();
+        let word = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+        self.ai
+            .find_overlapping_iter(ua)
+            .find(|m| {
+                let before = m.start().checked_sub(1).and_then(|i| bytes.get(i));
+                !word(before) && !word(bytes.get(m.end()))
+            })
+            .map(|m| self.ai_tokens[m.pattern().as_usize()])
+    }
+
     fn is_woothee_crawler(&self, ua: &str) -> bool {
         self.woothee
             .parse(ua)
@@ -327,6 +341,12 @@ impl BotDetector {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         score::score(&self.check(ua), req)
+    }
+
+    /// The ai.robots.txt token a User-Agent matches (its crawler's name),
+    /// if any.
+    pub fn ai_token(&self, user_agent: &str) -> Option<&'static str> {
+        self.lists.ai_token(user_agent)
     }
 
     /// The AI crawler tokens this detector answers with `ai = true` (the

@@ -63,6 +63,8 @@ pub struct Proxy {
     block_ai: Option<Arc<BotDetector>>,
     /// `[bots] score_threshold`.
     threshold: u8,
+    /// Judges every request for the crawler counts (`bots::insights`).
+    bots: Arc<BotDetector>,
     /// `[server] trusted_proxies`: their `X-Forwarded-*` are believed.
     trusted: crate::config::TrustedProxies,
     /// Connection limits; a reload applies them to new connections
@@ -106,7 +108,8 @@ impl Proxy {
             consent_script: assets::consent_script(),
             prefix,
             routes,
-            block_ai: config.bots.block_ai_crawlers.then_some(bots),
+            block_ai: config.bots.block_ai_crawlers.then(|| bots.clone()),
+            bots,
             threshold: config.bots.score_threshold,
             trusted: server.trusted_proxies.clone(),
             limits: Limits::of(server),
@@ -158,40 +161,52 @@ impl Proxy {
             .strip_prefix(self.prefix.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         if !ours {
-            if let Some(bots) = &self.block_ai {
-                let ua = req
-                    .headers()
-                    .get(http::header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                let verdict = bots.check(ua);
-                // Known AI crawlers by name; and clients that claim to be a
-                // browser (no list knows their User-Agent) but score as bots:
-                // AI crawlers disguised as browsers, which is how many
-                // that ignore robots.txt fetch pages.
-                let disguised = !verdict.bot
-                    && {
-                        let facts = crate::bots::score::Request::of(
-                            req.headers(),
-                            req.version(),
-                            self.trusted.contains(peer.ip()),
-                            crate::bots::score::Kind::Page,
-                        );
-                        let score = crate::bots::score::score(&verdict, &facts);
-                        score.is_bot(self.threshold).then(|| {
-                        tracing::debug!(bot_score = score.score, signals = %score.reasons(), user_agent = ua, "disguised crawler blocked");
-                    }).is_some()
-                    };
-                if verdict.ai || disguised {
-                    if verdict.ai {
-                        tracing::debug!(user_agent = ua, "AI crawler blocked");
-                    }
-                    return error_response(
-                        StatusCode::FORBIDDEN,
-                        "AI crawlers are not allowed on this site",
-                        false,
+            let ua = req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let verdict = self.bots.check(ua);
+            // Clients that claim to be a browser (no list knows their
+            // User-Agent) but score as bots: crawlers disguised as
+            // browsers, which is how many that ignore robots.txt fetch pages.
+            let disguised = !verdict.bot
+                && {
+                    let facts = crate::bots::score::Request::of(
+                        req.headers(),
+                        req.version(),
+                        self.trusted.contains(peer.ip()),
+                        crate::bots::score::Kind::Page,
                     );
-                }
+                    let score = crate::bots::score::score(&verdict, &facts);
+                    if score.is_bot(self.threshold) {
+                        tracing::debug!(bot_score = score.score, signals = %score.reasons(), user_agent = ua, "browser User-Agent scores as a bot");
+                    }
+                    score.is_bot(self.threshold)
+                };
+            let blocked = self.block_ai.is_some() && (verdict.ai || disguised);
+            if verdict.bot || disguised {
+                let name = if disguised {
+                    "(disguised browser)".to_string()
+                } else {
+                    crate::bots::insights::crawler_name(ua, self.bots.ai_token(ua))
+                };
+                let action = if blocked {
+                    crate::bots::insights::Action::Blocked
+                } else {
+                    crate::bots::insights::Action::Allowed
+                };
+                crate::bots::insights::Insights::global().record(&name, verdict.ai, action, path);
+            }
+            if blocked {
+                tracing::debug!(user_agent = ua, ai = verdict.ai, "AI crawler blocked");
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "AI crawlers are not allowed on this site",
+                    false,
+                );
+            }
+            if let Some(bots) = &self.block_ai {
                 if path == "/robots.txt" && req.method() == Method::GET {
                     let mut req = req;
                     // Plain text back, so the section can be appended.
