@@ -149,11 +149,15 @@ impl Proxy {
                 Some(q) => format!("{}{rest}?{q}", self.prefix),
                 None => format!("{}{rest}", self.prefix),
             };
-            match target.parse() {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => {
-                    return error_response(StatusCode::BAD_REQUEST, "bad request target", true)
-                }
+            // Only the path changes: an h2 request keeps its `:authority`.
+            let mut parts = req.uri().clone().into_parts();
+            let uri = target.parse().ok().and_then(|pq| {
+                parts.path_and_query = Some(pq);
+                http::Uri::from_parts(parts).ok()
+            });
+            match uri {
+                Some(uri) => *req.uri_mut() = uri,
+                None => return error_response(StatusCode::BAD_REQUEST, "bad request target", true),
             }
         }
         let path = req.uri().path();
