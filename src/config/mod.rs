@@ -846,6 +846,21 @@ mod tests {
         assert!(p[0].starts_with("t.toml:2:23: "), "{p:?}");
     }
 
+    /// `[bots] score_threshold` is a bot score, 1..=99; 30 by default.
+    #[test]
+    fn score_threshold_is_a_bot_score() {
+        let d = parse(Path::new("t.toml"), "").unwrap();
+        assert_eq!(d.config.bots.score_threshold, 30);
+        let ok = parse(Path::new("t.toml"), "[bots]\nscore_threshold = 50\n").unwrap();
+        assert_eq!(ok.config.bots.score_threshold, 50);
+        for bad in ["0", "100", "-1"] {
+            let p = problems(&format!("[bots]\nscore_threshold = {bad}\n"));
+            assert!(p[0].starts_with("t.toml:2:19: "), "{bad}: {p:?}");
+        }
+        let p = problems("[bots]\nscore_threshold = 100\n");
+        assert!(p[0].contains("between 1 and 99"), "{p:?}");
+    }
+
     /// Zaraz's `initPath` / `eventsApiPath` (SPEC §3): valid paths outside
     /// the prefix, distinct from Zaraz's fixed paths and each other.
     #[test]
