@@ -81,7 +81,7 @@ fn chunks(page: &Bytes) -> Vec<Bytes> {
 }
 
 fn inject(tag: &Bytes, chunks: &[Bytes], out: &mut Vec<Bytes>) {
-    let mut inj = Injector::new(tag.clone(), SCRIPT_PATH, encoding_rs::UTF_8);
+    let mut inj = Injector::new(tag.clone(), [SCRIPT_PATH], encoding_rs::UTF_8);
     for c in chunks {
         inj.push(c.clone(), out);
     }
@@ -169,7 +169,7 @@ fn bench_per_page(c: &mut Criterion) {
     group.bench_function("new+finish(empty)", |b| {
         b.iter(|| {
             let mut out = Vec::new();
-            let mut inj = Injector::new(tag.clone(), SCRIPT_PATH, encoding_rs::UTF_8);
+            let mut inj = Injector::new(tag.clone(), [SCRIPT_PATH], encoding_rs::UTF_8);
             inj.finish(&mut out);
             black_box(&out);
         })
@@ -188,7 +188,7 @@ fn bench_per_page(c: &mut Criterion) {
 fn gzip_roundtrip(gz_chunks: &[Bytes], tag: Option<&Bytes>) -> usize {
     let mut dec = Decoder::new(Coding::Gzip);
     let mut enc = Encoder::new(Coding::Gzip);
-    let mut inj = tag.map(|t| Injector::new(t.clone(), SCRIPT_PATH, encoding_rs::UTF_8));
+    let mut inj = tag.map(|t| Injector::new(t.clone(), [SCRIPT_PATH], encoding_rs::UTF_8));
     let mut out = Vec::new();
     let mut sent = 0;
     let mut step = |plain: Bytes, last: bool, inj: &mut Option<Injector>, enc: &mut Encoder| {

@@ -295,6 +295,8 @@ pub struct App {
     pub bots: Arc<BotDetector>,
     /// Events of bots are counted and dropped (`[bots] skip_events`).
     pub skip_bot_events: bool,
+    /// `[bots] score_threshold`: a bot scores below it.
+    pub bot_score_threshold: u8,
     pub metrics: Arc<Metrics>,
     /// Event ids seen recently, so retried batches are delivered once.
     pub recent_ids: Arc<RecentIds>,
@@ -343,6 +345,7 @@ impl App {
             consent: ConsentPolicy::new(&config.consent),
             bots: Arc::new(BotDetector::new(&config.bots.extra_user_agents)),
             skip_bot_events: config.bots.skip_events,
+            bot_score_threshold: config.bots.score_threshold,
             metrics: metrics.clone(),
             recent_ids: shared.recent_ids.clone(),
             tokens: shared.tokens.clone(),

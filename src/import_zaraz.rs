@@ -7,6 +7,8 @@
 //!
 //! What maps:
 //! - `settings` / `dataLayer` / `historyChange` / `debugKey` → `[settings]`;
+//!   `settings.initPath` / `eventsApiPath` → `[server] zaraz_init_path` /
+//!   `zaraz_events_api_path` (pages and servers written for Zaraz keep them);
 //! - `consent` (`purposesWithTranslations`, else `purposes`) → `[consent]`;
 //! - `variables`: `string` → a plain value, `secret` → `{ secret = "NAME" }`
 //!   (read from `TAGPROXY_SECRET_NAME`; the value is never written);
@@ -93,6 +95,17 @@ fn toml_value(v: &Value) -> Option<String> {
         }
         Value::Null => return None,
     })
+}
+
+/// Whether `p` is a path `[server] zaraz_*_path` accepts
+/// ([`crate::config::RoutePath`]).
+fn route_path_ok(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && !p.ends_with('/')
+        && !p.contains("//")
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-.~".contains(&b))
 }
 
 /// Zaraz's boolean settings come as `true` or as `"true"`.
@@ -222,17 +235,43 @@ pub fn convert(json: &Value) -> Result<Import, String> {
         secrets: Vec::new(),
     };
     let empty = Map::new();
-    let mut config = String::from(
-        "# Imported from a Cloudflare Zaraz config by `tagproxy import-zaraz`.\n\
-         # Check it with `tagproxy check`; set [server] upstream to your origin.\n\n\
-         tools_dir = \"tools\"\n\n[server]\nupstream = \"http://127.0.0.1:3000\"\n\n",
-    );
-
-    // [settings]
     let settings = root
         .get("settings")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
+    let mut config = String::from(
+        "# Imported from a Cloudflare Zaraz config by `tagproxy import-zaraz`.\n\
+         # Check it with `tagproxy check`; set [server] upstream to your origin.\n\n\
+         tools_dir = \"tools\"\n\n[server]\nupstream = \"http://127.0.0.1:3000\"\n",
+    );
+    // Pages and servers written for Zaraz keep using its paths: the loader
+    // (`initPath`) and the HTTP Events API (`eventsApiPath`) are served there.
+    for (z, ours, default) in [
+        (
+            "initPath",
+            "zaraz_init_path",
+            crate::proxy::ZARAZ_LOADER_PATH,
+        ),
+        ("eventsApiPath", "zaraz_events_api_path", ""),
+    ] {
+        let Some(p) = settings.get(z).and_then(Value::as_str) else {
+            continue;
+        };
+        if p.is_empty() || p == default {
+            continue;
+        }
+        if route_path_ok(p) {
+            let _ = writeln!(config, "{ours} = {}", q(p));
+        } else {
+            im.skip(
+                &format!("$.settings.{z}"),
+                format_args!("{p:?} is not a plain path (letters, digits, / _ - . ~)"),
+            );
+        }
+    }
+    config.push('\n');
+
+    // [settings]
     config.push_str("[settings]\n");
     let bools = [
         ("autoInjectScript", "auto_inject"),
@@ -265,17 +304,16 @@ pub fn convert(json: &Value) -> Result<Import, String> {
     let known: Vec<&str> = bools
         .iter()
         .map(|(z, _)| *z)
-        .chain(["cookieDomain"])
+        .chain(["cookieDomain", "initPath", "eventsApiPath"])
         .collect();
     for (k, v) in settings {
         if known.contains(&k.as_str()) || v.as_str() == Some("") || v.is_null() {
             continue;
         }
         let why = match k.as_str() {
-            "initPath" | "scriptPath" | "trackPath" | "mcRootPath" => {
-                "custom Zaraz paths are not configurable; tagproxy serves its script and collector under [server] prefix"
+            "scriptPath" | "trackPath" | "mcRootPath" => {
+                "Zaraz's inner paths have no equivalent: its loader (initPath) serves tagproxy's script, which talks to [server] prefix"
             }
-            "eventsApiPath" => "the HTTP Events API lives at {prefix}/events/api",
             "contextEnricher" => "Context Enricher workers have no equivalent",
             _ => "no equivalent setting",
         };
@@ -936,6 +974,38 @@ mod tests {
             v[k] = x.clone();
         }
         v
+    }
+
+    #[test]
+    fn zaraz_paths_go_to_server_or_are_reported() {
+        let im = convert(&base(json!({"settings": {
+            "initPath": "/cdn-cgi/zaraz/i.js",
+            "eventsApiPath": "/api/zaraz events",
+            "trackPath": "/z/t"
+        }})))
+        .unwrap();
+        // The default loader path needs no key; a path with a space is not one.
+        assert!(!im.config.contains("zaraz_init_path"), "{}", im.config);
+        assert!(
+            !im.config.contains("zaraz_events_api_path"),
+            "{}",
+            im.config
+        );
+        assert!(
+            im.skipped.iter().any(|s| s.starts_with(
+                "$.settings.eventsApiPath: \"/api/zaraz events\" is not a plain path"
+            )),
+            "{:?}",
+            im.skipped
+        );
+        assert!(
+            im.skipped
+                .iter()
+                .any(|s| s.starts_with("$.settings.trackPath: ")),
+            "{:?}",
+            im.skipped
+        );
+        assert!(!im.skipped.iter().any(|s| s.contains("initPath:")));
     }
 
     #[test]

@@ -386,6 +386,7 @@ impl Metrics {
                 "tagproxy_bot_events_dropped_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        crate::bots::insights::Insights::global().render(&mut out);
         let _ = writeln!(
             out,
             "# HELP tagproxy_payload_adjusted_total Values renamed or dropped to meet a destination's rules, by tool and reason.\n# TYPE tagproxy_payload_adjusted_total counter"

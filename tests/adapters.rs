@@ -1229,7 +1229,20 @@ async fn tool_cookies_are_set_once_by_the_collector_answer_with_tp_cid_attribute
             )
         })
         .collect();
-    let answer = post(&proxy, &json!(batch), &[("x-forwarded-proto", "https")]).await;
+    // Over https a browser's fetch carries fetch metadata and its language
+    // (without them the request scores as a bot: see the bot score).
+    let answer = post(
+        &proxy,
+        &json!(batch),
+        &[
+            ("x-forwarded-proto", "https"),
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            ("accept-language", "en-US,en;q=0.9"),
+        ],
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["events"], 50);
     // Nothing for the browser's script to do: no `set_cookie` instruction.

@@ -147,23 +147,51 @@ async fn ai_crawlers_are_blocked_before_the_origin() {
     assert!(!text.contains("User-agent: Googlebot"), "{text}");
 }
 
+/// Issue 16: with `block_ai_crawlers`, an origin's own robots.txt keeps its
+/// rules and gains the AI-crawler section, once: a blank line apart (a new
+/// group, RFC 9309 §2.1), and not again when the file already carries it.
 #[tokio::test]
-async fn an_origin_robots_txt_wins_and_blocking_is_off_by_default() {
+async fn an_origin_robots_txt_gains_the_ai_section_once_and_blocking_is_off_by_default() {
+    const OWN: &str = "User-agent: *\nDisallow: /admin";
     let origin = Origin::start(|req| async move {
         if req.uri().path() == "/robots.txt" {
             return respond(
                 200,
-                &[("content-type", "text/plain")],
-                "User-agent: *\nAllow: /\n",
+                &[("content-type", "text/plain"), ("etag", "\"r1\"")],
+                OWN,
             );
         }
         respond(200, &[("content-type", "text/html")], PAGE)
     })
     .await;
     let blocking = Proxy::start(origin.addr, "[bots]\nblock_ai_crawlers = true\n").await;
-    let text = get_text(blocking.url("/robots.txt")).await;
-    assert_eq!(text, "User-agent: *\nAllow: /\n");
+    let resp = client()
+        .get(blocking.url("/robots.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("etag").is_none(), "the file changed");
+    let text = resp.text().await.unwrap();
+    let marker = "# AI crawlers (ai.robots.txt list), disallowed by tagproxy block_ai_crawlers\n";
+    assert!(
+        text.starts_with(&format!("{OWN}\n\n{marker}User-agent: ")),
+        "{text}"
+    );
+    assert_eq!(text.matches(marker).count(), 1, "{text}");
+    assert!(text.contains("User-agent: GPTBot\nDisallow: /\n"), "{text}");
+    // An origin that already serves the section (a saved copy, or another
+    // tagproxy in front) gets it once, not twice.
+    let saved = text.clone();
+    let origin2 = Origin::start(move |_req| {
+        let saved = saved.clone();
+        async move { respond(200, &[("content-type", "text/plain")], saved) }
+    })
+    .await;
+    let again = Proxy::start(origin2.addr, "[bots]\nblock_ai_crawlers = true\n").await;
+    assert_eq!(get_text(again.url("/robots.txt")).await, text);
     let open = Proxy::start(origin.addr, "").await;
+    assert_eq!(get_text(open.url("/robots.txt")).await, OWN);
     let resp = client()
         .get(open.url("/x"))
         .header("user-agent", AGENTS[5].1)

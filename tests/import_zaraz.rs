@@ -55,8 +55,6 @@ fn import_reports_what_it_left_out_and_check_accepts_the_result() {
     let (dir, stdout) = import();
     for line in [
         "$.tools.hTml: tool \"Chat widget\" (html): custom HTML",
-        "$.settings.initPath: ",
-        "$.settings.eventsApiPath: ",
         "$.tools.BwQe.settings.ga4-audiences: ",
         "$.consent.companyName: ",
         "secret: set TAGPROXY_SECRET_META_PIXEL_ACCESS_TOKEN",
@@ -78,6 +76,13 @@ fn import_reports_what_it_left_out_and_check_accepts_the_result() {
     assert!(config.contains("meta_pixel_access_token = { secret = \"META_PIXEL_ACCESS_TOKEN\" }"));
     assert!(config.contains("partner_api_key = { secret = \"PARTNER_API_KEY\" }"));
     assert!(ga4.contains("measurement_id = \"G-ZRZ1234567\""), "{ga4}");
+    // Zaraz's custom paths are carried over (SPEC §3), not reported.
+    assert!(
+        config.contains("zaraz_init_path = \"/assets/z/init.js\"\nzaraz_events_api_path = \"/api/zaraz-events\"\n"),
+        "{config}"
+    );
+    assert!(!stdout.contains("$.settings.initPath"), "{stdout}");
+    assert!(!stdout.contains("$.settings.eventsApiPath"), "{stdout}");
     assert!(ga4.contains("hide_ip = true"), "{ga4}");
     assert!(
         config.contains("name = { de = \"Statistik\", en = \"Analytics\" }"),

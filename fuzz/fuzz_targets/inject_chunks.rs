@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let (splits, page) = data.split_at(4);
     let tag = script_tag("/_tagproxy/s.js", None);
-    let mut injector = Injector::new(tag.clone(), "/_tagproxy/s.js", encoding_rs::UTF_8);
+    let mut injector = Injector::new(tag.clone(), ["/_tagproxy/s.js"], encoding_rs::UTF_8);
     let mut out = Vec::new();
     let mut rest = page;
     let mut i = 0;

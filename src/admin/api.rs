@@ -59,6 +59,8 @@ enum Endpoint {
     ToolDelete(String),
     /// The trail as Server-Sent Events.
     Events,
+    /// `GET /admin/bots`: the last 24 h of crawler requests.
+    Bots,
     /// A known path with another method: `405` with these in `Allow`.
     WrongMethod(&'static str),
     Unknown,
@@ -77,6 +79,7 @@ impl Endpoint {
             (&Method::GET, ["admin", "config"]) => Endpoint::ConfigRead,
             (&Method::POST, ["admin", "reload"]) => Endpoint::Reload,
             (&Method::GET, ["admin", "events"]) => Endpoint::Events,
+            (&Method::GET, ["admin", "bots"]) => Endpoint::Bots,
             // The rest of the path is the id, slashes and all, so that a
             // traversal attempt reaches the id check and is refused there.
             (m, ["admin", "tools", rest @ ..]) if !rest.is_empty() => {
@@ -93,7 +96,9 @@ impl Endpoint {
                 Endpoint::WrongMethod("POST")
             }
             (_, ["admin", "tokens", _]) => Endpoint::WrongMethod("DELETE"),
-            (_, ["admin", "config"]) | (_, ["admin", "events"]) => Endpoint::WrongMethod("GET"),
+            (_, ["admin", "config"]) | (_, ["admin", "events"]) | (_, ["admin", "bots"]) => {
+                Endpoint::WrongMethod("GET")
+            }
             _ => Endpoint::Unknown,
         }
     }
@@ -112,10 +117,14 @@ impl Endpoint {
             Endpoint::ToolPut(_) => ("tools.put", Some(Scope::ConfigWrite)),
             Endpoint::ToolDelete(_) => ("tools.delete", Some(Scope::ConfigWrite)),
             Endpoint::Events => ("events.read", Some(Scope::EventsRead)),
+            Endpoint::Bots => ("bots.read", Some(Scope::EventsRead)),
             Endpoint::WrongMethod(_) | Endpoint::Unknown => ("unknown", None),
         }
     }
 }
+
+/// Paths `GET /admin/bots` lists (the most requested).
+const BOTS_TOP_PATHS: usize = 50;
 
 /// The answer to one call, and what the audit log says about it.
 struct Answer {
@@ -209,6 +218,11 @@ pub(super) async fn handle(
         Endpoint::ToolPut(id) => tool_put(admin, &id, req.into_body()).await,
         Endpoint::ToolDelete(id) => tool_delete(admin, &id).await,
         Endpoint::Events => events(admin, req.uri().query()),
+        Endpoint::Bots => Answer::ok(
+            StatusCode::OK,
+            crate::bots::insights::Insights::global().last_24h(BOTS_TOP_PATHS),
+            "crawler requests, last 24 h",
+        ),
         Endpoint::WrongMethod(allow) => {
             let mut a = Answer::failed(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -44,6 +44,9 @@
 //! `src/bots/refresh.sh` re-downloads them from upstream with their MIT
 //! licence notices.
 
+pub mod insights;
+pub mod score;
+
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -236,6 +239,19 @@ impl Lists {
         })
     }
 
+    /// The first AI token occurring as a whole word, as [`Lists::is_ai`].
+    fn ai_token(&self, ua: &str) -> Option<&'static str> {
+        let bytes = ua.as_bytes();
+        let word = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+        self.ai
+            .find_overlapping_iter(ua)
+            .find(|m| {
+                let before = m.start().checked_sub(1).and_then(|i| bytes.get(i));
+                !word(before) && !word(bytes.get(m.end()))
+            })
+            .map(|m| self.ai_tokens[m.pattern().as_usize()])
+    }
+
     fn is_woothee_crawler(&self, ua: &str) -> bool {
         self.woothee
             .parse(ua)
@@ -316,6 +332,23 @@ impl BotDetector {
         Verdict::HUMAN
     }
 
+    /// The bot score of a request (see [`score`]), its User-Agent judged
+    /// by [`check`](Self::check).
+    pub fn score(&self, req: &score::Request<'_>) -> score::Score {
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        score::score(&self.check(ua), req)
+    }
+
+    /// The ai.robots.txt token a User-Agent matches (its crawler's name),
+    /// if any.
+    pub fn ai_token(&self, user_agent: &str) -> Option<&'static str> {
+        self.lists.ai_token(user_agent)
+    }
+
     /// The AI crawler tokens this detector answers with `ai = true` (the
     /// ai.robots.txt list less [`NOT_AI`] and case-insensitive duplicates).
     pub fn ai_tokens(&self) -> &[&'static str] {
@@ -329,8 +362,9 @@ impl BotDetector {
 
     /// A robots.txt section that disallows the whole site to every AI
     /// crawler token, one `User-agent: <token>` / `Disallow: /` group each;
-    /// served for `/robots.txt` when the origin has none and
-    /// `block_ai_crawlers` is on.
+    /// with `block_ai_crawlers`, appended to the origin's `/robots.txt` (or
+    /// served alone when it has none). Its first line marks it, so it is
+    /// appended once.
     pub fn robots_txt_section(&self) -> String {
         let mut out = String::from(
             "# AI crawlers (ai.robots.txt list), disallowed by tagproxy block_ai_crawlers\n",

@@ -222,7 +222,7 @@ fn new_visitor(
     } else {
         user_agent
     };
-    Visitor::new(app, info, tracker, judged)
+    Visitor::new(app, info, tracker, judged, None)
 }
 
 /// One result object: Zaraz's `fetch`, `execute`, `return` and `cookies`.

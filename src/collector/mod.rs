@@ -80,12 +80,16 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let now = now_ms();
     let tracker = Tracker::from_cookie_header_ms(header_str(headers, "cookie"), now);
     let referer = header_str(headers, "referer").to_string();
-    let mut visitor = Visitor::new(
-        app,
-        info,
-        tracker,
-        header_str(headers, header::USER_AGENT.as_str()),
+    let user_agent = header_str(headers, header::USER_AGENT.as_str());
+    let script_loaded = crate::bots::score::ScriptLoads::global()
+        .loaded(visitor_ip(&app.trusted, peer.ip(), headers), user_agent);
+    let facts = crate::bots::score::Request::of(
+        headers,
+        parts.version,
+        trusted_hop,
+        crate::bots::score::Kind::Collector { script_loaded },
     );
+    let mut visitor = Visitor::new(app, info, tracker, user_agent, Some(&facts));
 
     let mut instructions: Vec<Value> = Vec::new();
     // One `Set-Cookie` per name for the whole batch, however many events and
@@ -155,23 +159,54 @@ pub(crate) struct Visitor {
     choices: Option<Arc<Choices>>,
     /// Why this visitor's events are dropped (`[bots] skip_events`), if so.
     bot: Option<&'static str>,
+    /// The bot score (1 = surely automated … 99 = surely human), for
+    /// `system.device.bot_score`.
+    pub bot_score: u8,
 }
 
 impl Visitor {
     /// Consent from `info.cookies` (`cf_consent`, `euconsent-v2`), bots
-    /// judged on the raw `user_agent` (before `clean_user_agent`).
-    pub fn new(app: &App, info: RequestInfo, tracker: Tracker, user_agent: &str) -> Visitor {
+    /// judged on the raw `user_agent` (before `clean_user_agent`) and, for a
+    /// browser's own request (`facts`), on its headers (bot score).
+    pub fn new(
+        app: &App,
+        info: RequestInfo,
+        tracker: Tracker,
+        user_agent: &str,
+        facts: Option<&crate::bots::score::Request<'_>>,
+    ) -> Visitor {
         let choices = app
             .consent
             .enabled
             .then(|| Arc::new(app.consent.evaluate(&info.cookies)));
         let verdict = app.bots.check(user_agent);
-        let bot = (verdict.bot && app.skip_bot_events).then(|| verdict.reason.unwrap_or("unknown"));
+        let score = match facts {
+            Some(facts) => crate::bots::score::score(&verdict, facts),
+            None => {
+                // A server's event: only its `system` User-Agent to judge.
+                let empty = HeaderMap::new();
+                let facts = crate::bots::score::Request {
+                    headers: &empty,
+                    version: http::Version::HTTP_11,
+                    secure: false,
+                    via_proxy: true,
+                    kind: crate::bots::score::Kind::Page,
+                };
+                crate::bots::score::score(&verdict, &facts)
+            }
+        };
+        let bot = (score.is_bot(app.bot_score_threshold) && app.skip_bot_events).then(|| {
+            verdict
+                .reason
+                .or_else(|| score.signals.first().map(|s| s.name()))
+                .unwrap_or("unknown")
+        });
         Visitor {
             info,
             tracker,
             choices,
             bot,
+            bot_score: score.score,
         }
     }
 }
@@ -221,6 +256,7 @@ impl Pending {
         let client_id = input.id.clone();
         let pageview = input.kind == Some(crate::event::Kind::Pageview);
         let mut event = Event::build(input, &visitor.info, visitor.tracker.next(pageview), now);
+        event.system["device"]["bot_score"] = json!(visitor.bot_score);
         if let Some(choices) = &visitor.choices {
             event.system["consent"] = app.consent.system_json(choices);
             event.consent = Some(choices.clone());

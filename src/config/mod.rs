@@ -16,7 +16,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use values::{
-    canonical_ip, ListenAddr, PathPrefix, TlsServerName, TrustedProxies, UpstreamHost, UpstreamUrl,
+    canonical_ip, ListenAddr, PathPrefix, RoutePath, TlsServerName, TrustedProxies, UpstreamHost,
+    UpstreamUrl,
 };
 
 /// The whole `tagproxy.toml` file.
@@ -60,6 +61,12 @@ pub struct BotsConfig {
     pub block_ai_crawlers: bool,
     /// Case-insensitive User-Agent substrings treated as bots.
     pub extra_user_agents: Vec<String>,
+    /// Requests whose bot score (1 = surely automated … 99 = surely human,
+    /// see `src/bots/score.rs`) is below this are bots, for `skip_events`,
+    /// injection and `block_ai_crawlers` (Zaraz's "bot score threshold").
+    #[serde(deserialize_with = "values::bot_score")]
+    #[schemars(range(min = 1, max = 99))]
+    pub score_threshold: u8,
 }
 
 impl Default for BotsConfig {
@@ -68,6 +75,7 @@ impl Default for BotsConfig {
             skip_events: true,
             block_ai_crawlers: false,
             extra_user_agents: Vec::new(),
+            score_threshold: crate::bots::score::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -416,6 +424,15 @@ pub struct ServerConfig {
     /// Open client connections at most; past it, accepting pauses.
     #[serde(deserialize_with = "values::positive_u32")]
     pub max_connections: u32,
+    /// Zaraz's `initPath`: where pages that load Zaraz themselves ("load
+    /// manually") fetch it, when not the default `/cdn-cgi/zaraz/i.js`
+    /// (which is always served). Such a page gets the client script there
+    /// and is not injected a second time. `None` = the default only.
+    pub zaraz_init_path: Option<RoutePath>,
+    /// Zaraz's `eventsApiPath`: one more path of the HTTP Events API
+    /// (`{prefix}/api/events`), for servers written for Zaraz. The same
+    /// token (`events:write`) is needed there. `None` = no extra path.
+    pub zaraz_events_api_path: Option<RoutePath>,
 }
 
 impl Default for ServerConfig {
@@ -435,6 +452,8 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_connections: 10_000,
+            zaraz_init_path: None,
+            zaraz_events_api_path: None,
         }
     }
 }
@@ -610,6 +629,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     })?;
     let mut warnings = Vec::new();
     upstream_tls(path, text, &mut config.server, &mut warnings)?;
+    zaraz_paths(path, text, &config.server)?;
     // SPEC §10: the admin listener is never public by default; off loopback
     // its health and metrics need a token too, but say so.
     if !config.server.admin_listen.0.ip().is_loopback() {
@@ -676,6 +696,35 @@ fn upstream_tls(
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// The Zaraz-compatible paths (SPEC §3) must be reachable: not under
+/// `prefix` (whose routes would shadow them) and not one of the fixed
+/// Zaraz paths or each other.
+fn zaraz_paths(path: &Path, text: &str, server: &ServerConfig) -> Result<(), ConfigError> {
+    let prefix = server.prefix.0.as_str();
+    let mut taken: Vec<(&str, &str)> = vec![
+        ("the Zaraz loader path", crate::proxy::ZARAZ_LOADER_PATH),
+        ("the Zaraz track path", crate::proxy::ZARAZ_TRACK_PATH),
+    ];
+    for (key, value) in [
+        ("zaraz_init_path", &server.zaraz_init_path),
+        ("zaraz_events_api_path", &server.zaraz_events_api_path),
+    ] {
+        let Some(RoutePath(p)) = value else { continue };
+        let at = find_key(text, "server", key).unwrap_or(0);
+        let problem = |m: String| ConfigError(vec![Problem::at(path, text, at, m)]);
+        if p == prefix || p.strip_prefix(prefix).is_some_and(|r| r.starts_with('/')) {
+            return Err(problem(format!(
+                "{key} {p:?} is under prefix {prefix:?}: choose a path outside it"
+            )));
+        }
+        if let Some((what, _)) = taken.iter().find(|(_, t)| *t == p) {
+            return Err(problem(format!("{key} {p:?} is already {what}")));
+        }
+        taken.push((key, p));
     }
     Ok(())
 }
@@ -778,6 +827,57 @@ mod tests {
         assert!(p[0].contains("must start with '/'"), "{p:?}");
         let p = problems("[server]\nupstream_timeout_ms = 0\n");
         assert!(p[0].starts_with("t.toml:2:23: "), "{p:?}");
+    }
+
+    /// `[bots] score_threshold` is a bot score, 1..=99; 30 by default.
+    #[test]
+    fn score_threshold_is_a_bot_score() {
+        let d = parse(Path::new("t.toml"), "").unwrap();
+        assert_eq!(d.config.bots.score_threshold, 30);
+        let ok = parse(Path::new("t.toml"), "[bots]\nscore_threshold = 50\n").unwrap();
+        assert_eq!(ok.config.bots.score_threshold, 50);
+        for bad in ["0", "100", "-1"] {
+            let p = problems(&format!("[bots]\nscore_threshold = {bad}\n"));
+            assert!(p[0].starts_with("t.toml:2:19: "), "{bad}: {p:?}");
+        }
+        let p = problems("[bots]\nscore_threshold = 100\n");
+        assert!(p[0].contains("between 1 and 99"), "{p:?}");
+    }
+
+    /// Zaraz's `initPath` / `eventsApiPath` (SPEC §3): valid paths outside
+    /// the prefix, distinct from Zaraz's fixed paths and each other.
+    #[test]
+    fn zaraz_paths_are_checked() {
+        let ok = parse(
+            Path::new("t.toml"),
+            "[server]\nzaraz_init_path = \"/assets/z/init.js\"\nzaraz_events_api_path = \"/api/zaraz-events\"\n",
+        )
+        .unwrap();
+        let server = &ok.config.server;
+        assert_eq!(
+            server.zaraz_init_path.as_ref().unwrap().0,
+            "/assets/z/init.js"
+        );
+        assert_eq!(
+            server.zaraz_events_api_path.as_ref().unwrap().0,
+            "/api/zaraz-events"
+        );
+        let p = problems("[server]\nzaraz_init_path = \"init.js\"\n");
+        assert!(p[0].starts_with("t.toml:2:19: invalid path"), "{p:?}");
+        let p = problems("[server]\nzaraz_init_path = \"/a b.js\"\n");
+        assert!(p[0].contains("only letters"), "{p:?}");
+        let p = problems("[server]\nzaraz_init_path = \"/_tagproxy/i.js\"\n");
+        assert_eq!(
+            p,
+            ["t.toml:2:1: zaraz_init_path \"/_tagproxy/i.js\" is under prefix \"/_tagproxy\": choose a path outside it"]
+        );
+        let p = problems("[server]\nzaraz_events_api_path = \"/cdn-cgi/zaraz/t\"\n");
+        assert!(p[0].contains("is already the Zaraz track path"), "{p:?}");
+        let p = problems("[server]\nzaraz_init_path = \"/z\"\nzaraz_events_api_path = \"/z\"\n");
+        assert!(
+            p[0].starts_with("t.toml:3:1: zaraz_events_api_path \"/z\" is already zaraz_init_path"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -180,6 +180,33 @@ impl<'de> Deserialize<'de> for PathPrefix {
     }
 }
 
+/// An exact request path tagproxy answers besides those under `prefix`, for
+/// pages and servers written for Zaraz (its `initPath`, `eventsApiPath`),
+/// e.g. `/assets/z/init.js`: starts with '/', no trailing '/', letters,
+/// digits and `/ _ - . ~` only (no query, no percent-encoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePath(pub String);
+
+impl<'de> Deserialize<'de> for RoutePath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-.~".contains(&b));
+        if !s.starts_with('/') || s.len() < 2 || s.ends_with('/') || s.contains("//") {
+            Err(D::Error::custom(format!(
+                "invalid path {s:?}: must be a path like \"/assets/z/init.js\" without a trailing '/'"
+            )))
+        } else if !ok_chars {
+            Err(D::Error::custom(format!(
+                "invalid path {s:?}: only letters, digits and / _ - . ~ are allowed"
+            )))
+        } else {
+            Ok(RoutePath(s))
+        }
+    }
+}
+
 /// Networks whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrustedProxies(pub Vec<IpNet>);
@@ -228,6 +255,17 @@ pub fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         return Err(D::Error::custom("must be greater than 0"));
     }
     Ok(n)
+}
+
+/// A bot score threshold, 1..=99 like Cloudflare's bot scores.
+pub fn bot_score<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = u64::deserialize(d)?;
+    if !(1..=99).contains(&n) {
+        return Err(D::Error::custom(format!(
+            "must be between 1 and 99 (a bot score), not {n}"
+        )));
+    }
+    Ok(n as u8)
 }
 
 /// A count that must be at least 1.
@@ -304,6 +342,18 @@ impl JsonSchema for PathPrefix {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         string_schema(
             "Path of tagproxy's own endpoints, e.g. \"/_tagproxy\": starts with '/', no trailing '/'",
+            Some(r"^/[A-Za-z0-9/_.~-]*[A-Za-z0-9_.~-]$"),
+        )
+    }
+}
+
+impl JsonSchema for RoutePath {
+    fn schema_name() -> Cow<'static, str> {
+        "RoutePath".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        string_schema(
+            "An exact request path, e.g. \"/assets/z/init.js\": starts with '/', no trailing '/'",
             Some(r"^/[A-Za-z0-9/_.~-]*[A-Za-z0-9_.~-]$"),
         )
     }

@@ -59,9 +59,14 @@ pub struct Forwarder {
 /// When and what to inject.
 pub struct InjectPolicy {
     pub script_path: String,
+    /// Other paths serving the client script (Zaraz's loader paths): a page
+    /// with a script from one of them is not injected.
+    pub loader_paths: Vec<String>,
     pub inject_iframes: bool,
     /// Set with `skip_events`: bots get no script.
     pub skip_bots: Option<std::sync::Arc<crate::bots::BotDetector>>,
+    /// `[bots] score_threshold`: a request scoring below it is a bot.
+    pub threshold: u8,
 }
 
 /// Connects to the configured origin whatever authority the request URI
@@ -217,7 +222,32 @@ impl Forwarder {
     ) -> Response<ProxyBody> {
         let upgrade = upgrade_protocol(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let view = RequestView::of(&req);
+        let mut view = RequestView::of(&req);
+        if let Some(policy) = &self.inject {
+            if let Some(bots) = &policy.skip_bots {
+                // Judged on the request as the client sent it, before
+                // `prepare` rewrites its headers.
+                let trusted = self.trusted.contains(peer.ip());
+                let facts = crate::bots::score::Request::of(
+                    req.headers(),
+                    req.version(),
+                    trusted,
+                    crate::bots::score::Kind::Page,
+                );
+                let score = bots.score(&facts);
+                if score.is_bot(policy.threshold)
+                    && is_document_request(req.method(), req.headers())
+                {
+                    tracing::debug!(
+                        bot_score = score.score,
+                        signals = %score.reasons(),
+                        user_agent = %view.user_agent,
+                        "bot: page served without the script"
+                    );
+                }
+                view.bot_score = Some(score.score);
+            }
+        }
 
         if let Err(message) = self.prepare(&mut req, peer, upgrade.as_ref()) {
             return error_response(StatusCode::BAD_REQUEST, message, view.wants_json);
@@ -403,7 +433,9 @@ impl Forwarder {
                 .filter_map(|v| v.to_str().ok()),
         );
         let tag = inject::script_tag(&policy.script_path, nonce.as_deref());
-        let injector = Injector::new(tag, &policy.script_path, charset(&parts.headers));
+        let mut paths = vec![policy.script_path.clone()];
+        paths.extend(policy.loader_paths.iter().cloned());
+        let injector = Injector::new(tag, paths, charset(&parts.headers));
 
         plan.apply_to_head(&mut parts.headers);
 
@@ -432,6 +464,8 @@ struct RequestView {
     fetch_dest: Option<String>,
     user_agent: String,
     wants_json: bool,
+    /// The bot score, when bots get no script (`skip_events`).
+    bot_score: Option<u8>,
 }
 
 impl RequestView {
@@ -448,6 +482,7 @@ impl RequestView {
             fetch_dest: get("sec-fetch-dest").map(|d| d.to_ascii_lowercase()),
             user_agent: get("user-agent").unwrap_or_default(),
             wants_json: get("accept").is_some_and(|a| a.contains("json") && !a.contains("html")),
+            bot_score: None,
         }
     }
 }
@@ -514,17 +549,8 @@ fn injectable(
         return None;
     }
     // Bots get no script (SPEC §9): they cannot send events anyway.
-    if let Some(verdict) = policy
-        .skip_bots
-        .as_ref()
-        .map(|b| b.check(&req.user_agent))
-        .filter(|v| v.bot)
-    {
-        tracing::debug!(
-            user_agent = %req.user_agent,
-            reason = verdict.reason.unwrap_or("unknown"),
-            "bot or headless browser: page served without the script"
-        );
+    // (The debug line saying so is written where the score is computed.)
+    if req.bot_score.is_some_and(|s| s < policy.threshold) {
         crate::metrics::injection("bot");
         return None;
     }

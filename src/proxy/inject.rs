@@ -11,9 +11,18 @@
 //! Where the tag goes (SPEC §3): first child of `<head>`; without a head, as
 //! the first child of `<body>` or before the first element that is not
 //! `<html>`; a document with no element at all gets it at the start. A page
-//! that already carries a script whose `src` is our script path is left alone;
-//! we look for one in the head (or next to the chosen place) before letting
-//! any byte after the injection point go.
+//! that already carries a script whose `src` is our script path, or one of
+//! Zaraz's loader paths (`/cdn-cgi/zaraz/i.js`, a configured `initPath`: the
+//! proxy serves the client script there), is left alone.
+//!
+//! The tag goes at the start of the head but such a loader tag usually sits
+//! at its end (Zaraz's "load manually" page says "immediately before the
+//! `</head>` tag closes"). So nothing after the injection point is let go
+//! until the head has been seen whole (up to `</head>` or `<body>`, at most
+//! [`CHECK_BUDGET`] bytes): only then is it known whether the page loads
+//! the script itself. A loader tag further down (in the body, or past the
+//! budget) is not seen: the page then has two tags, and the client script
+//! runs once all the same (it returns early when `zaraz` is already its own).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +36,9 @@ use lol_html::{element, AsciiCompatibleEncoding, MemorySettings, OutputSink};
 const SEEK_BUDGET: usize = 256 * 1024;
 /// Bytes after the injection point held back while we check that the page does
 /// not already carry our tag. The check ends earlier at `</head>` or `<body>`.
-const CHECK_BUDGET: usize = 16 * 1024;
+/// Room for a head with inlined critical CSS, since a Zaraz loader tag sits
+/// at its very end.
+const CHECK_BUDGET: usize = 64 * 1024;
 /// Input is fed to the scanner in slices this big, so that once the decision
 /// is made at most this much more is lexed.
 const SCAN_SLICE: usize = 4 * 1024;
@@ -62,7 +73,8 @@ enum Phase {
 /// State shared between the injector and the scanner's handlers.
 struct Scan {
     phase: Phase,
-    script_path: String,
+    /// Paths whose script tag means the page loads the script itself.
+    script_paths: Vec<String>,
     /// End of the `<html>` start tag, the place of last resort.
     html_end: Option<usize>,
 }
@@ -110,7 +122,8 @@ impl Scan {
         }
     }
 
-    /// Whether `src` points at our script: same path, any origin or query.
+    /// Whether `src` points at our script (or a path serving it): same
+    /// path, any origin or query.
     fn is_our_script(&self, src: Option<&str>) -> bool {
         let Some(src) = src else { return false };
         let src = src.trim();
@@ -123,7 +136,7 @@ impl Scan {
         };
         let path = &src[path_start..];
         let path = path.split(['?', '#']).next().unwrap_or("");
-        path == self.script_path
+        self.script_paths.iter().any(|p| p == path)
     }
 }
 
@@ -157,17 +170,23 @@ pub struct Injector {
     /// Total input bytes seen.
     seen: usize,
     tag: Bytes,
-    script_path: String,
+    script_paths: Vec<String>,
     outcome: Outcome,
 }
 
 impl Injector {
-    /// `tag` is the complete `<script …></script>` to insert; `script_path`
-    /// is its `src` path, used to recognise a page that already has it.
-    pub fn new(tag: Bytes, script_path: &str, encoding: &'static encoding_rs::Encoding) -> Self {
+    /// `tag` is the complete `<script …></script>` to insert;
+    /// `script_paths` are the `src` paths that serve it (its own, Zaraz's
+    /// loader paths), used to recognise a page that already has it.
+    pub fn new<S: Into<String>>(
+        tag: Bytes,
+        script_paths: impl IntoIterator<Item = S>,
+        encoding: &'static encoding_rs::Encoding,
+    ) -> Self {
+        let script_paths: Vec<String> = script_paths.into_iter().map(Into::into).collect();
         let scan = Arc::new(Mutex::new(Scan {
             phase: Phase::Seeking,
-            script_path: script_path.to_string(),
+            script_paths: script_paths.clone(),
             html_end: None,
         }));
         let encoding = AsciiCompatibleEncoding::new(encoding)
@@ -209,7 +228,7 @@ impl Injector {
             held_from: 0,
             seen: 0,
             tag,
-            script_path: script_path.to_string(),
+            script_paths,
             outcome: Outcome::Pending,
         }
     }
@@ -279,16 +298,18 @@ impl Injector {
     }
 
     /// Whether the held bytes after `offset` reach the end of the head
-    /// (`</head` or `<body`) without mentioning our script path.
+    /// (`</head` or `<body`) without mentioning any of the script paths.
     fn head_is_clean(&self, offset: usize) -> bool {
         let rest = &self.held[offset.saturating_sub(self.held_from).min(self.held.len())..];
-        let path = self.script_path.as_bytes();
         let end = memchr::memchr_iter(b'<', rest).find(|&i| {
             let tag = &rest[i + 1..];
             starts_with_ignore_case(tag, b"/head") || starts_with_ignore_case(tag, b"body")
         });
         match end {
-            Some(end) => memchr::memmem::find(&rest[..end], path).is_none(),
+            Some(end) => self
+                .script_paths
+                .iter()
+                .all(|p| memchr::memmem::find(&rest[..end], p.as_bytes()).is_none()),
             None => false,
         }
     }
@@ -397,7 +418,7 @@ mod tests {
     const TAG: &str = r#"<script src="/_tagproxy/s.js" referrerpolicy="origin"></script>"#;
 
     fn run(chunks: &[&[u8]]) -> (String, Outcome) {
-        let mut inj = Injector::new(script_tag(PATH, None), PATH, encoding_rs::UTF_8);
+        let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
         let mut out = Vec::new();
         for c in chunks {
             inj.push(Bytes::copy_from_slice(c), &mut out);
@@ -475,6 +496,109 @@ mod tests {
         );
     }
 
+    const LOADER: &str = "/cdn-cgi/zaraz/i.js";
+
+    fn run_zaraz(chunks: &[&[u8]], extra: &[&str]) -> (String, Outcome) {
+        let mut paths = vec![PATH, LOADER];
+        paths.extend_from_slice(extra);
+        let mut inj = Injector::new(script_tag(PATH, None), paths, encoding_rs::UTF_8);
+        let mut out = Vec::new();
+        for c in chunks {
+            inj.push(Bytes::copy_from_slice(c), &mut out);
+        }
+        inj.finish(&mut out);
+        let bytes: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        (String::from_utf8(bytes).unwrap(), inj.outcome())
+    }
+
+    /// A page written for Zaraz's "load manually" mode carries its loader
+    /// tag "immediately before the `</head>` tag closes"
+    /// (<https://developers.cloudflare.com/zaraz/advanced/load-zaraz-manually/>):
+    /// it is served the script at that path and must not get a second one,
+    /// however the page arrives in chunks.
+    #[test]
+    fn a_zaraz_loader_tag_at_the_end_of_the_head_is_not_doubled() {
+        let page = concat!(
+            "<!doctype html><html><head><meta charset=utf-8><title>Shop</title>",
+            "<link rel=stylesheet href=/a.css><script src=\"/app.js\"></script>",
+            "<script src=\"/cdn-cgi/zaraz/i.js\" referrerpolicy=\"origin\"></script>",
+            "</head><body><p>hi</p></body></html>"
+        );
+        let b = page.as_bytes();
+        for i in 0..=b.len() {
+            let (out, outcome) = run_zaraz(&[&b[..i], &b[i..]], &[]);
+            assert_eq!(out, page, "split at {i}");
+            assert_eq!(outcome, Outcome::AlreadyPresent, "split at {i}");
+        }
+        // Any origin, any query, any quoting, as for our own tag.
+        for tag in [
+            "<script src='https://shop.example/cdn-cgi/zaraz/i.js'></script>",
+            "<script async src=/cdn-cgi/zaraz/i.js?v=1></script>",
+        ] {
+            let page = format!("<head><title>t</title>{tag}</head><body>x");
+            assert_eq!(
+                run_zaraz(&[page.as_bytes()], &[]).1,
+                Outcome::AlreadyPresent
+            );
+        }
+    }
+
+    /// An imported config's `initPath` counts like the default path.
+    #[test]
+    fn a_custom_init_path_counts_as_the_loader() {
+        let page = "<head><title>t</title><script src=\"/assets/z/init.js\"></script></head>";
+        let (out, outcome) = run_zaraz(&[page.as_bytes()], &["/assets/z/init.js"]);
+        assert_eq!((out.as_str(), outcome), (page, Outcome::AlreadyPresent));
+        // Without it configured, the same page is injected.
+        let (out, outcome) = run_zaraz(&[page.as_bytes()], &[]);
+        assert_eq!(outcome, Outcome::Injected);
+        assert_eq!(out, page.replacen("<head>", &format!("<head>{TAG}"), 1));
+    }
+
+    /// Near misses are other scripts: the page gets ours.
+    #[test]
+    fn paths_that_only_resemble_the_loader_do_not_count() {
+        for src in [
+            "/cdn-cgi/zaraz/i.json",
+            "/cdn-cgi/zaraz/s.js",
+            "/x/cdn-cgi/zaraz/i.js",
+            "/cdn-cgi/zaraz/",
+        ] {
+            let page = format!("<head><script src=\"{src}\"></script></head><body>");
+            let (out, outcome) = run_zaraz(&[page.as_bytes()], &[]);
+            assert_eq!(outcome, Outcome::Injected, "{src}");
+            assert_eq!(out, page.replacen("<head>", &format!("<head>{TAG}"), 1));
+        }
+        // A mention outside a script's src is not a loader either.
+        let page = "<head><link rel=preload href=\"/cdn-cgi/zaraz/i.js\" as=script></head><body>";
+        assert_eq!(run_zaraz(&[page.as_bytes()], &[]).1, Outcome::Injected);
+    }
+
+    /// Heads with inlined CSS run past 16 KiB; the loader tag at their end is
+    /// still seen (the hold-back budget is [`CHECK_BUDGET`]).
+    #[test]
+    fn a_loader_tag_after_a_large_head_is_still_seen() {
+        let css = "a{color:red}".repeat(40 * 1024 / 12);
+        let page = format!(
+            "<html><head><style>{css}</style><script src=\"/cdn-cgi/zaraz/i.js\"></script></head><body>"
+        );
+        let chunks: Vec<&[u8]> = page.as_bytes().chunks(1000).collect();
+        let (out, outcome) = run_zaraz(&chunks, &[]);
+        assert_eq!(outcome, Outcome::AlreadyPresent);
+        assert_eq!(out, page);
+    }
+
+    /// A loader tag in the body comes after the head was sent with our tag:
+    /// the page then has both (the script runs once, see the module doc).
+    #[test]
+    fn a_loader_tag_in_the_body_is_too_late() {
+        let page =
+            "<head><title>t</title></head><body><script src=\"/cdn-cgi/zaraz/i.js\"></script>";
+        let (out, outcome) = run_zaraz(&[page.as_bytes()], &[]);
+        assert_eq!(outcome, Outcome::Injected);
+        assert_eq!(out, page.replacen("<head>", &format!("<head>{TAG}"), 1));
+    }
+
     #[test]
     fn every_split_point_gives_the_same_output() {
         let page = "<!DOCTYPE html>\n<html lang=\"en\">\n<HEAD data-x=\"1\">\n<title>T</title></HEAD><body><p>b</p></body></html>";
@@ -506,7 +630,7 @@ mod tests {
 
     #[test]
     fn rest_of_page_is_not_held_after_decision() {
-        let mut inj = Injector::new(script_tag(PATH, None), PATH, encoding_rs::UTF_8);
+        let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
         let mut out = Vec::new();
         inj.push(
             Bytes::from_static(b"<html><head><title>t</title></head>"),

@@ -471,6 +471,8 @@ pub fn check_path(path: &Path, variables: &Variables) -> Option<String> {
         "location",
         "user-agent",
         "timezoneOffset",
+        // tagproxy's: the request's bot score, 1..99 (src/bots/score.rs).
+        "bot_score",
     ];
     const LOCATION: &[&str] = &[
         "country",

@@ -50,6 +50,12 @@ impl Browser {
     /// Starts chromedriver and opens a headless Chromium session; panics
     /// with an install hint when either package is missing.
     pub async fn start() -> Browser {
+        Self::start_as(Some(super::BROWSER_UA)).await
+    }
+
+    /// Like [`start`](Self::start) with this User-Agent; `None` keeps
+    /// headless Chromium's own (`HeadlessChrome/…`).
+    pub async fn start_as(user_agent: Option<&str>) -> Browser {
         let chromium = which(CHROMIUM).unwrap_or_else(|| {
             panic!(
                 "{CHROMIUM} not found: the browser tests need the Debian package `chromium` \
@@ -98,7 +104,10 @@ impl Browser {
         }
 
         let user_data = profile.path().join("profile");
-        let user_agent = format!("--user-agent={}", super::BROWSER_UA);
+        let user_agent = match user_agent {
+            Some(ua) => format!("--user-agent={ua}"),
+            None => "--disable-extensions".to_string(),
+        };
         let caps = json!({
             "goog:chromeOptions": {
                 "binary": chromium,
