@@ -242,7 +242,7 @@ impl Forwarder {
                         bot_score = score.score,
                         signals = %score.reasons(),
                         user_agent = %view.user_agent,
-                        "bot: page served without the script"
+                        "bot: the request scores below the threshold"
                     );
                 }
                 view.bot_score = Some(score.score);
@@ -549,8 +549,12 @@ fn injectable(
         return None;
     }
     // Bots get no script (SPEC §9): they cannot send events anyway.
-    // (The debug line saying so is written where the score is computed.)
-    if req.bot_score.is_some_and(|s| s < policy.threshold) {
+    if let Some(score) = req.bot_score.filter(|s| *s < policy.threshold) {
+        tracing::debug!(
+            user_agent = %req.user_agent,
+            bot_score = score,
+            "bot or headless browser: page served without the script"
+        );
         crate::metrics::injection("bot");
         return None;
     }
