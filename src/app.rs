@@ -313,6 +313,12 @@ impl App {
         shared
             .engine
             .ensure_tools(&plan.tools.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+        shared.engine.set_answer_readers(
+            plan.tools
+                .iter()
+                .filter_map(|t| Some((t.id.clone(), t.adapter.answer_reader()?)))
+                .collect(),
+        );
         App {
             settings: config.settings.clone(),
             engine: shared.engine.clone(),

@@ -1,0 +1,553 @@
+//! The analytics and ads adapters of issue 15 end to end: events posted to
+//! the real binary's collector the way the browser script sends them, and
+//! what a mock of each service receives, field by field. Each mock checks
+//! every request the way its service documents it (auth header, required
+//! fields, value types, hashing) and answers with the service's own success
+//! and error bodies; a request the real service would refuse fails the test.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::Request;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use common::*;
+
+const CHROME_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const PAGE: &str = "https://shop.example.com/blog/post?utm_source=news";
+const VISITOR_IP: &str = "203.0.113.7";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// A mock service.
+
+/// What a service says to one request: status and body.
+type Answer = (u16, String);
+
+/// Checks one request as the service would; `Err` is the service's own
+/// refusal (status and body) with a description for the test's failure.
+type Check = fn(&Recorded) -> Result<(), (Answer, String)>;
+
+/// A mock of one real service on 127.0.0.1: records every request, checks
+/// it with `check`, and answers with the scripted answers in order (the
+/// last repeats).
+struct Mock {
+    addr: SocketAddr,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+}
+
+impl Mock {
+    async fn start(check: Check, ok: Answer) -> Mock {
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(vec![ok]));
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let (rec, ans, bad) = (recorded.clone(), answers.clone(), violations.clone());
+        let origin = Origin::start(move |req: Request<Incoming>| {
+            let (rec, ans, bad) = (rec.clone(), ans.clone(), bad.clone());
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let r = Recorded {
+                    at: Instant::now(),
+                    method: parts.method.to_string(),
+                    uri: parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
+                    headers: parts.headers,
+                    body,
+                };
+                let checked = check(&r);
+                let n = {
+                    let mut all = rec.lock().unwrap();
+                    all.push(r.clone());
+                    all.len()
+                };
+                let (status, body) = match checked {
+                    Err((answer, why)) => {
+                        bad.lock().unwrap().push(format!(
+                            "{} {}: {why}\nbody: {}",
+                            r.method,
+                            r.uri,
+                            String::from_utf8_lossy(&r.body)
+                        ));
+                        answer
+                    }
+                    Ok(()) => {
+                        let a = ans.lock().unwrap();
+                        a.get(n - 1).or(a.last()).cloned().unwrap()
+                    }
+                };
+                respond(status, &[("content-type", "application/json")], body)
+            }
+        })
+        .await;
+        Mock {
+            addr: origin.addr,
+            recorded,
+            answers,
+            violations,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers, in order, from the next request on (the last repeats).
+    fn script(&self, answers: &[(u16, &str)]) {
+        let done = self.recorded.lock().unwrap().len();
+        let mut a = self.answers.lock().unwrap();
+        let ok = a.last().cloned().unwrap();
+        a.clear();
+        a.extend(std::iter::repeat_n(ok, done));
+        a.extend(answers.iter().map(|(s, b)| (*s, b.to_string())));
+    }
+
+    fn assert_valid(&self) {
+        let bad = self.violations.lock().unwrap().clone();
+        assert!(
+            bad.is_empty(),
+            "the mock got request(s) the real service would refuse:\n{}",
+            bad.join("\n---\n")
+        );
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Recorded> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.assert_valid();
+            let got = self.recorded.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "expected {n} requests: {got:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.assert_valid();
+        }
+    }
+}
+
+fn header<'r>(r: &'r Recorded, name: &str) -> &'r str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// No personal value of the test events in clear, anywhere in the request.
+fn no_clear_personal_data(r: &Recorded) -> Result<(), String> {
+    let text = String::from_utf8_lossy(&r.body).to_lowercase();
+    for clear in [
+        "jane@example.com",
+        "jane.doe@example.com",
+        "650 555",
+        "6505550134",
+    ] {
+        if text.contains(clear) {
+            return Err(format!("personal data in clear: {clear}"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The proxy and the events.
+
+/// The proxy (fast retries) with one tool file; secrets in `env`.
+async fn start(tool: &str, text: String, env: &[(&str, &str)]) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(dir.path().join("tools").join(format!("{tool}.toml")), text).unwrap();
+    let config = format!(
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[variables]\nkey = {{ secret = \"KEY\" }}\n[delivery]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = 3\n"
+    );
+    let path = dir.path().join("tagproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    Proxy::spawn(dir, path, env).await
+}
+
+/// An event as `zaraz.js` builds it.
+fn event(kind: &str, name: Option<&str>, properties: Value, id: &str) -> Value {
+    let mut e = json!({
+        "type": kind,
+        "properties": properties,
+        "page": {
+            "url": PAGE,
+            "title": "Blue Mug – Demo Shop",
+            "referrer": "https://www.google.com/",
+            "encoding": "UTF-8",
+        },
+        "device": {
+            "viewport": "1280x720",
+            "resolution": "1920x1080",
+            "language": "en-US",
+            "tz_offset": -60,
+        },
+        "vars": {},
+        "ts": now_ms(),
+        "id": id,
+    });
+    if let Some(name) = name {
+        e["name"] = json!(name);
+    }
+    e
+}
+
+/// POSTs one event to the collector as the script's `fetch` does, from the
+/// visitor's IP (a trusted proxy's `X-Forwarded-For`), with `cookie`.
+async fn post(proxy: &Proxy, ev: Value, cookie: &str) -> Value {
+    let mut req = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", CHROME_UA)
+        .header("x-forwarded-for", VISITOR_IP)
+        .header("origin", "https://shop.example.com")
+        .body(json!([ev]).to_string());
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let mut body: Value = resp.json().await.unwrap();
+    body["set-cookie"] = json!(cookies);
+    body
+}
+
+/// Zaraz's `Order Completed` example with two products.
+fn order() -> Value {
+    json!({
+        "checkout_id": "CHK-7",
+        "order_id": "ORD-2002",
+        "affiliation": "Demo Shop",
+        "total": 30,
+        "revenue": 25,
+        "shipping": 3,
+        "tax": 2,
+        "discount": 5,
+        "coupon": "winter-sale",
+        "currency": "usd",
+        "products": [
+            {"product_id": "999666321", "sku": "8251511", "name": "Boy's shoes", "price": 10, "quantity": 2, "category": "shoes"},
+            {"product_id": "742566131", "sku": "7251567", "name": "Blank T-shirt", "price": 5, "quantity": "1", "category": "T-shirts"},
+        ],
+    })
+}
+
+/// Track properties with personal data in them.
+fn signup_props() -> Value {
+    json!({"plan": "pro", "seats": 3, "trial": true, "email": "Jane@Example.com", "phone": "+1 650 555 0134"})
+}
+
+/// `tagproxy check` on one tool file: exit code and stderr.
+fn check(tool: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let tool_path = dir.path().join("tools").join("t.toml");
+    std::fs::write(&tool_path, tool).unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env_remove("TAGPROXY_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stderr).unwrap(),
+        tool_path.to_str().unwrap().to_string(),
+    )
+}
+
+fn assert_check_fails(tool: &str, want: &str) {
+    let (code, err, path) = check(tool);
+    assert_eq!(code, 1, "{err}");
+    let want = format!("{path}:{want}");
+    assert!(
+        err.lines().any(|l| l == want),
+        "want the line {want:?}\ngot:\n{err}"
+    );
+}
+
+/// The log line of a delivery's last word (`delivered`, `rejected`…), once
+/// written, as JSON.
+async fn log_line(proxy: &Proxy, message_start: &str, event_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = proxy.logs();
+        let found = logs
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["event_id"] == event_id
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message_start))
+            });
+        if let Some(l) = found {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {message_start:?} line for {event_id}:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn is_iso8601(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && s.ends_with('Z')
+}
+
+// ---------------------------------------------------------------------------
+// Segment: HTTP Tracking API.
+// https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/
+// ("Authentication": Basic with the write key as user name and an empty
+// password; "Batch": up to 500 KB per request and 32 KB per message;
+// "Errors": 200 for every accepted request, 400 with the reason for a
+// payload too large or not JSON; every message needs `userId` or
+// `anonymousId`, a track its `event`.)
+
+const SEGMENT_KEY: &str = "seg-write-key-9f1";
+
+fn segment_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let bad = |why: String| {
+        (
+            (400, json!({"success": false, "message": why}).to_string()),
+            why,
+        )
+    };
+    if r.method != "POST" || r.path() != "/v1/batch" {
+        return Err(bad(format!("not POST /v1/batch: {} {}", r.method, r.uri)));
+    }
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{SEGMENT_KEY}:"))
+    );
+    if header(r, "authorization") != want {
+        // Segment answers a wrong write key 401.
+        return Err((
+            (401, "{}".into()),
+            format!("authorization {:?}", header(r, "authorization")),
+        ));
+    }
+    if !header(r, "content-type").starts_with("application/json") {
+        return Err(bad("content-type must be application/json".into()));
+    }
+    if r.body.len() > 500 * 1024 {
+        return Err(bad("batch over 500 KB".into()));
+    }
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| bad(e.to_string()))?;
+    let batch = body["batch"]
+        .as_array()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| bad("no batch".into()))?;
+    for m in batch {
+        if m.to_string().len() > 32 * 1024 {
+            return Err(bad("message over 32 KB".into()));
+        }
+        let ty = m["type"].as_str().unwrap_or("");
+        if !["page", "track", "identify", "screen", "group", "alias"].contains(&ty) {
+            return Err(bad(format!("type {ty:?}")));
+        }
+        if !m["userId"].is_string() && !m["anonymousId"].is_string() {
+            return Err(bad("neither userId nor anonymousId".into()));
+        }
+        if !m["messageId"].is_string() {
+            return Err(bad("no messageId".into()));
+        }
+        if ty == "track" && m["event"].as_str().is_none_or(str::is_empty) {
+            return Err(bad("a track without event".into()));
+        }
+        if !m["timestamp"].as_str().is_some_and(is_iso8601) {
+            return Err(bad("timestamp not ISO 8601".into()));
+        }
+        for k in ["properties", "context"] {
+            if !m[k].is_object() {
+                return Err(bad(format!("{k} not an object")));
+            }
+        }
+    }
+    no_clear_personal_data(r).map_err(bad)
+}
+
+async fn segment() -> (Mock, Proxy) {
+    let mock = Mock::start(segment_check, (200, json!({"success": true}).to_string())).await;
+    let tool = format!(
+        "type = \"segment\"\nendpoint = \"{}\"\n[settings]\nwrite_key = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start("segment", tool, &[("TAGPROXY_SECRET_KEY", SEGMENT_KEY)]).await;
+    (mock, proxy)
+}
+
+fn segment_message(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body["batch"].as_array().unwrap().len(), 1);
+    assert!(body["sentAt"].as_str().is_some_and(is_iso8601));
+    body["batch"][0].clone()
+}
+
+#[tokio::test]
+async fn segment_pageview_is_a_page_call_with_context() {
+    let (mock, proxy) = segment().await;
+    let id = "evt_seg_page_0001";
+    post(
+        &proxy,
+        event("pageview", None, json!({}), id),
+        "ajs_anonymous_id=%22anon-42%22",
+    )
+    .await;
+    let m = segment_message(&mock.wait_for(1).await[0]);
+    assert_eq!(m["type"], "page");
+    assert_eq!(m["messageId"], id);
+    // analytics.js's own id, so both count one visitor.
+    assert_eq!(m["anonymousId"], "anon-42");
+    assert_eq!(m["name"], "Blue Mug – Demo Shop");
+    let c = &m["context"];
+    assert_eq!(c["ip"], VISITOR_IP);
+    assert_eq!(c["userAgent"], CHROME_UA);
+    assert_eq!(c["locale"], "en-US");
+    assert_eq!(c["screen"], json!({"width": 1920, "height": 1080}));
+    assert_eq!(c["library"]["name"], "tagproxy");
+    let page = json!({
+        "url": PAGE,
+        "title": "Blue Mug – Demo Shop",
+        "referrer": "https://www.google.com/",
+        "path": "/blog/post",
+        "search": "?utm_source=news",
+    });
+    assert_eq!(c["page"], page);
+    assert_eq!(m["properties"], page);
+}
+
+#[tokio::test]
+async fn segment_track_carries_properties_with_personal_data_hashed() {
+    let (mock, proxy) = segment().await;
+    let id = "evt_seg_track_001";
+    let mut props = signup_props();
+    props["user_id"] = json!("u-77");
+    post(&proxy, event("track", Some("Signed Up"), props, id), "").await;
+    let m = segment_message(&mock.wait_for(1).await[0]);
+    assert_eq!(m["type"], "track");
+    assert_eq!(m["event"], "Signed Up");
+    assert_eq!(m["messageId"], id);
+    assert_eq!(m["userId"], "u-77");
+    // No analytics.js cookie: tagproxy's own visitor id.
+    assert!(m["anonymousId"].as_str().is_some_and(|a| a.len() > 10));
+    assert_eq!(
+        m["properties"],
+        json!({
+            "plan": "pro", "seats": 3, "trial": true,
+            "email": sha256_hex("jane@example.com"),
+            "phone": sha256_hex("+1 650 555 0134"),
+        })
+    );
+}
+
+#[tokio::test]
+async fn segment_order_completed_keeps_the_ecommerce_spec_field_by_field() {
+    let (mock, proxy) = segment().await;
+    let id = "evt_seg_order_001";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let m = segment_message(&mock.wait_for(1).await[0]);
+    // https://segment.com/docs/connections/spec/ecommerce/v2/#order-completed:
+    // Zaraz's names are the spec's, so nothing is renamed.
+    assert_eq!(m["type"], "track");
+    assert_eq!(m["event"], "Order Completed");
+    let p = &m["properties"];
+    for (k, v) in order().as_object().unwrap() {
+        if k != "products" {
+            assert_eq!(&p[k], v, "properties.{k}");
+        }
+    }
+    let products = p["products"].as_array().unwrap();
+    assert_eq!(products.len(), 2);
+    assert_eq!(products[0]["product_id"], "999666321");
+    assert_eq!(products[0]["sku"], "8251511");
+    assert_eq!(products[0]["name"], "Boy's shoes");
+    assert_eq!(products[0]["price"], 10);
+    assert_eq!(products[0]["quantity"], 2);
+    assert_eq!(products[0]["category"], "shoes");
+    assert_eq!(products[1]["product_id"], "742566131");
+    assert_eq!(products[1]["sku"], "7251567");
+    assert_eq!(products[1]["price"], 5);
+    assert_eq!(products[1]["quantity"], "1");
+}
+
+#[tokio::test]
+async fn segment_400_goes_to_the_dead_letters_with_segments_message() {
+    let (mock, proxy) = segment().await;
+    mock.script(&[(
+        400,
+        r#"{"success":false,"message":"Request entity too large: batch exceeds 500KB"}"#,
+    )]);
+    let id = "evt_seg_reject_01";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery rejected", id).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Segment: Request entity too large"),
+        "{line}"
+    );
+    proxy.settled().await;
+    assert_eq!(mock.wait_for(1).await.len(), 1, "a 400 is not retried");
+}
+
+#[test]
+fn segment_check_names_the_missing_write_key() {
+    assert_check_fails(
+        "type = \"segment\"\n[settings]\n[automated]\npageview = true\n",
+        "2:1: segment needs settings.write_key",
+    );
+}
