@@ -14,7 +14,7 @@ use schemars::Schema;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::tools::{facebook_pixel, google_analytics_4, http, segment, ToolFile};
+use crate::tools::{amplitude, facebook_pixel, google_analytics_4, http, segment, ToolFile};
 
 /// The file name `schema --out DIR` writes the main file's schema to.
 pub const CONFIG_FILE: &str = "tagproxy.schema.json";
@@ -48,6 +48,11 @@ pub fn tool_schema() -> Schema {
             &["pixel_id", "access_token"],
         ),
         ("http", Some(http::settings_schema(&mut generator)), &[]),
+        (
+            "amplitude",
+            Some(amplitude::settings_schema(&mut generator)),
+            &["api_key"],
+        ),
         (
             "segment",
             Some(segment::settings_schema(&mut generator)),

@@ -551,3 +551,239 @@ fn segment_check_names_the_missing_write_key() {
         "2:1: segment needs settings.write_key",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Amplitude: HTTP V2 API.
+// https://amplitude.com/docs/apis/analytics/http-v2 ("Upload request":
+// `api_key` and `events` required; each event needs `event_type` and a
+// `user_id` or `device_id` of at least 5 characters; `time` in ms;
+// `insert_id` for deduplication; revenue fields `revenue`, `revenueType`,
+// `productId`, `quantity`, `price`. "Response format": 200 with
+// `events_ingested`, 400 with `error` and `missing_field` /
+// `events_with_invalid_fields`, 429 "Too many requests for some devices and
+// users".)
+
+const AMPLITUDE_KEY: &str = "amp-api-key-5e2";
+
+fn amplitude_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let bad = |error: &str, detail: Value| {
+        let mut body = json!({"code": 400, "error": error});
+        if let Value::Object(d) = &detail {
+            for (k, v) in d {
+                body[k] = v.clone();
+            }
+        }
+        ((400, body.to_string()), format!("{error} {detail}"))
+    };
+    if r.method != "POST" || r.path() != "/2/httpapi" {
+        return Err(bad("not POST /2/httpapi", json!(r.uri)));
+    }
+    if !header(r, "content-type").starts_with("application/json") {
+        return Err(bad("content-type must be application/json", Value::Null));
+    }
+    let body: Value = serde_json::from_slice(&r.body)
+        .map_err(|e| bad("Invalid JSON request body", json!(e.to_string())))?;
+    if body["api_key"] != AMPLITUDE_KEY {
+        return Err(bad("Invalid API key", json!(body["api_key"])));
+    }
+    let events = body["events"]
+        .as_array()
+        .filter(|e| !e.is_empty() && e.len() <= 2000)
+        .ok_or_else(|| {
+            bad(
+                "Request missing required field",
+                json!({"missing_field": "events"}),
+            )
+        })?;
+    for (i, e) in events.iter().enumerate() {
+        let invalid = |field: &str| {
+            bad(
+                "Request missing required field",
+                json!({"events_with_invalid_fields": {field: [i]}}),
+            )
+        };
+        if e["event_type"].as_str().is_none_or(str::is_empty) {
+            return Err(invalid("event_type"));
+        }
+        let id_ok = |k: &str| e[k].as_str().is_some_and(|v| v.len() >= 5);
+        if !id_ok("user_id") && !id_ok("device_id") {
+            return Err(bad(
+                "Invalid id length for user_id or device_id",
+                json!({"events_with_invalid_id_lengths": {"device_id": [i]}}),
+            ));
+        }
+        if e["time"].as_u64().is_none_or(|t| t <= 1_000_000_000_000) {
+            return Err(invalid("time"));
+        }
+        if !e["insert_id"].is_string() {
+            return Err(invalid("insert_id"));
+        }
+        if !e["session_id"].is_i64() {
+            return Err(invalid("session_id"));
+        }
+        for k in ["revenue", "price"] {
+            if !e[k].is_null() && !e[k].is_number() {
+                return Err(invalid(k));
+            }
+        }
+        if !e["quantity"].is_null() && !e["quantity"].is_i64() {
+            return Err(invalid("quantity"));
+        }
+        for k in ["event_properties", "user_properties", "groups"] {
+            if !e[k].is_null() && !e[k].is_object() {
+                return Err(invalid(k));
+            }
+        }
+    }
+    no_clear_personal_data(r).map_err(|why| bad("personal data", json!(why)))
+}
+
+async fn amplitude() -> (Mock, Proxy) {
+    let ok = json!({"code": 200, "events_ingested": 1, "payload_size_bytes": 512, "server_upload_time": 1_732_450_000_000u64});
+    let mock = Mock::start(amplitude_check, (200, ok.to_string())).await;
+    let tool = format!(
+        "type = \"amplitude\"\nendpoint = \"{}\"\n[settings]\napi_key = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start("amplitude", tool, &[("TAGPROXY_SECRET_KEY", AMPLITUDE_KEY)]).await;
+    (mock, proxy)
+}
+
+fn amplitude_event(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
+    body["events"][0].clone()
+}
+
+#[tokio::test]
+async fn amplitude_pageview_is_the_sdks_page_viewed() {
+    let (mock, proxy) = amplitude().await;
+    let id = "evt_amp_page_0001";
+    post(&proxy, event("pageview", None, json!({}), id), "").await;
+    let e = amplitude_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event_type"], "[Amplitude] Page Viewed");
+    assert_eq!(e["insert_id"], id);
+    assert_eq!(e["ip"], VISITOR_IP);
+    assert_eq!(e["platform"], "Web");
+    assert_eq!(e["language"], "en-US");
+    assert_eq!(e["os_name"], "Windows 10");
+    assert!(e["device_id"].as_str().unwrap().len() >= 5);
+    // The session's start, in ms, as the SDKs send it.
+    let session = e["session_id"].as_i64().unwrap();
+    assert!(
+        session > 1_000_000_000_000 && session <= now_ms() as i64,
+        "{session}"
+    );
+    assert_eq!(
+        e["event_properties"],
+        json!({
+            "[Amplitude] Page Domain": "shop.example.com",
+            "[Amplitude] Page Location": PAGE,
+            "[Amplitude] Page Path": "/blog/post",
+            "[Amplitude] Page Title": "Blue Mug – Demo Shop",
+            "[Amplitude] Page URL": "https://shop.example.com/blog/post",
+            "referrer": "https://www.google.com/",
+        })
+    );
+}
+
+#[tokio::test]
+async fn amplitude_track_carries_properties_and_user_properties() {
+    let (mock, proxy) = amplitude().await;
+    let id = "evt_amp_track_001";
+    let mut props = signup_props();
+    props["user_id"] = json!("user-1234");
+    props["user_tier"] = json!("gold");
+    post(&proxy, event("track", Some("Signed Up"), props, id), "").await;
+    let e = amplitude_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event_type"], "Signed Up");
+    assert_eq!(e["insert_id"], id);
+    assert_eq!(e["user_id"], "user-1234");
+    assert_eq!(e["user_properties"], json!({"tier": "gold"}));
+    assert_eq!(
+        e["event_properties"],
+        json!({
+            "plan": "pro", "seats": 3, "trial": true,
+            "email": sha256_hex("jane@example.com"),
+            "phone": sha256_hex("+1 650 555 0134"),
+        })
+    );
+}
+
+#[tokio::test]
+async fn amplitude_order_completed_carries_revenue_field_by_field() {
+    let (mock, proxy) = amplitude().await;
+    let id = "evt_amp_order_001";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let e = amplitude_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event_type"], "Order Completed");
+    // Zaraz's Amplitude tool: revenue, else total, else value.
+    assert_eq!(e["revenue"], 25.0);
+    assert_eq!(e["revenueType"], "Purchase");
+    assert_eq!(e["productId"], "999666321,742566131");
+    assert_eq!(e["quantity"], 3);
+    let p = &e["event_properties"];
+    assert_eq!(p["order_id"], "ORD-2002");
+    assert_eq!(p["total"], 30);
+    assert_eq!(p["currency"], "usd");
+    assert_eq!(p["coupon"], "winter-sale");
+    assert_eq!(p["products"], order()["products"]);
+}
+
+#[tokio::test]
+async fn amplitude_429_is_retried_with_amplitudes_message_then_delivered() {
+    let (mock, proxy) = amplitude().await;
+    mock.script(&[
+        (
+            429,
+            r#"{"code":429,"error":"Too many requests for some devices and users","eps_threshold":30,"throttled_devices":{"x":31},"throttled_users":{},"throttled_events":[0]}"#,
+        ),
+        (200, r#"{"code":200,"events_ingested":1,"payload_size_bytes":512,"server_upload_time":1}"#),
+    ]);
+    let id = "evt_amp_throttle1";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let retry = log_line(&proxy, "delivery will be retried", id).await;
+    assert!(
+        retry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Amplitude: Too many requests for some devices and users"),
+        "{retry}"
+    );
+    log_line(&proxy, "delivered", id).await;
+    let reqs = mock.wait_for(2).await;
+    assert_eq!(reqs[0].body, reqs[1].body, "the same event, again");
+}
+
+#[tokio::test]
+async fn amplitude_400_goes_to_the_dead_letters_with_amplitudes_message() {
+    let (mock, proxy) = amplitude().await;
+    mock.script(&[(
+        400,
+        r#"{"code":400,"error":"Invalid field values on some events","events_with_invalid_fields":{"time":[0]}}"#,
+    )]);
+    let id = "evt_amp_reject_01";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery rejected", id).await;
+    let reason = line["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Amplitude: Invalid field values on some events")
+            && reason.contains("events_with_invalid_fields"),
+        "{line}"
+    );
+    proxy.settled().await;
+    assert_eq!(mock.wait_for(1).await.len(), 1, "a 400 is not retried");
+}
+
+#[test]
+fn amplitude_check_names_the_missing_api_key() {
+    assert_check_fails(
+        "type = \"amplitude\"\n[settings]\neu = true\n",
+        "2:1: amplitude needs settings.api_key",
+    );
+}

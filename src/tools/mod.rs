@@ -5,7 +5,7 @@
 //! the console) and, optionally, instructions for the visitor's browser. It
 //! never sends anything itself: the delivery queue does, with retries.
 
-// pub mod amplitude;
+pub mod amplitude;
 pub mod console;
 pub mod ecommerce;
 pub mod facebook_pixel;
@@ -518,7 +518,7 @@ fn make_adapter(
         "http" => Box::new(http::Http::from_config(path, text, file, variables)?),
         "console" => Box::new(console::Console),
         "segment" => Box::new(segment::Segment::from_config(path, text, file)?),
-        // "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
+        "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
         // "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
         // "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
@@ -528,7 +528,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude"
                 ),
             ));
         }
