@@ -14,7 +14,9 @@ use schemars::Schema;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::tools::{amplitude, facebook_pixel, google_analytics_4, http, segment, ToolFile};
+use crate::tools::{
+    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, segment, ToolFile,
+};
 
 /// The file name `schema --out DIR` writes the main file's schema to.
 pub const CONFIG_FILE: &str = "tagproxy.schema.json";
@@ -52,6 +54,11 @@ pub fn tool_schema() -> Schema {
             "amplitude",
             Some(amplitude::settings_schema(&mut generator)),
             &["api_key"],
+        ),
+        (
+            "mixpanel",
+            Some(mixpanel::settings_schema(&mut generator)),
+            &["token"],
         ),
         (
             "segment",

@@ -787,3 +787,230 @@ fn amplitude_check_names_the_missing_api_key() {
         "2:1: amplitude needs settings.api_key",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Mixpanel: Import Events API.
+// https://developer.mixpanel.com/reference/import-events (a JSON array of
+// `{"event", "properties"}`, up to 2000 events; Basic auth with the project
+// secret, or the project token, as user name; `properties.time` in seconds
+// or ms, `distinct_id` and `$insert_id` (at most 36 characters, letters,
+// digits, `-`) required; `strict=1` validates). Answers:
+// https://docs.mixpanel.com/troubleshooting/errors/400-bad-request
+// (`failed_records` with `field` and `message`).
+
+const MIXPANEL_TOKEN: &str = "mp-project-token-7";
+const MIXPANEL_SECRET: &str = "mp-api-secret-c3a";
+
+fn mixpanel_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let failed = |field: &str, message: String| {
+        let body = json!({
+            "code": 400,
+            "error": "some data points in the request failed validation",
+            "failed_records": [{"index": 0, "insert_id": "", "field": field, "message": message}],
+            "num_records_imported": 0,
+            "status": "Bad Request",
+        });
+        ((400, body.to_string()), format!("{field}: {message}"))
+    };
+    if r.method != "POST" || r.path() != "/import" {
+        return Err(failed("request", format!("not POST /import: {}", r.uri)));
+    }
+    if r.param("strict").as_deref() != Some("1") {
+        return Err(failed("request", "strict=1 expected".into()));
+    }
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{MIXPANEL_SECRET}:"))
+    );
+    if header(r, "authorization") != want {
+        let body = json!({"code": 401, "error": "Invalid credentials", "status": "Unauthorized"});
+        return Err((
+            (401, body.to_string()),
+            format!("authorization {:?}", header(r, "authorization")),
+        ));
+    }
+    if !header(r, "content-type").starts_with("application/json") {
+        return Err(failed(
+            "request",
+            "content-type must be application/json".into(),
+        ));
+    }
+    let body: Value =
+        serde_json::from_slice(&r.body).map_err(|e| failed("request", e.to_string()))?;
+    let events = body
+        .as_array()
+        .filter(|e| !e.is_empty() && e.len() <= 2000)
+        .ok_or_else(|| failed("request", "not an array of 1..2000 events".into()))?;
+    for e in events {
+        if e["event"].as_str().is_none_or(str::is_empty) {
+            return Err(failed("event", "'event' must be a non-empty string".into()));
+        }
+        let p = &e["properties"];
+        if p["time"].as_u64().is_none_or(|t| t <= 31_536_000) {
+            return Err(failed(
+                "properties.time",
+                "'properties.time' is invalid: must be specified as seconds since epoch".into(),
+            ));
+        }
+        let distinct = p["distinct_id"].as_str().unwrap_or("anon");
+        if [
+            "anon",
+            "anonymous",
+            "nil",
+            "none",
+            "null",
+            "n/a",
+            "undefined",
+        ]
+        .contains(&distinct.to_lowercase().as_str())
+        {
+            return Err(failed(
+                "properties.distinct_id",
+                "invalid distinct_id".into(),
+            ));
+        }
+        let insert = p["$insert_id"].as_str().unwrap_or("");
+        if insert.is_empty()
+            || insert.len() > 36
+            || !insert
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(failed(
+                "properties.$insert_id",
+                format!("'properties.$insert_id' is invalid: {insert:?}"),
+            ));
+        }
+    }
+    no_clear_personal_data(r).map_err(|why| failed("properties", why))
+}
+
+async fn mixpanel() -> (Mock, Proxy) {
+    let ok = json!({"code": 200, "num_records_imported": 1, "status": "OK"});
+    let mock = Mock::start(mixpanel_check, (200, ok.to_string())).await;
+    let tool = format!(
+        "type = \"mixpanel\"\nendpoint = \"{}\"\n[settings]\ntoken = \"{MIXPANEL_TOKEN}\"\napi_secret = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start(
+        "mixpanel",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", MIXPANEL_SECRET)],
+    )
+    .await;
+    (mock, proxy)
+}
+
+fn mixpanel_event(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body.as_array().unwrap().len(), 1);
+    body[0].clone()
+}
+
+#[tokio::test]
+async fn mixpanel_pageview_is_mixpanel_js_page_view_with_its_visitor() {
+    let (mock, proxy) = mixpanel().await;
+    let id = "evt-mp-page-0001";
+    // mixpanel-js's cookie: the same visitor for the SDK and for us.
+    let cookie = format!(
+        "mp_{MIXPANEL_TOKEN}_mixpanel={}",
+        "%7B%22distinct_id%22%3A%22dev-123456%22%2C%22%24device_id%22%3A%22dev-123456%22%7D"
+    );
+    post(&proxy, event("pageview", None, json!({}), id), &cookie).await;
+    let e = mixpanel_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event"], "$mp_web_page_view");
+    let p = &e["properties"];
+    assert_eq!(p["token"], MIXPANEL_TOKEN);
+    assert_eq!(p["$insert_id"], id);
+    assert_eq!(p["distinct_id"], "dev-123456");
+    assert_eq!(p["$device_id"], "dev-123456");
+    assert_eq!(p["ip"], VISITOR_IP);
+    let t = p["time"].as_u64().unwrap();
+    assert!(t > now_ms() - 60_000 && t <= now_ms(), "ms: {t}");
+    assert_eq!(p["$current_url"], PAGE);
+    assert_eq!(p["current_page_title"], "Blue Mug – Demo Shop");
+    assert_eq!(p["current_domain"], "shop.example.com");
+    assert_eq!(p["current_url_path"], "/blog/post");
+    assert_eq!(p["current_url_protocol"], "https:");
+    assert_eq!(p["current_url_search"], "?utm_source=news");
+    assert_eq!(p["$referrer"], "https://www.google.com/");
+    assert_eq!(p["$referring_domain"], "www.google.com");
+    assert_eq!(p["$browser"], "Chrome");
+    assert_eq!(p["$os"], "Windows 10");
+    assert_eq!(p["$screen_width"], 1920);
+    assert_eq!(p["$screen_height"], 1080);
+}
+
+#[tokio::test]
+async fn mixpanel_track_carries_properties_and_the_user() {
+    let (mock, proxy) = mixpanel().await;
+    // An id Mixpanel would refuse as `$insert_id` (underscores).
+    let id = "evt_mp_track_0001";
+    let mut props = signup_props();
+    props["user_id"] = json!("user-77");
+    post(&proxy, event("track", Some("Signed Up"), props, id), "").await;
+    let e = mixpanel_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event"], "Signed Up");
+    let p = &e["properties"];
+    assert_eq!(p["$insert_id"], sha256_hex(id)[..36]);
+    assert_eq!(p["distinct_id"], "user-77");
+    assert_eq!(p["$user_id"], "user-77");
+    assert!(p["$device_id"].as_str().unwrap().len() > 10);
+    assert_eq!(p["plan"], "pro");
+    assert_eq!(p["seats"], 3);
+    assert_eq!(p["trial"], true);
+    assert_eq!(p["email"], sha256_hex("jane@example.com"));
+    assert_eq!(p["phone"], sha256_hex("+1 650 555 0134"));
+    assert!(p.get("user_id").is_none());
+}
+
+#[tokio::test]
+async fn mixpanel_order_completed_field_by_field() {
+    let (mock, proxy) = mixpanel().await;
+    let id = "evt-mp-order-0001";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let e = mixpanel_event(&mock.wait_for(1).await[0]);
+    // No standard ecommerce events in Mixpanel: Zaraz's name and properties.
+    assert_eq!(e["event"], "Order Completed");
+    let p = &e["properties"];
+    for (k, v) in order().as_object().unwrap() {
+        assert_eq!(&p[k], v, "properties.{k}");
+    }
+    assert_eq!(p["products"][0]["sku"], "8251511");
+    assert_eq!(p["products"][1]["price"], 5);
+    assert_eq!(p["$insert_id"], id);
+}
+
+#[tokio::test]
+async fn mixpanel_failed_records_go_to_the_dead_letters_with_mixpanels_message() {
+    let (mock, proxy) = mixpanel().await;
+    mock.script(&[(
+        400,
+        r#"{"code":400,"error":"some data points in the request failed validation","failed_records":[{"index":0,"insert_id":"evt-mp-reject-01","field":"properties.time","message":"'properties.time' is invalid: must not be more than one hour in the future"}],"num_records_imported":0,"status":"Bad Request"}"#,
+    )]);
+    let id = "evt-mp-reject-01";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery rejected", id).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("properties.time: 'properties.time' is invalid: must not be more than one hour in the future"),
+        "{line}"
+    );
+    proxy.settled().await;
+    assert_eq!(mock.wait_for(1).await.len(), 1, "a 400 is not retried");
+}
+
+#[test]
+fn mixpanel_check_names_the_missing_token() {
+    assert_check_fails(
+        "type = \"mixpanel\"\n[settings]\napi_secret = \"s\"\n",
+        "2:1: mixpanel needs settings.token",
+    );
+}

@@ -12,7 +12,7 @@ pub mod facebook_pixel;
 pub mod google_analytics_4;
 pub mod guard;
 pub mod http;
-// pub mod mixpanel;
+pub mod mixpanel;
 pub mod pii;
 pub mod props;
 pub mod segment;
@@ -519,7 +519,7 @@ fn make_adapter(
         "console" => Box::new(console::Console),
         "segment" => Box::new(segment::Segment::from_config(path, text, file)?),
         "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
-        // "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
+        "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
         // "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -528,7 +528,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel"
                 ),
             ));
         }
