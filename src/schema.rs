@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::tools::{
-    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, segment, ToolFile,
+    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, segment, tiktok, ToolFile,
 };
 
 /// The file name `schema --out DIR` writes the main file's schema to.
@@ -64,6 +64,11 @@ pub fn tool_schema() -> Schema {
             "segment",
             Some(segment::settings_schema(&mut generator)),
             &["write_key"],
+        ),
+        (
+            "tiktok",
+            Some(tiktok::settings_schema(&mut generator)),
+            &["pixel_code", "access_token"],
         ),
         ("console", None, &[]),
     ];

@@ -1014,3 +1014,276 @@ fn mixpanel_check_names_the_missing_token() {
         "2:1: mixpanel needs settings.token",
     );
 }
+
+// ---------------------------------------------------------------------------
+// TikTok: Events API 2.0.
+// https://business-api.tiktok.com/portal/docs?id=1771100865818625
+// (`POST /open_api/v1.3/event/track/`, header `Access-Token`; body
+// `event_source: "web"`, `event_source_id` = pixel code, `data[]` of
+// `event`, `event_time` (Unix seconds), `event_id`, `user` (`email`,
+// `phone`, `external_id` as SHA-256 hex; `ttclid`, `ttp`, `ip`,
+// `user_agent`), `page` (`url`, `referrer`), `properties` (`contents[]` of
+// `content_id`, `content_name`, `price`, `quantity`…, `currency` ISO 4217,
+// `value`, `order_id`). Every answer is HTTP 200 with `code` 0 on success;
+// errors are other codes with a `message`, 40100 being the rate limit.)
+// Standard events: https://ads.tiktok.com/help/article/supported-standard-events
+
+const TIKTOK_PIXEL: &str = "CPIXEL0123456789ABC";
+const TIKTOK_TOKEN: &str = "tt-access-token-88";
+const TIKTOK_OK: &str = r#"{"code":0,"message":"OK","request_id":"2024112412000001","data":{}}"#;
+
+fn tiktok_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let bad = |code: u32, message: String| {
+        let body =
+            json!({"code": code, "message": message, "request_id": "2024112412000002", "data": {}});
+        ((200, body.to_string()), message)
+    };
+    if r.method != "POST" || r.path() != "/open_api/v1.3/event/track/" {
+        return Err(bad(
+            40002,
+            format!("not POST /open_api/v1.3/event/track/: {}", r.uri),
+        ));
+    }
+    if header(r, "access-token") != TIKTOK_TOKEN {
+        return Err(bad(
+            40105,
+            "Access token is incorrect or has been revoked.".into(),
+        ));
+    }
+    if !header(r, "content-type").starts_with("application/json") {
+        return Err(bad(40002, "content-type must be application/json".into()));
+    }
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| bad(40002, e.to_string()))?;
+    if body["event_source"] != "web" || body["event_source_id"] != TIKTOK_PIXEL {
+        return Err(bad(40002, "event_source / event_source_id".into()));
+    }
+    let data = body["data"]
+        .as_array()
+        .filter(|d| !d.is_empty() && d.len() <= 1000)
+        .ok_or_else(|| bad(40002, "data: 1 to 1000 events".into()))?;
+    let now = now_ms() / 1000;
+    for d in data {
+        if d["event"].as_str().is_none_or(str::is_empty) {
+            return Err(bad(40002, "event is required".into()));
+        }
+        let t = d["event_time"].as_u64().unwrap_or(0);
+        if t + 7 * 24 * 3600 < now || t > now + 300 {
+            return Err(bad(
+                40002,
+                format!("event_time {t}: Unix seconds, last 7 days"),
+            ));
+        }
+        if d["event_id"].as_str().is_none_or(str::is_empty) {
+            return Err(bad(40002, "event_id".into()));
+        }
+        let user = &d["user"];
+        for k in ["email", "phone", "external_id"] {
+            if let Some(v) = user.get(k) {
+                let hashed = v.as_str().is_some_and(|h| {
+                    h.len() == 64
+                        && h.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                });
+                if !hashed {
+                    return Err(bad(40002, format!("user.{k} must be SHA-256 hex")));
+                }
+            }
+        }
+        for k in ["ip", "user_agent", "ttp", "ttclid"] {
+            if !user[k].is_null() && !user[k].is_string() {
+                return Err(bad(40002, format!("user.{k} must be a string")));
+            }
+        }
+        if !d["page"]["url"].is_string() {
+            return Err(bad(40002, "page.url".into()));
+        }
+        let p = &d["properties"];
+        if !p.is_null() {
+            if !p["value"].is_null() && !p["value"].is_number() {
+                return Err(bad(40002, "properties.value must be a number".into()));
+            }
+            if let Some(cu) = p.get("currency") {
+                if !cu
+                    .as_str()
+                    .is_some_and(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
+                {
+                    return Err(bad(40002, "properties.currency: ISO 4217".into()));
+                }
+            }
+            for c in p["contents"].as_array().into_iter().flatten() {
+                if !c["content_id"].is_string()
+                    || !(c["quantity"].is_null() || c["quantity"].is_u64())
+                    || !(c["price"].is_null() || c["price"].is_number())
+                {
+                    return Err(bad(40002, format!("properties.contents: {c}")));
+                }
+            }
+        }
+    }
+    no_clear_personal_data(r).map_err(|why| bad(40002, why))
+}
+
+async fn tiktok() -> (Mock, Proxy) {
+    let mock = Mock::start(tiktok_check, (200, TIKTOK_OK.into())).await;
+    let tool = format!(
+        "type = \"tiktok\"\nendpoint = \"{}\"\n[settings]\npixel_code = \"{TIKTOK_PIXEL}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start("tiktok", tool, &[("TAGPROXY_SECRET_KEY", TIKTOK_TOKEN)]).await;
+    (mock, proxy)
+}
+
+fn tiktok_event(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    body["data"][0].clone()
+}
+
+fn set_cookie_named(answer: &Value, name: &str) -> Option<String> {
+    answer["set-cookie"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(String::from)
+}
+
+#[tokio::test]
+async fn tiktok_pageview_carries_ttclid_and_a_new_ttp_kept_in_cookies() {
+    let (mock, proxy) = tiktok().await;
+    let id = "evt_tt_page_00001";
+    let mut ev = event("pageview", None, json!({}), id);
+    let landing = "https://shop.example.com/?ttclid=E.C.P.CskBa1b2c3-d4_e5";
+    ev["page"]["url"] = json!(landing);
+    let answer = post(&proxy, ev, "").await;
+    let d = tiktok_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event"], "Pageview");
+    assert_eq!(d["event_id"], id);
+    assert_eq!(d["user"]["ip"], VISITOR_IP);
+    assert_eq!(d["user"]["user_agent"], CHROME_UA);
+    assert_eq!(d["user"]["ttclid"], "E.C.P.CskBa1b2c3-d4_e5");
+    let ttp = d["user"]["ttp"].as_str().unwrap();
+    assert_eq!(ttp.len(), 27, "{ttp}");
+    assert_eq!(
+        d["page"],
+        json!({"url": landing, "referrer": "https://www.google.com/"})
+    );
+    assert!(d.get("properties").is_none());
+    // Both kept first-party by the collector's answer.
+    let c = set_cookie_named(&answer, "ttclid").expect("ttclid cookie");
+    assert!(
+        c.starts_with("ttclid=E.C.P.CskBa1b2c3-d4_e5;") && c.contains("Max-Age=2419200"),
+        "{c}"
+    );
+    let c = set_cookie_named(&answer, "_ttp").expect("_ttp cookie");
+    assert!(
+        c.starts_with(&format!("_ttp={ttp};")) && c.contains("Max-Age=31536000"),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn tiktok_track_hashes_the_user_and_keeps_the_sites_ttp() {
+    let (mock, proxy) = tiktok().await;
+    let id = "evt_tt_track_0001";
+    let mut props = signup_props();
+    props["external_id"] = json!("Customer-42");
+    post(
+        &proxy,
+        event("track", Some("Signed Up"), props, id),
+        "_ttp=2Ps7YkOEOr6Fg1nB9yyZ7B8eKFg; ttclid=E.C.P.stored",
+    )
+    .await;
+    let d = tiktok_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event"], "Signed Up");
+    let u = &d["user"];
+    assert_eq!(u["ttp"], "2Ps7YkOEOr6Fg1nB9yyZ7B8eKFg");
+    assert_eq!(u["ttclid"], "E.C.P.stored");
+    // Trimmed and lower-cased; the phone in E.164.
+    assert_eq!(u["email"], sha256_hex("jane@example.com"));
+    assert_eq!(u["phone"], sha256_hex("+16505550134"));
+    assert_eq!(u["external_id"], sha256_hex("customer-42"));
+    assert_eq!(
+        d["properties"],
+        json!({"plan": "pro", "seats": 3, "trial": true})
+    );
+}
+
+#[tokio::test]
+async fn tiktok_order_completed_is_complete_payment_field_by_field() {
+    let (mock, proxy) = tiktok().await;
+    let id = "evt_tt_order_0001";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let d = tiktok_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event"], "CompletePayment");
+    assert_eq!(d["event_id"], id);
+    let p = &d["properties"];
+    assert_eq!(
+        p["contents"],
+        json!([
+            {"content_id": "8251511", "content_name": "Boy's shoes", "content_category": "shoes", "price": 10.0, "quantity": 2},
+            {"content_id": "7251567", "content_name": "Blank T-shirt", "content_category": "T-shirts", "price": 5.0, "quantity": 1},
+        ])
+    );
+    assert_eq!(p["content_type"], "product");
+    assert_eq!(p["currency"], "USD");
+    assert_eq!(p["value"], 30.0);
+    assert_eq!(p["order_id"], "ORD-2002");
+    assert_eq!(p["coupon"], "winter-sale");
+    assert!(p.get("products").is_none() && p.get("total").is_none());
+}
+
+#[tokio::test]
+async fn tiktok_rate_limit_code_in_a_200_is_retried_then_delivered() {
+    let (mock, proxy) = tiktok().await;
+    mock.script(&[
+        (200, r#"{"code":40100,"message":"Too many requests. Please retry in some time.","request_id":"r1","data":{}}"#),
+        (200, TIKTOK_OK),
+    ]);
+    let id = "evt_tt_throttle01";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let retry = log_line(&proxy, "delivery will be retried", id).await;
+    assert!(
+        retry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("TikTok code 40100: Too many requests"),
+        "{retry}"
+    );
+    log_line(&proxy, "delivered", id).await;
+    assert_eq!(mock.wait_for(2).await.len(), 2);
+}
+
+#[tokio::test]
+async fn tiktok_error_code_in_a_200_goes_to_the_dead_letters() {
+    let (mock, proxy) = tiktok().await;
+    mock.script(&[(
+        200,
+        r#"{"code":40105,"message":"Access token is incorrect or has been revoked.","request_id":"r2","data":{}}"#,
+    )]);
+    let id = "evt_tt_reject_001";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery rejected", id).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("TikTok code 40105: Access token is incorrect or has been revoked."),
+        "{line}"
+    );
+    proxy.settled().await;
+    assert_eq!(mock.wait_for(1).await.len(), 1, "not retried");
+}
+
+#[test]
+fn tiktok_check_names_the_missing_access_token() {
+    assert_check_fails(
+        &format!("type = \"tiktok\"\n[settings]\npixel_code = \"{TIKTOK_PIXEL}\"\n"),
+        "2:1: tiktok needs settings.access_token",
+    );
+}

@@ -16,7 +16,7 @@ pub mod mixpanel;
 pub mod pii;
 pub mod props;
 pub mod segment;
-// pub mod tiktok;
+pub mod tiktok;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -520,7 +520,7 @@ fn make_adapter(
         "segment" => Box::new(segment::Segment::from_config(path, text, file)?),
         "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
         "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
-        // "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
+        "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
             return Err(Problem::at(
@@ -528,7 +528,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok"
                 ),
             ));
         }

@@ -77,6 +77,35 @@ pub fn analytics_props(props: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
+/// Event properties for an ads destination's custom data: internal keys
+/// (`__…`) and `system` left out, and personal data (by key or by value
+/// shape, at any depth) dropped: ads APIs take it only hashed, in their own
+/// user fields.
+pub fn ads_props(props: &Map<String, Value>) -> Map<String, Value> {
+    props
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__") && *k != "system")
+        .filter(|(k, _)| super::pii::key_kind(k).is_none())
+        .filter_map(|(k, v)| Some((k.clone(), drop_personal(v)?)))
+        .collect()
+}
+
+fn drop_personal(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) if super::pii::kind("", s).is_some() => None,
+        Value::Array(items) => Some(Value::Array(
+            items.iter().filter_map(drop_personal).collect(),
+        )),
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter(|(k, _)| super::pii::key_kind(k).is_none())
+                .filter_map(|(k, v)| Some((k.clone(), drop_personal(v)?)))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
 fn hash_personal(key: &str, v: &Value) -> Value {
     let personal_key = super::pii::key_kind(key).is_some();
     match v {
@@ -201,6 +230,22 @@ mod tests {
         // Not a phone number by shape alone ("call …" has letters).
         assert_eq!(out["contact"], "call +1 650 555 0134");
         assert!(!out.contains_key("__zarazTrack"));
+    }
+
+    #[test]
+    fn ads_props_drop_personal_data() {
+        let props = json!({
+            "plan": "pro",
+            "email": "jane@example.com",
+            "note": "write to jane@example.com",
+            "form": {"first_name": "Jane", "size": 3},
+            "list": ["ok", "+1 650 555 0134"],
+            "__zarazTrack": "x",
+        });
+        assert_eq!(
+            Value::Object(ads_props(props.as_object().unwrap())),
+            json!({"plan": "pro", "form": {"size": 3}, "list": ["ok"]})
+        );
     }
 
     #[test]
