@@ -1287,3 +1287,229 @@ fn tiktok_check_names_the_missing_access_token() {
         "2:1: tiktok needs settings.access_token",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Pinterest: Conversions API.
+// https://developers.pinterest.com/docs/api/v5/events-create/
+// (`POST /v5/ad_accounts/{ad_account_id}/events`, `Authorization: Bearer`;
+// `data[]` of `event_name` (`checkout`, `add_to_cart`, `page_visit`,
+// `signup`, `watch_video`, `lead`, `search`, `view_category`, `custom`),
+// `action_source`, `event_time` (s), `event_id`, `user_data` (`em`, `ph`,
+// `external_id` as arrays of SHA-256 hex; `client_ip_address`,
+// `client_user_agent`, `click_id`), `custom_data` (`currency`, `value` as a
+// string, `content_ids`, `contents[]` of `id`, `item_price` (string),
+// `quantity`, `num_items`, `order_id`). Errors `{"code", "message"}`.)
+
+const PINTEREST_ACCOUNT: &str = "549755885175";
+const PINTEREST_TOKEN: &str = "pina-conv-token-1d";
+const PINTEREST_OK: &str = r#"{"num_events_received":1,"num_events_processed":1,"events":[{"status":"processed","error_message":null,"warning_message":null}]}"#;
+
+fn pinterest_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let bad = |status: u16, code: u32, message: String| {
+        let body = json!({"code": code, "message": message});
+        ((status, body.to_string()), message)
+    };
+    let path = format!("/v5/ad_accounts/{PINTEREST_ACCOUNT}/events");
+    if r.method != "POST" || r.path() != path {
+        return Err(bad(404, 404, format!("not POST {path}: {}", r.uri)));
+    }
+    if header(r, "authorization") != format!("Bearer {PINTEREST_TOKEN}") {
+        return Err(bad(401, 2, "Authentication failed.".into()));
+    }
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| bad(400, 1, e.to_string()))?;
+    let data = body["data"]
+        .as_array()
+        .filter(|d| !d.is_empty() && d.len() <= 1000)
+        .ok_or_else(|| bad(400, 1, "data: 1 to 1000 events".into()))?;
+    let names = [
+        "add_to_cart",
+        "checkout",
+        "custom",
+        "lead",
+        "page_visit",
+        "search",
+        "signup",
+        "view_category",
+        "watch_video",
+    ];
+    for d in data {
+        if !names.contains(&d["event_name"].as_str().unwrap_or("")) {
+            return Err(bad(400, 1, format!("event_name {}", d["event_name"])));
+        }
+        for k in ["action_source", "event_id"] {
+            if !d[k].is_string() {
+                return Err(bad(400, 1, format!("{k} is required")));
+            }
+        }
+        if !d["event_time"].is_u64() {
+            return Err(bad(400, 1, "event_time: Unix seconds".into()));
+        }
+        let u = &d["user_data"];
+        for k in ["em", "ph", "external_id"] {
+            if let Some(v) = u.get(k) {
+                let ok = v.as_array().is_some_and(|a| {
+                    a.iter().all(|h| {
+                        h.as_str().is_some_and(|h| {
+                            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+                        })
+                    })
+                });
+                if !ok {
+                    return Err(bad(400, 1, format!("user_data.{k}: SHA-256 hex array")));
+                }
+            }
+        }
+        let has_id = u.get("em").is_some()
+            || (u["client_ip_address"].is_string() && u["client_user_agent"].is_string());
+        if !has_id {
+            return Err(bad(
+                400,
+                1,
+                "user_data needs em, or IP and user agent".into(),
+            ));
+        }
+        let c = &d["custom_data"];
+        if !c.is_null() {
+            for k in ["value", "currency"] {
+                if !c[k].is_null() && !c[k].is_string() {
+                    return Err(bad(400, 1, format!("custom_data.{k} must be a string")));
+                }
+            }
+            if !c["num_items"].is_null() && !c["num_items"].is_u64() {
+                return Err(bad(400, 1, "custom_data.num_items: integer".into()));
+            }
+            for item in c["contents"].as_array().into_iter().flatten() {
+                if !item["item_price"].is_null() && !item["item_price"].is_string() {
+                    return Err(bad(400, 1, "contents.item_price must be a string".into()));
+                }
+            }
+        }
+    }
+    no_clear_personal_data(r).map_err(|why| bad(400, 1, why))
+}
+
+async fn pinterest() -> (Mock, Proxy) {
+    let mock = Mock::start(pinterest_check, (200, PINTEREST_OK.into())).await;
+    let tool = format!(
+        "type = \"pinterest\"\nendpoint = \"{}\"\n[settings]\nad_account_id = \"{PINTEREST_ACCOUNT}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start(
+        "pinterest",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", PINTEREST_TOKEN)],
+    )
+    .await;
+    (mock, proxy)
+}
+
+fn pinterest_event(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    body["data"][0].clone()
+}
+
+#[tokio::test]
+async fn pinterest_pageview_is_page_visit_with_the_epik_click_id() {
+    let (mock, proxy) = pinterest().await;
+    let id = "evt_pin_page_0001";
+    let mut ev = event("pageview", None, json!({}), id);
+    let landing = "https://shop.example.com/?epik=dj0yJnU9abc-_x";
+    ev["page"]["url"] = json!(landing);
+    let answer = post(&proxy, ev, "").await;
+    let d = pinterest_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event_name"], "page_visit");
+    assert_eq!(d["action_source"], "web");
+    assert_eq!(d["event_id"], id);
+    assert_eq!(d["event_source_url"], landing);
+    assert_eq!(d["language"], "en");
+    let u = &d["user_data"];
+    assert_eq!(u["client_ip_address"], VISITOR_IP);
+    assert_eq!(u["client_user_agent"], CHROME_UA);
+    assert_eq!(u["click_id"], "dj0yJnU9abc-_x");
+    let c = set_cookie_named(&answer, "_epik").expect("_epik cookie");
+    assert!(c.starts_with("_epik=dj0yJnU9abc-_x;"), "{c}");
+}
+
+#[tokio::test]
+async fn pinterest_track_is_custom_with_hashed_user_data() {
+    let (mock, proxy) = pinterest().await;
+    let id = "evt_pin_track_001";
+    let mut props = signup_props();
+    props["value"] = json!(12.5);
+    props["currency"] = json!("eur");
+    post(
+        &proxy,
+        event("track", Some("Signed Up"), props, id),
+        "_epik=stored.epik",
+    )
+    .await;
+    let d = pinterest_event(&mock.wait_for(1).await[0]);
+    // Not one of Pinterest's event names: `custom`.
+    assert_eq!(d["event_name"], "custom");
+    let u = &d["user_data"];
+    assert_eq!(u["em"], json!([sha256_hex("jane@example.com")]));
+    assert_eq!(u["ph"], json!([sha256_hex("16505550134")]));
+    assert_eq!(u["click_id"], "stored.epik");
+    assert_eq!(
+        d["custom_data"],
+        json!({"value": "12.5", "currency": "EUR"})
+    );
+}
+
+#[tokio::test]
+async fn pinterest_order_completed_is_checkout_field_by_field() {
+    let (mock, proxy) = pinterest().await;
+    let id = "evt_pin_order_001";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let d = pinterest_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event_name"], "checkout");
+    assert_eq!(
+        d["custom_data"],
+        json!({
+            // Zaraz's Pinterest tool: revenue, else total, else value.
+            "value": "25",
+            "currency": "USD",
+            "order_id": "ORD-2002",
+            "content_ids": ["999666321", "742566131"],
+            "contents": [
+                {"id": "999666321", "item_price": "10", "quantity": 2},
+                {"id": "742566131", "item_price": "5", "quantity": 1},
+            ],
+            "num_items": 3,
+            "content_name": "Boy's shoes,Blank T-shirt",
+            "content_category": "shoes,T-shirts",
+        })
+    );
+}
+
+#[tokio::test]
+async fn pinterest_401_goes_to_the_dead_letters_with_pinterests_message() {
+    let (mock, proxy) = pinterest().await;
+    mock.script(&[(401, r#"{"code":2,"message":"Authentication failed."}"#)]);
+    let id = "evt_pin_reject_01";
+    post(&proxy, event("track", Some("lead"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery rejected", id).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 401: Pinterest: Authentication failed."),
+        "{line}"
+    );
+    proxy.settled().await;
+    assert_eq!(mock.wait_for(1).await.len(), 1, "not retried");
+}
+
+#[test]
+fn pinterest_check_names_the_missing_ad_account_id() {
+    assert_check_fails(
+        "type = \"pinterest\"\n[settings]\naccess_token = \"t\"\n",
+        "2:1: pinterest needs settings.ad_account_id",
+    );
+}

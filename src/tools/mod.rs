@@ -14,6 +14,7 @@ pub mod guard;
 pub mod http;
 pub mod mixpanel;
 pub mod pii;
+pub mod pinterest;
 pub mod props;
 pub mod segment;
 pub mod tiktok;
@@ -520,6 +521,7 @@ fn make_adapter(
         "segment" => Box::new(segment::Segment::from_config(path, text, file)?),
         "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
         "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
+        "pinterest" => Box::new(pinterest::Pinterest::from_config(path, text, file)?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -528,7 +530,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest"
                 ),
             ));
         }
