@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::tools::{
-    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, segment, tiktok,
-    ToolFile,
+    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, segment, snapchat,
+    tiktok, ToolFile,
 };
 
 /// The file name `schema --out DIR` writes the main file's schema to.
@@ -75,6 +75,11 @@ pub fn tool_schema() -> Schema {
             "pinterest",
             Some(pinterest::settings_schema(&mut generator)),
             &["ad_account_id", "access_token"],
+        ),
+        (
+            "snapchat",
+            Some(snapchat::settings_schema(&mut generator)),
+            &["pixel_id", "access_token"],
         ),
         ("console", None, &[]),
     ];

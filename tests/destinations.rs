@@ -1513,3 +1513,207 @@ fn pinterest_check_names_the_missing_ad_account_id() {
         "2:1: pinterest needs settings.ad_account_id",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Snapchat: Conversions API v3.
+// https://developers.snap.com/api/marketing-api/Conversions-API/UsingTheAPI
+// (`POST /v3/{PIXEL_ID}/events?access_token={TOKEN}`, `{"data": [...]}` of
+// `event_name` (`PAGE_VIEW`, `PURCHASE`, …), `event_time` (s, at most 37
+// days old), `event_id`, `action_source`, `event_source_url`, `user_data`
+// (`em`, `ph` SHA-256 arrays, `client_ip_address`, `client_user_agent`,
+// `sc_click_id`, `sc_cookie1`), `custom_data` (`currency`, `value` "10",
+// `contents[]` of `id`, `quantity` "1", `item_price` "5", `brand`).)
+
+const SNAP_PIXEL: &str = "a1b2c3d4-e5f6-4711-8899-aabbccddeeff";
+const SNAP_TOKEN: &str = "snap-capi-token-42";
+
+fn snapchat_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let bad = |status: u16, reason: String| {
+        let body = json!({"status": "FAILED", "reason": reason});
+        ((status, body.to_string()), reason)
+    };
+    let path = format!("/v3/{SNAP_PIXEL}/events");
+    if r.method != "POST" || r.path() != path {
+        return Err(bad(404, format!("not POST {path}: {}", r.uri)));
+    }
+    if r.param("access_token").as_deref() != Some(SNAP_TOKEN) {
+        return Err(bad(401, "Unauthorized: invalid access token".into()));
+    }
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| bad(400, e.to_string()))?;
+    let data = body["data"]
+        .as_array()
+        .filter(|d| !d.is_empty() && d.len() <= 2000)
+        .ok_or_else(|| bad(400, "data: 1 to 2000 events".into()))?;
+    let now = now_ms() / 1000;
+    for d in data {
+        if d["event_name"].as_str().is_none_or(str::is_empty) {
+            return Err(bad(400, "event_name".into()));
+        }
+        let t = d["event_time"].as_u64().unwrap_or(0);
+        if t + 37 * 24 * 3600 < now || t > now + 300 {
+            return Err(bad(400, format!("event_time {t}")));
+        }
+        if d["action_source"] != "WEB" || !d["event_id"].is_string() {
+            return Err(bad(400, "action_source WEB and event_id".into()));
+        }
+        let u = &d["user_data"];
+        for k in ["em", "ph", "external_id"] {
+            if let Some(v) = u.get(k) {
+                let ok = v.as_array().is_some_and(|a| {
+                    a.iter().all(|h| {
+                        h.as_str().is_some_and(|h| {
+                            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+                        })
+                    })
+                });
+                if !ok {
+                    return Err(bad(400, format!("user_data.{k}: SHA-256 hex array")));
+                }
+            }
+        }
+        let c = &d["custom_data"];
+        if !c.is_null() {
+            if !c["value"].is_null() && !c["value"].is_string() {
+                return Err(bad(400, "custom_data.value: a string".into()));
+            }
+            for item in c["contents"].as_array().into_iter().flatten() {
+                if !item["id"].is_string() {
+                    return Err(bad(400, "contents.id".into()));
+                }
+            }
+        }
+    }
+    no_clear_personal_data(r).map_err(|why| bad(400, why))
+}
+
+async fn snapchat() -> (Mock, Proxy) {
+    let mock = Mock::start(
+        snapchat_check,
+        (200, json!({"status": "SUCCESS"}).to_string()),
+    )
+    .await;
+    let tool = format!(
+        "type = \"snapchat\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"{SNAP_PIXEL}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start("snapchat", tool, &[("TAGPROXY_SECRET_KEY", SNAP_TOKEN)]).await;
+    (mock, proxy)
+}
+
+fn snapchat_event(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    body["data"][0].clone()
+}
+
+#[tokio::test]
+async fn snapchat_pageview_carries_the_click_id_and_browser_id() {
+    let (mock, proxy) = snapchat().await;
+    let id = "evt_snap_page_001";
+    let mut ev = event("pageview", None, json!({}), id);
+    let landing = "https://shop.example.com/?ScCid=7f1c2e3d-aaaa-bbbb";
+    ev["page"]["url"] = json!(landing);
+    let answer = post(&proxy, ev, "").await;
+    let d = snapchat_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event_name"], "PAGE_VIEW");
+    assert_eq!(d["event_id"], id);
+    assert_eq!(d["event_source_url"], landing);
+    let u = &d["user_data"];
+    assert_eq!(u["client_ip_address"], VISITOR_IP);
+    assert_eq!(u["client_user_agent"], CHROME_UA);
+    assert_eq!(u["sc_click_id"], "7f1c2e3d-aaaa-bbbb");
+    let scid = u["sc_cookie1"].as_str().unwrap();
+    assert_eq!(scid.len(), 36, "a UUID: {scid}");
+    assert!(set_cookie_named(&answer, "_scclid")
+        .is_some_and(|c| c.starts_with("_scclid=7f1c2e3d-aaaa-bbbb;")));
+    assert!(set_cookie_named(&answer, "_scid")
+        .is_some_and(|c| c.starts_with(&format!("_scid={scid};"))));
+}
+
+#[tokio::test]
+async fn snapchat_track_is_a_custom_event_with_hashed_user_data() {
+    let (mock, proxy) = snapchat().await;
+    let id = "evt_snap_track_01";
+    post(
+        &proxy,
+        event("track", Some("Signed Up"), signup_props(), id),
+        "_scid=site-scid-1",
+    )
+    .await;
+    let d = snapchat_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event_name"], "CUSTOM_EVENT_1");
+    let u = &d["user_data"];
+    assert_eq!(u["em"], json!([sha256_hex("jane@example.com")]));
+    assert_eq!(u["ph"], json!([sha256_hex("16505550134")]));
+    assert_eq!(u["sc_cookie1"], "site-scid-1");
+    assert!(d.get("custom_data").is_none());
+    // A track named like a Snap event is that event.
+    post(
+        &proxy,
+        event("track", Some("sign up"), json!({}), "evt_snap_track_02"),
+        "",
+    )
+    .await;
+    let d = snapchat_event(&mock.wait_for(2).await[1]);
+    assert_eq!(d["event_name"], "SIGN_UP");
+}
+
+#[tokio::test]
+async fn snapchat_order_completed_is_purchase_field_by_field() {
+    let (mock, proxy) = snapchat().await;
+    let id = "evt_snap_order_01";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let d = snapchat_event(&mock.wait_for(1).await[0]);
+    assert_eq!(d["event_name"], "PURCHASE");
+    assert_eq!(
+        d["custom_data"],
+        json!({
+            "value": "30",
+            "currency": "USD",
+            "order_id": "ORD-2002",
+            "content_ids": ["8251511", "7251567"],
+            "contents": [
+                {"id": "8251511", "quantity": "2", "item_price": "10"},
+                {"id": "7251567", "quantity": "1", "item_price": "5"},
+            ],
+            "num_items": "3",
+            "content_category": "shoes,T-shirts",
+        })
+    );
+}
+
+#[tokio::test]
+async fn snapchat_400_goes_to_the_dead_letters_with_snaps_reason() {
+    let (mock, proxy) = snapchat().await;
+    mock.script(&[(
+        400,
+        r#"{"status":"FAILED","reason":"Invalid event_name provided"}"#,
+    )]);
+    let id = "evt_snap_reject01";
+    post(&proxy, event("track", Some("Signed Up"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery rejected", id).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 400: Snapchat: Invalid event_name provided"),
+        "{line}"
+    );
+    // The access token in the URL never reaches the log.
+    assert!(!proxy.logs().contains(SNAP_TOKEN));
+    proxy.settled().await;
+    assert_eq!(mock.wait_for(1).await.len(), 1, "not retried");
+}
+
+#[test]
+fn snapchat_check_names_the_missing_pixel_id() {
+    assert_check_fails(
+        "type = \"snapchat\"\n[settings]\naccess_token = \"t\"\n",
+        "2:1: snapchat needs settings.pixel_id",
+    );
+}

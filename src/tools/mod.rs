@@ -17,6 +17,7 @@ pub mod pii;
 pub mod pinterest;
 pub mod props;
 pub mod segment;
+pub mod snapchat;
 pub mod tiktok;
 
 use std::path::{Path, PathBuf};
@@ -522,6 +523,7 @@ fn make_adapter(
         "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
         "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
         "pinterest" => Box::new(pinterest::Pinterest::from_config(path, text, file)?),
+        "snapchat" => Box::new(snapchat::Snapchat::from_config(path, text, file)?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -530,7 +532,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat"
                 ),
             ));
         }

@@ -247,9 +247,9 @@ impl Adapter for Pinterest {
     }
 }
 
-/// SHA-256 of a phone number as Pinterest asks: digits only, country code
-/// included.
-fn hash_phone_digits(v: &str) -> Option<String> {
+/// SHA-256 of a phone number as Pinterest and Snapchat ask: digits only,
+/// country code included, no leading `00`.
+pub fn hash_phone_digits(v: &str) -> Option<String> {
     let v = v.trim();
     if props::is_sha256(v) {
         return Some(v.to_ascii_lowercase());
