@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::tools::{
-    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, segment, snapchat,
-    tiktok, ToolFile,
+    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, reddit, segment,
+    snapchat, tiktok, ToolFile,
 };
 
 /// The file name `schema --out DIR` writes the main file's schema to.
@@ -80,6 +80,11 @@ pub fn tool_schema() -> Schema {
             "snapchat",
             Some(snapchat::settings_schema(&mut generator)),
             &["pixel_id", "access_token"],
+        ),
+        (
+            "reddit",
+            Some(reddit::settings_schema(&mut generator)),
+            &["ad_account_id", "access_token"],
         ),
         ("console", None, &[]),
     ];

@@ -1717,3 +1717,225 @@ fn snapchat_check_names_the_missing_pixel_id() {
         "2:1: snapchat needs settings.pixel_id",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Reddit: Conversions API v2.0.
+// https://ads-api.reddit.com/docs/v2/#tag/Conversions (`POST
+// /api/v2.0/conversions/events/{ad_account_id}`, `Authorization: Bearer`;
+// `events[]` of `event_at` (ISO 8601, last 7 days), `event_type`
+// (`tracking_type`: PageVisit, ViewContent, Search, AddToCart,
+// AddToWishlist, Purchase, Lead, SignUp, or Custom with
+// `custom_event_name`), `click_id`, `user` (`email`, `external_id`,
+// `ip_address` SHA-256; `user_agent`, `uuid`), `event_metadata`
+// (`conversion_id`, `currency`, `value_decimal`, `item_count`,
+// `products[]` of `id`, `name`, `category`).)
+
+const REDDIT_ACCOUNT: &str = "t2_abc123";
+const REDDIT_TOKEN: &str = "reddit-capi-token-5";
+
+fn reddit_check(r: &Recorded) -> Result<(), (Answer, String)> {
+    let bad =
+        |status: u16, message: String| ((status, json!({"message": message}).to_string()), message);
+    let path = format!("/api/v2.0/conversions/events/{REDDIT_ACCOUNT}");
+    if r.method != "POST" || r.path() != path {
+        return Err(bad(404, format!("not POST {path}: {}", r.uri)));
+    }
+    if header(r, "authorization") != format!("Bearer {REDDIT_TOKEN}") {
+        return Err(bad(401, "unauthorized".into()));
+    }
+    let body: Value = serde_json::from_slice(&r.body).map_err(|e| bad(400, e.to_string()))?;
+    if !body["test_mode"].is_boolean() {
+        return Err(bad(400, "test_mode must be a boolean".into()));
+    }
+    let events = body["events"]
+        .as_array()
+        .filter(|e| !e.is_empty() && e.len() <= 1000)
+        .ok_or_else(|| bad(400, "events: 1 to 1000".into()))?;
+    let types = [
+        "PageVisit",
+        "ViewContent",
+        "Search",
+        "AddToCart",
+        "AddToWishlist",
+        "Purchase",
+        "Lead",
+        "SignUp",
+        "Custom",
+    ];
+    for e in events {
+        if !e["event_at"].as_str().is_some_and(is_iso8601) {
+            return Err(bad(400, "event_at: ISO 8601".into()));
+        }
+        let t = &e["event_type"];
+        let tt = t["tracking_type"].as_str().unwrap_or("");
+        if !types.contains(&tt) {
+            return Err(bad(400, format!("tracking_type {tt:?}")));
+        }
+        if tt == "Custom" && t["custom_event_name"].as_str().is_none_or(str::is_empty) {
+            return Err(bad(400, "custom_event_name is required for Custom".into()));
+        }
+        let u = &e["user"];
+        for k in ["email", "external_id", "ip_address"] {
+            if let Some(v) = u.get(k) {
+                if !v
+                    .as_str()
+                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    return Err(bad(400, format!("user.{k} must be SHA-256 hex")));
+                }
+            }
+        }
+        let m = &e["event_metadata"];
+        if !m["conversion_id"].is_string() {
+            return Err(bad(400, "event_metadata.conversion_id".into()));
+        }
+        if !m["value_decimal"].is_null() && !m["value_decimal"].is_number() {
+            return Err(bad(400, "value_decimal: a number".into()));
+        }
+        if !m["item_count"].is_null() && !m["item_count"].is_u64() {
+            return Err(bad(400, "item_count: an integer".into()));
+        }
+    }
+    if String::from_utf8_lossy(&r.body).contains(VISITOR_IP) {
+        return Err(bad(400, "the IP must be hashed".into()));
+    }
+    no_clear_personal_data(r).map_err(|why| bad(400, why))
+}
+
+async fn reddit() -> (Mock, Proxy) {
+    let ok = json!({"message": "Successfully processed 1 conversion events."});
+    let mock = Mock::start(reddit_check, (200, ok.to_string())).await;
+    let tool = format!(
+        "type = \"reddit\"\nendpoint = \"{}\"\n[settings]\nad_account_id = \"{REDDIT_ACCOUNT}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        mock.url()
+    );
+    let proxy = start("reddit", tool, &[("TAGPROXY_SECRET_KEY", REDDIT_TOKEN)]).await;
+    (mock, proxy)
+}
+
+fn reddit_event(r: &Recorded) -> Value {
+    let body = r.json();
+    assert_eq!(body["test_mode"], false);
+    assert_eq!(body["events"].as_array().unwrap().len(), 1);
+    body["events"][0].clone()
+}
+
+#[tokio::test]
+async fn reddit_pageview_is_page_visit_with_click_id_and_uuid() {
+    let (mock, proxy) = reddit().await;
+    let id = "evt_rdt_page_0001";
+    let mut ev = event("pageview", None, json!({}), id);
+    let landing = "https://shop.example.com/?rdt_cid=2025-abc_DEF.1";
+    ev["page"]["url"] = json!(landing);
+    let answer = post(&proxy, ev, "").await;
+    let e = reddit_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event_type"], json!({"tracking_type": "PageVisit"}));
+    assert_eq!(e["click_id"], "2025-abc_DEF.1");
+    assert_eq!(e["event_metadata"]["conversion_id"], id);
+    let u = &e["user"];
+    assert_eq!(u["ip_address"], sha256_hex(VISITOR_IP));
+    assert_eq!(u["user_agent"], CHROME_UA);
+    assert_eq!(
+        u["screen_dimensions"],
+        json!({"width": 1920, "height": 1080})
+    );
+    let uuid = u["uuid"].as_str().unwrap();
+    assert!(set_cookie_named(&answer, "_rdt_uuid")
+        .is_some_and(|c| c.starts_with(&format!("_rdt_uuid={uuid};"))));
+    assert!(set_cookie_named(&answer, "_rdt_cid")
+        .is_some_and(|c| c.starts_with("_rdt_cid=2025-abc_DEF.1;")));
+}
+
+#[tokio::test]
+async fn reddit_track_is_custom_with_hashed_user_and_value() {
+    let (mock, proxy) = reddit().await;
+    let id = "evt_rdt_track_001";
+    let mut props = signup_props();
+    props["value"] = json!("12.5");
+    props["currency"] = json!("eur");
+    post(
+        &proxy,
+        event("track", Some("Signed Up"), props, id),
+        "_rdt_uuid=1700000000000.site-uuid",
+    )
+    .await;
+    let e = reddit_event(&mock.wait_for(1).await[0]);
+    assert_eq!(
+        e["event_type"],
+        json!({"tracking_type": "Custom", "custom_event_name": "Signed Up"})
+    );
+    assert_eq!(e["user"]["email"], sha256_hex("jane@example.com"));
+    assert_eq!(e["user"]["uuid"], "1700000000000.site-uuid");
+    assert_eq!(
+        e["event_metadata"],
+        json!({"conversion_id": id, "value_decimal": 12.5, "currency": "EUR"})
+    );
+    // A track named like a tracking type is that type.
+    post(
+        &proxy,
+        event("track", Some("sign_up"), json!({}), "evt_rdt_track_002"),
+        "",
+    )
+    .await;
+    let e = reddit_event(&mock.wait_for(2).await[1]);
+    assert_eq!(e["event_type"], json!({"tracking_type": "SignUp"}));
+}
+
+#[tokio::test]
+async fn reddit_order_completed_is_purchase_field_by_field() {
+    let (mock, proxy) = reddit().await;
+    let id = "evt_rdt_order_001";
+    post(
+        &proxy,
+        event("ecommerce", Some("Order Completed"), order(), id),
+        "",
+    )
+    .await;
+    let e = reddit_event(&mock.wait_for(1).await[0]);
+    assert_eq!(e["event_type"], json!({"tracking_type": "Purchase"}));
+    assert_eq!(
+        e["event_metadata"],
+        json!({
+            "conversion_id": id,
+            "value_decimal": 30.0,
+            "currency": "USD",
+            "item_count": 3,
+            "products": [
+                {"id": "8251511", "name": "Boy's shoes", "category": "shoes"},
+                {"id": "7251567", "name": "Blank T-shirt", "category": "T-shirts"},
+            ],
+        })
+    );
+}
+
+#[tokio::test]
+async fn reddit_429_is_retried_with_reddits_message() {
+    let (mock, proxy) = reddit().await;
+    mock.script(&[
+        (429, r#"{"message":"Too many requests, slow down"}"#),
+        (
+            200,
+            r#"{"message":"Successfully processed 1 conversion events."}"#,
+        ),
+    ]);
+    let id = "evt_rdt_throttle1";
+    post(&proxy, event("track", Some("Lead"), json!({}), id), "").await;
+    let line = log_line(&proxy, "delivery will be retried", id).await;
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 429: Reddit: Too many requests, slow down"),
+        "{line}"
+    );
+    log_line(&proxy, "delivered", id).await;
+    assert_eq!(mock.wait_for(2).await.len(), 2);
+}
+
+#[test]
+fn reddit_check_names_the_missing_access_token() {
+    assert_check_fails(
+        &format!("type = \"reddit\"\n[settings]\nad_account_id = \"{REDDIT_ACCOUNT}\"\n"),
+        "2:1: reddit needs settings.access_token",
+    );
+}

@@ -16,6 +16,7 @@ pub mod mixpanel;
 pub mod pii;
 pub mod pinterest;
 pub mod props;
+pub mod reddit;
 pub mod segment;
 pub mod snapchat;
 pub mod tiktok;
@@ -524,6 +525,7 @@ fn make_adapter(
         "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
         "pinterest" => Box::new(pinterest::Pinterest::from_config(path, text, file)?),
         "snapchat" => Box::new(snapchat::Snapchat::from_config(path, text, file)?),
+        "reddit" => Box::new(reddit::Reddit::from_config(path, text, file)?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -532,7 +534,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit"
                 ),
             ));
         }
