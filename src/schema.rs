@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::tools::{
-    amplitude, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, reddit, segment,
-    snapchat, tiktok, ToolFile,
+    amplitude, custom_image, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, reddit,
+    segment, snapchat, tiktok, ToolFile,
 };
 
 /// The file name `schema --out DIR` writes the main file's schema to.
@@ -85,6 +85,11 @@ pub fn tool_schema() -> Schema {
             "reddit",
             Some(reddit::settings_schema(&mut generator)),
             &["ad_account_id", "access_token"],
+        ),
+        (
+            "custom-image",
+            Some(custom_image::settings_schema(&mut generator)),
+            &["url"],
         ),
         ("console", None, &[]),
     ];

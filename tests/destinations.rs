@@ -1939,3 +1939,117 @@ fn reddit_check_names_the_missing_access_token() {
         "2:1: reddit needs settings.access_token",
     );
 }
+
+// ---------------------------------------------------------------------------
+// custom-image: a pixel the browser fetches.
+// Zaraz's Custom Image tool (https://developers.cloudflare.com/zaraz/custom-actions/):
+// the collector's answer carries `{"fetch": url}` and the script runs
+// `fetch(url, {mode: "no-cors", keepalive: true, credentials: "include"})`.
+
+const PIXEL_URL: &str = "https://px.example.com/p/{{ client.__zarazTrack }}.gif?u={{ system.page.url }}&plan={{ client.plan }}&order={{ client.order_id }}&total={{ client.total }}&cur={{ client.currency }}";
+
+async fn custom_image() -> Proxy {
+    let tool = format!(
+        "type = \"custom-image\"\n[settings]\nurl = \"{PIXEL_URL}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n"
+    );
+    start("pixel", tool, &[("TAGPROXY_SECRET_KEY", "unused")]).await
+}
+
+fn fetched(answer: &Value) -> Vec<String> {
+    answer["instructions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["fetch"]
+                .as_str()
+                .expect("a fetch instruction")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn custom_image_pageview_is_a_fetch_instruction_with_encoded_values() {
+    let proxy = custom_image().await;
+    let answer = post(
+        &proxy,
+        event("pageview", None, json!({}), "evt_img_page_001"),
+        "",
+    )
+    .await;
+    assert_eq!(
+        fetched(&answer),
+        ["https://px.example.com/p/Pageview.gif?u=https%3A%2F%2Fshop.example.com%2Fblog%2Fpost%3Futm_source%3Dnews&plan=&order=&total=&cur="]
+    );
+    // Nothing goes server-side.
+    assert_eq!(proxy.settled().await, 0);
+}
+
+#[tokio::test]
+async fn custom_image_track_values_cannot_change_the_url() {
+    let proxy = custom_image().await;
+    let props = json!({"plan": "pro&admin=1#x"});
+    let answer = post(
+        &proxy,
+        event("track", Some("Signed Up"), props, "evt_img_track_01"),
+        "",
+    )
+    .await;
+    let urls = fetched(&answer);
+    assert_eq!(urls.len(), 1);
+    assert!(
+        urls[0].starts_with("https://px.example.com/p/Signed%20Up.gif?")
+            && urls[0].contains("&plan=pro%26admin%3D1%23x&"),
+        "{urls:?}"
+    );
+}
+
+#[tokio::test]
+async fn custom_image_order_completed_carries_the_order() {
+    let proxy = custom_image().await;
+    let answer = post(
+        &proxy,
+        event(
+            "ecommerce",
+            Some("Order Completed"),
+            order(),
+            "evt_img_order_01",
+        ),
+        "",
+    )
+    .await;
+    let urls = fetched(&answer);
+    assert!(
+        urls[0].starts_with("https://px.example.com/p/Order%20Completed.gif?")
+            && urls[0].ends_with("&order=ORD-2002&total=30&cur=usd"),
+        "{urls:?}"
+    );
+}
+
+#[test]
+fn custom_image_check_names_the_missing_url_and_refuses_secrets() {
+    assert_check_fails(
+        "type = \"custom-image\"\n[settings]\n[automated]\npageview = true\n",
+        "2:1: custom-image needs settings.url",
+    );
+    // A secret would be handed to every browser.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::write(
+        dir.path().join("tools/t.toml"),
+        "type = \"custom-image\"\n[settings]\nurl = \"https://px.example.com/i.gif?k={{ $key }}\"\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tagproxy.toml");
+    std::fs::write(&config, "[variables]\nkey = { secret = \"KEY\" }\n").unwrap();
+    let out = Command::new(bin())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("TAGPROXY_SECRET_KEY", "s3cret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("t.toml:3:1: custom-image: the url goes to the browser, so it cannot hold the secret variable `$key`"), "{err}");
+}

@@ -7,6 +7,7 @@
 
 pub mod amplitude;
 pub mod console;
+pub mod custom_image;
 pub mod ecommerce;
 pub mod facebook_pixel;
 pub mod google_analytics_4;
@@ -526,6 +527,9 @@ fn make_adapter(
         "pinterest" => Box::new(pinterest::Pinterest::from_config(path, text, file)?),
         "snapchat" => Box::new(snapchat::Snapchat::from_config(path, text, file)?),
         "reddit" => Box::new(reddit::Reddit::from_config(path, text, file)?),
+        "custom-image" => Box::new(custom_image::CustomImage::from_config(
+            path, text, file, variables,
+        )?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -534,7 +538,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image"
                 ),
             ));
         }
