@@ -2053,3 +2053,39 @@ fn custom_image_check_names_the_missing_url_and_refuses_secrets() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("t.toml:3:1: custom-image: the url goes to the browser, so it cannot hold the secret variable `$key`"), "{err}");
 }
+
+/// In headless Chromium: the page's pageview makes the collector answer
+/// with the pixel's `{"fetch": url}`, and the script's `fetch` reaches the
+/// pixel server from the page.
+#[tokio::test]
+async fn custom_image_pixel_leaves_a_real_browser() {
+    let page = Origin::page(
+        "text/html; charset=utf-8",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Pixel Test</title></head><body><h1>Hi</h1></body></html>",
+    )
+    .await;
+    let pixel =
+        Origin::start(|_| async { respond(200, &[("content-type", "image/gif")], "GIF89a") }).await;
+    let tool = format!(
+        "type = \"custom-image\"\n[settings]\nurl = \"http://{}/px.gif?e={{{{ client.__zarazTrack }}}}&t={{{{ system.page.title }}}}\"\n[automated]\npageview = true\n",
+        pixel.addr
+    );
+    let proxy = Proxy::start_tools(page.addr, "", &[("pixel", tool)]).await;
+    let browser = common::browser::Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = pixel.seen();
+        if let Some(hit) = seen.iter().find(|s| s.path.starts_with("/px.gif")) {
+            assert_eq!(hit.path, "/px.gif?e=Pageview&t=Pixel%20Test");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pixel request: {seen:?}\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.close().await;
+}
