@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::tools::{
-    amplitude, custom_image, facebook_pixel, google_analytics_4, http, mixpanel, pinterest, reddit,
-    segment, snapchat, tiktok, ToolFile,
+    amplitude, bing, custom_image, facebook_pixel, google_analytics_4, http, mixpanel, pinterest,
+    reddit, segment, snapchat, tiktok, ToolFile,
 };
 
 /// The file name `schema --out DIR` writes the main file's schema to.
@@ -90,6 +90,11 @@ pub fn tool_schema() -> Schema {
             "custom-image",
             Some(custom_image::settings_schema(&mut generator)),
             &["url"],
+        ),
+        (
+            "bing",
+            Some(bing::settings_schema(&mut generator)),
+            &["tag_id"],
         ),
         ("console", None, &[]),
     ];

@@ -2089,3 +2089,105 @@ async fn custom_image_pixel_leaves_a_real_browser() {
     }
     browser.close().await;
 }
+
+// ---------------------------------------------------------------------------
+// bing: the UET hit, fired from the browser.
+// https://help.ads.microsoft.com/#apex/ads/en/56686/2 (UET: `ti`, `evt`
+// `pageLoad` / `custom`, `ea`/`ec`/`el`/`ev`, `gv`/`gc` for revenue,
+// `msclkid` kept in `_uetmsclkid`).
+
+async fn bing() -> Proxy {
+    let tool = "type = \"bing\"\n[settings]\ntag_id = \"97000001\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n".to_string();
+    start("bing", tool, &[("TAGPROXY_SECRET_KEY", "unused")]).await
+}
+
+fn uet_hit(answer: &Value) -> (String, Vec<(String, String)>) {
+    let urls = fetched(answer);
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    let (base, q) = urls[0].split_once('?').unwrap();
+    (
+        base.to_string(),
+        url::form_urlencoded::parse(q.as_bytes())
+            .into_owned()
+            .collect(),
+    )
+}
+
+fn param<'q>(q: &'q [(String, String)], k: &str) -> Option<&'q str> {
+    q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn bing_pageview_is_a_page_load_hit_with_msclkid() {
+    let proxy = bing().await;
+    let id = "evt_uet_page_0001";
+    let mut ev = event("pageview", None, json!({}), id);
+    let landing = "https://shop.example.com/?msclkid=abc123def456";
+    ev["page"]["url"] = json!(landing);
+    let answer = post(&proxy, ev, "").await;
+    let (base, q) = uet_hit(&answer);
+    assert_eq!(base, "https://bat.bing.com/action/0");
+    assert_eq!(param(&q, "ti"), Some("97000001"));
+    assert_eq!(param(&q, "Ver"), Some("2"));
+    assert_eq!(param(&q, "evt"), Some("pageLoad"));
+    assert_eq!(param(&q, "mid"), Some(id));
+    assert_eq!(param(&q, "p"), Some(landing));
+    assert_eq!(param(&q, "tl"), Some("Blue Mug – Demo Shop"));
+    assert_eq!(param(&q, "r"), Some("https://www.google.com/"));
+    assert_eq!(param(&q, "msclkid"), Some("abc123def456"));
+    assert!(param(&q, "rn").is_some_and(|r| r.parse::<u32>().is_ok()));
+    let c = set_cookie_named(&answer, "_uetmsclkid").expect("_uetmsclkid");
+    assert!(c.starts_with("_uetmsclkid=_uetabc123def456;"), "{c}");
+}
+
+#[tokio::test]
+async fn bing_track_is_a_custom_event_without_personal_data() {
+    let proxy = bing().await;
+    let mut props = signup_props();
+    props["category"] = json!("account");
+    props["label"] = json!("jane@example.com");
+    props["value"] = json!(3);
+    let answer = post(
+        &proxy,
+        event("track", Some("signup"), props, "evt_uet_track_01"),
+        "_uetmsclkid=_uetstored1",
+    )
+    .await;
+    let (_, q) = uet_hit(&answer);
+    assert_eq!(param(&q, "evt"), Some("custom"));
+    assert_eq!(param(&q, "ea"), Some("signup"));
+    assert_eq!(param(&q, "ec"), Some("account"));
+    assert_eq!(param(&q, "el"), None, "an e-mail address is never a label");
+    assert_eq!(param(&q, "ev"), Some("3"));
+    assert_eq!(param(&q, "msclkid"), Some("stored1"));
+    assert!(!fetched(&answer)[0].to_lowercase().contains("jane"));
+}
+
+#[tokio::test]
+async fn bing_order_completed_is_a_purchase_with_revenue() {
+    let proxy = bing().await;
+    let answer = post(
+        &proxy,
+        event(
+            "ecommerce",
+            Some("Order Completed"),
+            order(),
+            "evt_uet_order_01",
+        ),
+        "",
+    )
+    .await;
+    let (_, q) = uet_hit(&answer);
+    assert_eq!(param(&q, "evt"), Some("custom"));
+    assert_eq!(param(&q, "ea"), Some("purchase"));
+    assert_eq!(param(&q, "gv"), Some("30"));
+    assert_eq!(param(&q, "gc"), Some("USD"));
+}
+
+#[test]
+fn bing_check_names_the_missing_tag_id() {
+    assert_check_fails(
+        "type = \"bing\"\n[settings]\n[automated]\npageview = true\n",
+        "2:1: bing needs settings.tag_id",
+    );
+}

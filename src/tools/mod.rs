@@ -6,6 +6,7 @@
 //! never sends anything itself: the delivery queue does, with retries.
 
 pub mod amplitude;
+pub mod bing;
 pub mod console;
 pub mod custom_image;
 pub mod ecommerce;
@@ -530,6 +531,7 @@ fn make_adapter(
         "custom-image" => Box::new(custom_image::CustomImage::from_config(
             path, text, file, variables,
         )?),
+        "bing" => Box::new(bing::Bing::from_config(path, text, file)?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -538,7 +540,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing"
                 ),
             ));
         }
