@@ -2191,3 +2191,72 @@ fn bing_check_names_the_missing_tag_id() {
         "2:1: bing needs settings.tag_id",
     );
 }
+
+// ---------------------------------------------------------------------------
+// linkedin: the Insight Tag's image hit, fired from the browser.
+// https://www.linkedin.com/help/lms/answer/a418880 (the `<noscript>` image:
+// `https://px.ads.linkedin.com/collect/?pid=…&fmt=gif`, plus
+// `conversionId` for a conversion), `li_fat_id` the click id.
+
+async fn linkedin_hit(tool: &str, id: &str) -> (Value, Vec<(String, String)>) {
+    let proxy = start(
+        "linkedin",
+        tool.to_string(),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+    )
+    .await;
+    let mut ev = event("pageview", None, json!({}), id);
+    ev["page"]["url"] = json!("https://shop.example.com/?li_fat_id=3f1e2d3c-aaaa-bbbb");
+    let answer = post(&proxy, ev, "").await;
+    let urls = fetched(&answer);
+    assert_eq!(urls.len(), 1, "{urls:?}");
+    let (base, q) = urls[0].split_once('?').unwrap();
+    assert_eq!(base, "https://px.ads.linkedin.com/collect");
+    let q = url::form_urlencoded::parse(q.as_bytes())
+        .into_owned()
+        .collect();
+    (answer, q)
+}
+
+#[tokio::test]
+async fn linkedin_pageview_and_conversion_are_insight_hits() {
+    let landing = "https://shop.example.com/?li_fat_id=3f1e2d3c-aaaa-bbbb";
+    let base =
+        "type = \"linkedin\"\n[settings]\npartner_id = \"123456\"\nconversion_id = \"9876543\"\n";
+    let (answer, page) = linkedin_hit(
+        &format!("{base}[automated]\npageview = true\n"),
+        "evt_li_page_00001",
+    )
+    .await;
+    // A custom action on the same event replaces the automated one.
+    let (_, conversion) = linkedin_hit(
+        &format!(
+            "{base}[[actions]]\nname = \"lead\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n"
+        ),
+        "evt_li_conv_00001",
+    )
+    .await;
+    for q in [&page, &conversion] {
+        assert_eq!(param(q, "pid"), Some("123456"));
+        assert_eq!(param(q, "fmt"), Some("gif"));
+        assert_eq!(param(q, "url"), Some(landing));
+        assert_eq!(param(q, "li_fat_id"), Some("3f1e2d3c-aaaa-bbbb"));
+        assert!(param(q, "time").is_some_and(|t| t.parse::<u64>().unwrap() > 1_000_000_000_000));
+    }
+    assert_eq!(param(&page, "conversionId"), None);
+    assert_eq!(param(&conversion, "conversionId"), Some("9876543"));
+    let c = set_cookie_named(&answer, "li_fat_id").expect("li_fat_id");
+    assert!(c.starts_with("li_fat_id=3f1e2d3c-aaaa-bbbb;"), "{c}");
+}
+
+#[test]
+fn linkedin_check_names_the_missing_partner_id_and_refuses_track() {
+    assert_check_fails(
+        "type = \"linkedin\"\n[settings]\n[automated]\npageview = true\n",
+        "2:1: linkedin needs settings.partner_id",
+    );
+    assert_check_fails(
+        "type = \"linkedin\"\n[settings]\npartner_id = \"1\"\n[automated]\ntrack = true\n",
+        "4:1: the `linkedin` adapter has no automated `track` action",
+    );
+}

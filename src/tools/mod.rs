@@ -14,6 +14,7 @@ pub mod facebook_pixel;
 pub mod google_analytics_4;
 pub mod guard;
 pub mod http;
+pub mod linkedin;
 pub mod mixpanel;
 pub mod pii;
 pub mod pinterest;
@@ -532,6 +533,7 @@ fn make_adapter(
             path, text, file, variables,
         )?),
         "bing" => Box::new(bing::Bing::from_config(path, text, file)?),
+        "linkedin" => Box::new(linkedin::LinkedIn::from_config(path, text, file)?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
@@ -540,7 +542,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing, linkedin"
                 ),
             ));
         }
