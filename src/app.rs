@@ -321,6 +321,12 @@ impl App {
         shared
             .engine
             .ensure_tools(&plan.tools.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+        shared.engine.set_answer_readers(
+            plan.tools
+                .iter()
+                .filter_map(|t| Some((t.id.clone(), t.adapter.answer_reader()?)))
+                .collect(),
+        );
         let trail_secrets = crate::admin::redact::secret_values(&plan.variables);
         let disabled_tools = plan
             .sources

@@ -14,7 +14,10 @@ use schemars::Schema;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::tools::{facebook_pixel, google_analytics_4, http, ToolFile};
+use crate::tools::{
+    amplitude, bing, custom_image, facebook_pixel, google_analytics_4, http, linkedin, mixpanel,
+    pinterest, reddit, segment, snapchat, tiktok, ToolFile,
+};
 
 /// The file name `schema --out DIR` writes the main file's schema to.
 pub const CONFIG_FILE: &str = "tagproxy.schema.json";
@@ -48,6 +51,56 @@ pub fn tool_schema() -> Schema {
             &["pixel_id", "access_token"],
         ),
         ("http", Some(http::settings_schema(&mut generator)), &[]),
+        (
+            "amplitude",
+            Some(amplitude::settings_schema(&mut generator)),
+            &["api_key"],
+        ),
+        (
+            "mixpanel",
+            Some(mixpanel::settings_schema(&mut generator)),
+            &["token"],
+        ),
+        (
+            "segment",
+            Some(segment::settings_schema(&mut generator)),
+            &["write_key"],
+        ),
+        (
+            "tiktok",
+            Some(tiktok::settings_schema(&mut generator)),
+            &["pixel_code", "access_token"],
+        ),
+        (
+            "pinterest",
+            Some(pinterest::settings_schema(&mut generator)),
+            &["ad_account_id", "access_token"],
+        ),
+        (
+            "snapchat",
+            Some(snapchat::settings_schema(&mut generator)),
+            &["pixel_id", "access_token"],
+        ),
+        (
+            "reddit",
+            Some(reddit::settings_schema(&mut generator)),
+            &["ad_account_id", "access_token"],
+        ),
+        (
+            "custom-image",
+            Some(custom_image::settings_schema(&mut generator)),
+            &["url"],
+        ),
+        (
+            "bing",
+            Some(bing::settings_schema(&mut generator)),
+            &["tag_id"],
+        ),
+        (
+            "linkedin",
+            Some(linkedin::settings_schema(&mut generator)),
+            &["partner_id"],
+        ),
         ("console", None, &[]),
     ];
     let mut schema = generator.into_root_schema_for::<ToolFile>();

@@ -87,6 +87,9 @@ pub struct Policy {
     pub backoff: Backoff,
     pub metrics: Arc<Metrics>,
     pub dead: Arc<DeadLetters>,
+    /// Per tool id, how its destination's answers are read
+    /// ([`crate::tools::Adapter::answer_reader`]); set at each config load.
+    pub answers: std::sync::RwLock<std::collections::HashMap<String, crate::tools::AnswerReader>>,
 }
 
 /// What to do after an attempt.
@@ -157,6 +160,7 @@ impl Engine {
             },
             metrics: metrics.clone(),
             dead: Arc::new(DeadLetters::new(&paths.data_dir)),
+            answers: Default::default(),
         });
         let mut recovered = Vec::new();
         let store = match config.backend {
@@ -371,6 +375,19 @@ impl Engine {
         }
     }
 
+    /// How each tool's answers are read from now on (tool id → reader), for
+    /// the tools of the config just loaded.
+    pub fn set_answer_readers(
+        &self,
+        readers: std::collections::HashMap<String, crate::tools::AnswerReader>,
+    ) {
+        *self
+            .policy
+            .answers
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = readers;
+    }
+
     /// Waits until acks and appends so far are on disk (tests, shutdown).
     pub async fn flush(&self) {
         if let Store::Spool(spool) = &self.store {
@@ -560,14 +577,36 @@ impl Policy {
         accepted_ms: u64,
     ) -> Next {
         let started = std::time::Instant::now();
-        let result = self.sender.attempt(d).await;
+        let mut result = self.sender.attempt(d).await;
         let latency = started.elapsed();
+        self.read_answer(d, &mut result);
         let next = self
             .settle(counters, d, attempt, accepted_ms, result.clone())
             .await;
         self.metrics
             .attempt_done(d, attempt, &result, latency, &next);
         next
+    }
+
+    /// Lets the tool's adapter judge its destination's answer where the
+    /// status alone cannot (errors inside a `200` body, throttling codes):
+    /// its verdict replaces the status-based one, keeping a `Retry-After`.
+    fn read_answer(&self, d: &Delivery, result: &mut Attempt) {
+        let Some(status) = result.status else { return };
+        let reader = self
+            .answers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&d.tool)
+            .copied();
+        if let Some(verdict) = reader.and_then(|read| read(status, &result.response)) {
+            result.verdict = match (verdict, &result.verdict) {
+                (Verdict::Retry { why, after: None }, Verdict::Retry { after, .. }) => {
+                    Verdict::Retry { why, after: *after }
+                }
+                (v, _) => v,
+            };
+        }
     }
 
     /// What follows attempt number `attempt` of `d`, which came to `result`.

@@ -5,13 +5,24 @@
 //! the console) and, optionally, instructions for the visitor's browser. It
 //! never sends anything itself: the delivery queue does, with retries.
 
+pub mod amplitude;
+pub mod bing;
 pub mod console;
+pub mod custom_image;
 pub mod ecommerce;
 pub mod facebook_pixel;
 pub mod google_analytics_4;
 pub mod guard;
 pub mod http;
+pub mod linkedin;
+pub mod mixpanel;
 pub mod pii;
+pub mod pinterest;
+pub mod props;
+pub mod reddit;
+pub mod segment;
+pub mod snapchat;
+pub mod tiktok;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -427,7 +438,19 @@ pub trait Adapter: Send + Sync {
     fn max_body_bytes(&self) -> usize {
         guard::MAX_BODY_BYTES
     }
+
+    /// How to read the destination's answers where the status alone does
+    /// not tell (an error inside a `200` body, a throttling code, the
+    /// message worth logging). `None`: the status decides ([`crate::delivery::retry`]).
+    fn answer_reader(&self) -> Option<AnswerReader> {
+        None
+    }
 }
+
+/// Reads one answer of a destination: its status and (the start of) its
+/// body. `None` leaves the verdict to the status; `Some` replaces it (a
+/// `Retry` keeps the answer's `Retry-After`).
+pub type AnswerReader = fn(status: u16, body: &str) -> Option<crate::delivery::Verdict>;
 
 /// The origin of a base URL (an `endpoint`), as a one-item list for
 /// [`Adapter::origins`]; empty when it has none.
@@ -500,6 +523,18 @@ fn make_adapter(
         "facebook-pixel" => Box::new(facebook_pixel::MetaCapi::from_config(path, text, file)?),
         "http" => Box::new(http::Http::from_config(path, text, file, variables)?),
         "console" => Box::new(console::Console),
+        "segment" => Box::new(segment::Segment::from_config(path, text, file)?),
+        "amplitude" => Box::new(amplitude::Amplitude::from_config(path, text, file)?),
+        "mixpanel" => Box::new(mixpanel::Mixpanel::from_config(path, text, file)?),
+        "pinterest" => Box::new(pinterest::Pinterest::from_config(path, text, file)?),
+        "snapchat" => Box::new(snapchat::Snapchat::from_config(path, text, file)?),
+        "reddit" => Box::new(reddit::Reddit::from_config(path, text, file)?),
+        "custom-image" => Box::new(custom_image::CustomImage::from_config(
+            path, text, file, variables,
+        )?),
+        "bing" => Box::new(bing::Bing::from_config(path, text, file)?),
+        "linkedin" => Box::new(linkedin::LinkedIn::from_config(path, text, file)?),
+        "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
             return Err(Problem::at(
@@ -507,7 +542,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing, linkedin"
                 ),
             ));
         }

@@ -1,0 +1,279 @@
+//! What the analytics and ads adapters (`segment`, `amplitude`, `mixpanel`,
+//! `tiktok`…) share: event properties without personal data in clear, the
+//! products of an ecommerce event, SHA-256, timestamps and URL parts.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::event::Event;
+
+/// Lower-case hex SHA-256 of `s`.
+pub fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `s` is already a SHA-256 hex digest (64 hex digits): a site that
+/// hashes itself is not hashed twice.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// SHA-256 of an e-mail address normalized as the ads APIs ask (TikTok,
+/// Pinterest, Snapchat, Reddit: trimmed, lower-cased). `None` when empty;
+/// an existing digest passes through (lower-cased).
+pub fn hash_email(v: &str) -> Option<String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if is_sha256(v) {
+        return Some(v.to_ascii_lowercase());
+    }
+    Some(sha256_hex(&v.to_lowercase()))
+}
+
+/// SHA-256 of a phone number in E.164 (`+` and digits only, as TikTok's
+/// Events API asks); a number without a country code keeps its digits.
+/// `None` when it holds no digits.
+pub fn hash_phone_e164(v: &str) -> Option<String> {
+    let v = v.trim();
+    if is_sha256(v) {
+        return Some(v.to_ascii_lowercase());
+    }
+    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return None;
+    }
+    let e164 = if v.starts_with('+') || v.starts_with("00") {
+        format!("+{}", digits.trim_start_matches("00"))
+    } else {
+        digits
+    };
+    Some(sha256_hex(&e164))
+}
+
+/// A scalar property as text (strings trimmed, numbers as written).
+pub fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Event properties for an analytics destination: internal keys (`__…`) and
+/// `system` left out, and every personal value (named so by its key, or
+/// shaped like an e-mail address or phone number, at any depth; see
+/// [`super::pii`]) replaced by the SHA-256 of its trimmed, lower-cased text,
+/// so it can still join a profile but never travels in clear.
+pub fn analytics_props(props: &Map<String, Value>) -> Map<String, Value> {
+    props
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__") && *k != "system")
+        .map(|(k, v)| (k.clone(), hash_personal(k, v)))
+        .collect()
+}
+
+/// Event properties for an ads destination's custom data: internal keys
+/// (`__…`) and `system` left out, and personal data (by key or by value
+/// shape, at any depth) dropped: ads APIs take it only hashed, in their own
+/// user fields.
+pub fn ads_props(props: &Map<String, Value>) -> Map<String, Value> {
+    props
+        .iter()
+        .filter(|(k, _)| !k.starts_with("__") && *k != "system")
+        .filter(|(k, _)| super::pii::key_kind(k).is_none())
+        .filter_map(|(k, v)| Some((k.clone(), drop_personal(v)?)))
+        .collect()
+}
+
+fn drop_personal(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) if super::pii::kind("", s).is_some() => None,
+        Value::Array(items) => Some(Value::Array(
+            items.iter().filter_map(drop_personal).collect(),
+        )),
+        Value::Object(map) => Some(Value::Object(
+            map.iter()
+                .filter(|(k, _)| super::pii::key_kind(k).is_none())
+                .filter_map(|(k, v)| Some((k.clone(), drop_personal(v)?)))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+fn hash_personal(key: &str, v: &Value) -> Value {
+    let personal_key = super::pii::key_kind(key).is_some();
+    match v {
+        Value::String(s) if personal_key || super::pii::kind("", s).is_some() => {
+            Value::String(hash_lower(s))
+        }
+        Value::Number(n) if personal_key => Value::String(hash_lower(&n.to_string())),
+        Value::Array(items) => Value::Array(items.iter().map(|i| hash_personal(key, i)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), hash_personal(k, v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn hash_lower(s: &str) -> String {
+    let t = s.trim();
+    if is_sha256(t) {
+        t.to_ascii_lowercase()
+    } else {
+        sha256_hex(&t.to_lowercase())
+    }
+}
+
+/// The products of an ecommerce event: those of `products`, then the event
+/// itself when it describes one (Zaraz's `Product Added` and the like carry
+/// `product_id` / `sku` flat).
+pub fn products(event: &Event) -> Vec<&Map<String, Value>> {
+    let props = event.properties();
+    let mut out: Vec<&Map<String, Value>> = match props.get("products") {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
+        _ => Vec::new(),
+    };
+    if props.contains_key("product_id") || props.contains_key("sku") {
+        out.push(props);
+    }
+    out
+}
+
+/// A product's id as the ads APIs match it against catalogs: the SKU, else
+/// the product id (as Zaraz's Meta and TikTok tools do).
+pub fn product_id(p: &Map<String, Value>) -> Option<String> {
+    ["sku", "product_id"]
+        .iter()
+        .find_map(|k| p.get(*k).and_then(scalar))
+}
+
+/// The order's value: Zaraz's `value`, `total`, `revenue`, then (a single
+/// product) `price`.
+pub fn order_value(event: &Event) -> Option<f64> {
+    ["value", "total", "revenue", "price"]
+        .iter()
+        .find_map(|k| event.prop_f64(k))
+}
+
+/// The event's time in Unix milliseconds: the client's, unless it lies
+/// more than a minute ahead of our clock (then ours).
+pub fn event_time_ms(event: &Event) -> u64 {
+    let now = crate::event::now_ms();
+    if event.timestamp_ms > now + 60_000 || event.timestamp_ms == 0 {
+        now
+    } else {
+        event.timestamp_ms
+    }
+}
+
+/// Parts of the page URL (`system.page.url.*`), `""` when absent.
+pub fn url_part<'e>(event: &'e Event, part: &str) -> &'e str {
+    event.sys_str(&["page", "url", part])
+}
+
+/// `WxH` (`system.device.resolution`) as numbers.
+pub fn screen(event: &Event) -> Option<(u64, u64)> {
+    let (w, h) = event.sys_str(&["device", "resolution"]).split_once('x')?;
+    Some((w.trim().parse().ok()?, h.trim().parse().ok()?))
+}
+
+/// The message of a JSON error answer: the first of `keys` holding a string
+/// (or an object's `message`), else the body's start.
+pub fn error_message(body: &str, keys: &[&str]) -> String {
+    let json: Option<Value> = serde_json::from_str(body).ok();
+    let found = json.as_ref().and_then(|j| {
+        keys.iter().find_map(|k| match j.get(*k) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(Value::Object(o)) => o.get("message").and_then(Value::as_str).map(String::from),
+            _ => None,
+        })
+    });
+    found.unwrap_or_else(|| body.chars().take(300).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn personal_values_are_hashed_at_any_depth() {
+        let props = json!({
+            "plan": "pro",
+            "email": " Jane@Example.com ",
+            "contact": "call +1 650 555 0134",
+            "note": "write to jane@example.com",
+            "phone": 6505550134u64,
+            "form": {"first_name": "Jane", "size": 3},
+            "list": ["ok", "joe@example.org"],
+            "__zarazTrack": "x",
+            "order_id": "12345678",
+        });
+        let out = analytics_props(props.as_object().unwrap());
+        assert_eq!(out["plan"], "pro");
+        assert_eq!(out["email"], sha256_hex("jane@example.com"));
+        assert_eq!(out["phone"], sha256_hex("6505550134"));
+        assert_eq!(out["note"], sha256_hex("write to jane@example.com"));
+        assert_eq!(out["form"]["first_name"], sha256_hex("jane"));
+        assert_eq!(out["form"]["size"], 3);
+        assert_eq!(out["list"][0], "ok");
+        assert_eq!(out["list"][1], sha256_hex("joe@example.org"));
+        assert_eq!(out["order_id"], "12345678");
+        // Not a phone number by shape alone ("call …" has letters).
+        assert_eq!(out["contact"], "call +1 650 555 0134");
+        assert!(!out.contains_key("__zarazTrack"));
+    }
+
+    #[test]
+    fn ads_props_drop_personal_data() {
+        let props = json!({
+            "plan": "pro",
+            "email": "jane@example.com",
+            "note": "write to jane@example.com",
+            "form": {"first_name": "Jane", "size": 3},
+            "list": ["ok", "+1 650 555 0134"],
+            "__zarazTrack": "x",
+        });
+        assert_eq!(
+            Value::Object(ads_props(props.as_object().unwrap())),
+            json!({"plan": "pro", "form": {"size": 3}, "list": ["ok"]})
+        );
+    }
+
+    #[test]
+    fn ads_hashing() {
+        // sha256("joe@example.com"), computed independently.
+        assert_eq!(
+            hash_email("  Joe@Example.com ").unwrap(),
+            "2481f36dfc515ca76451aaadf1399026942a01ee50c6d0a61988b43cef039bc2"
+        );
+        assert_eq!(
+            hash_phone_e164("+1 (650) 555-1212"),
+            Some(sha256_hex("+16505551212"))
+        );
+        assert_eq!(
+            hash_phone_e164("0044 20 7946 0958"),
+            Some(sha256_hex("+442079460958"))
+        );
+        assert_eq!(hash_phone_e164("n/a"), None);
+        let h = sha256_hex("x");
+        assert_eq!(hash_email(&h.to_uppercase()).unwrap(), h);
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            error_message(r#"{"code":400,"error":"Invalid API key"}"#, &["error"]),
+            "Invalid API key"
+        );
+        assert_eq!(error_message("oops", &["error"]), "oops");
+    }
+}

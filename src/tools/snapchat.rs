@@ -1,0 +1,414 @@
+//! `snapchat`: Snap's Conversions API v3, `POST
+//! {endpoint}/v3/{pixel_id}/events?access_token=…`
+//! (<https://developers.snap.com/api/marketing-api/Conversions-API/UsingTheAPI>)
+//! with `{"data": [event]}`.
+//!
+//! `event_id` is our event id: Snap deduplicates it against the pixel's
+//! `client_dedup_id` / `event_id`. `user_data` carries the visitor's IP and
+//! User-Agent, the click id `sc_click_id` (the landing URL's `ScCid`, kept
+//! in a first-party `_scclid` cookie), the pixel's browser id `sc_cookie1`
+//! (`_scid`, created when the site has none) and personal data only as
+//! SHA-256 arrays: `em` (trimmed, lower-cased), `ph` (digits with country
+//! code), `external_id`. Zaraz's ecommerce events map to Snap's standard
+//! events; `value`, `item_price` and `quantity` are strings, as Snap's
+//! examples send them.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::pinterest::hash_phone_digits;
+use super::props;
+use super::{
+    endpoint, parse_settings, Adapter, AnswerReader, Automated, BuildContext, HttpRequest, Output,
+    Payload, TemplateString, ToolCookie, ToolFile,
+};
+use crate::config::Problem;
+use crate::delivery::Verdict;
+use crate::event::{number, Event, Kind};
+use crate::rules::template::Template;
+
+const DEFAULT_ENDPOINT: &str = "https://tr.snapchat.com";
+/// Snap reports events up to 37 days old.
+const MAX_AGE_SECS: u64 = 37 * 24 * 3600 - 3600;
+/// `_scid` lives 13 months (capped at a year); `_scclid` as long as Snap's
+/// longest (28-day) click attribution.
+const SCID_SECS: u64 = 395 * 24 * 3600;
+const SCCLID_SECS: u64 = 28 * 24 * 3600;
+
+/// Zaraz ecommerce event → Snap standard event.
+const EVENTS: [(&str, &str); 9] = [
+    ("Product Viewed", "VIEW_CONTENT"),
+    ("Product Added", "ADD_CART"),
+    ("Product Added to Wishlist", "ADD_TO_WISHLIST"),
+    ("Checkout Started", "START_CHECKOUT"),
+    ("Payment Info Entered", "ADD_BILLING"),
+    ("Order Completed", "PURCHASE"),
+    ("Products Searched", "SEARCH"),
+    ("Product List Viewed", "LIST_VIEW"),
+    ("Cart Viewed", "VIEW_CONTENT"),
+];
+
+/// Snap standard events a track may be named after (case-insensitive).
+const TRACK_EVENTS: [&str; 14] = [
+    "SIGN_UP",
+    "SUBSCRIBE",
+    "START_TRIAL",
+    "SAVE",
+    "SHARE",
+    "INVITE",
+    "LOGIN",
+    "RESERVE",
+    "ACHIEVEMENT_UNLOCKED",
+    "AD_CLICK",
+    "AD_VIEW",
+    "COMPLETE_TUTORIAL",
+    "RATE",
+    "LEVEL_COMPLETE",
+];
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "SnapchatSettings")]
+struct Settings {
+    /// The Snap Pixel id.
+    pixel_id: Option<TemplateString>,
+    /// A Conversions API access token.
+    access_token: Option<TemplateString>,
+}
+
+/// The JSON Schema of this adapter's `[settings]` table (`tagproxy schema`).
+pub fn settings_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<Settings>()
+}
+
+pub struct Snapchat {
+    base: String,
+    pixel_id: Template,
+    access_token: Template,
+}
+
+impl Snapchat {
+    /// # Errors
+    /// `settings.pixel_id` or `settings.access_token` is missing, or the
+    /// settings do not parse.
+    pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Snapchat, Problem> {
+        let s: Settings = parse_settings(path, text)?;
+        let missing = |what: &str| {
+            Problem::at(
+                path,
+                text,
+                file.settings_at(),
+                format!("snapchat needs settings.{what}"),
+            )
+        };
+        let pixel_id = s.pixel_id.ok_or_else(|| missing("pixel_id"))?.0;
+        let access_token = s.access_token.ok_or_else(|| missing("access_token"))?.0;
+        Ok(Snapchat {
+            base: endpoint(file, DEFAULT_ENDPOINT),
+            pixel_id,
+            access_token,
+        })
+    }
+
+    fn send(
+        &self,
+        name: &str,
+        user_props: &Map<String, Value>,
+        custom: Map<String, Value>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output {
+        let mut cookies = Vec::new();
+        let mut user = Map::new();
+        if let Some(ip) = event.ip {
+            user.insert("client_ip_address".into(), json!(ip.to_string()));
+        }
+        if !event.user_agent.is_empty() {
+            user.insert("client_user_agent".into(), json!(event.user_agent));
+        }
+        let hashed = |names: &[&str], hash: fn(&str) -> Option<String>| {
+            names
+                .iter()
+                .find_map(|n| hash(&user_props.get(*n).and_then(props::scalar)?))
+        };
+        if let Some(h) = hashed(&["email", "em"], props::hash_email) {
+            user.insert("em".into(), json!([h]));
+        }
+        if let Some(h) = hashed(&["phone", "ph"], hash_phone_digits) {
+            user.insert("ph".into(), json!([h]));
+        }
+        if let Some(h) = hashed(&["external_id", "user_id"], props::hash_email) {
+            user.insert("external_id".into(), json!([h]));
+        }
+        let click = event
+            .sys(&["page", "query", "ScCid"])
+            .and_then(Value::as_str)
+            .filter(|v| is_id(v))
+            .or_else(|| event.cookie("_scclid").filter(|v| is_id(v)));
+        if let Some(id) = click {
+            user.insert("sc_click_id".into(), json!(id));
+            cookies.push(ToolCookie {
+                name: "_scclid".into(),
+                value: id.into(),
+                max_age_secs: SCCLID_SECS,
+            });
+        }
+        let scid = match event.cookie("_scid").filter(|v| is_id(v)) {
+            Some(v) => v.to_string(),
+            None => new_scid(event),
+        };
+        user.insert("sc_cookie1".into(), json!(scid));
+        cookies.push(ToolCookie {
+            name: "_scid".into(),
+            value: scid,
+            max_age_secs: SCID_SECS,
+        });
+        let mut data = json!({
+            "event_name": name,
+            "action_source": "WEB",
+            "event_time": event_time(event),
+            "event_id": event.id,
+            "event_source_url": event.page_url(),
+            "user_data": user,
+        });
+        if !custom.is_empty() {
+            data["custom_data"] = Value::Object(custom);
+        }
+        let url = format!(
+            "{}/v3/{}/events?access_token={}",
+            self.base,
+            crate::rules::url_template::encoded(&cx.render(&self.pixel_id, event)),
+            crate::rules::url_template::encoded(&cx.render(&self.access_token, event)),
+        );
+        Output {
+            payloads: vec![Payload::Http(HttpRequest {
+                method: "POST".into(),
+                url,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Some(json!({"data": [data]}).to_string().into_bytes()),
+            })],
+            instructions: Vec::new(),
+            cookies,
+        }
+    }
+}
+
+impl Adapter for Snapchat {
+    fn supports(&self) -> Automated {
+        Automated::ALL
+    }
+
+    fn automated(&self, event: &Event, cx: &BuildContext<'_>) -> Output {
+        let props = event.properties();
+        match event.kind {
+            Kind::Pageview => self.send("PAGE_VIEW", props, Map::new(), event, cx),
+            Kind::Track => {
+                let upper = event.name.to_ascii_uppercase().replace([' ', '-'], "_");
+                let name = TRACK_EVENTS
+                    .iter()
+                    .find(|e| **e == upper)
+                    .copied()
+                    .unwrap_or("CUSTOM_EVENT_1");
+                self.send(name, props, track_data(props), event, cx)
+            }
+            Kind::Ecommerce => {
+                let name = EVENTS
+                    .iter()
+                    .find(|(z, _)| *z == event.name)
+                    .map_or("CUSTOM_EVENT_1", |(_, s)| s);
+                self.send(name, props, ecommerce_data(event), event, cx)
+            }
+        }
+    }
+
+    fn action_kinds(&self) -> &'static [(&'static str, &'static [&'static str])] {
+        &[("event", &["event_name"])]
+    }
+
+    /// `event`: a Snap event `event_name`; personal fields go hashed into
+    /// `user_data`, `value`/`currency`/`order_id` into `custom_data`.
+    fn custom(
+        &self,
+        _kind: &str,
+        mut fields: Map<String, Value>,
+        event: &Event,
+        cx: &BuildContext<'_>,
+    ) -> Output {
+        let name = match fields.remove("event_name") {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            _ => "CUSTOM_EVENT_1".to_string(),
+        };
+        let custom = track_data(&fields);
+        self.send(&name, &fields, custom, event, cx)
+    }
+
+    fn credentials(&self, event: &Event, cx: &BuildContext<'_>) -> Vec<String> {
+        vec![cx.render(&self.access_token, event)]
+    }
+
+    fn templates(&self) -> Vec<&Template> {
+        vec![&self.pixel_id, &self.access_token]
+    }
+
+    fn origins(&self) -> Vec<url::Origin> {
+        super::origin_list(&self.base)
+    }
+
+    fn answer_reader(&self) -> Option<AnswerReader> {
+        Some(read_answer)
+    }
+}
+
+fn event_time(event: &Event) -> u64 {
+    let now = crate::event::now_ms() / 1000;
+    let ts = event.timestamp_ms / 1000;
+    if ts > now + 60 || ts + MAX_AGE_SECS < now {
+        now
+    } else {
+        ts
+    }
+}
+
+fn is_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 500
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// A new `_scid` (the pixel writes a UUID) derived from tagproxy's client
+/// id: the same for every event until the browser stores it, and not the
+/// id other tools get.
+fn new_scid(event: &Event) -> String {
+    let d = Sha256::digest(format!("_scid:{}", event.identity.client_id).as_bytes());
+    let h: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn money(v: f64) -> Value {
+    json!(v.to_string())
+}
+
+/// A track's `custom_data`: `value`, `currency`, `order_id` when given.
+fn track_data(p: &Map<String, Value>) -> Map<String, Value> {
+    let mut c = Map::new();
+    if let Some(v) = p.get("value").and_then(number) {
+        c.insert("value".into(), money(v));
+    }
+    if let Some(cu) = p.get("currency").and_then(props::scalar) {
+        c.insert("currency".into(), json!(cu.to_ascii_uppercase()));
+    }
+    if let Some(id) = p.get("order_id").and_then(props::scalar) {
+        c.insert("order_id".into(), json!(id));
+    }
+    c
+}
+
+/// Ecommerce `custom_data`: `value` (value, total, revenue, price),
+/// `currency`, `order_id`, `search_string`, `content_ids` (SKU, else product
+/// id), `contents[]` (`id`, `item_price`, `quantity`, `brand`),
+/// `num_items` (the sum of quantities), `content_category`.
+fn ecommerce_data(event: &Event) -> Map<String, Value> {
+    let mut c = Map::new();
+    if let Some(v) = props::order_value(event) {
+        c.insert("value".into(), money(v));
+    }
+    if let Some(cu) = event.prop_str("currency") {
+        c.insert("currency".into(), json!(cu.to_ascii_uppercase()));
+    }
+    if let Some(id) = event.prop_str("order_id") {
+        c.insert("order_id".into(), json!(id));
+    }
+    if let Some(q) = event.prop_str("query") {
+        c.insert("search_string".into(), json!(q));
+    }
+    let products = props::products(event);
+    let mut total = 0u64;
+    let contents: Vec<Value> = products
+        .iter()
+        .filter_map(|p| {
+            let mut item = json!({"id": props::product_id(p)?});
+            let q = p
+                .get("quantity")
+                .and_then(number)
+                .filter(|q| *q >= 1.0)
+                .map_or(1, |q| q as u64);
+            total += q;
+            item["quantity"] = json!(q.to_string());
+            if let Some(price) = p.get("price").and_then(number) {
+                item["item_price"] = money(price);
+            }
+            if let Some(b) = p.get("brand").and_then(props::scalar) {
+                item["brand"] = json!(b);
+            }
+            Some(item)
+        })
+        .collect();
+    if !contents.is_empty() {
+        let ids: Vec<Value> = contents.iter().map(|i| i["id"].clone()).collect();
+        c.insert("content_ids".into(), Value::Array(ids));
+        c.insert("contents".into(), Value::Array(contents));
+        c.insert("num_items".into(), json!(total.to_string()));
+    }
+    let categories: Vec<String> = products
+        .iter()
+        .filter_map(|p| p.get("category").and_then(props::scalar))
+        .collect();
+    if !categories.is_empty() {
+        c.insert("content_category".into(), json!(categories.join(",")));
+    }
+    c
+}
+
+/// Snap's answers: `2xx` accepted (a body whose `status` is `FAILED` or
+/// `INVALID` refused, with its `reason`); `4xx` other than `429` never
+/// succeeds, with the body's `reason` / `message` / `error`; `429`, `5xx`
+/// retried.
+fn read_answer(status: u16, body: &str) -> Option<Verdict> {
+    let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let message = props::error_message(body, &["reason", "message", "error"]);
+    let failed = json["status"]
+        .as_str()
+        .is_some_and(|s| matches!(s, "FAILED" | "INVALID" | "ERROR"));
+    match status {
+        429 => Some(Verdict::Retry {
+            why: format!("HTTP 429: Snapchat: {message}"),
+            after: None,
+        }),
+        400..=499 if status != 408 => Some(Verdict::Reject(format!(
+            "HTTP {status}: Snapchat: {message}"
+        ))),
+        200..=299 if failed => Some(Verdict::Reject(format!(
+            "HTTP {status}: Snapchat: {message}"
+        ))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers() {
+        assert_eq!(read_answer(200, r#"{"status":"SUCCESS"}"#), None);
+        assert!(matches!(
+            read_answer(400, r#"{"status":"FAILED","reason":"Invalid pixel id"}"#),
+            Some(Verdict::Reject(m)) if m.contains("Invalid pixel id")
+        ));
+        assert!(matches!(
+            read_answer(429, "{}"),
+            Some(Verdict::Retry { .. })
+        ));
+    }
+}
