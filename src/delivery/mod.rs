@@ -631,7 +631,8 @@ impl Policy {
                 return Next::Settled;
             }
             Verdict::Reject(why) => {
-                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), "delivery rejected by the destination; moved to the dead letters");
+                let reason = crate::trail::redact_secrets(why, &d.secrets);
+                tracing::error!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), reason, "delivery rejected by the destination; moved to the dead letters");
                 why.clone()
             }
             Verdict::Retry { why, after } => {
@@ -640,7 +641,8 @@ impl Policy {
                     Some(delay) => {
                         Metrics::add(&self.metrics.delivery_retries, 1);
                         counters.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), delay_ms = delay.as_millis() as u64, "delivery will be retried");
+                        let reason = crate::trail::redact_secrets(why, &d.secrets);
+                        tracing::info!(tool = %d.tool, event_id = %d.event_id, attempt, status = result.status, error = error.as_deref(), reason, delay_ms = delay.as_millis() as u64, "delivery will be retried");
                         return Next::RetryIn(delay);
                     }
                     None => {
