@@ -23,4 +23,5 @@ pub mod proxy;
 pub mod rules;
 pub mod schema;
 pub mod server;
+pub mod tls;
 pub mod tools;

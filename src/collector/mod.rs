@@ -110,6 +110,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         })
         .unwrap_or_default();
     let secure = page_url.starts_with("https:")
+        || parts.extensions.get::<crate::proxy::Https>().is_some()
         || (trusted_hop && header_str(headers, "x-forwarded-proto").eq_ignore_ascii_case("https"));
     let domain = cookie_domain(&app.settings.cookie_domain, &host);
     let body = json!({"ok": true, "events": count, "instructions": instructions});

@@ -330,6 +330,7 @@ impl Forwarder {
             .parse()
             .map_err(|_| "bad request target")?;
         let version = req.version();
+        let https = req.extensions().get::<super::Https>().is_some();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
@@ -350,7 +351,11 @@ impl Forwarder {
         };
         set(headers, "x-forwarded-for", &xff);
         if !(trusted && headers.contains_key("x-forwarded-proto")) {
-            set(headers, "x-forwarded-proto", "http");
+            set(
+                headers,
+                "x-forwarded-proto",
+                if https { "https" } else { "http" },
+            );
         }
         if !(trusted && headers.contains_key("x-forwarded-host")) {
             match host {
