@@ -387,7 +387,7 @@ fn check_validates_the_tls_keys_with_file_line_col() {
     let (code, out, err) = check("cert = \"c.pem\"\nkey = \"k.pem\"", &files);
     assert_eq!(code, 0, "{out}{err}");
 
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 9] = [
         (
             "cert = \"c.pem\"\nkey = \"other.pem\"",
             "F:6:7: key: D/other.pem: the private key does not match the certificate",
@@ -411,6 +411,14 @@ fn check_validates_the_tls_keys_with_file_line_col() {
         (
             "cert = \"c.pem\"\nkey = \"k.pem\"\nacme_domains = [\"shop.example.com\"]",
             "F:7:16: acme_domains and cert/key are both set",
+        ),
+        (
+            "acme_domains = [\"shop.example.com\"]\nacme_directory = \"http://127.0.0.1/dir\"",
+            "F:6:1: acme_directory \"http://127.0.0.1/dir\" is not an https:// URL",
+        ),
+        (
+            "acme_domains = [\"shop.example.com\"]\nacme_ca = \"missing.pem\"",
+            "F:6:11: acme_ca: cannot read D/missing.pem",
         ),
         (
             "redirect_http = true",

@@ -152,6 +152,24 @@ impl LoadedCert {
     }
 }
 
+/// A TLS-ALPN-01 challenge answer (certificate and key in one PEM) ready
+/// to serve. Not checked like a real certificate: webpki refuses its
+/// critical acmeIdentifier extension, which only the CA reads.
+pub fn challenge_key(pem: &[u8]) -> Option<Arc<CertifiedKey>> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    if chain.is_empty() {
+        return None;
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .ok()?;
+    Some(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
 /// The leaf's `notBefore` and `notAfter`, Unix seconds.
 pub fn validity(leaf: &CertificateDer<'_>) -> Result<(i64, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
@@ -194,6 +212,10 @@ pub struct CertStore {
     /// TLS-ALPN-01 challenge certificates by domain, answered only to
     /// handshakes that offer `acme-tls/1`.
     challenges: DashMap<String, Arc<CertifiedKey>>,
+    /// Where instances sharing `data_dir` leave challenge answers
+    /// (`<domain>.pem`, certificate and key): the CA's validation may reach
+    /// an instance other than the one that ordered.
+    challenge_dir: std::sync::OnceLock<PathBuf>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -214,6 +236,7 @@ impl CertStore {
         let store = Arc::new(CertStore {
             current: ArcSwapOption::empty(),
             challenges: DashMap::new(),
+            challenge_dir: std::sync::OnceLock::new(),
             metrics,
         });
         if let Some(first) = first {
@@ -246,6 +269,22 @@ impl CertStore {
     pub fn clear_challenge(&self, domain: &str) {
         self.challenges.remove(&domain.to_ascii_lowercase());
     }
+
+    /// Also answers challenges from `<dir>/<domain>.pem` (written by
+    /// whichever instance ordered).
+    pub fn set_challenge_dir(&self, dir: PathBuf) {
+        let _ = self.challenge_dir.set(dir);
+    }
+
+    /// A challenge answer another instance left on disk.
+    fn challenge_on_disk(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        // A name with a path separator is no domain.
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return None;
+        }
+        let pem = std::fs::read(self.challenge_dir.get()?.join(format!("{name}.pem"))).ok()?;
+        challenge_key(&pem)
+    }
 }
 
 impl ResolvesServerCert for CertStore {
@@ -255,7 +294,10 @@ impl ResolvesServerCert for CertStore {
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
         if acme {
             let name = hello.server_name()?.to_ascii_lowercase();
-            return self.challenges.get(&name).map(|c| c.clone());
+            return match self.challenges.get(&name) {
+                Some(c) => Some(c.clone()),
+                None => self.challenge_on_disk(&name),
+            };
         }
         self.current.load().as_ref().map(|c| c.key.clone())
     }
