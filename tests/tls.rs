@@ -440,3 +440,43 @@ fn check_validates_the_tls_keys_with_file_line_col() {
         "{out}{err}"
     );
 }
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_tls_session() {
+    let origin = Origin::page("text/html", PAGE).await;
+    let ca = Ca::new();
+    let proxy = start(origin.addr, &ca.leaf(2100), "").await;
+    let addr = tls_addr(&proxy);
+    tagproxy::delivery::install_tls_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&ca.pem())).unwrap();
+    // One client config: its session cache keeps what the server handed out.
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from(HOST).unwrap(), tcp)
+            .await
+            .unwrap();
+        // TLS 1.3 tickets arrive after the handshake: read the answer.
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tls.read_to_end(&mut answer).await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        kinds.push(tls.get_ref().1.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}

@@ -304,8 +304,8 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// The rustls settings of the HTTPS listener: rustls' safe defaults (TLS
-/// 1.2 and 1.3, forward-secret AEAD suites only), h2 then HTTP/1.1 by ALPN
-/// and, with ACME, `acme-tls/1` for challenges.
+/// 1.2 and 1.3, forward-secret AEAD suites only), session tickets, h2 then
+/// HTTP/1.1 by ALPN and, with ACME, `acme-tls/1` for challenges.
 pub fn server_config(store: Arc<CertStore>, acme: bool) -> Arc<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -315,6 +315,12 @@ pub fn server_config(store: Arc<CertStore>, acme: bool) -> Arc<rustls::ServerCon
     .with_no_client_auth()
     .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless session tickets (keys rotated every 6 hours), as nginx has
+    // by default: a returning browser resumes instead of a full handshake.
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(ticketer) => config.ticketer = ticketer,
+        Err(e) => tracing::warn!(error = %e, "no TLS session tickets"),
+    }
     if acme {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
