@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Load test: tagproxy vs nginx `sub_filter`, same origin, same worker count.
+# Load test: tagproxy vs nginx `sub_filter`, same origin, same worker count,
+# over plain HTTP and over HTTPS (both terminating TLS with the same P-256
+# certificate), plus TLS handshakes per second.
 #
 #   bash benches/load.sh                 # DURATION=10s per run
 #   DURATION=5s CONNS=32 bash benches/load.sh
@@ -11,7 +13,10 @@
 #               (auto_inject = false), release build
 #   nginx       reverse proxy with keep-alive to the origin: one server with
 #               `sub_filter '<head>' '<head><script …>'`, one without
-# and runs wrk against each pair, alternating tagproxy and nginx, then prints
+# Both injecting proxies also listen with TLS ("tls" scenarios: the same
+# pages over HTTPS on kept-alive connections; "handshake": every request on a
+# new TLS connection, for a 3-byte file, so req/s = full handshakes/s).
+# Runs wrk against each pair, alternating tagproxy and nginx, then prints
 # requests/s, p99 latency and the proxy's CPU time per request, with the
 # ratios tagproxy/nginx. wrk, the origin and the proxies share the machine's
 # cores: read the ratios, not the absolutes.
@@ -136,6 +141,14 @@ mkdir -p "$WWW"
     printf '</main>\n</body>\n</html>\n'
 } >"$WWW/page-20k.html"
 cp "$BLOG" "$WWW/blog-318k.html"
+printf 'ok\n' >"$WWW/tiny.txt"
+
+# One certificate for both TLS servers: ECDSA P-256, as most sites now use.
+mkdir -p "$TMP/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" 2>/dev/null
+chmod 644 "$TMP/tls/key.pem"
 
 ORIGIN_PORT=$(free_port)
 nginx_conf "$TMP/origin" 1 "
@@ -146,7 +159,7 @@ nginx_conf "$TMP/origin" 1 "
     server {
         listen 127.0.0.1:$ORIGIN_PORT;
         root $WWW;
-        types { text/html html; }
+        types { text/html html; text/plain txt; }
     }"
 start_nginx "$TMP/origin"
 wait_up "http://127.0.0.1:$ORIGIN_PORT/page-20k.html" "origin nginx" "$TMP/origin/logs/error.log"
@@ -154,7 +167,8 @@ wait_up "http://127.0.0.1:$ORIGIN_PORT/page-20k.html" "origin nginx" "$TMP/origi
 # --- tagproxy: injecting and passthrough ---------------------------------------
 TP_INJECT_PORT=$(free_port)
 TP_PASS_PORT=$(free_port)
-tagproxy_start() { # name port auto_inject
+TP_TLS_PORT=$(free_port)
+tagproxy_start() { # name port auto_inject [tls port]
     local dir="$TMP/$1"
     mkdir -p "$dir/tools" "$dir/data"
     cat >"$dir/tagproxy.toml" <<EOF
@@ -169,11 +183,15 @@ admin_listen = "127.0.0.1:0"
 [settings]
 auto_inject = $3
 EOF
+    if [[ -n ${4:-} ]]; then
+        printf '[server.tls]\nlisten = "127.0.0.1:%s"\ncert = "%s"\nkey = "%s"\n' \
+            "$4" "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >>"$dir/tagproxy.toml"
+    fi
     (cd "$dir" && TOKIO_WORKER_THREADS=$WORKERS RUST_LOG=warn exec "$TAGPROXY" serve -c "$dir/tagproxy.toml") \
         >"$dir/stdout.log" 2>"$dir/stderr.log" &
     PIDS+=($!)
 }
-tagproxy_start tagproxy-inject "$TP_INJECT_PORT" true
+tagproxy_start tagproxy-inject "$TP_INJECT_PORT" true "$TP_TLS_PORT"
 TP_INJECT_PID=$!
 tagproxy_start tagproxy-pass "$TP_PASS_PORT" false
 TP_PASS_PID=$!
@@ -181,6 +199,7 @@ TP_PASS_PID=$!
 # --- nginx reverse proxy: sub_filter and plain ---------------------------------
 NG_INJECT_PORT=$(free_port)
 NG_PASS_PORT=$(free_port)
+NG_TLS_PORT=$(free_port)
 proxy_common="
         proxy_pass http://origin;
         proxy_http_version 1.1;
@@ -205,6 +224,18 @@ $proxy_common
         }
     }
     server {
+        listen 127.0.0.1:$NG_TLS_PORT ssl;
+        ssl_certificate $TMP/tls/cert.pem;
+        ssl_certificate_key $TMP/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+$proxy_common
+            proxy_set_header Accept-Encoding \"\";
+            sub_filter '<head>' '<head>$TAG';
+            sub_filter_once on;
+        }
+    }
+    server {
         listen 127.0.0.1:$NG_PASS_PORT;
         location / {
 $proxy_common
@@ -221,7 +252,7 @@ wait_up "http://127.0.0.1:$NG_PASS_PORT/page-20k.html" "nginx (passthrough)" "$T
 # --- check that each endpoint does what it is measured for ------------------------
 check() { # url want-tag(yes/no) origin-file
     local body="$TMP/check.html" n
-    curl -fsS -A "$UA" -o "$body" "$1" || die "GET $1 failed"
+    curl -fsS -k -A "$UA" -o "$body" "$1" || die "GET $1 failed"
     n=$({ grep -o -F "$TAG" "$body" || true; } | wc -l)
     if [[ $2 == yes ]]; then
         [[ $n == 1 ]] || die "$1: expected the tag once, found it $n times"
@@ -237,15 +268,20 @@ for page in page-20k blog-318k; do
     check "http://127.0.0.1:$NG_INJECT_PORT/$page.html" yes "$WWW/$page.html"
     check "http://127.0.0.1:$TP_PASS_PORT/$page.html" no "$WWW/$page.html"
     check "http://127.0.0.1:$NG_PASS_PORT/$page.html" no "$WWW/$page.html"
+    check "https://127.0.0.1:$TP_TLS_PORT/$page.html" yes "$WWW/$page.html"
+    check "https://127.0.0.1:$NG_TLS_PORT/$page.html" yes "$WWW/$page.html"
 done
+check "https://127.0.0.1:$TP_TLS_PORT/tiny.txt" no "$WWW/tiny.txt"
+check "https://127.0.0.1:$NG_TLS_PORT/tiny.txt" no "$WWW/tiny.txt"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "checked: inject endpoints add the tag once, passthrough endpoints are byte-exact" >&2
 
 # --- measure -------------------------------------------------------------------
 # wrk → "REQS P99_MS"; fails on errors or non-2xx answers.
-run_wrk() { # url duration
-    local out
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "User-Agent: $UA" "$1") || die "wrk failed on $1"
+run_wrk() { # url duration [close: a new connection per request]
+    local out close=()
+    [[ ${3:-} == close ]] && close=(-H "Connection: close")
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$2" --latency -H "User-Agent: $UA" "${close[@]}" "$1") || die "wrk failed on $1"
     if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
         echo "$out" >&2
         die "errors while loading $1"
@@ -265,17 +301,23 @@ run_wrk() { # url duration
 }
 
 declare -A RPS P99 CPU
-SCENARIOS=("pass 20KB" "pass 318KB" "inject 20KB" "inject 318KB")
-target() { # proxy scenario -> "URL PID" (PID: the process whose CPU time counts)
-    local port pid page
+SCENARIOS=("pass 20KB" "pass 318KB" "inject 20KB" "inject 318KB" "tls 20KB" "tls 318KB" "handshake")
+target() { # proxy scenario -> "URL PID MODE" (PID: the process whose CPU time counts)
+    local port pid page scheme=http mode=keep
     case "$1 ${2%% *}" in
         "tagproxy pass") port=$TP_PASS_PORT pid=$TP_PASS_PID ;;
         "tagproxy inject") port=$TP_INJECT_PORT pid=$TP_INJECT_PID ;;
+        "tagproxy tls" | "tagproxy handshake") port=$TP_TLS_PORT pid=$TP_INJECT_PID scheme=https ;;
         "nginx pass") port=$NG_PASS_PORT pid=$NG_PROXY_PID ;;
         "nginx inject") port=$NG_INJECT_PORT pid=$NG_PROXY_PID ;;
+        "nginx tls" | "nginx handshake") port=$NG_TLS_PORT pid=$NG_PROXY_PID scheme=https ;;
     esac
-    [[ $2 == *20KB ]] && page=page-20k || page=blog-318k
-    echo "http://127.0.0.1:$port/$page.html $pid"
+    case $2 in
+        *20KB) page=page-20k.html ;;
+        *318KB) page=blog-318k.html ;;
+        handshake) page=tiny.txt mode=close ;;
+    esac
+    echo "$scheme://127.0.0.1:$port/$page $pid $mode"
 }
 
 # CPU time (clock ticks, user + system) of a process and its children
@@ -297,10 +339,10 @@ for round in $(seq "$ROUNDS"); do
         order=(tagproxy nginx)
         ((round % 2 == 0)) && order=(nginx tagproxy)
         for proxy in "${order[@]}"; do
-            read -r url pid <<<"$(target "$proxy" "$s")"
-            run_wrk "$url" "$WARMUP" >/dev/null
+            read -r url pid mode <<<"$(target "$proxy" "$s")"
+            run_wrk "$url" "$WARMUP" "$mode" >/dev/null
             before=$(cpu_ticks "$pid")
-            res=$(run_wrk "$url" "$DURATION")
+            res=$(run_wrk "$url" "$DURATION" "$mode")
             after=$(cpu_ticks "$pid")
             read -r rps p99 <<<"$res"
             # Proxy CPU per request: unlike req/s, barely moved by other load.

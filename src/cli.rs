@@ -317,6 +317,13 @@ fn serve(loaded: Loaded, plan: Plan) -> ExitCode {
     rt.block_on(async {
         let server = &loaded.config.server;
         let bound = match Bound::bind(server.listen.0, server.admin_listen.0).await {
+            Ok(b) => match &server.tls {
+                Some(tls) => b.with_tls(tls.listen.0).await,
+                None => Ok(b),
+            },
+            Err(e) => Err(e),
+        };
+        let bound = match bound {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("{}: {e}", loaded.path.display());

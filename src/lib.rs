@@ -24,5 +24,6 @@ pub mod proxy;
 pub mod rules;
 pub mod schema;
 pub mod server;
+pub mod tls;
 pub mod tools;
 pub mod trail;

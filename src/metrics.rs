@@ -37,6 +37,9 @@ pub struct Metrics {
     pub spool_recovered: AtomicU64,
     /// Spool size on disk (a gauge, refreshed when rendered).
     pub spool_bytes: AtomicU64,
+    /// `notAfter` of the HTTPS listener's certificate in service, Unix
+    /// seconds; 0 = no TLS listener (or no certificate yet).
+    pub tls_cert_not_after: AtomicU64,
     /// Per-tool queue gauges and counters, from the delivery engine.
     tool_gauges: std::sync::OnceLock<GaugeSource>,
     /// The trail of the last events (SPEC §10): kept here because every
@@ -353,6 +356,13 @@ impl Metrics {
             "# HELP tagproxy_spool_bytes Spool size on disk.\n# TYPE tagproxy_spool_bytes gauge\ntagproxy_spool_bytes {}",
             get(&self.spool_bytes)
         );
+        let not_after = get(&self.tls_cert_not_after);
+        if not_after != 0 {
+            let _ = writeln!(
+                out,
+                "# HELP tagproxy_tls_cert_not_after_seconds Expiry (notAfter) of the HTTPS certificate in service, Unix seconds.\n# TYPE tagproxy_tls_cert_not_after_seconds gauge\ntagproxy_tls_cert_not_after_seconds {not_after}"
+            );
+        }
         render_tools(&mut out, &gauges);
         let _ = writeln!(
             out,

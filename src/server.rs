@@ -58,6 +58,8 @@ impl ReloadHandle {
 pub struct Bound {
     pub public: TcpListener,
     pub admin: TcpListener,
+    /// `[server.tls] listen`, when configured.
+    pub tls: Option<TcpListener>,
 }
 
 impl Bound {
@@ -68,7 +70,20 @@ impl Bound {
         let admin = TcpListener::bind(admin)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {admin} (admin_listen): {e}"))?;
-        Ok(Bound { public, admin })
+        Ok(Bound {
+            public,
+            admin,
+            tls: None,
+        })
+    }
+
+    /// Also binds the HTTPS listener at `addr`.
+    pub async fn with_tls(mut self, addr: SocketAddr) -> anyhow::Result<Bound> {
+        self.tls =
+            Some(TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} ([server.tls] listen): {e}")
+            })?);
+        Ok(self)
     }
 }
 
@@ -95,6 +110,23 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+    // The HTTPS listener and its certificate, before the public one
+    // serves (a redirect must find it).
+    let https = match (&bound.tls, &loaded.config.server.tls) {
+        (Some(listener), Some(tls)) => {
+            let store = crate::tls::CertStore::new(tls.loaded.clone(), Some(metrics.clone()));
+            if tls.acme() {
+                crate::tls::acme::spawn(loaded, tls, store.clone())?;
+            } else {
+                let (cert, key) = tls.files(&loaded.path);
+                crate::tls::watch_files(store.clone(), cert, key);
+            }
+            let addr = listener.local_addr()?;
+            tracing::info!(tls_listen = %addr, "serving https");
+            Some((addr.port(), crate::tls::server_config(store, tls.acme())))
+        }
+        _ => None,
     };
     tracing::info!(
         listen = %bound.public.local_addr()?,
@@ -144,11 +176,24 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
         )),
         stopped(stop_rx.clone()),
     ));
+    let tls_server = match (bound.tls, &https) {
+        (Some(listener), Some((_, config))) => Some(tokio::spawn(proxy::serve(
+            listener,
+            current.clone(),
+            stopped(stop_rx.clone()),
+            SHUTDOWN_GRACE,
+            proxy::Mode::Tls(tokio_rustls::TlsAcceptor::from(config.clone())),
+        ))),
+        _ => None,
+    };
     let public = tokio::spawn(proxy::serve(
         bound.public,
         current.clone(),
         stopped(stop_rx),
         SHUTDOWN_GRACE,
+        proxy::Mode::Plain {
+            https_port: https.as_ref().map(|(port, _)| *port),
+        },
     ));
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -156,6 +201,9 @@ pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyh
     // Live trail streams would hold the graceful shutdown open.
     metrics.trail.close();
     let _ = public.await;
+    if let Some(tls_server) = tls_server {
+        let _ = tls_server.await;
+    }
     let _ = admin.await;
     // Settled deliveries' acks on disk, so a restart does not resend them.
     shared.engine.flush().await;
@@ -190,6 +238,9 @@ async fn reloader(
                 if server.listen != old.listen || server.admin_listen != old.admin_listen {
                     tracing::warn!("listen addresses changed; they apply after a restart");
                 }
+                if tls_source(server) != tls_source(old) {
+                    tracing::warn!("[server.tls] listen, certificate files and ACME settings apply after a restart (the certificate files themselves are reloaded when they change)");
+                }
                 if loaded.config.delivery != previous.config.delivery
                     || loaded.spool_dir() != previous.spool_dir()
                     || loaded.data_dir() != previous.data_dir()
@@ -218,6 +269,23 @@ async fn reloader(
             let _ = reply.send(result.clone());
         }
     }
+}
+
+/// The `[server.tls]` settings that only a restart applies (`redirect_http`
+/// applies at once).
+fn tls_source(
+    server: &config::ServerConfig,
+) -> Option<(SocketAddr, String, String, Vec<String>, String, String)> {
+    server.tls.as_ref().map(|t| {
+        (
+            t.listen.0,
+            t.cert.get_ref().clone(),
+            t.key.get_ref().clone(),
+            t.acme_domains.get_ref().clone(),
+            t.acme_directory.clone(),
+            t.acme_email.clone(),
+        )
+    })
 }
 
 fn reload(path: &Path) -> Result<(Loaded, Plan), String> {

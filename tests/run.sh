@@ -60,6 +60,11 @@ export TAGPROXY_NATS_SERVER_CURRENT="$PWD/$current_nats"
 # binary's system calls (`strace -f`); the test fails when it is missing.
 need strace strace
 
+# tests/acme.rs: ACME issuance and renewal against a local pebble (Let's
+# Encrypt's ACME test server) and its mock DNS, pebble-challtestsrv; the test
+# fails, not skips, when they are missing.
+need pebble pebble
+
 # --- fixtures ----------------------------------------------------------------
 # Real-world pages used by the injection/streaming tests live in the shared
 # folder beside the repository (../shared/fixtures/pages).

@@ -90,7 +90,10 @@ fn shipped_examples_validate() {
     let k8s = std::fs::read_to_string(root.join("deploy/k8s/tagproxy.yaml")).unwrap();
     let blocks = yaml_blocks(&k8s);
     assert!(blocks.len() >= 2, "{blocks:?}");
-    for (name, text) in blocks {
+    let acme = std::fs::read_to_string(root.join("deploy/k8s/tagproxy-acme.yaml")).unwrap();
+    let acme = yaml_blocks(&acme);
+    assert_eq!(acme.len(), 1, "{acme:?}");
+    for (name, text) in blocks.into_iter().chain(acme) {
         let schema = if name == "tagproxy.toml" {
             &config
         } else {

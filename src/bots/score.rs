@@ -160,6 +160,13 @@ impl<'a> Request<'a> {
             kind,
         }
     }
+
+    /// Marks a request that reached tagproxy's own HTTPS listener: browsers
+    /// send fetch metadata and client hints to it, so their absence counts.
+    pub fn over_tls(mut self, tls: bool) -> Self {
+        self.secure |= tls;
+        self
+    }
 }
 
 /// A request's score and the signals behind it.

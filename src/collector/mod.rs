@@ -88,7 +88,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         parts.version,
         trusted_hop,
         crate::bots::score::Kind::Collector { script_loaded },
-    );
+    )
+    .over_tls(parts.extensions.get::<crate::proxy::Https>().is_some());
     let mut visitor = Visitor::new(app, info, tracker, user_agent, Some(&facts));
 
     let mut instructions: Vec<Value> = Vec::new();
@@ -130,6 +131,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         })
         .unwrap_or_default();
     let secure = page_url.starts_with("https:")
+        || parts.extensions.get::<crate::proxy::Https>().is_some()
         || (trusted_hop && header_str(headers, "x-forwarded-proto").eq_ignore_ascii_case("https"));
     let domain = cookie_domain(&app.settings.cookie_domain, &host);
     let body = json!({"ok": true, "events": count, "instructions": instructions});

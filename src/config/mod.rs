@@ -433,6 +433,92 @@ pub struct ServerConfig {
     /// (`{prefix}/api/events`), for servers written for Zaraz. The same
     /// token (`events:write`) is needed there. `None` = no extra path.
     pub zaraz_events_api_path: Option<RoutePath>,
+    /// `[server.tls]`: HTTPS on its own listener; absent = no TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]` (SPEC §2): HTTPS on its own listener, HTTP/1.1 and h2 by
+/// ALPN, with a certificate from files (`cert` + `key`) or from ACME
+/// (`acme_domains`), never both.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Where HTTPS is served, `IP:PORT`.
+    pub listen: ListenAddr,
+    /// PEM file with the certificate chain (leaf first); relative to the
+    /// config file. Reloaded within 10 s of a change.
+    #[schemars(with = "String")]
+    pub cert: Spanned<String>,
+    /// PEM file with the private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    #[schemars(with = "String")]
+    pub key: Spanned<String>,
+    /// Domains to obtain a certificate for by ACME (TLS-ALPN-01), instead of
+    /// `cert` / `key`; kept in `data_dir/acme`.
+    #[schemars(with = "Vec<String>")]
+    pub acme_domains: Spanned<Vec<String>>,
+    /// Contact address for the ACME account; `""` = none.
+    pub acme_email: String,
+    /// The ACME directory URL; `""` = Let's Encrypt production.
+    pub acme_directory: String,
+    /// PEM file of an extra root trusted for the ACME directory's own TLS
+    /// (a local test CA such as pebble's); `""` = the system roots only.
+    #[schemars(with = "String")]
+    pub acme_ca: Spanned<String>,
+    /// The plain `listen` answers `308` to the https URL, except requests a
+    /// trusted proxy marked `X-Forwarded-Proto: https`.
+    pub redirect_http: bool,
+    /// The certificate and key of `cert` / `key`, read and checked by
+    /// [`parse`].
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub loaded: Option<crate::tls::LoadedCert>,
+    /// The certificates of `acme_ca`, read and parsed by [`parse`].
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub acme_ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: ListenAddr("0.0.0.0:8443".parse().unwrap()),
+            cert: Spanned::new(0..0, String::new()),
+            key: Spanned::new(0..0, String::new()),
+            acme_domains: Spanned::new(0..0, Vec::new()),
+            acme_email: String::new(),
+            acme_directory: String::new(),
+            acme_ca: Spanned::new(0..0, String::new()),
+            redirect_http: false,
+            loaded: None,
+            acme_ca_certs: Vec::new(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The certificate comes from ACME rather than from files.
+    pub fn acme(&self) -> bool {
+        !self.acme_domains.get_ref().is_empty()
+    }
+
+    /// `cert` and `key` resolved against the config file at `config_path`.
+    pub fn files(&self, config_path: &Path) -> (PathBuf, PathBuf) {
+        (
+            relative_to(config_path, self.cert.get_ref()),
+            relative_to(config_path, self.key.get_ref()),
+        )
+    }
+}
+
+/// `file` (from the config at `config_path`) resolved against the config
+/// file's folder.
+pub fn relative_to(config_path: &Path, file: &str) -> PathBuf {
+    let file = Path::new(file);
+    if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        config_path.parent().unwrap_or(Path::new("")).join(file)
+    }
 }
 
 impl Default for ServerConfig {
@@ -454,6 +540,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             zaraz_init_path: None,
             zaraz_events_api_path: None,
+            tls: None,
         }
     }
 }
@@ -630,6 +717,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
     upstream_tls(path, text, &mut config.server, &mut warnings)?;
     zaraz_paths(path, text, &config.server)?;
+    server_tls(path, text, &mut config.server)?;
     // SPEC §10: the admin listener is never public by default; off loopback
     // its health and metrics need a token too, but say so.
     if !config.server.admin_listen.0.ip().is_loopback() {
@@ -727,6 +815,133 @@ fn zaraz_paths(path: &Path, text: &str, server: &ServerConfig) -> Result<(), Con
         taken.push((key, p));
     }
     Ok(())
+}
+
+/// Checks `[server.tls]`: a certificate source (files or ACME, not both),
+/// and reads the files (readable, PEM, the key matches the certificate,
+/// valid now) so `check` and a reload find what serving would.
+fn server_tls(path: &Path, text: &str, server: &mut ServerConfig) -> Result<(), ConfigError> {
+    let Some(tls) = server.tls.as_mut() else {
+        return Ok(());
+    };
+    let mut problems = Vec::new();
+    let key_at = |key: &str| find_key(text, "server.tls", key).unwrap_or(0);
+    let files = !tls.cert.get_ref().is_empty() || !tls.key.get_ref().is_empty();
+    if files && tls.acme() {
+        problems.push(Problem::at(
+            path,
+            text,
+            tls.acme_domains.span().start,
+            "acme_domains and cert/key are both set: choose one certificate source",
+        ));
+    } else if !files && !tls.acme() {
+        problems.push(Problem::at(
+            path,
+            text,
+            find_table(text, "server.tls").unwrap_or(0),
+            "[server.tls] needs cert and key, or acme_domains",
+        ));
+    } else if files {
+        if tls.cert.get_ref().is_empty() {
+            problems.push(Problem::at(
+                path,
+                text,
+                tls.key.span().start,
+                "key is set but cert is not",
+            ));
+        } else if tls.key.get_ref().is_empty() {
+            problems.push(Problem::at(
+                path,
+                text,
+                tls.cert.span().start,
+                "cert is set but key is not",
+            ));
+        } else {
+            let (cert, key) = tls.files(path);
+            match crate::tls::LoadedCert::read(&cert, &key) {
+                Ok(loaded) => tls.loaded = Some(loaded),
+                Err(e) => {
+                    let at = match e.file {
+                        crate::tls::Which::Cert => tls.cert.span().start,
+                        crate::tls::Which::Key => tls.key.span().start,
+                    };
+                    problems.push(Problem::at(path, text, at, e.message));
+                }
+            }
+        }
+    } else {
+        for d in tls.acme_domains.get_ref() {
+            if rustls::pki_types::DnsName::try_from(d.as_str()).is_err() {
+                problems.push(Problem::at(
+                    path,
+                    text,
+                    tls.acme_domains.span().start,
+                    format!("acme_domains: {d:?} is not a DNS name"),
+                ));
+            }
+        }
+        if !tls.acme_directory.is_empty() {
+            match url::Url::parse(&tls.acme_directory) {
+                Ok(u) if u.scheme() == "https" => {}
+                _ => problems.push(Problem::at(
+                    path,
+                    text,
+                    key_at("acme_directory"),
+                    format!(
+                        "acme_directory {:?} is not an https:// URL",
+                        tls.acme_directory
+                    ),
+                )),
+            }
+        }
+        if !tls.acme_ca.get_ref().is_empty() {
+            let file = relative_to(path, tls.acme_ca.get_ref());
+            match std::fs::read(&file) {
+                Ok(pem) => match read_pem_certificates(&pem) {
+                    Ok(certs) => tls.acme_ca_certs = certs,
+                    Err(e) => problems.push(Problem::at(
+                        path,
+                        text,
+                        tls.acme_ca.span().start,
+                        format!("acme_ca: {}: {e}", file.display()),
+                    )),
+                },
+                Err(e) => problems.push(Problem::at(
+                    path,
+                    text,
+                    tls.acme_ca.span().start,
+                    format!("acme_ca: cannot read {}: {e}", file.display()),
+                )),
+            }
+        }
+    }
+    if tls.listen.0 == server.listen.0 && tls.listen.0.port() != 0 {
+        problems.push(Problem::at(
+            path,
+            text,
+            key_at("listen"),
+            "[server.tls] listen is the same address as [server] listen",
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError(problems))
+    }
+}
+
+/// Byte offset of the `[table]` header line in `text`.
+fn find_table(text: &str, table: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.trim_end().starts_with(&header) {
+            return Some(offset + line.len() - trimmed.len());
+        }
+        offset += line.len();
+    }
+    None
 }
 
 /// The certificates of a PEM file; an error when it holds none or one does

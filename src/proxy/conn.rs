@@ -1,4 +1,5 @@
-//! Client connections on the public listener: HTTP/1.1 or h2c, the limits of
+//! Client connections on the public listeners: HTTP/1.1 or h2c, or TLS with
+//! HTTP/1.1 or h2 by ALPN; the limits of
 //! SPEC §2 (`header_read_timeout_ms`, `idle_timeout_ms`, `max_connections`),
 //! h2 and request-head size caps, and draining on shutdown.
 //!
@@ -12,6 +13,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -184,13 +186,14 @@ async fn watchdog(activity: &Activity, limits: Limits) -> Expired {
     }
 }
 
-/// A client socket that tells its connection's `Activity` about reads.
-struct Tracked {
-    stream: TcpStream,
+/// A client socket (plain TCP or TLS) that tells its connection's
+/// `Activity` about reads.
+struct Tracked<S> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -206,7 +209,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -278,15 +281,27 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `proxy` on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves,
-/// then lets open requests finish for up to `grace`. `max_connections` is
-/// read once, here; the timeouts of the proxy in force apply to each new
-/// connection.
+/// What a listener speaks.
+#[derive(Clone)]
+pub enum Mode {
+    /// HTTP/1.1 and h2c. With `https_port` (the bound port of the TLS
+    /// listener), requests are redirected there when the proxy in force
+    /// has `redirect_http`.
+    Plain { https_port: Option<u16> },
+    /// TLS, then HTTP/1.1 or h2 as ALPN chose.
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+/// Serves `proxy` on `listener` until `shutdown` resolves, then lets open
+/// requests finish for up to `grace`. `max_connections` is read once, here,
+/// and counts this listener's connections; the timeouts of the proxy in
+/// force apply to each new connection.
 pub async fn serve(
     listener: TcpListener,
     proxy: CurrentProxy,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    mode: Mode,
 ) {
     let builder = Arc::new(builder());
     let slots = Arc::new(Semaphore::new(proxy.load().limits.max_connections));
@@ -315,16 +330,110 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let limits = proxy.load().limits;
+        let conn = Conn {
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+            limits: proxy.load().limits,
+            peer,
+            stop: stop_rx.clone(),
+        };
+        let drain = drain_tx.clone();
+        let mode = mode.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _drain = drain;
+            match mode {
+                Mode::Plain { https_port } => conn.serve(stream, false, https_port).await,
+                Mode::Tls(acceptor) => {
+                    let Some(tls) = conn.handshake(acceptor, stream).await else {
+                        return;
+                    };
+                    conn.serve(tls, true, None).await
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(drain_tx);
+    if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
+        tracing::warn!("shutdown grace period over; closing open connections");
+    }
+}
+
+/// One accepted connection.
+struct Conn {
+    proxy: CurrentProxy,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: Limits,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+}
+
+impl Conn {
+    /// The TLS handshake, within `header_read_timeout_ms` (a client that
+    /// connects and sends nothing, or speaks plain HTTP, is closed). `None`
+    /// when there is nothing more to serve: it failed, or it was an ACME
+    /// TLS-ALPN-01 validation, which ends with the handshake.
+    async fn handshake(
+        &self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: TcpStream,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let peer = self.peer;
+        let mut stop = self.stop.clone();
+        let tls = tokio::select! {
+            done = tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)) => match done {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no TLS handshake within header_read_timeout_ms; closed");
+                    return None;
+                }
+            },
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return None,
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+            tracing::debug!(%peer, "ACME TLS-ALPN-01 validation handshake");
+            return None;
+        }
+        Some(tls)
+    }
+
+    /// Serves HTTP on `stream` until the client leaves, a limit closes it or
+    /// the server drains. `https`: the stream is TLS (requests are marked
+    /// with [`super::Https`]); `redirect_to`: the TLS port plain requests
+    /// may be redirected to.
+    async fn serve<S>(self, stream: S, https: bool, redirect_to: Option<u16>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            proxy,
+            builder,
+            limits,
+            peer,
+            mut stop,
+        } = self;
         let activity = Activity::new();
         let service = {
-            let proxy = proxy.clone();
             let activity = activity.clone();
-            service_fn(move |req| {
+            service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let in_flight = activity.start();
                 let proxy = proxy.load_full();
+                if https {
+                    req.extensions_mut().insert(super::Https);
+                }
                 async move {
-                    let resp = proxy.handle(req, peer).await;
+                    let redirect =
+                        redirect_to.and_then(|port| proxy.https_redirect(&req, peer, port));
+                    let resp = match redirect {
+                        Some(resp) => resp,
+                        None => proxy.handle(req, peer).await,
+                    };
                     let resp = resp.map(|inner| {
                         body::boxed(Guarded {
                             inner,
@@ -339,49 +448,36 @@ pub async fn serve(
             stream,
             activity: activity.clone(),
         });
-        let builder = builder.clone();
-        let mut stop = stop_rx.clone();
-        let drain = drain_tx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _drain = drain;
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => Some(ended),
-                why = watchdog(&activity, limits) => {
-                    match why {
-                        Expired::Head => {
-                            tracing::debug!(%peer, "no complete request head within header_read_timeout_ms; closed");
-                            return;
-                        }
-                        Expired::Idle => {
-                            tracing::debug!(%peer, "idle for idle_timeout_ms; closing");
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await;
-                            return;
-                        }
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => Some(ended),
+            why = watchdog(&activity, limits) => {
+                match why {
+                    Expired::Head => {
+                        tracing::debug!(%peer, "no complete request head within header_read_timeout_ms; closed");
+                        return;
+                    }
+                    Expired::Idle => {
+                        tracing::debug!(%peer, "idle for idle_timeout_ms; closing");
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await;
+                        return;
                     }
                 }
-                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
-                    conn.as_mut().graceful_shutdown();
-                    None
-                }
-            };
-            let ended = match ended {
-                Some(ended) => ended,
-                None => conn.await,
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    drop(drain_tx);
-    if tokio::time::timeout(grace, drain_rx.recv()).await.is_err() {
-        tracing::warn!("shutdown grace period over; closing open connections");
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                conn.as_mut().graceful_shutdown();
+                None
+            }
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => conn.await,
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
     }
 }
 

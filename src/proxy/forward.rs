@@ -233,7 +233,8 @@ impl Forwarder {
                     req.version(),
                     trusted,
                     crate::bots::score::Kind::Page,
-                );
+                )
+                .over_tls(req.extensions().get::<super::Https>().is_some());
                 let score = bots.score(&facts);
                 if score.is_bot(policy.threshold)
                     && is_document_request(req.method(), req.headers())
@@ -364,6 +365,7 @@ impl Forwarder {
             .parse()
             .map_err(|_| "bad request target")?;
         let version = req.version();
+        let https = req.extensions().get::<super::Https>().is_some();
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
 
@@ -384,7 +386,11 @@ impl Forwarder {
         };
         set(headers, "x-forwarded-for", &xff);
         if !(trusted && headers.contains_key("x-forwarded-proto")) {
-            set(headers, "x-forwarded-proto", "http");
+            set(
+                headers,
+                "x-forwarded-proto",
+                if https { "https" } else { "http" },
+            );
         }
         if !(trusted && headers.contains_key("x-forwarded-host")) {
             match host {

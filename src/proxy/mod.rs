@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use crate::bots::BotDetector;
 use crate::config::Config;
 use body::ProxyBody;
-pub use conn::{serve, Limits};
+pub use conn::{serve, Limits, Mode};
 pub use forward::{error_response, Forwarder, InjectPolicy};
 
 /// Where Zaraz's "load manually" tag loads it from
@@ -33,6 +33,11 @@ pub const ZARAZ_LOADER_PATH: &str = "/cdn-cgi/zaraz/i.js";
 /// to `{prefix}/t`, so this path is an alias of the collector (see
 /// [`Proxy::handle`]).
 pub const ZARAZ_TRACK_PATH: &str = "/cdn-cgi/zaraz/t";
+/// Marks a request that arrived over the HTTPS listener (a request
+/// extension): the origin sees `X-Forwarded-Proto: https` and cookies get
+/// `Secure`.
+#[derive(Debug, Clone, Copy)]
+pub struct Https;
 
 /// Routes under `prefix` served by the layers above the proxy (the
 /// collector…). Hands the request back when the path is not theirs.
@@ -70,6 +75,8 @@ pub struct Proxy {
     /// Connection limits; a reload applies them to new connections
     /// (`max_connections` only at start).
     pub limits: Limits,
+    /// `[server.tls] redirect_http`: the plain listener redirects to https.
+    redirect_http: bool,
 }
 
 impl Proxy {
@@ -113,7 +120,60 @@ impl Proxy {
             threshold: config.bots.score_threshold,
             trusted: server.trusted_proxies.clone(),
             limits: Limits::of(server),
+            redirect_http: server.tls.as_ref().is_some_and(|t| t.redirect_http),
         }
+    }
+
+    /// With `redirect_http`, the `308` that sends a plain-HTTP request to
+    /// `https://<host>[:<https_port>]<path>` (the port left out when 443);
+    /// `None` when it is served here: no redirect configured, or a trusted
+    /// proxy says the visitor's request was https (`X-Forwarded-Proto`).
+    pub fn https_redirect<B>(
+        &self,
+        req: &Request<B>,
+        peer: SocketAddr,
+        https_port: u16,
+    ) -> Option<Response<ProxyBody>> {
+        if !self.redirect_http {
+            return None;
+        }
+        let forwarded_https = self.trusted.contains(peer.ip())
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        if forwarded_https {
+            return None;
+        }
+        let authority = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .or_else(|| req.uri().authority().cloned())
+            .filter(|a| !a.as_str().contains('@'));
+        let Some(authority) = authority else {
+            return Some(error_response(
+                StatusCode::BAD_REQUEST,
+                "a Host header is needed to redirect to https",
+                false,
+            ));
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = https_location(authority.host(), https_port, path);
+        let Ok(location) = http::HeaderValue::from_str(&location) else {
+            return Some(error_response(
+                StatusCode::BAD_REQUEST,
+                "bad request target",
+                false,
+            ));
+        };
+        let mut resp = Response::new(body::full(""));
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        resp.headers_mut().insert(http::header::LOCATION, location);
+        Some(resp)
     }
 
     /// Routes one request.
@@ -192,7 +252,8 @@ impl Proxy {
                         req.version(),
                         self.trusted.contains(peer.ip()),
                         crate::bots::score::Kind::Page,
-                    );
+                    )
+                    .over_tls(req.extensions().get::<Https>().is_some());
                     let score = crate::bots::score::score(&verdict, &facts);
                     if score.is_bot(self.threshold) {
                         tracing::debug!(bot_score = score.score, signals = %score.reasons(), user_agent = ua, "browser User-Agent scores as a bot");
@@ -290,6 +351,15 @@ impl Proxy {
     }
 }
 
+/// `https://<host>[:<port>]<path>`, the port left out when it is 443.
+fn https_location(host: &str, port: u16, path: &str) -> String {
+    if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    }
+}
+
 /// The proxy in force; a config reload swaps it without dropping a request
 /// (each request keeps the `Proxy` it started with).
 pub type CurrentProxy = Arc<arc_swap::ArcSwap<Proxy>>;
@@ -366,4 +436,19 @@ fn robots_txt(bots: &BotDetector) -> Response<ProxyBody> {
         .header(http::header::CACHE_CONTROL, "public, max-age=3600")
         .body(body::full(text))
         .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_https_location_leaves_out_port_443() {
+        assert_eq!(
+            super::https_location("shop.example", 443, "/a?b=1"),
+            "https://shop.example/a?b=1"
+        );
+        assert_eq!(
+            super::https_location("[::1]", 8443, "/"),
+            "https://[::1]:8443/"
+        );
+    }
 }
