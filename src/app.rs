@@ -313,6 +313,11 @@ impl App {
         shared
             .engine
             .ensure_tools(&plan.tools.iter().map(|t| t.id.clone()).collect::<Vec<_>>());
+        shared.engine.set_batching(
+            plan.tools
+                .iter()
+                .map(|t| (t.id.clone(), t.adapter.batching())),
+        );
         App {
             settings: config.settings.clone(),
             engine: shared.engine.clone(),

@@ -427,6 +427,15 @@ pub trait Adapter: Send + Sync {
     fn max_body_bytes(&self) -> usize {
         guard::MAX_BODY_BYTES
     }
+
+    /// Batched delivery (SPEC §8): how the destination takes several of this
+    /// adapter's requests in one call, when it has a batch API. The adapter
+    /// keeps building one request per event; the engine groups, joins,
+    /// acknowledges and retries ([`crate::delivery::batch`]). `None` (the
+    /// default): one request per delivery.
+    fn batching(&self) -> Option<Arc<dyn crate::delivery::Batching>> {
+        None
+    }
 }
 
 /// The origin of a base URL (an `endpoint`), as a one-item list for
