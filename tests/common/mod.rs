@@ -455,6 +455,61 @@ impl Recorded {
     pub fn path(&self) -> &str {
         self.uri.split('?').next().unwrap_or("")
     }
+
+    /// The deliveries this request carries, each as the request that would
+    /// have carried it alone: a batch is read the way its service reads it
+    /// (SPEC §8, batched delivery). A GA4 `POST …/g/collect` batch gives one
+    /// `GET` hit per body line, the URL's parameters completed by the line's
+    /// (gtag's batching, <https://support.google.com/analytics/answer/9322688>;
+    /// lines as <https://github.com/amplitude/Amplitude-TypeScript/pull/903>
+    /// reads them); a Conversions API body gives one request per `data`
+    /// item (<https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api#batch-requests>).
+    /// Anything else is one delivery.
+    pub fn deliveries(&self) -> Vec<Recorded> {
+        match Service::of(self).0 {
+            Service::Ga4 if self.method == "POST" && !self.body.is_empty() => {
+                let (path, shared) = self.uri.split_once('?').unwrap_or((&self.uri, ""));
+                let mut headers = self.headers.clone();
+                headers.remove("content-type");
+                String::from_utf8_lossy(&self.body)
+                    .split('\n')
+                    .map(|line| {
+                        let mut one = self.clone();
+                        one.method = "GET".into();
+                        one.uri = match (shared.is_empty(), line.is_empty()) {
+                            (_, true) => format!("{path}?{shared}"),
+                            (true, false) => format!("{path}?{line}"),
+                            (false, false) => format!("{path}?{shared}&{line}"),
+                        };
+                        one.headers = headers.clone();
+                        one.body = Bytes::new();
+                        one
+                    })
+                    .collect()
+            }
+            Service::Meta => {
+                let Ok(serde_json::Value::Object(body)) =
+                    serde_json::from_slice::<serde_json::Value>(&self.body)
+                else {
+                    return vec![self.clone()];
+                };
+                match body.get("data") {
+                    Some(serde_json::Value::Array(events)) if events.len() > 1 => events
+                        .iter()
+                        .map(|e| {
+                            let mut one = body.clone();
+                            one.insert("data".into(), serde_json::json!([e]));
+                            let mut r = self.clone();
+                            r.body = Bytes::from(serde_json::to_vec(&one).unwrap());
+                            r
+                        })
+                        .collect(),
+                    _ => vec![self.clone()],
+                }
+            }
+            _ => vec![self.clone()],
+        }
+    }
 }
 
 /// How a mock destination answers: status codes to return in order (the last
@@ -525,6 +580,25 @@ impl Service {
     /// call `validate::ga4` themselves. A webhook that says it sends JSON
     /// must send JSON (a bodyless GET aside).
     pub fn problems(r: &Recorded) -> Result<(), String> {
+        if Service::of(r).0 == Service::Ga4 && r.method == "POST" {
+            return validate::ga4_batch(r).and_then(|()| {
+                let problems: Vec<String> = r
+                    .deliveries()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, hit)| {
+                        Self::problems(hit)
+                            .err()
+                            .map(|p| format!("line {}: {p}", i + 1))
+                    })
+                    .collect();
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("\n"))
+                }
+            });
+        }
         match Service::of(r) {
             (Service::Ga4, r) => {
                 let ua = r
@@ -676,9 +750,19 @@ impl Destination {
         format!("http://{}", self.addr)
     }
 
-    /// Every request so far. Panics when one was malformed (a test
-    /// that looks at deliveries must not look past a bad one).
+    /// Every delivery so far, one per event as it would have been sent
+    /// alone (a batched request counts as the deliveries it carries, see
+    /// [`Recorded::deliveries`]). Panics when a request was malformed (a
+    /// test that looks at deliveries must not look past a bad one).
     pub fn requests(&self) -> Vec<Recorded> {
+        self.raw_requests()
+            .iter()
+            .flat_map(Recorded::deliveries)
+            .collect()
+    }
+
+    /// Every request so far as it came over the wire (a batch is one).
+    pub fn raw_requests(&self) -> Vec<Recorded> {
         self.assert_valid();
         self.recorded.lock().unwrap().clone()
     }
@@ -700,7 +784,8 @@ impl Destination {
         *self.script.lock().unwrap() = script;
     }
 
-    /// Waits until at least `n` requests arrived (or panics after `timeout`).
+    /// Waits until at least `n` deliveries arrived, batched or not (or
+    /// panics after `timeout`).
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
         let deadline = Instant::now() + timeout;
         loop {
