@@ -57,6 +57,9 @@ const MEMORY_QUEUE: usize = 4_096;
 const IN_MEMORY_PER_TOOL: usize = 4_096;
 /// Deliveries per tool being sent or waiting to retry.
 const LIVE_PER_TOOL: usize = 4_096;
+/// How long delivery waits at start for the config to say how tools batch
+/// (what was recovered from the spool would otherwise go one by one).
+const CONFIG_WAIT: Duration = Duration::from_secs(5);
 /// How often the replay inbox (`deadletter replay`) is looked at.
 const INBOX_POLL: Duration = Duration::from_secs(1);
 
@@ -101,6 +104,8 @@ pub struct Policy {
     pub linger: Duration,
     /// `batch_max_events`: a cap below every destination's own limit.
     pub max_batch_events: Option<usize>,
+    /// Whether the config's batching is known yet ([`Engine::set_batching`]).
+    configured: tokio::sync::watch::Sender<bool>,
 }
 
 /// What to do after an attempt.
@@ -174,6 +179,7 @@ impl Engine {
             batching: DashMap::new(),
             linger: Duration::from_millis(config.batch_linger_ms).min(batch::MAX_LINGER),
             max_batch_events: config.batch_max_events.map(|n| n.max(1) as usize),
+            configured: tokio::sync::watch::Sender::new(false),
         });
         let mut recovered = Vec::new();
         let store = match config.backend {
@@ -404,6 +410,7 @@ impl Engine {
             }
         }
         map.retain(|id, _| keep.contains(id));
+        self.policy.configured.send_replace(true);
     }
 
     /// Waits until acks and appends so far are on disk (tests, shutdown).
@@ -535,6 +542,7 @@ impl ToolQueue {
 /// destination batches has its jobs grouped first ([`gather`]).
 async fn run_tool(queue: Arc<ToolQueue>, policy: Arc<Policy>, spool: Option<Arc<Spool>>) {
     let live = Arc::new(Semaphore::new(LIVE_PER_TOOL));
+    policy.configured().await;
     loop {
         let Ok(place) = live.clone().acquire_owned().await else {
             return;
@@ -734,6 +742,13 @@ async fn run_job(
 }
 
 impl Policy {
+    /// Waits (a few seconds at most) until the config has said how tools
+    /// batch.
+    pub async fn configured(&self) {
+        let mut known = self.configured.subscribe();
+        let _ = tokio::time::timeout(CONFIG_WAIT, known.wait_for(|c| *c)).await;
+    }
+
     /// How `tool` batches, if its destination does.
     pub fn batching_of(&self, tool: &str) -> Option<Arc<dyn Batching>> {
         self.batching.get(tool).map(|b| b.clone())

@@ -404,6 +404,7 @@ async fn ensure_stream(
 /// as long as the process, surviving server restarts and deleted consumers.
 async fn consume(nats: Arc<Nats>, tool: Arc<NatsTool>) {
     let slots = Arc::new(Semaphore::new(nats.concurrency));
+    nats.policy.configured().await;
     let mut failures = 0u32;
     loop {
         let consumer = match nats.consumer(&tool).await {

@@ -488,17 +488,17 @@ impl Recorded {
                     .collect()
             }
             Service::Meta => {
-                let Ok(serde_json::Value::Object(body)) =
+                let Ok(serde_json::Value::Object(mut body)) =
                     serde_json::from_slice::<serde_json::Value>(&self.body)
                 else {
                     return vec![self.clone()];
                 };
-                match body.get("data") {
+                match body.remove("data") {
                     Some(serde_json::Value::Array(events)) if events.len() > 1 => events
-                        .iter()
+                        .into_iter()
                         .map(|e| {
                             let mut one = body.clone();
-                            one.insert("data".into(), serde_json::json!([e]));
+                            one.insert("data".into(), serde_json::Value::Array(vec![e]));
                             let mut r = self.clone();
                             r.body = Bytes::from(serde_json::to_vec(&one).unwrap());
                             r
@@ -650,7 +650,13 @@ pub struct Destination {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<Script>>,
     violations: Arc<Mutex<Vec<String>>>,
+    refuse: Arc<Mutex<Option<Refuse>>>,
 }
+
+/// A destination's own judgement of a well-formed request: `Some((status,
+/// body))` refuses it with that answer (Meta refusing a whole batch for one
+/// invalid event), `None` leaves it to the script.
+pub type Refuse = fn(&Recorded) -> Option<(u16, String)>;
 
 impl Destination {
     pub async fn start() -> Destination {
@@ -666,11 +672,14 @@ impl Destination {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
         let violations = Arc::new(Mutex::new(Vec::new()));
+        let refuse: Arc<Mutex<Option<Refuse>>> = Arc::new(Mutex::new(None));
         let (rec, scr, bad) = (recorded.clone(), script.clone(), violations.clone());
+        let judge = refuse.clone();
         let origin = Origin::start_at(addr, move |req: Request<Incoming>| {
             let rec = rec.clone();
             let scr = scr.clone();
             let bad = bad.clone();
+            let judge = *judge.lock().unwrap();
             async move {
                 let (parts, body) = req.into_parts();
                 let uri = parts
@@ -702,11 +711,15 @@ impl Destination {
                         String::from_utf8_lossy(&recorded.body)
                     ));
                 }
+                let refused = judge.and_then(|refuse| refuse(&recorded));
                 let n = {
                     let mut r = rec.lock().unwrap();
                     r.push(recorded);
                     r.len()
                 };
+                if let (Some((status, body)), None) = (refused, &problem) {
+                    return respond(status, &[("content-type", "application/json")], body);
+                }
                 let (status, delay, retry_after) = {
                     let s = scr.lock().unwrap();
                     let status = *s.statuses.get(n - 1).or(s.statuses.last()).unwrap_or(&200);
@@ -743,6 +756,7 @@ impl Destination {
             recorded,
             script,
             violations,
+            refuse,
         }
     }
 
@@ -778,6 +792,11 @@ impl Destination {
             bad.len(),
             bad.join("\n---\n")
         );
+    }
+
+    /// Judges every request from now on with `refuse` before the script.
+    pub fn set_refuse(&self, refuse: Refuse) {
+        *self.refuse.lock().unwrap() = Some(refuse);
     }
 
     pub fn set_script(&self, script: Script) {
