@@ -316,11 +316,11 @@ impl Adapter for Ga4 {
 /// parameters complete the URL's for its event.
 ///
 /// Event-level parameters ([`event_level`]): `en`, `ep.*`, `epn.*`, `cu`,
-/// `prN`, `_ss`, `_fv`, `_et`, `_c`, `_ee`. Everything else (`v`, `tid`,
-/// `cid`, `sid`, `sct`, `seg`, `ul`, `sr`, `dl`, `dt`, `dr`, `_uip`,
-/// `gcs`/`gcd`) and the User-Agent must be equal for hits to share a batch.
-/// `_s`, gtag's hit counter, is per request: the batch carries its first
-/// hit's.
+/// `prN`, `_ss`, `_fv`, `_et`, `_c`, `_ee`, and `_s`, the hit's number in
+/// its session, so every event keeps its own place in the session's order.
+/// Everything else (`v`, `tid`, `cid`, `sid`, `sct`, `seg`, `ul`, `sr`,
+/// `dl`, `dt`, `dr`, `_uip`, `gcs`/`gcd`) and the User-Agent must be equal
+/// for hits to share a batch.
 pub struct Ga4Batching;
 
 /// Hits per batch: the Measurement Protocol's documented cap, "Requests can
@@ -335,8 +335,10 @@ pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// Whether a `/g/collect` parameter belongs to one event (a body line) rather
 /// than to the request.
 pub fn event_level(name: &str) -> bool {
-    matches!(name, "en" | "cu" | "_ss" | "_fv" | "_et" | "_c" | "_ee")
-        || name.starts_with("ep.")
+    matches!(
+        name,
+        "en" | "cu" | "_s" | "_ss" | "_fv" | "_et" | "_c" | "_ee"
+    ) || name.starts_with("ep.")
         || name.starts_with("epn.")
         || name
             .strip_prefix("pr")
@@ -368,11 +370,9 @@ impl Batching for Ga4Batching {
         }
     }
 
-    /// Path, headers (the visitor's User-Agent) and every shared parameter
-    /// but `_s`.
+    /// Path, headers (the visitor's User-Agent) and every shared parameter.
     fn key(&self, req: &HttpRequest) -> Option<String> {
         let (path, shared, _) = split_hit(req)?;
-        let shared: Vec<_> = shared.iter().filter(|(k, _)| k != "_s").collect();
         serde_json::to_string(&(path, &req.headers, shared)).ok()
     }
 
@@ -1074,7 +1074,7 @@ mod tests {
     /// <https://github.com/amplitude/Amplitude-TypeScript/pull/903>): shared
     /// parameters once in the URL, one event per body line, and every hit
     /// read back (URL parameters completed by its line) is the hit that
-    /// would have been sent alone, `_s` aside.
+    /// would have been sent alone.
     #[test]
     fn hits_of_one_client_join_into_one_post_and_read_back_the_same() {
         let ga = ga4("");
@@ -1118,23 +1118,18 @@ mod tests {
                 .query_pairs()
                 .into_owned()
                 .collect();
-            let s_of = |q: &[(String, String)]| get(q, "_s").map(str::to_string);
-            assert_eq!(s_of(&read), s_of(&shared));
-            read.retain(|(k, _)| k != "_s");
-            want.retain(|(k, _)| k != "_s");
             read.sort();
             want.sort();
             assert_eq!(read, want);
         }
-        assert_eq!(get(&shared, "_s"), get(&query_of(&a), "_s"));
-    }
-
-    fn query_of(h: &HttpRequest) -> Vec<(String, String)> {
-        url::Url::parse(&h.url)
-            .unwrap()
-            .query_pairs()
-            .into_owned()
-            .collect()
+        // Each hit keeps its own number in the session.
+        assert_eq!(get(&shared, "_s"), None);
+        let s_of = |line: &str| {
+            url::form_urlencoded::parse(line.as_bytes())
+                .into_owned()
+                .find(|(k, _)| k == "_s")
+        };
+        assert!(s_of(lines[0]).is_some() && s_of(lines[1]).is_some());
     }
 
     #[test]

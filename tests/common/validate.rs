@@ -285,7 +285,7 @@ fn finish(problems: Vec<String>) -> Result<(), String> {
 pub fn ga4_batch(r: &Recorded) -> Result<(), String> {
     let mut p = Vec::new();
     let event_level = |k: &str| {
-        matches!(k, "en" | "cu" | "_ss" | "_fv" | "_et" | "_c" | "_ee")
+        matches!(k, "en" | "cu" | "_s" | "_ss" | "_fv" | "_et" | "_c" | "_ee")
             || k.starts_with("ep.")
             || k.starts_with("epn.")
             || k.strip_prefix("pr")
