@@ -7,6 +7,7 @@
 #
 #   bash benches/collector.sh            # DURATION=10s per run
 #   DURATION=5s BATCHES="1 10" BACKENDS="memory spool" bash benches/collector.sh
+#   BATCH_MAX_EVENTS=1 bash benches/collector.sh   # batched delivery off, to compare
 #
 # Everything runs on 127.0.0.1: nginx answers 204 as both GA4 and Meta (and
 # counts what it received in its access log); wrk POSTs batches of events to
@@ -86,6 +87,7 @@ admin_listen = "127.0.0.1:$ADMIN"
 backend = "$1"
 nats_url = "nats://127.0.0.1:$NATS_PORT"
 concurrency_per_tool = 64
+${BATCH_MAX_EVENTS:+batch_max_events = $BATCH_MAX_EVENTS}
 EOF
     cat >"$TMP/tp/tools/ga4.toml" <<EOF
 type = "google-analytics-4"

@@ -630,8 +630,8 @@ async fn gather(
                 queue.set_live(&job);
                 next = Some((job, place));
             }
-            Ok(None) => return,
-            Err(_) => break,
+            // No more places (never closed) or the linger is over.
+            Ok(None) | Err(_) => break,
         }
     }
     for ready in grouper.drain() {
