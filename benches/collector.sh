@@ -12,6 +12,7 @@
 #   bash benches/collector.sh            # DURATION=10s per run
 #   DURATION=5s BATCHES="1 10" BACKENDS="memory spool" bash benches/collector.sh
 #   BACKENDS="nats nats-sync" NATS_SERVER=target/tools/nats/bin/nats-server bash benches/collector.sh
+#   BATCH_MAX_EVENTS=1 bash benches/collector.sh   # batched delivery off, to compare
 #
 # Everything runs on 127.0.0.1: nginx answers 204 as both GA4 and Meta (and
 # counts what it received in its access log); wrk POSTs batches of events to
@@ -107,6 +108,7 @@ admin_listen = "127.0.0.1:$ADMIN"
 backend = "$kind"
 nats_url = "nats://127.0.0.1:$nats_port"
 concurrency_per_tool = 64
+${BATCH_MAX_EVENTS:+batch_max_events = $BATCH_MAX_EVENTS}
 EOF
     cat >"$TMP/tp/tools/ga4.toml" <<EOF
 type = "google-analytics-4"
@@ -139,10 +141,12 @@ stop_tagproxy() { kill -TERM "$TP" 2>/dev/null || true; wait "$TP" 2>/dev/null |
 fsyncs() { curl -fsS "http://127.0.0.1:$ADMIN/metrics" | awk '$1 == "tagproxy_spool_fsyncs_total" {print $2}'; }
 
 delivered() { wc -l <"$TMP/nginx/logs/access.log" 2>/dev/null || echo 0; }
+# Events the destinations answered 2xx (a batched request carries several).
+delivered_events() { curl -fsS "http://127.0.0.1:$ADMIN/metrics" | awk '$1 == "tagproxy_deliveries_delivered_total" {print $2}'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$TP/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$TP/status"; }
 
-printf '%-10s %-6s %12s %12s %12s %10s %10s %10s\n' backend batch "requests/s" "accepted/s" "delivered/s" "p99" "fsyncs/s" "peak RSS"
+printf '%-10s %-6s %12s %12s %12s %12s %10s %10s %10s\n' backend batch "requests/s" "accepted/s" "delivered/s" "dest req/s" "p99" "fsyncs/s" "peak RSS"
 for backend in $BACKENDS; do
 start_tagproxy "$backend"
 for n in $BATCHES; do
@@ -172,13 +176,14 @@ wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 
 local f = io.open("$TMP/body.json"); wrk.body = f:read("*a"); f:close()
 EOF
     before=$(delivered)
+    events_before=$(delivered_events)
     fsyncs_before=$(fsyncs)
     start=$(date +%s.%N)
     out=$(wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$TMP/post.lua" "http://127.0.0.1:$PORT/_tagproxy/t")
     # Let the queues drain (deliveries run behind the collector's answers).
     last=-1
     for _ in $(seq 300); do
-        now=$(delivered)
+        now=$(delivered_events)
         [[ $now == "$last" ]] && break
         last=$now
         sleep 0.5
@@ -192,12 +197,14 @@ EOF
     # Events answered 200 (a 503 is not accepted: the browser sends it again).
     total=$(awk '/requests in/ {print $1}' <<<"$out")
     events=$(python3 -c "print(round(($total - ${non2xx:-0}) * $n / ${DURATION%s}))")
-    deliveries=$(( $(delivered) - before ))
+    requests=$(( $(delivered) - before ))
+    deliveries=$(python3 -c "print(round($(delivered_events) - $events_before))")
     per_s=$(python3 -c "print(round($deliveries / ($end - $start)))")
+    req_s=$(python3 -c "print(round($requests / ($end - $start)))")
     secs=${DURATION%s}
     fsync_rate=$(python3 -c "print(round((${fsyncs_after:-0} - ${fsyncs_before:-0}) / $secs))")
-    printf '%-10s %-6s %12s %12s %12s %10s %10s %7s MB\n' "$backend" "$n" "$rps" "$events" "$per_s" "$p99" "$fsync_rate" "$(($(hwm_kb) / 1024))"
+    printf '%-10s %-6s %12s %12s %12s %12s %10s %10s %7s MB\n' "$backend" "$n" "$rps" "$events" "$per_s" "$req_s" "$p99" "$fsync_rate" "$(($(hwm_kb) / 1024))"
 done
 stop_tagproxy
 done
-echo "(delivered/s: requests GA4 + Meta received per second, until the queues drained; 2 per event)" >&2
+echo "(delivered/s: deliveries GA4 + Meta answered 2xx per second, load plus drain, 2 per event; dest req/s: requests they received, fewer than deliveries when batched)" >&2

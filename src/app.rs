@@ -334,6 +334,11 @@ impl App {
             .filter(|s| !plan.tools.iter().any(|t| t.id == s.id))
             .map(|s| s.id.clone())
             .collect();
+        shared.engine.set_batching(
+            plan.tools
+                .iter()
+                .map(|t| (t.id.clone(), t.adapter.batching())),
+        );
         App {
             trail_secrets,
             disabled_tools,

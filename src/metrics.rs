@@ -29,6 +29,8 @@ pub struct Metrics {
     pub deliveries_invalid: DashMap<(String, &'static str), AtomicU64>,
     pub delivery_attempts: AtomicU64,
     pub delivery_retries: AtomicU64,
+    /// Requests that carried several deliveries (batched delivery).
+    pub delivery_batches: AtomicU64,
     /// fdatasync calls of the spool (one per group commit).
     pub spool_fsyncs: AtomicU64,
     /// Bytes cut off torn spool writes at start-up.
@@ -329,6 +331,11 @@ impl Metrics {
             "tagproxy_delivery_attempts_total",
             "Requests sent to destinations.",
             get(&self.delivery_attempts),
+        );
+        counter(
+            "tagproxy_delivery_batches_total",
+            "Requests that carried several deliveries at once (each delivery's attempt also counts in tagproxy_delivery_attempts_total).",
+            get(&self.delivery_batches),
         );
         counter(
             "tagproxy_delivery_retries_total",

@@ -669,3 +669,102 @@ async fn events_flow_through_a_jetstream_that_syncs_every_write() {
     assert_eq!(got.iter().map(key).collect::<Vec<_>>(), sent);
     drained(&proxy, "hook").await;
 }
+
+/// Batched delivery through NATS (SPEC §8): 20 Meta events go out in fewer
+/// requests ("up to 1,000 events in `data`",
+/// <https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api#batch-requests>),
+/// each acked on its own outcome: the one event Meta refuses (it rejects the
+/// whole batch for it) is found by splitting and dead-lettered alone, the 19
+/// others are delivered once and the stream drains.
+#[tokio::test]
+async fn meta_events_are_batched_and_a_refused_one_is_isolated_through_nats() {
+    fn refuse_stale(r: &Recorded) -> Option<(u16, String)> {
+        let stale = r
+            .deliveries()
+            .iter()
+            .any(|d| d.json()["data"][0]["event_name"] == "Stale");
+        stale.then(|| {
+            (
+                400,
+                r#"{"error":{"message":"Invalid parameter","type":"OAuthException","code":100,"error_user_msg":"The timestamp for this event is older than 7 days."}}"#.to_string(),
+            )
+        })
+    }
+    let nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let meta = Destination::start().await;
+    meta.set_refuse(refuse_stale);
+    let tool = format!(
+        "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"tok_abc\"\n[automated]\ntrack = true\n",
+        meta.url()
+    );
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery("batch_linger_ms = 300"),
+        &[("meta", tool)],
+    )
+    .await;
+    let all = ids("natsbatch", 20);
+    let events: Vec<serde_json::Value> = all
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut e = common::events::pageview(id);
+            e["type"] = "track".into();
+            e["name"] = if i == 13 { "Stale" } else { "Lead" }.into();
+            e
+        })
+        .collect();
+    let resp = common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", common::events::UA)
+        .body(serde_json::Value::Array(events).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let delivered = |raw: &[Recorded]| -> Vec<String> {
+        raw.iter()
+            .filter(|r| refuse_stale(r).is_none())
+            .flat_map(Recorded::deliveries)
+            .map(|d| {
+                d.json()["data"][0]["event_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while delivered(&meta.raw_requests()).len() < 19 {
+        assert!(Instant::now() < deadline, "not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.settled().await;
+    let raw = meta.raw_requests();
+    let delivered = delivered(&raw);
+    let unique: HashSet<&String> = delivered.iter().collect();
+    assert_eq!(unique.len(), 19, "{delivered:?}");
+    assert_eq!(delivered.len(), 19, "each once");
+    assert!(!unique.contains(&all[13]));
+    assert!(
+        raw.iter()
+            .any(|r| refuse_stale(r).is_none() && r.deliveries().len() > 1),
+        "delivered in batches: {} requests",
+        raw.len()
+    );
+    let out = Command::new(bin())
+        .args(["deadletter", "list", "--json", "-c"])
+        .arg(&proxy.config)
+        .output()
+        .unwrap();
+    let letters: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["event_id"], all[13].as_str());
+    assert_eq!(letters[0]["status"], 400);
+}

@@ -301,6 +301,14 @@ pub struct DeliveryConfig {
     #[serde(deserialize_with = "values::positive_u64")]
     #[schemars(range(min = 1))]
     pub retry_max_ms: u64,
+    /// Batched delivery (SPEC §8): how long, in milliseconds, a delivery to a
+    /// destination with a batch API waits for others to share its request
+    /// (0: only what is already queued is joined).
+    pub batch_linger_ms: u64,
+    /// Batched delivery: at most this many deliveries per request, below the
+    /// destination's own limit (Meta's 1,000). Unset: the destination's limit.
+    #[schemars(range(min = 1))]
+    pub batch_max_events: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -324,6 +332,8 @@ impl Default for DeliveryConfig {
             concurrency_per_tool: 32,
             retry_base_ms: 1000,
             retry_max_ms: 300_000,
+            batch_linger_ms: 5,
+            batch_max_events: None,
         }
     }
 }

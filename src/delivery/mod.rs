@@ -12,7 +12,13 @@
 //! slow or dead destination only fills its own queue. A delivery is settled
 //! (removed from the store) only after a `2xx`, or once it is safely in the
 //! dead letters: a non-retryable `4xx`, or retries exhausted.
+//!
+//! Destinations with a batch API get several deliveries per request
+//! ([`batch`]): a tool's deliveries that may share a call wait up to
+//! `batch_linger_ms` for each other, and each member is settled on the
+//! joined request's answer as if it had been sent alone.
 
+pub mod batch;
 pub mod deadletter;
 pub mod inbox;
 pub mod nats;
@@ -28,8 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+pub use batch::{Batching, Limits};
 pub use retry::{Backoff, Verdict};
 pub use send::{Attempt, Sender};
 
@@ -50,6 +57,9 @@ const MEMORY_QUEUE: usize = 4_096;
 const IN_MEMORY_PER_TOOL: usize = 4_096;
 /// Deliveries per tool being sent or waiting to retry.
 const LIVE_PER_TOOL: usize = 4_096;
+/// How long delivery waits at start for the config to say how tools batch
+/// (what was recovered from the spool would otherwise go one by one).
+const CONFIG_WAIT: Duration = Duration::from_secs(5);
 /// How often the replay inbox (`deadletter replay`) is looked at.
 const INBOX_POLL: Duration = Duration::from_secs(1);
 
@@ -90,6 +100,15 @@ pub struct Policy {
     /// Per tool id, how its destination's answers are read
     /// ([`crate::tools::Adapter::answer_reader`]); set at each config load.
     pub answers: std::sync::RwLock<std::collections::HashMap<String, crate::tools::AnswerReader>>,
+    /// How the tools whose destination has a batch API batch, by tool id
+    /// (set from the config, see [`Engine::set_batching`]).
+    batching: DashMap<String, Arc<dyn Batching>>,
+    /// How long a batchable delivery waits for others (`batch_linger_ms`).
+    pub linger: Duration,
+    /// `batch_max_events`: a cap below every destination's own limit.
+    pub max_batch_events: Option<usize>,
+    /// Whether the config's batching is known yet ([`Engine::set_batching`]).
+    configured: tokio::sync::watch::Sender<bool>,
 }
 
 /// What to do after an attempt.
@@ -161,6 +180,10 @@ impl Engine {
             metrics: metrics.clone(),
             dead: Arc::new(DeadLetters::new(&paths.data_dir)),
             answers: Default::default(),
+            batching: DashMap::new(),
+            linger: Duration::from_millis(config.batch_linger_ms).min(batch::MAX_LINGER),
+            max_batch_events: config.batch_max_events.map(|n| n.max(1) as usize),
+            configured: tokio::sync::watch::Sender::new(false),
         });
         let mut recovered = Vec::new();
         let store = match config.backend {
@@ -388,6 +411,25 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner()) = readers;
     }
 
+    /// Sets how each tool batches (`Adapter::batching`; `None`: one request
+    /// per delivery), for the config now in force. Deliveries already queued
+    /// follow it from their next batch on.
+    pub fn set_batching(
+        &self,
+        tools: impl IntoIterator<Item = (String, Option<Arc<dyn Batching>>)>,
+    ) {
+        let map = &self.policy.batching;
+        let mut keep = Vec::new();
+        for (id, batching) in tools {
+            if let Some(b) = batching {
+                map.insert(id.clone(), b);
+                keep.push(id);
+            }
+        }
+        map.retain(|id, _| keep.contains(id));
+        self.policy.configured.send_replace(true);
+    }
+
     /// Waits until acks and appends so far are on disk (tests, shutdown).
     pub async fn flush(&self) {
         if let Store::Spool(spool) = &self.store {
@@ -476,6 +518,26 @@ impl ToolQueue {
         self.notify.notify_one();
     }
 
+    /// Counts `job` as taken and not yet settled.
+    fn set_live(&self, job: &Job) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.seq, job.accepted_ms);
+    }
+
+    /// A taken job is done with: acknowledged in the spool when `settled`
+    /// (else left there for a restart), no longer live.
+    fn finish(&self, seq: u64, settled: bool, spool: Option<&Arc<Spool>>) {
+        if let (Some(spool), true) = (spool, settled) {
+            spool.ack(seq);
+        }
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+    }
+
     async fn next(&self) -> Job {
         loop {
             if let Some(job) = self
@@ -493,34 +555,179 @@ impl ToolQueue {
 
 /// Takes a tool's jobs in order and runs each until it is settled, at most
 /// `LIVE_PER_TOOL` at once; each request holds one of the tool's
-/// `concurrency_per_tool` permits only while it is in flight.
+/// `concurrency_per_tool` permits only while it is in flight. A tool whose
+/// destination batches has its jobs grouped first ([`gather`]).
 async fn run_tool(queue: Arc<ToolQueue>, policy: Arc<Policy>, spool: Option<Arc<Spool>>) {
     let live = Arc::new(Semaphore::new(LIVE_PER_TOOL));
+    policy.configured().await;
     loop {
         let Ok(place) = live.clone().acquire_owned().await else {
             return;
         };
         let job = queue.next().await;
-        queue
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job.seq, job.accepted_ms);
-        let (queue, policy, spool) = (queue.clone(), policy.clone(), spool.clone());
-        tokio::spawn(async move {
+        queue.set_live(&job);
+        match policy.batching_of(&queue.tool) {
+            Some(batching) => {
+                gather(&queue, &policy, spool.as_ref(), &live, batching, job, place).await
+            }
+            None => {
+                let (queue, policy, spool) = (queue.clone(), policy.clone(), spool.clone());
+                tokio::spawn(async move {
+                    let seq = job.seq;
+                    let settled = run_job(&queue, &policy, spool.as_ref(), job).await;
+                    queue.finish(seq, settled == Some(true), spool.as_ref());
+                    drop(place);
+                });
+            }
+        }
+    }
+}
+
+/// A job taken for a batch, loaded, with its place among the live ones.
+struct Taken {
+    seq: u64,
+    accepted_ms: u64,
+    delivery: Delivery,
+    _place: OwnedSemaphorePermit,
+}
+
+/// Groups `first` and whatever else arrives within the linger into batches
+/// by key ([`batch::Grouper`]), starting each batch as it fills and the rest
+/// when the linger is over.
+async fn gather(
+    queue: &Arc<ToolQueue>,
+    policy: &Arc<Policy>,
+    spool: Option<&Arc<Spool>>,
+    live: &Arc<Semaphore>,
+    batching: Arc<dyn Batching>,
+    first: Job,
+    place: OwnedSemaphorePermit,
+) {
+    let mut limits = batching.limits();
+    if let Some(cap) = policy.max_batch_events {
+        limits.max_events = limits.max_events.min(cap);
+    }
+    let mut grouper = batch::Grouper::new(limits);
+    let deadline = tokio::time::Instant::now() + policy.linger;
+    let mut next = Some((first, place));
+    loop {
+        if let Some((job, place)) = next.take() {
             let seq = job.seq;
-            if let Some(settled) = run_job(&queue, &policy, spool.as_ref(), job).await {
-                if let (Some(spool), true) = (&spool, settled) {
-                    spool.ack(seq);
+            match load(queue, spool, job).await {
+                Some((accepted_ms, delivery)) => {
+                    let taken = Taken {
+                        seq,
+                        accepted_ms,
+                        delivery,
+                        _place: place,
+                    };
+                    let key = batch::key_of(&*batching, &taken.delivery);
+                    let size = batch::size_of(&taken.delivery);
+                    let ready = match key {
+                        Some(key) => grouper.add(key, taken, size),
+                        None => Some(vec![taken]),
+                    };
+                    if let Some(ready) = ready {
+                        spawn_batch(queue, policy, spool, &batching, ready);
+                    }
+                }
+                // Unreadable: left in the spool for a restart to try again.
+                None => queue.finish(seq, false, None),
+            }
+        }
+        // The next job, if one comes (and has a place) within the linger.
+        let more = tokio::time::timeout_at(deadline, async {
+            let place = live.clone().acquire_owned().await.ok()?;
+            let job = queue.next().await;
+            Some((job, place))
+        })
+        .await;
+        match more {
+            Ok(Some((job, place))) => {
+                queue.set_live(&job);
+                next = Some((job, place));
+            }
+            // No more places (never closed) or the linger is over.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    for ready in grouper.drain() {
+        spawn_batch(queue, policy, spool, &batching, ready);
+    }
+}
+
+/// Runs a batch to its end in its own task: attempts, each member settled
+/// as its outcome says, the others retried together after their backoff.
+fn spawn_batch(
+    queue: &Arc<ToolQueue>,
+    policy: &Arc<Policy>,
+    spool: Option<&Arc<Spool>>,
+    batching: &Arc<dyn Batching>,
+    members: Vec<Taken>,
+) {
+    let (queue, policy, spool, batching) = (
+        queue.clone(),
+        policy.clone(),
+        spool.cloned(),
+        batching.clone(),
+    );
+    tokio::spawn(async move {
+        let mut members = members;
+        let mut attempt = 1;
+        loop {
+            let outcomes = {
+                let list: Vec<batch::Member<'_>> = members
+                    .iter()
+                    .map(|m| batch::Member {
+                        delivery: &m.delivery,
+                        attempt,
+                        accepted_ms: m.accepted_ms,
+                    })
+                    .collect();
+                policy
+                    .attempt_batch(&queue.counters, &*batching, &queue.limit, &list)
+                    .await
+            };
+            let mut wait = Duration::ZERO;
+            let mut again = Vec::new();
+            for (m, next) in members.into_iter().zip(outcomes) {
+                match next {
+                    Next::Settled => queue.finish(m.seq, true, spool.as_ref()),
+                    Next::RetryIn(delay) => {
+                        wait = wait.max(delay);
+                        again.push(m);
+                    }
                 }
             }
-            queue
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&seq);
-            drop(place);
-        });
+            if again.is_empty() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            members = again;
+            attempt += 1;
+        }
+    });
+}
+
+/// A job's delivery, read back from the spool when only its place was
+/// kept; `None` when it cannot be read (it stays in the spool).
+async fn load(queue: &ToolQueue, spool: Option<&Arc<Spool>>, job: Job) -> Option<(u64, Delivery)> {
+    match job.body {
+        JobBody::Loaded(d) => Some((job.accepted_ms, d)),
+        JobBody::OnDisk(loc) => {
+            let spool = spool?.clone();
+            match tokio::task::spawn_blocking(move || spool.read(loc))
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+            {
+                Ok(stored) => Some((job.accepted_ms, stored.delivery)),
+                Err(e) => {
+                    // Left in the spool: a restart tries to read it again.
+                    tracing::error!(error = %e, tool = %queue.tool, "cannot read a spooled delivery");
+                    None
+                }
+            }
+        }
     }
 }
 
@@ -531,23 +738,8 @@ async fn run_job(
     spool: Option<&Arc<Spool>>,
     job: Job,
 ) -> Option<bool> {
-    let delivery = match job.body {
-        JobBody::Loaded(d) => d,
-        JobBody::OnDisk(loc) => {
-            let spool = spool?.clone();
-            match tokio::task::spawn_blocking(move || spool.read(loc))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
-            {
-                Ok(stored) => stored.delivery,
-                Err(e) => {
-                    // Left in the spool: a restart tries to read it again.
-                    tracing::error!(error = %e, tool = %queue.tool, "cannot read a spooled delivery");
-                    return None;
-                }
-            }
-        }
-    };
+    let accepted_ms = job.accepted_ms;
+    let (_, delivery) = load(queue, spool, job).await?;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -556,7 +748,7 @@ async fn run_job(
                 return None;
             };
             policy
-                .attempt(&queue.counters, &delivery, attempt, job.accepted_ms)
+                .attempt(&queue.counters, &delivery, attempt, accepted_ms)
                 .await
         };
         match next {
@@ -567,6 +759,18 @@ async fn run_job(
 }
 
 impl Policy {
+    /// Waits (a few seconds at most) until the config has said how tools
+    /// batch.
+    pub async fn configured(&self) {
+        let mut known = self.configured.subscribe();
+        let _ = tokio::time::timeout(CONFIG_WAIT, known.wait_for(|c| *c)).await;
+    }
+
+    /// How `tool` batches, if its destination does.
+    pub fn batching_of(&self, tool: &str) -> Option<Arc<dyn Batching>> {
+        self.batching.get(tool).map(|b| b.clone())
+    }
+
     /// Makes attempt number `attempt` (from 1) and decides what follows;
     /// the attempt goes to the trail and the metrics.
     pub async fn attempt(
@@ -577,11 +781,31 @@ impl Policy {
         accepted_ms: u64,
     ) -> Next {
         let started = std::time::Instant::now();
-        let mut result = self.sender.attempt(d).await;
+        let result = self.sender.attempt(d).await;
         let latency = started.elapsed();
+        self.conclude(counters, d, attempt, accepted_ms, &result, latency)
+            .await
+    }
+
+    /// What follows attempt number `attempt` at `d`, which came to `result`
+    /// after `latency` (its own request's, or the batch's that carried it):
+    /// read by the adapter, counted, logged, settled, retried or
+    /// dead-lettered, and reported to the trail. Every attempt of every
+    /// delivery, alone or batched, ends here.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn conclude(
+        &self,
+        counters: &ToolCounters,
+        d: &Delivery,
+        attempt: u32,
+        accepted_ms: u64,
+        result: &Attempt,
+        latency: Duration,
+    ) -> Next {
+        let mut result = result.clone();
         self.read_answer(d, &mut result);
         let next = self
-            .settle(counters, d, attempt, accepted_ms, result.clone())
+            .settle(counters, d, attempt, accepted_ms, &result)
             .await;
         self.metrics
             .attempt_done(d, attempt, &result, latency, &next);
@@ -591,7 +815,7 @@ impl Policy {
     /// Lets the tool's adapter judge its destination's answer where the
     /// status alone cannot (errors inside a `200` body, throttling codes):
     /// its verdict replaces the status-based one, keeping a `Retry-After`.
-    fn read_answer(&self, d: &Delivery, result: &mut Attempt) {
+    pub fn read_answer(&self, d: &Delivery, result: &mut Attempt) {
         let Some(status) = result.status else { return };
         let reader = self
             .answers
@@ -616,13 +840,13 @@ impl Policy {
         d: &Delivery,
         attempt: u32,
         accepted_ms: u64,
-        result: Attempt,
+        result: &Attempt,
     ) -> Next {
         Metrics::add(&self.metrics.delivery_attempts, 1);
         counters.attempts.fetch_add(1, Ordering::Relaxed);
         // Logged once per failed attempt: the destination's own words
         // (Meta's `error.message`…), never a credential.
-        let error = crate::metrics::attempt_error(d, &result);
+        let error = crate::metrics::attempt_error(d, result);
         let why = match &result.verdict {
             Verdict::Done => {
                 Metrics::add(&self.metrics.deliveries_delivered, 1);
@@ -659,7 +883,7 @@ impl Policy {
             delivery: d.clone(),
             reason: why,
             status: result.status,
-            response: result.response,
+            response: result.response.clone(),
             attempts: attempt,
             accepted_ms,
             failed_ms: now_ms(),

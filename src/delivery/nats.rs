@@ -24,6 +24,10 @@
 //!   dead-lettered) or naks it with the backoff delay. An instance that
 //!   dies mid-attempt leaves its messages unacked; JetStream hands them to
 //!   another instance after `ack_wait`.
+//! - A tool whose destination batches ([`super::batch`]) takes, per free
+//!   slot, the first message as it comes and whatever else is there after
+//!   `batch_linger_ms` (up to the batch limit), joins those that share a
+//!   key and acks or naks each message on its own outcome.
 
 use std::collections::HashMap;
 use std::io;
@@ -400,6 +404,7 @@ async fn ensure_stream(
 /// as long as the process, surviving server restarts and deleted consumers.
 async fn consume(nats: Arc<Nats>, tool: Arc<NatsTool>) {
     let slots = Arc::new(Semaphore::new(nats.concurrency));
+    nats.policy.configured().await;
     let mut failures = 0u32;
     loop {
         let consumer = match nats.consumer(&tool).await {
@@ -418,6 +423,13 @@ async fn consume(nats: Arc<Nats>, tool: Arc<NatsTool>) {
             }
         };
         loop {
+            if let Some(batching) = nats.policy.batching_of(&tool.tool) {
+                match fetch_batch(&nats, &tool, &consumer, &*batching, &slots).await {
+                    Ok(true) => continue,
+                    Ok(false) => return,
+                    Err(()) => break,
+                }
+            }
             // Ask for as many messages as there are free slots (at least
             // one): nothing fetched waits here while its ack_wait runs.
             let Ok(first) = slots.clone().acquire_owned().await else {
@@ -479,8 +491,137 @@ async fn consume(nats: Arc<Nats>, tool: Arc<NatsTool>) {
     }
 }
 
-/// One attempt at one message, then ack or nak.
-async fn handle(nats: &Nats, tool: &NatsTool, msg: jetstream::Message) {
+/// For a batching tool: waits for one message, then takes what else is
+/// there after the linger (up to the batch limit) and runs them as batches
+/// in a task holding one slot. `Ok(false)`: shutting down; `Err`: set the
+/// consumer up again.
+async fn fetch_batch(
+    nats: &Arc<Nats>,
+    tool: &Arc<NatsTool>,
+    consumer: &jetstream::consumer::PullConsumer,
+    batching: &dyn super::Batching,
+    slots: &Arc<Semaphore>,
+) -> Result<bool, ()> {
+    let Ok(permit) = slots.clone().acquire_owned().await else {
+        return Ok(false);
+    };
+    let mut limits = batching.limits();
+    if let Some(cap) = nats.policy.max_batch_events {
+        limits.max_events = limits.max_events.min(cap);
+    }
+    let mut msgs = Vec::new();
+    let first = consumer
+        .batch()
+        .max_messages(1)
+        .expires(FETCH_WAIT)
+        .messages()
+        .await;
+    collect(tool, first, &mut msgs).await?;
+    if msgs.is_empty() {
+        return Ok(true);
+    }
+    let room = limits.max_events.saturating_sub(1);
+    if room > 0 {
+        tokio::time::sleep(nats.policy.linger).await;
+        let rest = consumer.fetch().max_messages(room).messages().await;
+        collect(tool, rest, &mut msgs).await?;
+    }
+    let (nats, tool) = (nats.clone(), tool.clone());
+    tokio::spawn(async move {
+        handle_batch(&nats, &tool, limits, msgs).await;
+        drop(permit);
+    });
+    Ok(true)
+}
+
+/// Adds a pull request's messages to `out`; `Err` when the pull failed.
+async fn collect(
+    tool: &NatsTool,
+    batch: Result<jetstream::consumer::pull::Batch, jetstream::consumer::pull::BatchError>,
+    out: &mut Vec<jetstream::Message>,
+) -> Result<(), ()> {
+    let mut batch = match batch {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(tool = %tool.tool, error = %e, "NATS pull request failed");
+            tokio::time::sleep(ERROR_PAUSE).await;
+            return Err(());
+        }
+    };
+    while let Some(item) = batch.next().await {
+        match item {
+            Ok(msg) => out.push(msg),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("MaxAckPending") {
+                    tracing::debug!(tool = %tool.tool, "NATS consumer at max_ack_pending");
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                    return Ok(());
+                }
+                tracing::warn!(tool = %tool.tool, error = %text, "NATS pull failed");
+                tokio::time::sleep(ERROR_PAUSE).await;
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs fetched messages of a batching tool: grouped by key, one attempt
+/// per batch, then each message acked or naked on its own outcome.
+async fn handle_batch(
+    nats: &Nats,
+    tool: &NatsTool,
+    limits: super::Limits,
+    msgs: Vec<jetstream::Message>,
+) {
+    let Some(batching) = nats.policy.batching_of(&tool.tool) else {
+        for msg in msgs {
+            handle(nats, tool, msg).await;
+        }
+        return;
+    };
+    let mut grouper = super::batch::Grouper::new(limits);
+    let mut ready = Vec::new();
+    for msg in msgs {
+        let Some((delivery, attempt, accepted_ms)) = decode(tool, &msg).await else {
+            continue;
+        };
+        let size = super::batch::size_of(&delivery);
+        let item = (msg, delivery, attempt, accepted_ms);
+        match super::batch::key_of(&*batching, &item.1) {
+            Some(key) => ready.extend(grouper.add(key, item, size)),
+            None => ready.push(vec![item]),
+        }
+    }
+    ready.extend(grouper.drain());
+    let limit = Semaphore::new(nats.concurrency);
+    let runs = ready.iter().map(|group| {
+        let (batching, limit) = (&batching, &limit);
+        async move {
+            let members: Vec<super::batch::Member<'_>> = group
+                .iter()
+                .map(|(_, d, attempt, accepted_ms)| super::batch::Member {
+                    delivery: d,
+                    attempt: *attempt,
+                    accepted_ms: *accepted_ms,
+                })
+                .collect();
+            let outcomes = nats
+                .policy
+                .attempt_batch(&tool.counters, &**batching, limit, &members)
+                .await;
+            for ((msg, d, _, _), next) in group.iter().zip(outcomes) {
+                settle(tool, msg, d, next).await;
+            }
+        }
+    });
+    futures_util::future::join_all(runs).await;
+}
+
+/// A message's delivery, attempt number (JetStream's delivery count) and
+/// `accepted_ms`; `None` (and the message terminated) when unreadable.
+async fn decode(tool: &NatsTool, msg: &jetstream::Message) -> Option<(Delivery, u32, u64)> {
     let (attempt, published_ms) = match msg.info() {
         Ok(info) => (
             u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
@@ -494,18 +635,18 @@ async fn handle(nats: &Nats, tool: &NatsTool, msg: jetstream::Message) {
         .and_then(|h| h.get(ACCEPTED_HEADER))
         .and_then(|v| v.as_str().parse::<u64>().ok())
         .unwrap_or(published_ms);
-    let delivery: Delivery = match serde_json::from_slice(&msg.payload) {
-        Ok(d) => d,
+    match serde_json::from_slice(&msg.payload) {
+        Ok(d) => Some((d, attempt, accepted_ms)),
         Err(e) => {
             tracing::error!(tool = %tool.tool, subject = %msg.subject, error = %e, "unreadable message in the NATS stream; dropped");
             let _ = msg.ack_with(AckKind::Term).await;
-            return;
+            None
         }
-    };
-    let next = nats
-        .policy
-        .attempt(&tool.counters, &delivery, attempt, accepted_ms)
-        .await;
+    }
+}
+
+/// Acks (settled) or naks with the backoff delay.
+async fn settle(tool: &NatsTool, msg: &jetstream::Message, delivery: &Delivery, next: Next) {
     let acked = match next {
         Next::Settled => msg.double_ack().await,
         Next::RetryIn(delay) => msg.ack_with(AckKind::Nak(Some(delay))).await,
@@ -514,6 +655,18 @@ async fn handle(nats: &Nats, tool: &NatsTool, msg: jetstream::Message) {
         // JetStream hands it out again after ack_wait: at least once.
         tracing::warn!(tool = %tool.tool, event_id = %delivery.event_id, error = %e, "cannot acknowledge a NATS message; it will be attempted again");
     }
+}
+
+/// One attempt at one message, then ack or nak.
+async fn handle(nats: &Nats, tool: &NatsTool, msg: jetstream::Message) {
+    let Some((delivery, attempt, accepted_ms)) = decode(tool, &msg).await else {
+        return;
+    };
+    let next = nats
+        .policy
+        .attempt(&tool.counters, &delivery, attempt, accepted_ms)
+        .await;
+    settle(tool, &msg, &delivery, next).await;
 }
 
 /// Keeps the tool's depth and oldest-age gauges current.

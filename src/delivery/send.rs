@@ -52,11 +52,13 @@ impl Sender {
                     response: String::new(),
                 }
             }
-            Payload::Http(req) => self.send(req).await,
+            Payload::Http(req) => self.send_request(req).await,
         }
     }
 
-    async fn send(&self, req: &HttpRequest) -> Attempt {
+    /// Makes one attempt at an HTTP request (a delivery's, or a batch of
+    /// them joined).
+    pub async fn send_request(&self, req: &HttpRequest) -> Attempt {
         let failed = |verdict| Attempt {
             verdict,
             status: None,

@@ -22,6 +22,7 @@ use super::{
     TemplateString, ToolCookie, ToolFile,
 };
 use crate::config::Problem;
+use crate::delivery::{Batching, Limits};
 use crate::event::{number, Event, Kind};
 use crate::rules::template::Template;
 
@@ -165,6 +166,78 @@ impl Adapter for MetaCapi {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn Batching>> {
+        Some(std::sync::Arc::new(MetaBatching))
+    }
+}
+
+/// Conversions API batches: "You can send up to 1,000 events in `data`.
+/// However, if any event you send in a batch is invalid, we reject the
+/// entire batch" (<https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api#batch-requests>).
+/// Requests to the same pixel URL with the same `access_token` and
+/// `test_event_code` join into one body whose `data` holds every member's
+/// event, in order; the engine isolates an invalid event by splitting.
+pub struct MetaBatching;
+
+/// Events per Conversions API call.
+pub const MAX_EVENTS_PER_CALL: usize = 1000;
+
+/// The body keys a joinable request has: anything else is sent alone.
+const BATCH_BODY_KEYS: &[&str] = &["data", "access_token", "test_event_code"];
+
+fn meta_body(req: &HttpRequest) -> Option<Map<String, Value>> {
+    match serde_json::from_slice(req.body.as_deref()?).ok()? {
+        Value::Object(body)
+            if body.get("data").is_some_and(Value::is_array)
+                && body.keys().all(|k| BATCH_BODY_KEYS.contains(&k.as_str())) =>
+        {
+            Some(body)
+        }
+        _ => None,
+    }
+}
+
+impl Batching for MetaBatching {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: MAX_EVENTS_PER_CALL,
+            max_bytes: super::guard::MAX_BODY_BYTES,
+        }
+    }
+
+    /// Pixel URL, headers, `access_token` and `test_event_code`.
+    fn key(&self, req: &HttpRequest) -> Option<String> {
+        if req.method != "POST" {
+            return None;
+        }
+        let body = meta_body(req)?;
+        serde_json::to_string(&(
+            &req.url,
+            &req.headers,
+            body.get("access_token"),
+            body.get("test_event_code"),
+        ))
+        .ok()
+    }
+
+    fn join(&self, reqs: &[&HttpRequest]) -> Option<HttpRequest> {
+        let mut body = meta_body(reqs.first()?)?;
+        let mut data = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            match meta_body(r)?.remove("data")? {
+                Value::Array(events) => data.extend(events),
+                _ => return None,
+            }
+        }
+        body.insert("data".into(), Value::Array(data));
+        Some(HttpRequest {
+            method: reqs[0].method.clone(),
+            url: reqs[0].url.clone(),
+            headers: reqs[0].headers.clone(),
+            body: Some(serde_json::to_vec(&body).ok()?),
+        })
     }
 }
 
@@ -656,6 +729,40 @@ mod tests {
                 (body["data"][0].clone(), out.cookies)
             })
             .collect()
+    }
+
+    /// "You can send up to 1,000 events in `data`"
+    /// (<https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api#batch-requests>):
+    /// one body, every member's event in order, the token once.
+    #[test]
+    fn requests_to_one_pixel_and_token_join_into_one_data_array() {
+        let req = |token: &str, name: &str| HttpRequest {
+            method: "POST".into(),
+            url: "https://graph.facebook.com/v21.0/1/events".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(
+                json!({"data": [{"event_name": name, "event_id": name}], "access_token": token})
+                    .to_string()
+                    .into_bytes(),
+            ),
+        };
+        let (a, b, c) = (req("t", "A"), req("t", "B"), req("u", "C"));
+        let batching = MetaBatching;
+        assert_eq!(batching.limits().max_events, 1000);
+        assert!(batching.key(&a).is_some());
+        assert_eq!(batching.key(&a), batching.key(&b));
+        assert_ne!(batching.key(&a), batching.key(&c));
+        let joined = batching.join(&[&a, &b]).unwrap();
+        assert_eq!(joined.url, a.url);
+        assert_eq!(joined.headers, a.headers);
+        let body: Value = serde_json::from_slice(joined.body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"data": [{"event_name": "A", "event_id": "A"}, {"event_name": "B", "event_id": "B"}], "access_token": "t"})
+        );
+        let mut other = a.clone();
+        other.body = Some(br#"{"data":[],"access_token":"t","extra":1}"#.to_vec());
+        assert_eq!(batching.key(&other), None);
     }
 
     #[test]

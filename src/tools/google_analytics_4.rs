@@ -36,6 +36,7 @@ use super::{
     TemplateString, ToolFile,
 };
 use crate::config::Problem;
+use crate::delivery::{Batching, Limits};
 use crate::event::{identity, number, Event, Kind};
 use crate::rules::template::{Root, Template};
 
@@ -298,6 +299,103 @@ impl Adapter for Ga4 {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn Batching>> {
+        Some(std::sync::Arc::new(Ga4Batching))
+    }
+}
+
+/// Several hits of one client in one `POST /g/collect`, the way gtag.js
+/// batches ("most events are grouped together (or batched)",
+/// <https://support.google.com/analytics/answer/9322688>): the parameters the
+/// hits share stay in the URL, and the body holds one line per event with
+/// that event's own parameters, URL-encoded as in a query string, lines
+/// separated by `\n` (what gtag sends; see Amplitude's GA forwarder,
+/// <https://github.com/amplitude/Amplitude-TypeScript/pull/903>). A line's
+/// parameters complete the URL's for its event.
+///
+/// Event-level parameters ([`event_level`]): `en`, `ep.*`, `epn.*`, `cu`,
+/// `prN`, `_ss`, `_fv`, `_et`, `_c`, `_ee`, and `_s`, the hit's number in
+/// its session, so every event keeps its own place in the session's order.
+/// Everything else (`v`, `tid`, `cid`, `sid`, `sct`, `seg`, `ul`, `sr`,
+/// `dl`, `dt`, `dr`, `_uip`, `gcs`/`gcd`) and the User-Agent must be equal
+/// for hits to share a batch.
+pub struct Ga4Batching;
+
+/// Hits per batch: the Measurement Protocol's documented cap, "Requests can
+/// have a maximum of 25 events"
+/// (<https://developers.google.com/analytics/devguides/collection/protocol/ga4/sending-events#limitations>);
+/// `/g/collect` documents none.
+pub const MAX_HITS_PER_BATCH: usize = 25;
+/// Body bytes per batch: gtag sends batches with `navigator.sendBeacon`,
+/// whose queue takes 64 KiB.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// Whether a `/g/collect` parameter belongs to one event (a body line) rather
+/// than to the request.
+pub fn event_level(name: &str) -> bool {
+    matches!(
+        name,
+        "en" | "cu" | "_s" | "_ss" | "_fv" | "_et" | "_c" | "_ee"
+    ) || name.starts_with("ep.")
+        || name.starts_with("epn.")
+        || name
+            .strip_prefix("pr")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A hit's path and its query, split into shared and event-level
+/// parameters; `None` for anything but a `GET …/g/collect` hit.
+#[allow(clippy::type_complexity)]
+fn split_hit(req: &HttpRequest) -> Option<(&str, Vec<(String, String)>, Vec<(String, String)>)> {
+    if req.method != "GET" || req.body.is_some() {
+        return None;
+    }
+    let (path, query) = req.url.split_once('?')?;
+    if !path.ends_with("/g/collect") {
+        return None;
+    }
+    let (events, shared) = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .partition(|(k, _)| event_level(k));
+    Some((path, shared, events))
+}
+
+impl Batching for Ga4Batching {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: MAX_HITS_PER_BATCH,
+            max_bytes: MAX_BATCH_BYTES,
+        }
+    }
+
+    /// Path, headers (the visitor's User-Agent) and every shared parameter.
+    fn key(&self, req: &HttpRequest) -> Option<String> {
+        let (path, shared, _) = split_hit(req)?;
+        serde_json::to_string(&(path, &req.headers, shared)).ok()
+    }
+
+    fn join(&self, reqs: &[&HttpRequest]) -> Option<HttpRequest> {
+        let (path, shared, _) = split_hit(reqs.first()?)?;
+        let start = path.len() + 1;
+        let mut url = url::form_urlencoded::Serializer::for_suffix(format!("{path}?"), start);
+        url.extend_pairs(&shared);
+        let mut lines = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let (_, _, events) = split_hit(r)?;
+            let mut line = url::form_urlencoded::Serializer::new(String::new());
+            line.extend_pairs(&events);
+            lines.push(line.finish());
+        }
+        let mut headers = reqs[0].headers.clone();
+        headers.push(("content-type".into(), "text/plain;charset=UTF-8".into()));
+        Some(HttpRequest {
+            method: "POST".into(),
+            url: url.finish(),
+            headers,
+            body: Some(lines.join("\n").into_bytes()),
+        })
     }
 }
 
@@ -956,6 +1054,117 @@ mod tests {
 
     fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
         q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn hit(ga: &Ga4, e: &Event) -> HttpRequest {
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "ga4_unit",
+            variables: &variables,
+            action: None,
+        };
+        let Payload::Http(h) = ga.automated(e, &cx).payloads.remove(0) else {
+            panic!("not http")
+        };
+        h
+    }
+
+    /// gtag's batch (<https://support.google.com/analytics/answer/9322688>;
+    /// the body format as Amplitude's forwarder reads it,
+    /// <https://github.com/amplitude/Amplitude-TypeScript/pull/903>): shared
+    /// parameters once in the URL, one event per body line, and every hit
+    /// read back (URL parameters completed by its line) is the hit that
+    /// would have been sent alone.
+    #[test]
+    fn hits_of_one_client_join_into_one_post_and_read_back_the_same() {
+        let ga = ga4("");
+        let cookies = "_ga=GA1.1.1187654321.1748934600; _ga_TEST12345=GS2.1.s1748934661$o208$g1$t1748935291$j60$l0$h0";
+        let now = 1_748_935_400;
+        let a = hit(
+            &ga,
+            &event(Kind::Track, "signup", json!({"plan": "pro"}), cookies, now),
+        );
+        let b = hit(
+            &ga,
+            &event(
+                Kind::Ecommerce,
+                "Order Completed",
+                json!({"currency": "EUR", "value": 12.5, "products": [{"product_id": "p1", "name": "Hat", "price": 12.5, "quantity": 1}]}),
+                cookies,
+                now,
+            ),
+        );
+        let batching = Ga4Batching;
+        assert!(batching.key(&a).is_some());
+        assert_eq!(batching.key(&a), batching.key(&b));
+        let joined = batching.join(&[&a, &b]).unwrap();
+        assert_eq!(joined.method, "POST");
+        assert!(joined
+            .headers
+            .iter()
+            .any(|(k, v)| k == "user-agent" && v == "Mozilla/5.0"));
+        let body = String::from_utf8(joined.body.clone().unwrap()).unwrap();
+        let lines: Vec<&str> = body.split('\n').collect();
+        assert_eq!(lines.len(), 2, "{body}");
+        let url = url::Url::parse(&joined.url).unwrap();
+        assert_eq!(url.path(), "/g/collect");
+        let shared: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert!(shared.iter().all(|(k, _)| !event_level(k)), "{shared:?}");
+        for (line, alone) in lines.iter().zip([&a, &b]) {
+            let mut read: Vec<(String, String)> = shared.clone();
+            read.extend(url::form_urlencoded::parse(line.as_bytes()).into_owned());
+            let mut want: Vec<(String, String)> = url::Url::parse(&alone.url)
+                .unwrap()
+                .query_pairs()
+                .into_owned()
+                .collect();
+            read.sort();
+            want.sort();
+            assert_eq!(read, want);
+        }
+        // Each hit keeps its own number in the session.
+        assert_eq!(get(&shared, "_s"), None);
+        let s_of = |line: &str| {
+            url::form_urlencoded::parse(line.as_bytes())
+                .into_owned()
+                .find(|(k, _)| k == "_s")
+        };
+        assert!(s_of(lines[0]).is_some() && s_of(lines[1]).is_some());
+    }
+
+    #[test]
+    fn hits_of_different_clients_pages_or_agents_do_not_share_a_batch() {
+        let ga = ga4("");
+        let now = 1_748_935_400;
+        let a = hit(
+            &ga,
+            &event(Kind::Track, "x", json!({}), "tp_cid=abc.1700000000", now),
+        );
+        let other_client = hit(
+            &ga,
+            &event(Kind::Track, "x", json!({}), "tp_cid=def.1700000000", now),
+        );
+        let other_page = hit(
+            &ga,
+            &event_at(
+                Kind::Track,
+                "x",
+                json!({}),
+                "tp_cid=abc.1700000000",
+                now,
+                "https://shop.test/q",
+            ),
+        );
+        let mut other_agent = a.clone();
+        other_agent.headers = vec![("user-agent".into(), "curl/8".into())];
+        let batching = Ga4Batching;
+        for other in [&other_client, &other_page, &other_agent] {
+            assert_ne!(batching.key(&a), batching.key(other));
+        }
+        // A request that is not a gtag hit is sent alone.
+        let mut post = a.clone();
+        post.method = "POST".into();
+        assert_eq!(batching.key(&post), None);
     }
 
     /// Issue 10's example, at its exact values: gtag's `_ga` and 2025

@@ -445,6 +445,15 @@ pub trait Adapter: Send + Sync {
     fn answer_reader(&self) -> Option<AnswerReader> {
         None
     }
+
+    /// Batched delivery (SPEC §8): how the destination takes several of this
+    /// adapter's requests in one call, when it has a batch API. The adapter
+    /// keeps building one request per event; the engine groups, joins,
+    /// acknowledges and retries ([`crate::delivery::batch`]). `None` (the
+    /// default): one request per delivery.
+    fn batching(&self) -> Option<Arc<dyn crate::delivery::Batching>> {
+        None
+    }
 }
 
 /// Reads one answer of a destination: its status and (the start of) its

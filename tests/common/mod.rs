@@ -455,6 +455,61 @@ impl Recorded {
     pub fn path(&self) -> &str {
         self.uri.split('?').next().unwrap_or("")
     }
+
+    /// The deliveries this request carries, each as the request that would
+    /// have carried it alone: a batch is read the way its service reads it
+    /// (SPEC §8, batched delivery). A GA4 `POST …/g/collect` batch gives one
+    /// `GET` hit per body line, the URL's parameters completed by the line's
+    /// (gtag's batching, <https://support.google.com/analytics/answer/9322688>;
+    /// lines as <https://github.com/amplitude/Amplitude-TypeScript/pull/903>
+    /// reads them); a Conversions API body gives one request per `data`
+    /// item (<https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api#batch-requests>).
+    /// Anything else is one delivery.
+    pub fn deliveries(&self) -> Vec<Recorded> {
+        match Service::of(self).0 {
+            Service::Ga4 if self.method == "POST" && !self.body.is_empty() => {
+                let (path, shared) = self.uri.split_once('?').unwrap_or((&self.uri, ""));
+                let mut headers = self.headers.clone();
+                headers.remove("content-type");
+                String::from_utf8_lossy(&self.body)
+                    .split('\n')
+                    .map(|line| {
+                        let mut one = self.clone();
+                        one.method = "GET".into();
+                        one.uri = match (shared.is_empty(), line.is_empty()) {
+                            (_, true) => format!("{path}?{shared}"),
+                            (true, false) => format!("{path}?{line}"),
+                            (false, false) => format!("{path}?{shared}&{line}"),
+                        };
+                        one.headers = headers.clone();
+                        one.body = Bytes::new();
+                        one
+                    })
+                    .collect()
+            }
+            Service::Meta => {
+                let Ok(serde_json::Value::Object(mut body)) =
+                    serde_json::from_slice::<serde_json::Value>(&self.body)
+                else {
+                    return vec![self.clone()];
+                };
+                match body.remove("data") {
+                    Some(serde_json::Value::Array(events)) if events.len() > 1 => events
+                        .into_iter()
+                        .map(|e| {
+                            let mut one = body.clone();
+                            one.insert("data".into(), serde_json::Value::Array(vec![e]));
+                            let mut r = self.clone();
+                            r.body = Bytes::from(serde_json::to_vec(&one).unwrap());
+                            r
+                        })
+                        .collect(),
+                    _ => vec![self.clone()],
+                }
+            }
+            _ => vec![self.clone()],
+        }
+    }
 }
 
 /// How a mock destination answers: status codes to return in order (the last
@@ -525,6 +580,25 @@ impl Service {
     /// call `validate::ga4` themselves. A webhook that says it sends JSON
     /// must send JSON (a bodyless GET aside).
     pub fn problems(r: &Recorded) -> Result<(), String> {
+        if Service::of(r).0 == Service::Ga4 && r.method == "POST" {
+            return validate::ga4_batch(r).and_then(|()| {
+                let problems: Vec<String> = r
+                    .deliveries()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, hit)| {
+                        Self::problems(hit)
+                            .err()
+                            .map(|p| format!("line {}: {p}", i + 1))
+                    })
+                    .collect();
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(problems.join("\n"))
+                }
+            });
+        }
         match Service::of(r) {
             (Service::Ga4, r) => {
                 let ua = r
@@ -576,7 +650,13 @@ pub struct Destination {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<Script>>,
     violations: Arc<Mutex<Vec<String>>>,
+    refuse: Arc<Mutex<Option<Refuse>>>,
 }
+
+/// A destination's own judgement of a well-formed request: `Some((status,
+/// body))` refuses it with that answer (Meta refusing a whole batch for one
+/// invalid event), `None` leaves it to the script.
+pub type Refuse = fn(&Recorded) -> Option<(u16, String)>;
 
 impl Destination {
     pub async fn start() -> Destination {
@@ -592,11 +672,14 @@ impl Destination {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script));
         let violations = Arc::new(Mutex::new(Vec::new()));
+        let refuse: Arc<Mutex<Option<Refuse>>> = Arc::new(Mutex::new(None));
         let (rec, scr, bad) = (recorded.clone(), script.clone(), violations.clone());
+        let judge = refuse.clone();
         let origin = Origin::start_at(addr, move |req: Request<Incoming>| {
             let rec = rec.clone();
             let scr = scr.clone();
             let bad = bad.clone();
+            let judge = *judge.lock().unwrap();
             async move {
                 let (parts, body) = req.into_parts();
                 let uri = parts
@@ -628,11 +711,15 @@ impl Destination {
                         String::from_utf8_lossy(&recorded.body)
                     ));
                 }
+                let refused = judge.and_then(|refuse| refuse(&recorded));
                 let n = {
                     let mut r = rec.lock().unwrap();
                     r.push(recorded);
                     r.len()
                 };
+                if let (Some((status, body)), None) = (refused, &problem) {
+                    return respond(status, &[("content-type", "application/json")], body);
+                }
                 let (status, delay, retry_after) = {
                     let s = scr.lock().unwrap();
                     let status = *s.statuses.get(n - 1).or(s.statuses.last()).unwrap_or(&200);
@@ -669,6 +756,7 @@ impl Destination {
             recorded,
             script,
             violations,
+            refuse,
         }
     }
 
@@ -676,9 +764,19 @@ impl Destination {
         format!("http://{}", self.addr)
     }
 
-    /// Every request so far. Panics when one was malformed (a test
-    /// that looks at deliveries must not look past a bad one).
+    /// Every delivery so far, one per event as it would have been sent
+    /// alone (a batched request counts as the deliveries it carries, see
+    /// [`Recorded::deliveries`]). Panics when a request was malformed (a
+    /// test that looks at deliveries must not look past a bad one).
     pub fn requests(&self) -> Vec<Recorded> {
+        self.raw_requests()
+            .iter()
+            .flat_map(Recorded::deliveries)
+            .collect()
+    }
+
+    /// Every request so far as it came over the wire (a batch is one).
+    pub fn raw_requests(&self) -> Vec<Recorded> {
         self.assert_valid();
         self.recorded.lock().unwrap().clone()
     }
@@ -696,11 +794,17 @@ impl Destination {
         );
     }
 
+    /// Judges every request from now on with `refuse` before the script.
+    pub fn set_refuse(&self, refuse: Refuse) {
+        *self.refuse.lock().unwrap() = Some(refuse);
+    }
+
     pub fn set_script(&self, script: Script) {
         *self.script.lock().unwrap() = script;
     }
 
-    /// Waits until at least `n` requests arrived (or panics after `timeout`).
+    /// Waits until at least `n` deliveries arrived, batched or not (or
+    /// panics after `timeout`).
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -277,6 +277,45 @@ fn finish(problems: Vec<String>) -> Result<(), String> {
     }
 }
 
+/// A GA4 batch, `POST /g/collect` as gtag sends it
+/// (<https://support.google.com/analytics/answer/9322688>): the parameters
+/// the hits share in the URL, one line per event in the body with only
+/// event-level parameters, at least `en`. Each hit it carries is checked by
+/// [`ga4`] (see `Recorded::deliveries`).
+pub fn ga4_batch(r: &Recorded) -> Result<(), String> {
+    let mut p = Vec::new();
+    let event_level = |k: &str| {
+        matches!(k, "en" | "cu" | "_s" | "_ss" | "_fv" | "_et" | "_c" | "_ee")
+            || k.starts_with("ep.")
+            || k.starts_with("epn.")
+            || k.strip_prefix("pr")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    for (k, _) in r.query() {
+        if event_level(&k) {
+            p.push(format!("event parameter {k} in the URL of a batch"));
+        }
+    }
+    let body = String::from_utf8_lossy(&r.body);
+    if body.is_empty() {
+        p.push("a batch without a body".into());
+    }
+    for (i, line) in body.split('\n').enumerate() {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(line.as_bytes())
+            .into_owned()
+            .collect();
+        if !pairs.iter().any(|(k, v)| k == "en" && !v.is_empty()) {
+            p.push(format!("line {} has no en: {line:?}", i + 1));
+        }
+        for (k, _) in &pairs {
+            if !event_level(k) {
+                p.push(format!("line {} holds the shared parameter {k}", i + 1));
+            }
+        }
+    }
+    finish(p)
+}
+
 /// A GA4 `/g/collect` hit as Google would accept it; `visitor_ua` is the
 /// User-Agent the visitor's browser sent to the collector.
 pub fn ga4(r: &Recorded, visitor_ua: &str) -> Result<(), String> {
