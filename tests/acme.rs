@@ -240,6 +240,7 @@ async fn acme_issues_with_tls_alpn_01_and_renews_at_two_thirds_of_the_life() {
     let resp = reqwest::Client::builder()
         .no_proxy()
         .user_agent(BROWSER_UA)
+        .default_headers(common::browser_headers())
         .tls_certs_only([reqwest::Certificate::from_pem(root.as_bytes()).unwrap()])
         .resolve(DOMAIN, tls_addr)
         .build()

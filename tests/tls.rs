@@ -84,28 +84,6 @@ async fn start(origin: SocketAddr, cert: &(String, String), tls_extra: &str) -> 
     Proxy::spawn(dir, path, &[]).await
 }
 
-/// What a browser sends with a navigation to an https site: fetch
-/// metadata, client hints and a language; without them the bot score
-/// (rightly) calls the client a bot.
-fn browser_headers() -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
-    for (k, v) in [
-        (
-            "sec-ch-ua",
-            "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"",
-        ),
-        ("sec-ch-ua-mobile", "?0"),
-        ("sec-ch-ua-platform", "\"Linux\""),
-        ("sec-fetch-site", "none"),
-        ("sec-fetch-mode", "navigate"),
-        ("sec-fetch-dest", "document"),
-        ("accept-language", "en-US,en;q=0.9"),
-    ] {
-        headers.insert(k, v.parse().unwrap());
-    }
-    headers
-}
-
 /// A client trusting `ca` that reaches `HOST` at `addr`.
 fn https_client(ca: &Ca, addr: SocketAddr, h1: bool) -> reqwest::Client {
     tagproxy::delivery::install_tls_provider();

@@ -399,6 +399,28 @@ impl Drop for Proxy {
 /// A client that never decompresses or follows redirects: tests see the bytes.
 /// The User-Agent of test requests: a desktop Chrome, because tagproxy
 /// (rightly) treats requests without one as bots.
+/// What a browser sends with a navigation to an https site: fetch
+/// metadata, client hints and a language; without them the bot score
+/// (rightly) calls the client a bot.
+pub fn browser_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in [
+        (
+            "sec-ch-ua",
+            "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"",
+        ),
+        ("sec-ch-ua-mobile", "?0"),
+        ("sec-ch-ua-platform", "\"Linux\""),
+        ("sec-fetch-site", "none"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-dest", "document"),
+        ("accept-language", "en-US,en;q=0.9"),
+    ] {
+        headers.insert(k, v.parse().unwrap());
+    }
+    headers
+}
+
 pub const BROWSER_UA: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
