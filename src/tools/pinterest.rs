@@ -129,8 +129,8 @@ impl Pinterest {
         let epik = event
             .sys(&["page", "query", "epik"])
             .and_then(Value::as_str)
-            .filter(|v| is_id(v))
-            .or_else(|| event.cookie("_epik").filter(|v| is_id(v)));
+            .filter(|v| props::is_url_safe_id(v))
+            .or_else(|| event.cookie("_epik").filter(|v| props::is_url_safe_id(v)));
         if let Some(epik) = epik {
             user.insert("click_id".into(), json!(epik));
             cookies.push(ToolCookie {
@@ -142,7 +142,7 @@ impl Pinterest {
         let mut data = json!({
             "event_name": name,
             "action_source": "web",
-            "event_time": event_time(event),
+            "event_time": props::event_time_within_ms(event, MAX_AGE_SECS * 1000) / 1000,
             "event_id": event.id,
             "event_source_url": event.page_url(),
             "user_data": user,
@@ -222,10 +222,7 @@ impl Adapter for Pinterest {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output {
-        let name = match fields.remove("event_name") {
-            Some(Value::String(s)) if !s.is_empty() => s,
-            _ => "custom".to_string(),
-        };
+        let name = props::take_event_name(&mut fields, "custom");
         let custom = track_data(&fields);
         self.send(&name, &fields, custom, event, cx)
     }
@@ -257,24 +254,6 @@ pub fn hash_phone_digits(v: &str) -> Option<String> {
     let digits: String = v.chars().filter(char::is_ascii_digit).collect();
     let digits = digits.trim_start_matches("00");
     (!digits.is_empty()).then(|| props::sha256_hex(digits))
-}
-
-fn event_time(event: &Event) -> u64 {
-    let now = crate::event::now_ms() / 1000;
-    let ts = event.timestamp_ms / 1000;
-    if ts > now + 60 || ts + MAX_AGE_SECS < now {
-        now
-    } else {
-        ts
-    }
-}
-
-/// An `epik` as the tag writes it: URL-safe characters, at most 500.
-fn is_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 500
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// A track's `custom_data`: Pinterest's own keys as given (`value` and

@@ -174,6 +174,39 @@ pub fn event_time_ms(event: &Event) -> u64 {
     }
 }
 
+/// The event's time in Unix milliseconds for a destination that refuses
+/// events older than `max_age_ms`: the client's, unless it lies more than a
+/// minute ahead of our clock or is older than the destination takes (then
+/// ours, so a skewed client clock never costs the event).
+pub fn event_time_within_ms(event: &Event, max_age_ms: u64) -> u64 {
+    let now = crate::event::now_ms();
+    let ts = event.timestamp_ms;
+    if ts > now + 60_000 || ts + max_age_ms < now {
+        now
+    } else {
+        ts
+    }
+}
+
+/// A click id or browser id as ad tags write them (`ttclid`, `epik`,
+/// `ScCid`, `rdt_cid`, `_ttp`…): 1–500 URL-safe characters. Anything else
+/// is not sent.
+pub fn is_url_safe_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 500
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+/// A custom action's `event_name` field, taken out of `fields`; `default`
+/// when it is missing, empty or not a string.
+pub fn take_event_name(fields: &mut Map<String, Value>, default: &str) -> String {
+    match fields.remove("event_name") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        _ => default.to_string(),
+    }
+}
+
 /// Parts of the page URL (`system.page.url.*`), `""` when absent.
 pub fn url_part<'e>(event: &'e Event, part: &str) -> &'e str {
     event.sys_str(&["page", "url", part])

@@ -136,7 +136,10 @@ impl Reddit {
                 user.insert(field.into(), json!(h));
             }
         }
-        let uuid = match event.cookie("_rdt_uuid").filter(|v| is_id(v)) {
+        let uuid = match event
+            .cookie("_rdt_uuid")
+            .filter(|v| props::is_url_safe_id(v))
+        {
             Some(v) => v.to_string(),
             None => new_uuid(event),
         };
@@ -150,7 +153,7 @@ impl Reddit {
             user.insert("screen_dimensions".into(), json!({"width": w, "height": h}));
         }
         let mut e = json!({
-            "event_at": crate::admin::audit::rfc3339_ms(event_time_ms(event)),
+            "event_at": crate::admin::audit::rfc3339_ms(props::event_time_within_ms(event, MAX_AGE_MS)),
             "event_type": {"tracking_type": name},
             "user": user,
         });
@@ -160,8 +163,12 @@ impl Reddit {
         let click = event
             .sys(&["page", "query", "rdt_cid"])
             .and_then(Value::as_str)
-            .filter(|v| is_id(v))
-            .or_else(|| event.cookie("_rdt_cid").filter(|v| is_id(v)));
+            .filter(|v| props::is_url_safe_id(v))
+            .or_else(|| {
+                event
+                    .cookie("_rdt_cid")
+                    .filter(|v| props::is_url_safe_id(v))
+            });
         if let Some(id) = click {
             e["click_id"] = json!(id);
             cookies.push(ToolCookie {
@@ -233,10 +240,7 @@ impl Adapter for Reddit {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output {
-        let name = match fields.remove("event_name") {
-            Some(Value::String(s)) if !s.is_empty() => s,
-            _ => "Custom".to_string(),
-        };
+        let name = props::take_event_name(&mut fields, "Custom");
         let metadata = track_metadata(&fields);
         self.send(&name, &fields, metadata, event, cx)
     }
@@ -256,23 +260,6 @@ impl Adapter for Reddit {
     fn answer_reader(&self) -> Option<AnswerReader> {
         Some(read_answer)
     }
-}
-
-fn event_time_ms(event: &Event) -> u64 {
-    let now = crate::event::now_ms();
-    let ts = event.timestamp_ms;
-    if ts > now + 60_000 || ts + MAX_AGE_MS < now {
-        now
-    } else {
-        ts
-    }
-}
-
-fn is_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 500
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// A new `_rdt_uuid` in the pixel's shape (`<ms>.<uuid>`), derived from

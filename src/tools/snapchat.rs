@@ -146,8 +146,8 @@ impl Snapchat {
         let click = event
             .sys(&["page", "query", "ScCid"])
             .and_then(Value::as_str)
-            .filter(|v| is_id(v))
-            .or_else(|| event.cookie("_scclid").filter(|v| is_id(v)));
+            .filter(|v| props::is_url_safe_id(v))
+            .or_else(|| event.cookie("_scclid").filter(|v| props::is_url_safe_id(v)));
         if let Some(id) = click {
             user.insert("sc_click_id".into(), json!(id));
             cookies.push(ToolCookie {
@@ -156,7 +156,7 @@ impl Snapchat {
                 max_age_secs: SCCLID_SECS,
             });
         }
-        let scid = match event.cookie("_scid").filter(|v| is_id(v)) {
+        let scid = match event.cookie("_scid").filter(|v| props::is_url_safe_id(v)) {
             Some(v) => v.to_string(),
             None => new_scid(event),
         };
@@ -169,7 +169,7 @@ impl Snapchat {
         let mut data = json!({
             "event_name": name,
             "action_source": "WEB",
-            "event_time": event_time(event),
+            "event_time": props::event_time_within_ms(event, MAX_AGE_SECS * 1000) / 1000,
             "event_id": event.id,
             "event_source_url": event.page_url(),
             "user_data": user,
@@ -237,10 +237,7 @@ impl Adapter for Snapchat {
         event: &Event,
         cx: &BuildContext<'_>,
     ) -> Output {
-        let name = match fields.remove("event_name") {
-            Some(Value::String(s)) if !s.is_empty() => s,
-            _ => "CUSTOM_EVENT_1".to_string(),
-        };
+        let name = props::take_event_name(&mut fields, "CUSTOM_EVENT_1");
         let custom = track_data(&fields);
         self.send(&name, &fields, custom, event, cx)
     }
@@ -260,23 +257,6 @@ impl Adapter for Snapchat {
     fn answer_reader(&self) -> Option<AnswerReader> {
         Some(read_answer)
     }
-}
-
-fn event_time(event: &Event) -> u64 {
-    let now = crate::event::now_ms() / 1000;
-    let ts = event.timestamp_ms / 1000;
-    if ts > now + 60 || ts + MAX_AGE_SECS < now {
-        now
-    } else {
-        ts
-    }
-}
-
-fn is_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 500
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// A new `_scid` (the pixel writes a UUID) derived from tagproxy's client

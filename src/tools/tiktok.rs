@@ -42,8 +42,6 @@ const TTCLID_SECS: u64 = 28 * 24 * 3600;
 /// TikTok takes events from the last 7 days; an older (or future) client
 /// clock is not trusted.
 const MAX_AGE_SECS: u64 = 7 * 24 * 3600 - 3600;
-/// Longest click id or `_ttp` passed on (real ones are far shorter).
-const MAX_ID_LEN: usize = 500;
 
 /// Zaraz ecommerce event → TikTok standard event.
 const EVENTS: [(&str, &str); 7] = [
@@ -132,8 +130,12 @@ impl TikTok {
         let ttclid = event
             .sys(&["page", "query", "ttclid"])
             .and_then(Value::as_str)
-            .filter(|id| is_id(id))
-            .or_else(|| event.cookie("ttclid").filter(|id| is_id(id)));
+            .filter(|id| props::is_url_safe_id(id))
+            .or_else(|| {
+                event
+                    .cookie("ttclid")
+                    .filter(|id| props::is_url_safe_id(id))
+            });
         if let Some(id) = ttclid {
             user.insert("ttclid".into(), json!(id));
             cookies.push(ToolCookie {
@@ -142,7 +144,7 @@ impl TikTok {
                 max_age_secs: TTCLID_SECS,
             });
         }
-        let ttp = match event.cookie("_ttp").filter(|v| is_id(v)) {
+        let ttp = match event.cookie("_ttp").filter(|v| props::is_url_safe_id(v)) {
             Some(v) => v.to_string(),
             None => new_ttp(event),
         };
@@ -172,7 +174,7 @@ impl TikTok {
         }
         let mut data = json!({
             "event": name,
-            "event_time": event_time(event),
+            "event_time": props::event_time_within_ms(event, MAX_AGE_SECS * 1000) / 1000,
             "event_id": event.id,
             "user": user,
             "page": page,
@@ -277,26 +279,6 @@ fn custom_props(props: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     p
-}
-
-/// Unix seconds; a client clock more than a minute ahead, or older than
-/// TikTok takes, gives way to ours.
-fn event_time(event: &Event) -> u64 {
-    let now = crate::event::now_ms() / 1000;
-    let ts = event.timestamp_ms / 1000;
-    if ts > now + 60 || ts + MAX_AGE_SECS < now {
-        now
-    } else {
-        ts
-    }
-}
-
-/// A click id or `_ttp` as TikTok writes them: URL-safe characters only.
-fn is_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= MAX_ID_LEN
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
 /// A new `_ttp` for a visitor without one: 27 URL-safe characters (the
@@ -430,8 +412,12 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert!(is_id("E.C.P.abc-_~1"));
-        assert!(!is_id("a b") && !is_id("") && !is_id("x;y"));
-        assert!(!is_id(&"a".repeat(501)));
+        assert!(props::is_url_safe_id("E.C.P.abc-_~1"));
+        assert!(
+            !props::is_url_safe_id("a b")
+                && !props::is_url_safe_id("")
+                && !props::is_url_safe_id("x;y")
+        );
+        assert!(!props::is_url_safe_id(&"a".repeat(501)));
     }
 }
