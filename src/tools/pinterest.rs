@@ -104,33 +104,9 @@ impl Pinterest {
         cx: &BuildContext<'_>,
     ) -> Output {
         let mut cookies = Vec::new();
-        let mut user = Map::new();
-        if let Some(ip) = event.ip {
-            user.insert("client_ip_address".into(), json!(ip.to_string()));
-        }
-        if !event.user_agent.is_empty() {
-            user.insert("client_user_agent".into(), json!(event.user_agent));
-        }
-        let hashed = |names: &[&str], hash: fn(&str) -> Option<String>| {
-            names
-                .iter()
-                .find_map(|n| hash(&user_props.get(*n).and_then(props::scalar)?))
-        };
-        if let Some(h) = hashed(&["email", "em"], props::hash_email) {
-            user.insert("em".into(), json!([h]));
-        }
-        if let Some(h) = hashed(&["phone", "ph"], hash_phone_digits) {
-            user.insert("ph".into(), json!([h]));
-        }
-        if let Some(h) = hashed(&["external_id", "user_id"], props::hash_email) {
-            user.insert("external_id".into(), json!([h]));
-        }
+        let mut user = props::capi_user_data(event, user_props);
         // The landing URL's click id replaces the stored one, as the tag does.
-        let epik = event
-            .sys(&["page", "query", "epik"])
-            .and_then(Value::as_str)
-            .filter(|v| props::is_url_safe_id(v))
-            .or_else(|| event.cookie("_epik").filter(|v| props::is_url_safe_id(v)));
+        let epik = props::click_id(event, "epik", "_epik");
         if let Some(epik) = epik {
             user.insert("click_id".into(), json!(epik));
             cookies.push(ToolCookie {
@@ -242,18 +218,6 @@ impl Adapter for Pinterest {
     fn answer_reader(&self) -> Option<AnswerReader> {
         Some(read_answer)
     }
-}
-
-/// SHA-256 of a phone number as Pinterest and Snapchat ask: digits only,
-/// country code included, no leading `00`.
-pub fn hash_phone_digits(v: &str) -> Option<String> {
-    let v = v.trim();
-    if props::is_sha256(v) {
-        return Some(v.to_ascii_lowercase());
-    }
-    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
-    let digits = digits.trim_start_matches("00");
-    (!digits.is_empty()).then(|| props::sha256_hex(digits))
 }
 
 /// A track's `custom_data`: Pinterest's own keys as given (`value` and
@@ -408,7 +372,7 @@ mod tests {
             Some(Verdict::Retry { .. })
         ));
         assert_eq!(
-            hash_phone_digits("+1 (650) 555-0134"),
+            props::hash_phone_digits("+1 (650) 555-0134"),
             Some(props::sha256_hex("16505550134"))
         );
     }

@@ -198,6 +198,62 @@ pub fn is_url_safe_id(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
+/// A click id: the landing URL's `query_key` parameter, else the one kept in
+/// the first-party `cookie` (the landing URL's replaces the stored one, as
+/// the ad tags do). Only URL-safe ids ([`is_url_safe_id`]).
+pub fn click_id<'e>(event: &'e Event, query_key: &str, cookie: &str) -> Option<&'e str> {
+    event
+        .sys(&["page", "query", query_key])
+        .and_then(Value::as_str)
+        .filter(|v| is_url_safe_id(v))
+        .or_else(|| event.cookie(cookie).filter(|v| is_url_safe_id(v)))
+}
+
+/// The `user_data` Pinterest's and Snapchat's Conversions APIs share with
+/// Meta's: `client_ip_address`, `client_user_agent`, and SHA-256 arrays
+/// `em` (from `email`/`em`), `ph` (`phone`/`ph`, digits only) and
+/// `external_id` (`external_id`/`user_id`), each hashed after the
+/// destination's normalisation; values already hashed pass as they are.
+pub fn capi_user_data(event: &Event, user_props: &Map<String, Value>) -> Map<String, Value> {
+    let mut user = Map::new();
+    if let Some(ip) = event.ip {
+        user.insert("client_ip_address".into(), Value::from(ip.to_string()));
+    }
+    if !event.user_agent.is_empty() {
+        user.insert(
+            "client_user_agent".into(),
+            Value::from(event.user_agent.as_str()),
+        );
+    }
+    let hashed = |names: &[&str], hash: fn(&str) -> Option<String>| {
+        names
+            .iter()
+            .find_map(|n| hash(&user_props.get(*n).and_then(scalar)?))
+    };
+    if let Some(h) = hashed(&["email", "em"], hash_email) {
+        user.insert("em".into(), Value::from(vec![h]));
+    }
+    if let Some(h) = hashed(&["phone", "ph"], hash_phone_digits) {
+        user.insert("ph".into(), Value::from(vec![h]));
+    }
+    if let Some(h) = hashed(&["external_id", "user_id"], hash_email) {
+        user.insert("external_id".into(), Value::from(vec![h]));
+    }
+    user
+}
+
+/// SHA-256 of a phone number as Pinterest and Snapchat ask: digits only,
+/// country code included, no leading `00`.
+pub fn hash_phone_digits(v: &str) -> Option<String> {
+    let v = v.trim();
+    if is_sha256(v) {
+        return Some(v.to_ascii_lowercase());
+    }
+    let digits: String = v.chars().filter(char::is_ascii_digit).collect();
+    let digits = digits.trim_start_matches("00");
+    (!digits.is_empty()).then(|| sha256_hex(digits))
+}
+
 /// A custom action's `event_name` field, taken out of `fields`; `default`
 /// when it is missing, empty or not a string.
 pub fn take_event_name(fields: &mut Map<String, Value>, default: &str) -> String {

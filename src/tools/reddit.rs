@@ -160,15 +160,7 @@ impl Reddit {
         if !TRACK_TYPES.contains(&name) {
             e["event_type"] = json!({"tracking_type": "Custom", "custom_event_name": name});
         }
-        let click = event
-            .sys(&["page", "query", "rdt_cid"])
-            .and_then(Value::as_str)
-            .filter(|v| props::is_url_safe_id(v))
-            .or_else(|| {
-                event
-                    .cookie("_rdt_cid")
-                    .filter(|v| props::is_url_safe_id(v))
-            });
+        let click = props::click_id(event, "rdt_cid", "_rdt_cid");
         if let Some(id) = click {
             e["click_id"] = json!(id);
             cookies.push(ToolCookie {

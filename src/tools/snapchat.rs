@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::pinterest::hash_phone_digits;
 use super::props;
 use super::{
     endpoint, parse_settings, Adapter, AnswerReader, Automated, BuildContext, HttpRequest, Output,
@@ -122,32 +121,8 @@ impl Snapchat {
         cx: &BuildContext<'_>,
     ) -> Output {
         let mut cookies = Vec::new();
-        let mut user = Map::new();
-        if let Some(ip) = event.ip {
-            user.insert("client_ip_address".into(), json!(ip.to_string()));
-        }
-        if !event.user_agent.is_empty() {
-            user.insert("client_user_agent".into(), json!(event.user_agent));
-        }
-        let hashed = |names: &[&str], hash: fn(&str) -> Option<String>| {
-            names
-                .iter()
-                .find_map(|n| hash(&user_props.get(*n).and_then(props::scalar)?))
-        };
-        if let Some(h) = hashed(&["email", "em"], props::hash_email) {
-            user.insert("em".into(), json!([h]));
-        }
-        if let Some(h) = hashed(&["phone", "ph"], hash_phone_digits) {
-            user.insert("ph".into(), json!([h]));
-        }
-        if let Some(h) = hashed(&["external_id", "user_id"], props::hash_email) {
-            user.insert("external_id".into(), json!([h]));
-        }
-        let click = event
-            .sys(&["page", "query", "ScCid"])
-            .and_then(Value::as_str)
-            .filter(|v| props::is_url_safe_id(v))
-            .or_else(|| event.cookie("_scclid").filter(|v| props::is_url_safe_id(v)));
+        let mut user = props::capi_user_data(event, user_props);
+        let click = props::click_id(event, "ScCid", "_scclid");
         if let Some(id) = click {
             user.insert("sc_click_id".into(), json!(id));
             cookies.push(ToolCookie {

@@ -127,15 +127,7 @@ impl TikTok {
             user.insert("user_agent".into(), json!(event.user_agent));
         }
         // A click id in the URL replaces the stored one, as the pixel does.
-        let ttclid = event
-            .sys(&["page", "query", "ttclid"])
-            .and_then(Value::as_str)
-            .filter(|id| props::is_url_safe_id(id))
-            .or_else(|| {
-                event
-                    .cookie("ttclid")
-                    .filter(|id| props::is_url_safe_id(id))
-            });
+        let ttclid = props::click_id(event, "ttclid", "ttclid");
         if let Some(id) = ttclid {
             user.insert("ttclid".into(), json!(id));
             cookies.push(ToolCookie {
