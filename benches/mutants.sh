@@ -6,6 +6,7 @@
 #   benches/mutants.sh delivery collector # some modules
 #   SHARD=1/4 benches/mutants.sh tools    # a quarter of one module's mutants
 #   benches/mutants.sh --summary          # only print the score table
+#   TIER=full benches/mutants.sh inject   # re-test the survivors with the suite
 #
 # Modules: delivery collector consent rules tools inject (src/proxy/inject.rs).
 # Settings are in .cargo/mutants.toml (nextest, profile `mutants`).
@@ -36,6 +37,19 @@ declare -A globs=(
   [rules]='src/rules/**/*.rs'
   [tools]='src/tools/**/*.rs'
   [inject]='src/proxy/inject.rs'
+)
+# Tier 1 (the default): each mutant is tested by the unit tests plus the
+# integration tests that exercise that module, so a module takes hours, not
+# days. Tier 2 (TIER=full): with --iterate only the mutants tier 1 left
+# alive (missed or timed out) are tested again, by every test target but the
+# headless-browser ones, so a survivor is one no test in the suite sees.
+declare -A tier1=(
+  [delivery]='delivery batching deadletter_cli nats mutation_gaps trail'
+  [collector]='collector limits hostile events_api mutation_gaps zaraz_loader'
+  [consent]='consent privacy ga4 events_api collector'
+  [rules]='triggers adapters collector ga4'
+  [tools]='adapters destinations ga4 batching hostile secrets privacy'
+  [inject]='inject head forward hostile limits'
 )
 all=(delivery collector consent rules tools inject)
 summary_only=0
@@ -69,10 +83,15 @@ if [ $summary_only = 0 ]; then
     mkdir -p "$out"
     # Every test target but the headless-browser ones (slow, and they test
     # the client script): a test anywhere may be the one that sees a mutant.
-    args=(--cargo-test-arg=--workspace --cargo-test-arg=--all-targets
-      --cargo-test-arg=-E
-      --cargo-test-arg='not (binary(browser) | binary(consent_browser) | binary(meta_browser) | binary(client_triggers))')
-    echo "=== $m at $(git rev-parse --short HEAD) ==="
+    if [ "${TIER:-1}" = full ]; then
+      args=(--cargo-test-arg=--workspace --cargo-test-arg=--all-targets
+        --cargo-test-arg=-E
+        --cargo-test-arg='not (binary(browser) | binary(consent_browser) | binary(meta_browser) | binary(client_triggers))')
+    else
+      args=(--cargo-test-arg=--lib)
+      for t in ${tier1[$m]}; do args+=(--cargo-test-arg=--test "--cargo-test-arg=$t"); done
+    fi
+    echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
     (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target cargo mutants \
       --in-place --no-shuffle --iterate -o "$out" -f "${globs[$m]}" "${shard[@]}" "${args[@]}") || true
   done
