@@ -49,7 +49,7 @@ declare -A tier1=(
   [consent]='consent privacy ga4 events_api collector'
   [rules]='triggers adapters collector ga4'
   [tools]='adapters destinations ga4 batching hostile secrets privacy'
-  [inject]='inject head forward hostile limits'
+  [inject]='inject head'
 )
 all=(delivery collector consent rules tools inject)
 summary_only=0
