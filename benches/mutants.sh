@@ -51,6 +51,16 @@ declare -A tier1=(
   [tools]='adapters destinations ga4 batching hostile secrets privacy'
   [inject]='inject head'
 )
+# Which unit tests of the library tier 1 runs, as a nextest filter on the
+# test's path (every integration test of the targets above runs).
+declare -A tier1_unit=(
+  [delivery]='/^(delivery|collector|trail)::/'
+  [collector]='/^(collector|event|bots|consent)::/'
+  [consent]='/^(consent|collector|event)::/'
+  [rules]='/^(rules|tools|config)::/'
+  [tools]='/^(tools|rules|delivery)::/'
+  [inject]='/^proxy::/'
+)
 all=(delivery collector consent rules tools inject)
 summary_only=0
 modules=()
@@ -90,6 +100,7 @@ if [ $summary_only = 0 ]; then
     else
       args=(--cargo-test-arg=--lib)
       for t in ${tier1[$m]}; do args+=(--cargo-test-arg=--test "--cargo-test-arg=$t"); done
+      args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | test(${tier1_unit[$m]})")
     fi
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
     (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target cargo mutants \
