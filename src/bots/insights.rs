@@ -55,8 +55,9 @@ fn verified_label(v: Verified) -> &'static str {
 struct Hour {
     /// Unix time / 3600.
     hour: u64,
-    /// (crawler, verified) → (ai, allowed, blocked).
-    crawlers: HashMap<(String, Verified), (bool, u64, u64)>,
+    /// (crawler, ai, verified) → (allowed, blocked). A list update can make
+    /// a crawler name an AI crawler: its rows before and after differ.
+    crawlers: HashMap<(String, bool, Verified), (u64, u64)>,
     paths: HashMap<(String, String), u64>,
 }
 
@@ -126,11 +127,11 @@ impl Insights {
         let bucket = state.hours.back_mut().expect("pushed");
         let c = bucket
             .crawlers
-            .entry((crawler.to_string(), verified))
-            .or_insert((ai, 0, 0));
+            .entry((crawler.to_string(), ai, verified))
+            .or_default();
         match action {
-            Action::Allowed => c.1 += 1,
-            Action::Blocked => c.2 += 1,
+            Action::Allowed => c.0 += 1,
+            Action::Blocked => c.1 += 1,
         }
         let mut path = &path[..path.floor_char_boundary(MAX_PATH_LEN)];
         if bucket.paths.len() >= MAX_PATHS
@@ -182,13 +183,13 @@ impl Insights {
 
     fn last_24h_at(&self, hour: u64, top: usize) -> Value {
         let state = self.state.lock().unwrap();
-        let mut crawlers: HashMap<(&str, Verified), (bool, u64, u64)> = HashMap::new();
+        let mut crawlers: HashMap<(&str, bool, Verified), (u64, u64)> = HashMap::new();
         let mut paths: HashMap<(&str, &str), u64> = HashMap::new();
         for bucket in state.hours.iter().filter(|h| h.hour + 24 > hour) {
-            for ((name, verified), (ai, allowed, blocked)) in &bucket.crawlers {
-                let c = crawlers.entry((name, *verified)).or_insert((*ai, 0, 0));
-                c.1 += allowed;
-                c.2 += blocked;
+            for ((name, ai, verified), (allowed, blocked)) in &bucket.crawlers {
+                let c = crawlers.entry((name, *ai, *verified)).or_default();
+                c.0 += allowed;
+                c.1 += blocked;
             }
             for ((c, p), n) in &bucket.paths {
                 *paths.entry((c, p)).or_default() += n;
@@ -196,17 +197,18 @@ impl Insights {
         }
         let mut crawlers: Vec<_> = crawlers.into_iter().collect();
         crawlers.sort_by(|a, b| {
-            (b.1 .1 + b.1 .2)
-                .cmp(&(a.1 .1 + a.1 .2))
+            (b.1 .0 + b.1 .1)
+                .cmp(&(a.1 .0 + a.1 .1))
                 .then(a.0 .0.cmp(b.0 .0))
-                .then(verified_label(a.0 .1).cmp(verified_label(b.0 .1)))
+                .then(a.0 .1.cmp(&b.0 .1))
+                .then(verified_label(a.0 .2).cmp(verified_label(b.0 .2)))
         });
         let mut paths: Vec<_> = paths.into_iter().collect();
         paths.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         paths.truncate(top);
         json!({
             "hours": 24,
-            "crawlers": crawlers.iter().map(|((name, verified), (ai, allowed, blocked))| json!({
+            "crawlers": crawlers.iter().map(|((name, ai, verified), (allowed, blocked))| json!({
                 "crawler": name, "ai": ai, "verified": verified, "allowed": allowed, "blocked": blocked,
                 "requests": allowed + blocked,
             })).collect::<Vec<_>>(),
