@@ -253,6 +253,10 @@ async fn a_list_update_takes_effect_on_the_running_server_and_a_bad_one_changes_
         .clone();
     assert_eq!(row["blocked"], 2, "{v}");
     assert_eq!(row["verified"], Value::Null, "no ranges known: {v}");
+    let ai_list = &v["lists"][0];
+    assert_eq!(ai_list["list"], "ai_crawlers", "{v}");
+    assert_eq!(ai_list["version"], version.as_str(), "{v}");
+    assert_eq!(v["lists"][1]["source"], "compiled-in", "{v}");
 
     // A bad update now leaves the good lists as they are.
     let before = std::fs::read(stored(&proxy)).unwrap();

@@ -785,6 +785,27 @@ pub fn render(out: &mut String) {
     }
 }
 
+/// The lists in force for `GET /admin/bots`: `[{"list", "version",
+/// "source", "source_version", "fetched_at", "age_seconds", "entries"}…]`.
+pub fn info_json() -> serde_json::Value {
+    let now = unix_now();
+    current()
+        .info
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "list": i.part.key(),
+                "version": i.version.version,
+                "source": i.version.source,
+                "source_version": i.version.source_version,
+                "fetched_at": i.version.fetched_at,
+                "age_seconds": now.saturating_sub(i.version.fetched_unix),
+                "entries": i.entries,
+            })
+        })
+        .collect()
+}
+
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync,
 /// rename, fsync of the folder.
 ///
