@@ -712,7 +712,9 @@ fn refresh(file: &Path, start: bool) {
         Err(e) => {
             if start {
                 tracing::warn!(error = %e, "stored bot lists cannot be used: the compiled-in lists are in force");
-                install(Lists::compiled_in());
+                if current().from_file() {
+                    install(Lists::compiled_in());
+                }
             } else {
                 tracing::warn!(error = %e, "stored bot lists cannot be used: the lists in force stay");
             }

@@ -269,7 +269,12 @@ impl Proxy {
                     None
                 } else {
                     let ip = crate::collector::visitor_ip(&self.trusted, peer.ip(), req.headers());
-                    self.bots.verify(ua, ip).map(|(_, ok)| ok)
+                    self.bots.verify(ua, ip).map(|(claimed, ok)| {
+                        if !ok {
+                            tracing::debug!(%ip, user_agent = ua, claimed, "crawler not from its operator's published IP ranges");
+                        }
+                        ok
+                    })
                 };
                 let name = if disguised {
                     "(disguised browser)".to_string()
