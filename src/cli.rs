@@ -91,6 +91,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// The bot lists (AI crawlers, crawlers, verified crawlers' IP ranges)
+    /// stored in data_dir: update them from upstream or files, roll back,
+    /// show what is in force.
+    Bots {
+        #[command(subcommand)]
+        command: crate::bots::update::BotsCommand,
+    },
     /// Print the audit log of admin calls and token operations.
     Audit {
         /// Only entries since a time (2026-11-30T12:00:00Z, or a prefix such
@@ -185,6 +192,10 @@ pub fn main() -> ExitCode {
             crate::import_zaraz::command(&file, &out, force)
         }
         Command::Schema { main, tool, out } => crate::schema::command(main, tool, out.as_deref()),
+        Command::Bots { command } => match load(&cli.config) {
+            Some(loaded) => crate::bots::update::command(&loaded.data_dir(), command),
+            None => ExitCode::from(1),
+        },
         Command::Audit { since, json } => match load(&cli.config) {
             Some(loaded) => audit_command(&loaded.data_dir(), since.as_deref(), json),
             None => ExitCode::from(1),

@@ -404,6 +404,7 @@ impl Metrics {
             );
         }
         crate::bots::insights::Insights::global().render(&mut out);
+        crate::bots::lists::render(&mut out);
         let _ = writeln!(
             out,
             "# HELP tagproxy_payload_adjusted_total Values renamed or dropped to meet a destination's rules, by tool and reason.\n# TYPE tagproxy_payload_adjusted_total counter"

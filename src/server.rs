@@ -104,6 +104,8 @@ fn build(loaded: &Loaded, plan: Plan, shared: &Shared) -> Proxy {
 /// on SIGHUP and when it or a tool file changes.
 pub async fn run(loaded: &Loaded, plan: Plan, bound: Bound, watch: bool) -> anyhow::Result<()> {
     let shared = Arc::new(Shared::start(loaded)?);
+    // The bot lists stored by `tagproxy bots update`, followed from now on.
+    crate::bots::lists::start(&loaded.data_dir());
     let metrics = shared.metrics.clone();
     let config_state = crate::admin::ConfigState::new(loaded, &plan);
     let current: CurrentProxy = Arc::new(ArcSwap::from_pointee(build(loaded, plan, &shared)));

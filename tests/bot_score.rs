@@ -366,9 +366,9 @@ async fn admin_bots_counts_a_scripted_crawl_by_name() {
     assert_eq!(
         v["crawlers"],
         json!([
-            {"crawler": "GPTBot", "ai": true, "allowed": 0, "blocked": 4, "requests": 4},
-            {"crawler": "AhrefsBot", "ai": false, "allowed": 2, "blocked": 0, "requests": 2},
-            {"crawler": "(disguised browser)", "ai": false, "allowed": 0, "blocked": 1, "requests": 1},
+            {"crawler": "GPTBot", "ai": true, "verified": null, "allowed": 0, "blocked": 4, "requests": 4},
+            {"crawler": "AhrefsBot", "ai": false, "verified": null, "allowed": 2, "blocked": 0, "requests": 2},
+            {"crawler": "(disguised browser)", "ai": false, "verified": null, "allowed": 0, "blocked": 1, "requests": 1},
         ]),
         "{v}"
     );
@@ -379,8 +379,8 @@ async fn admin_bots_counts_a_scripted_crawl_by_name() {
     );
     let metrics = proxy.metrics().await;
     for line in [
-        "tagproxy_crawler_requests_total{crawler=\"GPTBot\",ai=\"true\",action=\"blocked\"} 4\n",
-        "tagproxy_crawler_requests_total{crawler=\"AhrefsBot\",ai=\"false\",action=\"allowed\"} 2\n",
+        "tagproxy_crawler_requests_total{crawler=\"GPTBot\",ai=\"true\",verified=\"n/a\",action=\"blocked\"} 4\n",
+        "tagproxy_crawler_requests_total{crawler=\"AhrefsBot\",ai=\"false\",verified=\"n/a\",action=\"allowed\"} 2\n",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

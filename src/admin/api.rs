@@ -218,11 +218,11 @@ pub(super) async fn handle(
         Endpoint::ToolPut(id) => tool_put(admin, &id, req.into_body()).await,
         Endpoint::ToolDelete(id) => tool_delete(admin, &id).await,
         Endpoint::Events => events(admin, req.uri().query()),
-        Endpoint::Bots => Answer::ok(
-            StatusCode::OK,
-            crate::bots::insights::Insights::global().last_24h(BOTS_TOP_PATHS),
-            "crawler requests, last 24 h",
-        ),
+        Endpoint::Bots => {
+            let mut v = crate::bots::insights::Insights::global().last_24h(BOTS_TOP_PATHS);
+            v["lists"] = crate::bots::lists::info_json();
+            Answer::ok(StatusCode::OK, v, "crawler requests, last 24 h")
+        }
         Endpoint::WrongMethod(allow) => {
             let mut a = Answer::failed(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -1,5 +1,5 @@
 //! Who crawls what (issue 16): requests from bots counted by crawler name,
-//! AI or not, allowed or blocked, for `/metrics`
+//! AI or not, verified or not, allowed or blocked, for `/metrics`
 //! (`tagproxy_crawler_requests_total`), and the last 24 hours by crawler and
 //! by path for `GET /admin/bots`.
 //!
@@ -37,18 +37,34 @@ impl Action {
     }
 }
 
+/// Whether a request came from where the crawler it claims to be crawls
+/// from (see [`crate::bots::lists::Lists::verify`]): `Some(true)` from its
+/// operator's published IP prefixes, `Some(false)` not (an impostor),
+/// `None` when no prefixes are known for it.
+pub type Verified = Option<bool>;
+
+fn verified_label(v: Verified) -> &'static str {
+    match v {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "n/a",
+    }
+}
+
 #[derive(Default)]
 struct Hour {
     /// Unix time / 3600.
     hour: u64,
-    crawlers: HashMap<String, (bool, u64, u64)>,
+    /// (crawler, ai, verified) → (allowed, blocked). A list update can make
+    /// a crawler name an AI crawler: its rows before and after differ.
+    crawlers: HashMap<(String, bool, Verified), (u64, u64)>,
     paths: HashMap<(String, String), u64>,
 }
 
 #[derive(Default)]
 struct State {
-    /// (crawler, ai, action) → requests since start.
-    totals: HashMap<(String, bool, Action), u64>,
+    /// (crawler, ai, verified, action) → requests since start.
+    totals: HashMap<(String, bool, Verified, Action), u64>,
     hours: VecDeque<Hour>,
 }
 
@@ -74,13 +90,21 @@ impl Insights {
     }
 
     /// Counts one request of `crawler` for `path`.
-    pub fn record(&self, crawler: &str, ai: bool, action: Action, path: &str) {
-        self.record_at(now_hour(), crawler, ai, action, path);
+    pub fn record(&self, crawler: &str, ai: bool, verified: Verified, action: Action, path: &str) {
+        self.record_at(now_hour(), crawler, ai, verified, action, path);
     }
 
-    fn record_at(&self, hour: u64, crawler: &str, ai: bool, action: Action, path: &str) {
+    fn record_at(
+        &self,
+        hour: u64,
+        crawler: &str,
+        ai: bool,
+        verified: Verified,
+        action: Action,
+        path: &str,
+    ) {
         let mut state = self.state.lock().unwrap();
-        let known = state.totals.keys().any(|(c, _, _)| c == crawler);
+        let known = state.totals.keys().any(|(c, _, _, _)| c == crawler);
         let distinct = state.totals.len();
         let crawler = if known || distinct < MAX_CRAWLERS {
             crawler
@@ -89,7 +113,7 @@ impl Insights {
         };
         *state
             .totals
-            .entry((crawler.to_string(), ai, action))
+            .entry((crawler.to_string(), ai, verified, action))
             .or_default() += 1;
         if state.hours.back().is_none_or(|h| h.hour != hour) {
             state.hours.push_back(Hour {
@@ -103,11 +127,11 @@ impl Insights {
         let bucket = state.hours.back_mut().expect("pushed");
         let c = bucket
             .crawlers
-            .entry(crawler.to_string())
-            .or_insert((ai, 0, 0));
+            .entry((crawler.to_string(), ai, verified))
+            .or_default();
         match action {
-            Action::Allowed => c.1 += 1,
-            Action::Blocked => c.2 += 1,
+            Action::Allowed => c.0 += 1,
+            Action::Blocked => c.1 += 1,
         }
         let mut path = &path[..path.floor_char_boundary(MAX_PATH_LEN)];
         if bucket.paths.len() >= MAX_PATHS
@@ -127,23 +151,31 @@ impl Insights {
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "# HELP tagproxy_crawler_requests_total Requests from bots to the site (not tagproxy's own paths), by crawler name, AI crawler or not, and whether they were let through.\n# TYPE tagproxy_crawler_requests_total counter"
+            "# HELP tagproxy_crawler_requests_total Requests from bots to the site (not tagproxy's own paths), by crawler name, AI crawler or not, verified (from its operator's published IP ranges: true, false; n/a when none are known) and whether they were let through.\n# TYPE tagproxy_crawler_requests_total counter"
         );
         let state = self.state.lock().unwrap();
         let mut rows: Vec<_> = state.totals.iter().collect();
-        rows.sort_by(|a, b| a.0 .0.cmp(&b.0 .0).then(a.0 .2.name().cmp(b.0 .2.name())));
-        for ((crawler, ai, action), n) in rows {
+        rows.sort_by(|a, b| {
+            (&a.0 .0, verified_label(a.0 .2), a.0 .3.name()).cmp(&(
+                &b.0 .0,
+                verified_label(b.0 .2),
+                b.0 .3.name(),
+            ))
+        });
+        for ((crawler, ai, verified, action), n) in rows {
             let _ = writeln!(
                 out,
-                "tagproxy_crawler_requests_total{{crawler=\"{}\",ai=\"{ai}\",action=\"{}\"}} {n}",
+                "tagproxy_crawler_requests_total{{crawler=\"{}\",ai=\"{ai}\",verified=\"{}\",action=\"{}\"}} {n}",
                 crawler.replace('\\', "\\\\").replace('"', "\\\""),
+                verified_label(*verified),
                 action.name()
             );
         }
     }
 
-    /// The last 24 hours: `{"crawlers": [{"crawler", "ai", "allowed",
-    /// "blocked", "requests"}…] (most requests first), "paths": [{"crawler",
+    /// The last 24 hours: `{"crawlers": [{"crawler", "ai", "verified",
+    /// "allowed", "blocked", "requests"}…] (most requests first; `verified`
+    /// true, false or null as [`Verified`], one row each), "paths": [{"crawler",
     /// "path", "requests"}…] (the `top` most requested)}`.
     pub fn last_24h(&self, top: usize) -> Value {
         self.last_24h_at(now_hour(), top)
@@ -151,27 +183,33 @@ impl Insights {
 
     fn last_24h_at(&self, hour: u64, top: usize) -> Value {
         let state = self.state.lock().unwrap();
-        let mut crawlers: HashMap<&str, (bool, u64, u64)> = HashMap::new();
+        let mut crawlers: HashMap<(&str, bool, Verified), (u64, u64)> = HashMap::new();
         let mut paths: HashMap<(&str, &str), u64> = HashMap::new();
         for bucket in state.hours.iter().filter(|h| h.hour + 24 > hour) {
-            for (name, (ai, allowed, blocked)) in &bucket.crawlers {
-                let c = crawlers.entry(name).or_insert((*ai, 0, 0));
-                c.1 += allowed;
-                c.2 += blocked;
+            for ((name, ai, verified), (allowed, blocked)) in &bucket.crawlers {
+                let c = crawlers.entry((name, *ai, *verified)).or_default();
+                c.0 += allowed;
+                c.1 += blocked;
             }
             for ((c, p), n) in &bucket.paths {
                 *paths.entry((c, p)).or_default() += n;
             }
         }
         let mut crawlers: Vec<_> = crawlers.into_iter().collect();
-        crawlers.sort_by(|a, b| (b.1 .1 + b.1 .2).cmp(&(a.1 .1 + a.1 .2)).then(a.0.cmp(b.0)));
+        crawlers.sort_by(|a, b| {
+            (b.1 .0 + b.1 .1)
+                .cmp(&(a.1 .0 + a.1 .1))
+                .then(a.0 .0.cmp(b.0 .0))
+                .then(a.0 .1.cmp(&b.0 .1))
+                .then(verified_label(a.0 .2).cmp(verified_label(b.0 .2)))
+        });
         let mut paths: Vec<_> = paths.into_iter().collect();
         paths.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         paths.truncate(top);
         json!({
             "hours": 24,
-            "crawlers": crawlers.iter().map(|(name, (ai, allowed, blocked))| json!({
-                "crawler": name, "ai": ai, "allowed": allowed, "blocked": blocked,
+            "crawlers": crawlers.iter().map(|((name, ai, verified), (allowed, blocked))| json!({
+                "crawler": name, "ai": ai, "verified": verified, "allowed": allowed, "blocked": blocked,
                 "requests": allowed + blocked,
             })).collect::<Vec<_>>(),
             "paths": paths.iter().map(|((c, p), n)| json!({
@@ -250,10 +288,10 @@ mod tests {
     #[test]
     fn counts_by_crawler_and_path_for_24_hours() {
         let i = Insights::default();
-        i.record_at(100, "GPTBot", true, Action::Blocked, "/a");
-        i.record_at(100, "GPTBot", true, Action::Blocked, "/a");
-        i.record_at(110, "Googlebot", false, Action::Allowed, "/b");
-        i.record_at(123, "GPTBot", true, Action::Blocked, "/c");
+        i.record_at(100, "GPTBot", true, None, Action::Blocked, "/a");
+        i.record_at(100, "GPTBot", true, None, Action::Blocked, "/a");
+        i.record_at(110, "Googlebot", false, Some(true), Action::Allowed, "/b");
+        i.record_at(123, "GPTBot", true, None, Action::Blocked, "/c");
         let v = i.last_24h_at(123, 10);
         assert_eq!(v["crawlers"][0]["crawler"], "GPTBot");
         assert_eq!(v["crawlers"][0]["blocked"], 3);
@@ -269,10 +307,10 @@ mod tests {
         let mut out = String::new();
         i.render(&mut out);
         assert!(out.contains(
-            "tagproxy_crawler_requests_total{crawler=\"GPTBot\",ai=\"true\",action=\"blocked\"} 3\n"
+            "tagproxy_crawler_requests_total{crawler=\"GPTBot\",ai=\"true\",verified=\"n/a\",action=\"blocked\"} 3\n"
         ));
         assert!(out.contains(
-            "tagproxy_crawler_requests_total{crawler=\"Googlebot\",ai=\"false\",action=\"allowed\"} 1\n"
+            "tagproxy_crawler_requests_total{crawler=\"Googlebot\",ai=\"false\",verified=\"true\",action=\"allowed\"} 1\n"
         ));
     }
 
@@ -284,12 +322,13 @@ mod tests {
                 1,
                 &format!("bot{n}"),
                 false,
+                None,
                 Action::Allowed,
                 &format!("/{n}"),
             );
         }
         let state = i.state.lock().unwrap();
         assert_eq!(state.totals.len(), MAX_CRAWLERS + 1);
-        assert!(state.totals.keys().any(|(c, _, _)| c == "other"));
+        assert!(state.totals.keys().any(|(c, _, _, _)| c == "other"));
     }
 }

@@ -22,7 +22,7 @@
 //!    plain ASCII-case-insensitive substrings; blank entries are ignored.
 //! 4. **crawler-user-agents** (`"crawler-user-agents"`): that project's ~1,500
 //!    regexes (`crawler-user-agents.txt`), case-sensitive as upstream means
-//!    them, in one [`RegexSet`] with a 64 MiB lazy-DFA cache limit (with the
+//!    them, in one `regex::RegexSet` with a 64 MiB lazy-DFA cache limit (with the
 //!    default limit the DFA thrashes and a check costs 30–100 µs). Patterns the
 //!    `regex` crate cannot compile are skipped and counted in the log (none in
 //!    the current list). It has the search engines, SEO tools, link previewers,
@@ -42,17 +42,23 @@
 //!
 //! Both lists are compiled in (`include_str!`) and shared by every detector;
 //! `src/bots/refresh.sh` re-downloads them from upstream with their MIT
-//! licence notices.
+//! licence notices. `tagproxy bots update` stores newer ones in `data_dir`,
+//! which the running server picks up ([`lists`]); the cache is keyed by the
+//! lists' generation, so a verdict never outlives the lists it came from.
 
 pub mod insights;
+pub mod lists;
 pub mod score;
+pub mod update;
 
+use std::net::IpAddr;
 use std::sync::LazyLock;
-use std::time::Instant;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
 use dashmap::DashMap;
-use regex::{RegexSet, RegexSetBuilder};
+
+#[cfg(test)]
+use lists::{entries, AI_ROBOTS, CRAWLER_USER_AGENTS};
 
 /// `reason` for a request without a User-Agent.
 pub const REASON_EMPTY: &str = "empty_user_agent";
@@ -64,11 +70,6 @@ pub const REASON_EXTRA: &str = "extra_user_agents";
 pub const REASON_LISTED: &str = "crawler-user-agents";
 /// `reason` for woothee's `crawler` category.
 pub const REASON_WOOTHEE: &str = "woothee";
-
-/// The ai.robots.txt tokens (MIT), one per line; see `refresh.sh`.
-const AI_ROBOTS: &str = include_str!("ai-robots.txt");
-/// The crawler-user-agents patterns (MIT), one per line; see `refresh.sh`.
-const CRAWLER_USER_AGENTS: &str = include_str!("crawler-user-agents.txt");
 
 /// ai.robots.txt tokens that are bots but not treated as AI crawlers, so
 /// `block_ai_crawlers` does not answer them 403 and the generated robots.txt
@@ -88,11 +89,6 @@ pub const NOT_AI: &[&str] = &["facebookexternalhit", "Applebot", "PetalBot", "Sp
 const CACHE_LIMIT: usize = 10_000;
 /// Longer User-Agents are not cached (a cache of junk headers would be large).
 const CACHE_MAX_UA_LEN: usize = 512;
-/// Lazy-DFA cache limit for the crawler-user-agents set (issue 5 measured it).
-const DFA_SIZE_LIMIT: usize = 64 << 20;
-/// Compiled-program limit for the set; its NFA needs a few MiB.
-const SIZE_LIMIT: usize = 64 << 20;
-
 /// Which kind of bot a verdict is about; see [`Verdict::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BotKind {
@@ -147,130 +143,26 @@ impl Verdict {
     }
 }
 
-/// The compiled-in lists, built once per process and shared by all detectors.
-struct Lists {
-    /// Effective AI tokens (upstream order, without [`NOT_AI`] and without
-    /// case-insensitive duplicates).
-    ai_tokens: Vec<&'static str>,
-    ai: AhoCorasick,
-    crawlers: RegexSet,
-    /// crawler-user-agents patterns the regex crate rejected.
-    skipped: Vec<&'static str>,
-    woothee: woothee::parser::Parser,
-}
+/// woothee's parser, built once per process.
+static WOOTHEE: LazyLock<woothee::parser::Parser> = LazyLock::new(woothee::parser::Parser::new);
 
-static LISTS: LazyLock<Lists> = LazyLock::new(Lists::build);
-
-/// The entries of a data file: lines that are neither blank nor `#` comments.
-fn entries(text: &'static str) -> impl Iterator<Item = &'static str> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-}
-
-fn regex_set(patterns: &[&str]) -> Result<RegexSet, regex::Error> {
-    RegexSetBuilder::new(patterns)
-        .size_limit(SIZE_LIMIT)
-        .dfa_size_limit(DFA_SIZE_LIMIT)
-        .build()
-}
-
-/// One set of every pattern that the regex crate compiles, and the others.
-fn compile_patterns(patterns: Vec<&str>) -> (RegexSet, Vec<&str>) {
-    if let Ok(set) = regex_set(&patterns) {
-        return (set, Vec::new());
-    }
-    // Find the culprits one by one, then build the rest.
-    let (good, bad): (Vec<&str>, Vec<&str>) =
-        patterns.into_iter().partition(|p| regex_set(&[*p]).is_ok());
-    let set = regex_set(&good).expect("patterns that compile alone compile together");
-    (set, bad)
-}
-
-impl Lists {
-    fn build() -> Lists {
-        let started = Instant::now();
-        let mut ai_tokens: Vec<&'static str> = Vec::new();
-        for token in entries(AI_ROBOTS) {
-            let excluded = NOT_AI.iter().any(|t| t.eq_ignore_ascii_case(token));
-            let duplicate = ai_tokens.iter().any(|t| t.eq_ignore_ascii_case(token));
-            if !excluded && !duplicate {
-                ai_tokens.push(token);
-            }
-        }
-        let ai = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&ai_tokens)
-            .expect("ai-robots.txt tokens build an automaton");
-
-        let (crawlers, skipped) = compile_patterns(entries(CRAWLER_USER_AGENTS).collect());
-        if !skipped.is_empty() {
-            tracing::warn!(
-                skipped = skipped.len(),
-                patterns = ?skipped,
-                "crawler-user-agents: patterns the regex crate cannot compile were skipped"
-            );
-        }
-        tracing::debug!(
-            ai_tokens = ai_tokens.len(),
-            crawler_patterns = crawlers.len(),
-            skipped = skipped.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "bot lists built"
-        );
-        Lists {
-            ai_tokens,
-            ai,
-            crawlers,
-            skipped,
-            woothee: woothee::parser::Parser::new(),
-        }
-    }
-
-    /// An AI token occurs as a whole word (ASCII case-insensitive).
-    fn is_ai(&self, ua: &str) -> bool {
-        let bytes = ua.as_bytes();
-        let word = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
-        self.ai.find_overlapping_iter(ua).any(|m| {
-            let before = m.start().checked_sub(1).and_then(|i| bytes.get(i));
-            !word(before) && !word(bytes.get(m.end()))
-        })
-    }
-
-    /// The first AI token occurring as a whole word, as [`Lists::is_ai`].
-    fn ai_token(&self, ua: &str) -> Option<&'static str> {
-        let bytes = ua.as_bytes();
-        let word = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
-        self.ai
-            .find_overlapping_iter(ua)
-            .find(|m| {
-                let before = m.start().checked_sub(1).and_then(|i| bytes.get(i));
-                !word(before) && !word(bytes.get(m.end()))
-            })
-            .map(|m| self.ai_tokens[m.pattern().as_usize()])
-    }
-
-    fn is_woothee_crawler(&self, ua: &str) -> bool {
-        self.woothee
-            .parse(ua)
-            .is_some_and(|r| r.category == "crawler")
-    }
+fn is_woothee_crawler(ua: &str) -> bool {
+    WOOTHEE.parse(ua).is_some_and(|r| r.category == "crawler")
 }
 
 /// Decides whether a User-Agent is a bot; `Send + Sync`, one per config.
 pub struct BotDetector {
-    lists: &'static Lists,
     /// `extra_user_agents` (ASCII case-insensitive substrings), if any.
     extra: Option<AhoCorasick>,
-    cache: DashMap<Box<str>, Verdict>,
+    /// User-Agent → (lists generation, verdict).
+    cache: DashMap<Box<str>, (u64, Verdict)>,
 }
 
 impl BotDetector {
-    /// A detector with the compiled-in lists plus the operator's
-    /// `extra_user_agents` substrings. The lists are built on first use in the
-    /// process (tens of milliseconds) and shared afterwards.
+    /// A detector with the lists in force ([`lists::current`]) plus the
+    /// operator's `extra_user_agents` substrings. The compiled-in lists are
+    /// built on first use in the process (tens of milliseconds) and shared
+    /// afterwards.
     pub fn new(extra_user_agents: &[String]) -> BotDetector {
         let extra: Vec<&str> = extra_user_agents
             .iter()
@@ -284,7 +176,6 @@ impl BotDetector {
                 .expect("extra_user_agents build an automaton")
         });
         BotDetector {
-            lists: &LISTS,
             extra,
             cache: DashMap::new(),
         }
@@ -292,28 +183,35 @@ impl BotDetector {
 
     /// The verdict for a User-Agent header value (`""` when absent), cached.
     pub fn check(&self, user_agent: &str) -> Verdict {
+        let lists = lists::current();
         if user_agent.len() > CACHE_MAX_UA_LEN {
-            return self.check_uncached(user_agent);
+            return self.check_with(&lists, user_agent);
         }
         if let Some(hit) = self.cache.get(user_agent) {
-            return *hit;
+            if hit.0 == lists.generation {
+                return hit.1;
+            }
         }
-        let verdict = self.check_uncached(user_agent);
+        let verdict = self.check_with(&lists, user_agent);
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
         }
-        self.cache.insert(user_agent.into(), verdict);
+        self.cache
+            .insert(user_agent.into(), (lists.generation, verdict));
         verdict
     }
 
     /// The same decision as [`check`](Self::check), without the cache.
     pub fn check_uncached(&self, user_agent: &str) -> Verdict {
+        self.check_with(&lists::current(), user_agent)
+    }
+
+    fn check_with(&self, lists: &lists::Lists, user_agent: &str) -> Verdict {
         let ua = user_agent.trim();
         if ua.is_empty() || ua == "-" {
             return Verdict::bot(REASON_EMPTY);
         }
-        let lists = self.lists;
-        if lists.is_ai(ua) {
+        if lists.ai_token(ua).is_some() {
             return Verdict {
                 bot: true,
                 ai: true,
@@ -326,7 +224,7 @@ impl BotDetector {
         if lists.crawlers.is_match(ua) {
             return Verdict::bot(REASON_LISTED);
         }
-        if lists.is_woothee_crawler(ua) {
+        if is_woothee_crawler(ua) {
             return Verdict::bot(REASON_WOOTHEE);
         }
         Verdict::HUMAN
@@ -343,21 +241,30 @@ impl BotDetector {
         score::score(&self.check(ua), req)
     }
 
-    /// The ai.robots.txt token a User-Agent matches (its crawler's name),
-    /// if any.
-    pub fn ai_token(&self, user_agent: &str) -> Option<&'static str> {
-        self.lists.ai_token(user_agent)
+    /// The AI token a User-Agent matches (its crawler's name), if any.
+    pub fn ai_token(&self, user_agent: &str) -> Option<String> {
+        lists::current().ai_token(user_agent).map(String::from)
+    }
+
+    /// Whether a User-Agent that claims a crawler with published IP prefixes
+    /// comes from one of them: `Some((name, verified))`, `None` when it
+    /// claims none (see [`lists::Lists::verify`]).
+    pub fn verify(&self, user_agent: &str, ip: IpAddr) -> Option<(String, bool)> {
+        lists::current()
+            .verify(user_agent, ip)
+            .map(|(name, ok)| (name.to_string(), ok))
     }
 
     /// The AI crawler tokens this detector answers with `ai = true` (the
-    /// ai.robots.txt list less [`NOT_AI`] and case-insensitive duplicates).
-    pub fn ai_tokens(&self) -> &[&'static str] {
-        &self.lists.ai_tokens
+    /// AI list in force less [`NOT_AI`] and case-insensitive duplicates).
+    pub fn ai_tokens(&self) -> Vec<String> {
+        lists::current().ai_tokens.clone()
     }
 
-    /// crawler-user-agents patterns the regex crate could not compile.
-    pub fn skipped_patterns(&self) -> &[&'static str] {
-        &self.lists.skipped
+    /// Crawler patterns of the list in force that the regex crate could not
+    /// compile.
+    pub fn skipped_patterns(&self) -> Vec<String> {
+        lists::current().skipped.clone()
     }
 
     /// A robots.txt section that disallows the whole site to every AI
@@ -369,7 +276,7 @@ impl BotDetector {
         let mut out = String::from(
             "# AI crawlers (ai.robots.txt list), disallowed by tagproxy block_ai_crawlers\n",
         );
-        for token in &self.lists.ai_tokens {
+        for token in &lists::current().ai_tokens {
             out.push_str("User-agent: ");
             out.push_str(token);
             out.push_str("\nDisallow: /\n\n");

@@ -262,17 +262,32 @@ impl Proxy {
                 };
             let blocked = self.block_ai.is_some() && (verdict.ai || disguised);
             if verdict.bot || disguised {
+                // A claimed crawler with published IP ranges is checked
+                // against them; an impostor stays a bot (it is automated
+                // either way) and is counted as unverified.
+                let verified = if disguised {
+                    None
+                } else {
+                    let ip = crate::collector::visitor_ip(&self.trusted, peer.ip(), req.headers());
+                    self.bots.verify(ua, ip).map(|(claimed, ok)| {
+                        if !ok {
+                            tracing::debug!(%ip, user_agent = ua, claimed, "crawler not from its operator's published IP ranges");
+                        }
+                        ok
+                    })
+                };
                 let name = if disguised {
                     "(disguised browser)".to_string()
                 } else {
-                    crate::bots::insights::crawler_name(ua, self.bots.ai_token(ua))
+                    crate::bots::insights::crawler_name(ua, self.bots.ai_token(ua).as_deref())
                 };
                 let action = if blocked {
                     crate::bots::insights::Action::Blocked
                 } else {
                     crate::bots::insights::Action::Allowed
                 };
-                crate::bots::insights::Insights::global().record(&name, verdict.ai, action, path);
+                crate::bots::insights::Insights::global()
+                    .record(&name, verdict.ai, verified, action, path);
             }
             if blocked {
                 tracing::debug!(user_agent = ua, ai = verdict.ai, "AI crawler blocked");
