@@ -191,11 +191,16 @@ fn no_clear_personal_data(r: &Recorded) -> Result<(), String> {
 
 /// The proxy (fast retries) with one tool file; secrets in `env`.
 async fn start(tool: &str, text: String, env: &[(&str, &str)]) -> Proxy {
+    start_with(tool, text, env, "").await
+}
+
+/// [`start`] with more of `tagproxy.toml` (a `[consent]` table).
+async fn start_with(tool: &str, text: String, env: &[(&str, &str)], extra: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     std::fs::write(dir.path().join("tools").join(format!("{tool}.toml")), text).unwrap();
     let config = format!(
-        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[variables]\nkey = {{ secret = \"KEY\" }}\n[delivery]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = 3\n"
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[variables]\nkey = {{ secret = \"KEY\" }}\n[delivery]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = 3\n{extra}"
     );
     let path = dir.path().join("tagproxy.toml");
     std::fs::write(&path, config).unwrap();
@@ -2259,4 +2264,275 @@ fn linkedin_check_names_the_missing_partner_id_and_refuses_track() {
         "type = \"linkedin\"\n[settings]\npartner_id = \"1\"\n[automated]\ntrack = true\n",
         "4:1: the `linkedin` adapter has no automated `track` action",
     );
+}
+
+// ---------------------------------------------------------------------------
+// google-ads: the conversion hit, fired from the browser as Zaraz's Google
+// Ads Managed Component fires it
+// (github.com/managed-components/google-ads, src/index.ts: `GET
+// https://www.googleadservices.com/pagead/conversion/{id}/?…` with `label`,
+// `value`, `currency_code`, `gclaw`, `url`, `ref`, `tiba`; src/utils.ts:
+// the landing URL's `gclid` kept in `_gcl_aw` as `GCL.<seconds>.<gclid>`).
+// Transaction id `oid`: https://support.google.com/google-ads/answer/6386790
+// Consent Mode `gcs`/`gcd`: https://developers.google.com/tag-platform/security/guides/consent
+// Cookie lifetime (90 days): https://support.google.com/google-ads/answer/7521212
+// A browser-side hit goes out with `mode: "no-cors"`: its answer is opaque
+// to the page and never reaches tagproxy, so there is no error answer to
+// handle (no retry, no dead letter) for this tool.
+
+const ADS_CONSENT: &str = r#"
+[consent]
+enabled = true
+[[consent.purposes]]
+id = "ads"
+name = "Advertising"
+default = "denied"
+consent_mode = ["ad_storage", "ad_user_data", "ad_personalization"]
+"#;
+
+const GCLID: &str = "Cj0KCQiA-abc_123";
+
+fn google_ads_tool(purposes: &str) -> String {
+    format!(
+        "type = \"google-ads\"\npurposes = [{purposes}]\ntcf_vendor_id = 755\n[settings]\nconversion_id = \"AW-123456789\"\nconversion_label = \"AbC-D_efG\"\n[automated]\npageview = true\necommerce = true\n"
+    )
+}
+
+fn ads_hit(answer: &Value) -> (String, Vec<(String, String)>) {
+    uet_hit(answer)
+}
+
+#[tokio::test]
+async fn google_ads_landing_pageview_keeps_the_click_ids_first_party() {
+    let proxy = start(
+        "ads",
+        google_ads_tool(""),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+    )
+    .await;
+    let mut ev = event("pageview", None, json!({}), "evt_gads_page_001");
+    ev["page"]["url"] = json!(format!(
+        "https://shop.example.com/?gclid={GCLID}&gbraid=0AAAAAp-xyz"
+    ));
+    let before = now_ms() / 1000;
+    let answer = post(&proxy, ev, "").await;
+    // The pageview sends nothing (as the Managed Component's pageview).
+    assert!(fetched(&answer).is_empty(), "{answer}");
+    for (name, id) in [("_gcl_aw", GCLID), ("_gcl_gb", "0AAAAAp-xyz")] {
+        let c = set_cookie_named(&answer, name).unwrap_or_else(|| panic!("{name}: {answer}"));
+        let (value, attrs) = c.split_once(';').unwrap();
+        let v = value.strip_prefix(&format!("{name}=GCL.")).expect(&c);
+        let (secs, rest) = v.split_once('.').unwrap();
+        let secs: u64 = secs.parse().unwrap();
+        assert!(secs >= before && secs <= now_ms() / 1000, "{c}");
+        assert_eq!(rest, id);
+        assert!(
+            attrs.contains("Max-Age=7776000") && attrs.contains("Path=/"),
+            "{c}"
+        );
+    }
+    assert_eq!(set_cookie_named(&answer, "_gcl_wb"), None);
+    assert_eq!(proxy.settled().await, 0, "nothing goes server-side");
+}
+
+#[tokio::test]
+async fn google_ads_order_completed_is_a_conversion_field_by_field() {
+    let proxy = start_with(
+        "ads",
+        google_ads_tool("\"ads\""),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+        ADS_CONSENT,
+    )
+    .await;
+    // A later page: the gclid comes from the cookie the landing page set.
+    let cookie = format!("_gcl_aw=GCL.1732449000.{GCLID}; cf_consent=%7B%22ads%22%3Atrue%7D");
+    let answer = post(
+        &proxy,
+        event(
+            "ecommerce",
+            Some("Order Completed"),
+            order(),
+            "evt_gads_order_01",
+        ),
+        &cookie,
+    )
+    .await;
+    let (base, q) = ads_hit(&answer);
+    assert_eq!(
+        base,
+        "https://www.googleadservices.com/pagead/conversion/123456789/"
+    );
+    let fields: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let rnd = param(&q, "rnd").unwrap();
+    assert!(rnd.parse::<u32>().is_ok());
+    let fst = param(&q, "fst").unwrap();
+    assert!(fst.parse::<u64>().unwrap() > 1_000_000_000_000);
+    assert_eq!(
+        fields,
+        [
+            ("guid", "ON"),
+            ("rnd", rnd),
+            ("fst", fst),
+            ("cv", "9"),
+            ("sendb", "1"),
+            ("num", "1"),
+            ("ig", "1"),
+            ("url", PAGE),
+            ("tiba", "Blue Mug – Demo Shop"),
+            ("ref", "https://www.google.com/"),
+            ("label", "AbC-D_efG"),
+            // `total` (Zaraz's order value), not `revenue`.
+            ("value", "30"),
+            ("currency_code", "USD"),
+            ("oid", "ORD-2002"),
+            ("gclaw", GCLID),
+            // ad_storage, ad_user_data, ad_personalization: denied by
+            // default, then granted; analytics_storage not set.
+            ("gcs", "G111"),
+            ("gcd", "11r1l1r1r5"),
+        ]
+    );
+    // The cookie is not written again: the click keeps its time.
+    assert_eq!(set_cookie_named(&answer, "_gcl_aw"), None);
+    // Other ecommerce events are no conversion.
+    let answer = post(
+        &proxy,
+        event(
+            "ecommerce",
+            Some("Product Added"),
+            json!({"product_id": "1", "price": 5}),
+            "evt_gads_added_1",
+        ),
+        &cookie,
+    )
+    .await;
+    assert!(fetched(&answer).is_empty(), "{answer}");
+}
+
+#[tokio::test]
+async fn google_ads_without_ad_storage_keeps_no_cookie_and_reads_none() {
+    // No purposes: the tool runs, Consent Mode tells Google the state.
+    let proxy = start_with(
+        "ads",
+        google_ads_tool(""),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+        ADS_CONSENT,
+    )
+    .await;
+    let refused = "cf_consent=%7B%22ads%22%3Afalse%7D";
+    let mut ev = event(
+        "ecommerce",
+        Some("Order Completed"),
+        json!({"value": 9.5, "currency": "eur"}),
+        "evt_gads_denied1",
+    );
+    ev["page"]["url"] = json!(format!("https://shop.example.com/thanks?wbraid=WB-1"));
+    let answer = post(
+        &proxy,
+        ev,
+        &format!("_gcl_aw=GCL.1732449000.{GCLID}; {refused}"),
+    )
+    .await;
+    let (_, q) = ads_hit(&answer);
+    assert_eq!(param(&q, "wbraid"), Some("WB-1"), "the URL's id still goes");
+    assert_eq!(param(&q, "gclaw"), None, "the cookie is not read");
+    assert_eq!(
+        param(&q, "oid"),
+        Some("evt_gads_denied1"),
+        "the event id without an order id"
+    );
+    assert_eq!(param(&q, "value"), Some("9.5"));
+    assert_eq!(param(&q, "currency_code"), Some("EUR"));
+    // ad_storage refused, analytics_storage not set (granted).
+    assert_eq!(param(&q, "gcs"), Some("G101"));
+    assert!(
+        answer["set-cookie"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c.as_str().unwrap().starts_with("_gcl")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn google_ads_custom_conversion_takes_its_own_label_and_values() {
+    let tool = "type = \"google-ads\"\n[settings]\nconversion_id = \"AW-555/ToolLabel\"\n[[actions]]\nname = \"lead\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n[actions.fields]\nlabel = \"Lead-Label\"\nvalue = \"12\"\ncurrency = \"gbp\"\ntransaction_id = \"L-1\"\n";
+    let proxy = start(
+        "ads",
+        tool.to_string(),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+    )
+    .await;
+    let mut ev = event("pageview", None, json!({}), "evt_gads_lead_001");
+    ev["page"]["url"] = json!(format!("https://shop.example.com/?gclid={GCLID}"));
+    let answer = post(&proxy, ev, "").await;
+    let (base, q) = ads_hit(&answer);
+    assert_eq!(
+        base,
+        "https://www.googleadservices.com/pagead/conversion/555/"
+    );
+    assert_eq!(param(&q, "label"), Some("Lead-Label"));
+    assert_eq!(param(&q, "value"), Some("12"));
+    assert_eq!(param(&q, "currency_code"), Some("GBP"));
+    assert_eq!(param(&q, "oid"), Some("L-1"));
+    assert_eq!(param(&q, "gclaw"), Some(GCLID));
+    assert_eq!(
+        param(&q, "gcs"),
+        None,
+        "no Consent Mode state without consent"
+    );
+    assert!(set_cookie_named(&answer, "_gcl_aw").is_some());
+}
+
+#[test]
+fn google_ads_check_names_the_missing_conversion_id_and_refuses_track() {
+    assert_check_fails(
+        "type = \"google-ads\"\n[settings]\nconversion_label = \"x\"\n[automated]\necommerce = true\n",
+        "2:1: google-ads needs settings.conversion_id",
+    );
+    assert_check_fails(
+        "type = \"google-ads\"\n[settings]\nconversion_id = \"1\"\n[automated]\ntrack = true\n",
+        "4:1: the `google-ads` adapter has no automated `track` action",
+    );
+}
+
+/// In headless Chromium: a conversion action on the pageview makes the
+/// collector answer with the conversion's `{"fetch": url}`, and the
+/// script's `fetch` reaches the (mock) Google endpoint from the page.
+#[tokio::test]
+async fn google_ads_conversion_leaves_a_real_browser() {
+    let page = Origin::page(
+        "text/html; charset=utf-8",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ads Test</title></head><body><h1>Hi</h1></body></html>",
+    )
+    .await;
+    let google =
+        Origin::start(|_| async { respond(200, &[("content-type", "image/gif")], "GIF89a") }).await;
+    let tool = format!(
+        "type = \"google-ads\"\nendpoint = \"http://{}\"\n[settings]\nconversion_id = \"AW-42\"\nconversion_label = \"BrowserLabel\"\n[[actions]]\nname = \"visit\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n",
+        google.addr
+    );
+    let proxy = Proxy::start_tools(page.addr, "", &[("ads", tool)]).await;
+    let browser = common::browser::Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = google.seen();
+        if let Some(hit) = seen
+            .iter()
+            .find(|s| s.path.starts_with("/pagead/conversion/42/"))
+        {
+            assert!(hit.path.contains("&label=BrowserLabel&"), "{}", hit.path);
+            assert!(hit.path.contains("&tiba=Ads+Test&"), "{}", hit.path);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no conversion request: {seen:?}\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.close().await;
 }
