@@ -15,6 +15,7 @@ pub mod google_ads;
 pub mod google_analytics_4;
 pub mod guard;
 pub mod http;
+pub mod json_batch;
 pub mod linkedin;
 pub mod mixpanel;
 pub mod pii;

@@ -193,6 +193,20 @@ impl Reddit {
     }
 }
 
+/// Reddit Conversions API v2.0 `events[]`: up to 1,000 events per request
+/// (<https://ads-api.reddit.com/docs/v2/#tag/Conversions-API>); no byte
+/// limit is documented, so tagproxy's own 1 MB. Requests to the same ad
+/// account with the same token and `test_mode` join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("events"),
+    limits: crate::delivery::Limits {
+        max_events: 1000,
+        max_bytes: super::guard::MAX_BODY_BYTES,
+    },
+    max_member_bytes: super::guard::MAX_BODY_BYTES,
+    per_request: &[],
+};
+
 impl Adapter for Reddit {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -247,6 +261,10 @@ impl Adapter for Reddit {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {

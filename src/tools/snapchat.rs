@@ -171,6 +171,21 @@ impl Snapchat {
     }
 }
 
+/// Snapchat Conversions API v3 `data[]`: "Maximum 2,000 events per
+/// request"
+/// (<https://developers.snap.com/api/marketing-api/Conversions-API/UsingTheAPI>);
+/// no byte limit is documented, so tagproxy's own 1 MB. Requests to the same
+/// pixel with the same token (both in the URL) join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("data"),
+    limits: crate::delivery::Limits {
+        max_events: 2000,
+        max_bytes: super::guard::MAX_BODY_BYTES,
+    },
+    max_member_bytes: super::guard::MAX_BODY_BYTES,
+    per_request: &[],
+};
+
 impl Adapter for Snapchat {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -227,6 +242,10 @@ impl Adapter for Snapchat {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {
