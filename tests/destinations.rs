@@ -2585,6 +2585,34 @@ fn google_ads_check_names_the_missing_conversion_id_and_refuses_track() {
     );
 }
 
+/// A conversion without a label counts for nothing at Google: `check`
+/// warns (and still passes) where one could go out without.
+#[test]
+fn google_ads_check_warns_about_conversions_without_a_label() {
+    let (code, err, path) = check(
+        "type = \"google-ads\"\n[settings]\nconversion_id = \"AW-1\"\n[automated]\necommerce = true\n[[actions]]\nname = \"lead\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{path}:4:1: google-ads: `Order Completed` goes out without a conversion label"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{path}:6:1: google-ads: action `lead` has no `label`"
+        )),
+        "{err}"
+    );
+    // With a label (gtag's `AW-…/label` form too), no warning.
+    let (code, err, _) = check(
+        "type = \"google-ads\"\n[settings]\nconversion_id = \"AW-1/AbC\"\n[automated]\necommerce = true\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("conversion label"), "{err}");
+}
+
 /// In headless Chromium: a conversion action on the pageview makes the
 /// collector answer with the conversion's `{"fetch": url}`, and the
 /// script's `fetch` reaches the (mock) Google endpoint from the page.

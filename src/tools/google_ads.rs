@@ -297,6 +297,51 @@ impl Adapter for GoogleAds {
         self.hit(c, event, cx)
     }
 
+    /// A conversion without a label counts for no conversion action: warn
+    /// where one can go out without (the purchase conversion, a custom
+    /// action without `label`) when the tool gives none.
+    fn check_warnings(&self, path: &Path, text: &str, file: &ToolFile) -> Vec<String> {
+        let tool_label = self.conversion_label.is_some()
+            || self
+                .conversion_id
+                .as_literal()
+                .is_none_or(|id| id.contains('/'));
+        if tool_label {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if file.automated().ecommerce {
+            let at = file.automated.as_ref().map_or(0, |a| a.span().start);
+            out.push(
+                Problem::at(
+                    path,
+                    text,
+                    at,
+                    "google-ads: `Order Completed` goes out without a conversion label (set settings.conversion_label); Google counts it for no conversion action",
+                )
+                .to_string(),
+            );
+        }
+        for action in &file.actions {
+            let a = action.get_ref();
+            if !a.fields.contains_key("label") {
+                out.push(
+                    Problem::at(
+                        path,
+                        text,
+                        action.span().start,
+                        format!(
+                            "google-ads: action `{}` has no `label` and the tool no conversion_label; Google counts it for no conversion action",
+                            a.name
+                        ),
+                    )
+                    .to_string(),
+                );
+            }
+        }
+        out
+    }
+
     fn templates(&self) -> Vec<&Template> {
         let mut t = vec![&self.conversion_id];
         t.extend(&self.conversion_label);
