@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::tools::{
-    amplitude, bing, custom_image, facebook_pixel, google_analytics_4, http, linkedin, mixpanel,
-    pinterest, reddit, segment, snapchat, tiktok, ToolFile,
+    amplitude, bing, custom_image, facebook_pixel, google_ads, google_analytics_4, http, linkedin,
+    mixpanel, pinterest, reddit, segment, snapchat, tiktok, ToolFile,
 };
 
 /// The file name `schema --out DIR` writes the main file's schema to.
@@ -100,6 +100,11 @@ pub fn tool_schema() -> Schema {
             "linkedin",
             Some(linkedin::settings_schema(&mut generator)),
             &["partner_id"],
+        ),
+        (
+            "google-ads",
+            Some(google_ads::settings_schema(&mut generator)),
+            &["conversion_id"],
         ),
         ("console", None, &[]),
     ];

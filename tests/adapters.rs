@@ -998,7 +998,7 @@ fn check_rejects_bad_tool_files_with_file_line_col() {
         ),
         (
             "enabled = true\ntype = \"matomo\"\n",
-            "2:8: unknown tool type `matomo`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing, linkedin",
+            "2:8: unknown tool type `matomo`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing, linkedin, google-ads",
         ),
         (
             "type = \"facebook-pixel\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"{{ $meta_tokn }}\"\n",

@@ -57,16 +57,28 @@ struct Mock {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     answers: Arc<Mutex<Vec<Answer>>>,
     violations: Arc<Mutex<Vec<String>>>,
+    /// A valid request this answers itself (a batch holding an event the
+    /// service refuses), before the scripted answers.
+    refuse: Arc<Mutex<Option<Refuse>>>,
 }
+
+/// A refusal of a valid request: `Some` answer for one the service refuses.
+type Refuse = fn(&Recorded) -> Option<Answer>;
 
 impl Mock {
     async fn start(check: Check, ok: Answer) -> Mock {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let answers = Arc::new(Mutex::new(vec![ok]));
         let violations = Arc::new(Mutex::new(Vec::new()));
-        let (rec, ans, bad) = (recorded.clone(), answers.clone(), violations.clone());
+        let refuse: Arc<Mutex<Option<Refuse>>> = Arc::new(Mutex::new(None));
+        let (rec, ans, bad, no) = (
+            recorded.clone(),
+            answers.clone(),
+            violations.clone(),
+            refuse.clone(),
+        );
         let origin = Origin::start(move |req: Request<Incoming>| {
-            let (rec, ans, bad) = (rec.clone(), ans.clone(), bad.clone());
+            let (rec, ans, bad, no) = (rec.clone(), ans.clone(), bad.clone(), no.clone());
             async move {
                 let (parts, body) = req.into_parts();
                 let body = body
@@ -101,6 +113,9 @@ impl Mock {
                         ));
                         answer
                     }
+                    Ok(()) if no.lock().unwrap().is_some_and(|f| f(&r).is_some()) => {
+                        no.lock().unwrap().unwrap()(&r).unwrap()
+                    }
                     Ok(()) => {
                         let a = ans.lock().unwrap();
                         a.get(n - 1).or(a.last()).cloned().unwrap()
@@ -115,7 +130,13 @@ impl Mock {
             recorded,
             answers,
             violations,
+            refuse,
         }
+    }
+
+    /// Refuses the valid requests `f` picks, with its answer.
+    fn set_refuse(&self, f: Refuse) {
+        *self.refuse.lock().unwrap() = Some(f);
     }
 
     fn url(&self) -> String {
@@ -191,11 +212,16 @@ fn no_clear_personal_data(r: &Recorded) -> Result<(), String> {
 
 /// The proxy (fast retries) with one tool file; secrets in `env`.
 async fn start(tool: &str, text: String, env: &[(&str, &str)]) -> Proxy {
+    start_with(tool, text, env, "").await
+}
+
+/// [`start`] with more of `tagproxy.toml` (a `[consent]` table).
+async fn start_with(tool: &str, text: String, env: &[(&str, &str)], extra: &str) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     std::fs::write(dir.path().join("tools").join(format!("{tool}.toml")), text).unwrap();
     let config = format!(
-        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[variables]\nkey = {{ secret = \"KEY\" }}\n[delivery]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = 3\n"
+        "[server]\n{LISTEN_ANY}\nupstream = \"http://127.0.0.1:9\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n[variables]\nkey = {{ secret = \"KEY\" }}\n[delivery]\nretry_base_ms = 50\nretry_max_ms = 200\nmax_attempts = 3\n{extra}"
     );
     let path = dir.path().join("tagproxy.toml");
     std::fs::write(&path, config).unwrap();
@@ -415,12 +441,23 @@ fn segment_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn segment() -> (Mock, Proxy) {
+    segment_with("").await
+}
+
+/// [`segment`] with more `[delivery]` settings.
+async fn segment_with(extra: &str) -> (Mock, Proxy) {
     let mock = Mock::start(segment_check, (200, json!({"success": true}).to_string())).await;
     let tool = format!(
         "type = \"segment\"\nendpoint = \"{}\"\n[settings]\nwrite_key = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start("segment", tool, &[("TAGPROXY_SECRET_KEY", SEGMENT_KEY)]).await;
+    let proxy = start_with(
+        "segment",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", SEGMENT_KEY)],
+        extra,
+    )
+    .await;
     (mock, proxy)
 }
 
@@ -639,13 +676,24 @@ fn amplitude_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn amplitude() -> (Mock, Proxy) {
+    amplitude_with("").await
+}
+
+/// [`amplitude`] with more `[delivery]` settings.
+async fn amplitude_with(extra: &str) -> (Mock, Proxy) {
     let ok = json!({"code": 200, "events_ingested": 1, "payload_size_bytes": 512, "server_upload_time": 1_732_450_000_000u64});
     let mock = Mock::start(amplitude_check, (200, ok.to_string())).await;
     let tool = format!(
         "type = \"amplitude\"\nendpoint = \"{}\"\n[settings]\napi_key = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start("amplitude", tool, &[("TAGPROXY_SECRET_KEY", AMPLITUDE_KEY)]).await;
+    let proxy = start_with(
+        "amplitude",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", AMPLITUDE_KEY)],
+        extra,
+    )
+    .await;
     (mock, proxy)
 }
 
@@ -886,16 +934,22 @@ fn mixpanel_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn mixpanel() -> (Mock, Proxy) {
+    mixpanel_with("").await
+}
+
+/// [`mixpanel`] with more `[delivery]` settings.
+async fn mixpanel_with(extra: &str) -> (Mock, Proxy) {
     let ok = json!({"code": 200, "num_records_imported": 1, "status": "OK"});
     let mock = Mock::start(mixpanel_check, (200, ok.to_string())).await;
     let tool = format!(
         "type = \"mixpanel\"\nendpoint = \"{}\"\n[settings]\ntoken = \"{MIXPANEL_TOKEN}\"\napi_secret = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start(
+    let proxy = start_with(
         "mixpanel",
         tool,
         &[("TAGPROXY_SECRET_KEY", MIXPANEL_SECRET)],
+        extra,
     )
     .await;
     (mock, proxy)
@@ -1124,12 +1178,23 @@ fn tiktok_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn tiktok() -> (Mock, Proxy) {
+    tiktok_with("").await
+}
+
+/// [`tiktok`] with more `[delivery]` settings.
+async fn tiktok_with(extra: &str) -> (Mock, Proxy) {
     let mock = Mock::start(tiktok_check, (200, TIKTOK_OK.into())).await;
     let tool = format!(
         "type = \"tiktok\"\nendpoint = \"{}\"\n[settings]\npixel_code = \"{TIKTOK_PIXEL}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start("tiktok", tool, &[("TAGPROXY_SECRET_KEY", TIKTOK_TOKEN)]).await;
+    let proxy = start_with(
+        "tiktok",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", TIKTOK_TOKEN)],
+        extra,
+    )
+    .await;
     (mock, proxy)
 }
 
@@ -1389,15 +1454,21 @@ fn pinterest_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn pinterest() -> (Mock, Proxy) {
+    pinterest_with("").await
+}
+
+/// [`pinterest`] with more `[delivery]` settings.
+async fn pinterest_with(extra: &str) -> (Mock, Proxy) {
     let mock = Mock::start(pinterest_check, (200, PINTEREST_OK.into())).await;
     let tool = format!(
         "type = \"pinterest\"\nendpoint = \"{}\"\n[settings]\nad_account_id = \"{PINTEREST_ACCOUNT}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start(
+    let proxy = start_with(
         "pinterest",
         tool,
         &[("TAGPROXY_SECRET_KEY", PINTEREST_TOKEN)],
+        extra,
     )
     .await;
     (mock, proxy)
@@ -1587,6 +1658,11 @@ fn snapchat_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn snapchat() -> (Mock, Proxy) {
+    snapchat_with("").await
+}
+
+/// [`snapchat`] with more `[delivery]` settings.
+async fn snapchat_with(extra: &str) -> (Mock, Proxy) {
     let mock = Mock::start(
         snapchat_check,
         (200, json!({"status": "SUCCESS"}).to_string()),
@@ -1596,7 +1672,13 @@ async fn snapchat() -> (Mock, Proxy) {
         "type = \"snapchat\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"{SNAP_PIXEL}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start("snapchat", tool, &[("TAGPROXY_SECRET_KEY", SNAP_TOKEN)]).await;
+    let proxy = start_with(
+        "snapchat",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", SNAP_TOKEN)],
+        extra,
+    )
+    .await;
     (mock, proxy)
 }
 
@@ -1803,13 +1885,24 @@ fn reddit_check(r: &Recorded) -> Result<(), (Answer, String)> {
 }
 
 async fn reddit() -> (Mock, Proxy) {
+    reddit_with("").await
+}
+
+/// [`reddit`] with more `[delivery]` settings.
+async fn reddit_with(extra: &str) -> (Mock, Proxy) {
     let ok = json!({"message": "Successfully processed 1 conversion events."});
     let mock = Mock::start(reddit_check, (200, ok.to_string())).await;
     let tool = format!(
         "type = \"reddit\"\nendpoint = \"{}\"\n[settings]\nad_account_id = \"{REDDIT_ACCOUNT}\"\naccess_token = \"{{{{ $key }}}}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
         mock.url()
     );
-    let proxy = start("reddit", tool, &[("TAGPROXY_SECRET_KEY", REDDIT_TOKEN)]).await;
+    let proxy = start_with(
+        "reddit",
+        tool,
+        &[("TAGPROXY_SECRET_KEY", REDDIT_TOKEN)],
+        extra,
+    )
+    .await;
     (mock, proxy)
 }
 
@@ -2259,4 +2352,495 @@ fn linkedin_check_names_the_missing_partner_id_and_refuses_track() {
         "type = \"linkedin\"\n[settings]\npartner_id = \"1\"\n[automated]\ntrack = true\n",
         "4:1: the `linkedin` adapter has no automated `track` action",
     );
+}
+
+// ---------------------------------------------------------------------------
+// google-ads: the conversion hit, fired from the browser as Zaraz's Google
+// Ads Managed Component fires it
+// (github.com/managed-components/google-ads, src/index.ts: `GET
+// https://www.googleadservices.com/pagead/conversion/{id}/?…` with `label`,
+// `value`, `currency_code`, `gclaw`, `url`, `ref`, `tiba`; src/utils.ts:
+// the landing URL's `gclid` kept in `_gcl_aw` as `GCL.<seconds>.<gclid>`).
+// Transaction id `oid`: https://support.google.com/google-ads/answer/6386790
+// Consent Mode `gcs`/`gcd`: https://developers.google.com/tag-platform/security/guides/consent
+// Cookie lifetime (90 days): https://support.google.com/google-ads/answer/7521212
+// A browser-side hit goes out with `mode: "no-cors"`: its answer is opaque
+// to the page and never reaches tagproxy, so there is no error answer to
+// handle (no retry, no dead letter) for this tool.
+
+const ADS_CONSENT: &str = r#"
+[consent]
+enabled = true
+[[consent.purposes]]
+id = "ads"
+name = "Advertising"
+default = "denied"
+consent_mode = ["ad_storage", "ad_user_data", "ad_personalization"]
+"#;
+
+const GCLID: &str = "Cj0KCQiA-abc_123";
+
+fn google_ads_tool(purposes: &str) -> String {
+    format!(
+        "type = \"google-ads\"\npurposes = [{purposes}]\ntcf_vendor_id = 755\n[settings]\nconversion_id = \"AW-123456789\"\nconversion_label = \"AbC-D_efG\"\n[automated]\npageview = true\necommerce = true\n"
+    )
+}
+
+fn ads_hit(answer: &Value) -> (String, Vec<(String, String)>) {
+    uet_hit(answer)
+}
+
+#[tokio::test]
+async fn google_ads_landing_pageview_keeps_the_click_ids_first_party() {
+    let proxy = start(
+        "ads",
+        google_ads_tool(""),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+    )
+    .await;
+    let mut ev = event("pageview", None, json!({}), "evt_gads_page_001");
+    ev["page"]["url"] = json!(format!(
+        "https://shop.example.com/?gclid={GCLID}&gbraid=0AAAAAp-xyz"
+    ));
+    let before = now_ms() / 1000;
+    let answer = post(&proxy, ev, "").await;
+    // The pageview sends nothing (as the Managed Component's pageview).
+    assert!(fetched(&answer).is_empty(), "{answer}");
+    for (name, id) in [("_gcl_aw", GCLID), ("_gcl_gb", "0AAAAAp-xyz")] {
+        let c = set_cookie_named(&answer, name).unwrap_or_else(|| panic!("{name}: {answer}"));
+        let (value, attrs) = c.split_once(';').unwrap();
+        let v = value.strip_prefix(&format!("{name}=GCL.")).expect(&c);
+        let (secs, rest) = v.split_once('.').unwrap();
+        let secs: u64 = secs.parse().unwrap();
+        assert!(secs >= before && secs <= now_ms() / 1000, "{c}");
+        assert_eq!(rest, id);
+        assert!(
+            attrs.contains("Max-Age=7776000") && attrs.contains("Path=/"),
+            "{c}"
+        );
+    }
+    assert_eq!(set_cookie_named(&answer, "_gcl_wb"), None);
+    assert_eq!(proxy.settled().await, 0, "nothing goes server-side");
+}
+
+#[tokio::test]
+async fn google_ads_order_completed_is_a_conversion_field_by_field() {
+    let proxy = start_with(
+        "ads",
+        google_ads_tool("\"ads\""),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+        ADS_CONSENT,
+    )
+    .await;
+    // A later page: the gclid comes from the cookie the landing page set.
+    let cookie = format!("_gcl_aw=GCL.1732449000.{GCLID}; cf_consent=%7B%22ads%22%3Atrue%7D");
+    let answer = post(
+        &proxy,
+        event(
+            "ecommerce",
+            Some("Order Completed"),
+            order(),
+            "evt_gads_order_01",
+        ),
+        &cookie,
+    )
+    .await;
+    let (base, q) = ads_hit(&answer);
+    assert_eq!(
+        base,
+        "https://www.googleadservices.com/pagead/conversion/123456789/"
+    );
+    let fields: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let rnd = param(&q, "rnd").unwrap();
+    assert!(rnd.parse::<u32>().is_ok());
+    let fst = param(&q, "fst").unwrap();
+    assert!(fst.parse::<u64>().unwrap() > 1_000_000_000_000);
+    assert_eq!(
+        fields,
+        [
+            ("guid", "ON"),
+            ("rnd", rnd),
+            ("fst", fst),
+            ("cv", "9"),
+            ("sendb", "1"),
+            ("num", "1"),
+            ("ig", "1"),
+            ("url", PAGE),
+            ("tiba", "Blue Mug – Demo Shop"),
+            ("ref", "https://www.google.com/"),
+            ("label", "AbC-D_efG"),
+            // `total` (Zaraz's order value), not `revenue`.
+            ("value", "30"),
+            ("currency_code", "USD"),
+            ("oid", "ORD-2002"),
+            ("gclaw", GCLID),
+            // ad_storage, ad_user_data, ad_personalization: denied by
+            // default, then granted; analytics_storage not set.
+            ("gcs", "G111"),
+            ("gcd", "11r1l1r1r5"),
+        ]
+    );
+    // The cookie is not written again: the click keeps its time.
+    assert_eq!(set_cookie_named(&answer, "_gcl_aw"), None);
+    // Other ecommerce events are no conversion.
+    let answer = post(
+        &proxy,
+        event(
+            "ecommerce",
+            Some("Product Added"),
+            json!({"product_id": "1", "price": 5}),
+            "evt_gads_added_1",
+        ),
+        &cookie,
+    )
+    .await;
+    assert!(fetched(&answer).is_empty(), "{answer}");
+}
+
+#[tokio::test]
+async fn google_ads_without_ad_storage_keeps_no_cookie_and_reads_none() {
+    // No purposes: the tool runs, Consent Mode tells Google the state.
+    let proxy = start_with(
+        "ads",
+        google_ads_tool(""),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+        ADS_CONSENT,
+    )
+    .await;
+    let refused = "cf_consent=%7B%22ads%22%3Afalse%7D";
+    let mut ev = event(
+        "ecommerce",
+        Some("Order Completed"),
+        json!({"value": 9.5, "currency": "eur"}),
+        "evt_gads_denied1",
+    );
+    ev["page"]["url"] = json!(format!("https://shop.example.com/thanks?wbraid=WB-1"));
+    let answer = post(
+        &proxy,
+        ev,
+        &format!("_gcl_aw=GCL.1732449000.{GCLID}; {refused}"),
+    )
+    .await;
+    let (_, q) = ads_hit(&answer);
+    assert_eq!(param(&q, "wbraid"), Some("WB-1"), "the URL's id still goes");
+    assert_eq!(param(&q, "gclaw"), None, "the cookie is not read");
+    assert_eq!(
+        param(&q, "oid"),
+        Some("evt_gads_denied1"),
+        "the event id without an order id"
+    );
+    assert_eq!(param(&q, "value"), Some("9.5"));
+    assert_eq!(param(&q, "currency_code"), Some("EUR"));
+    // ad_storage refused, analytics_storage not set (granted).
+    assert_eq!(param(&q, "gcs"), Some("G101"));
+    assert!(
+        answer["set-cookie"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c.as_str().unwrap().starts_with("_gcl")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn google_ads_custom_conversion_takes_its_own_label_and_values() {
+    let tool = "type = \"google-ads\"\n[settings]\nconversion_id = \"AW-555/ToolLabel\"\n[[actions]]\nname = \"lead\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n[actions.fields]\nlabel = \"Lead-Label\"\nvalue = \"12\"\ncurrency = \"gbp\"\ntransaction_id = \"L-1\"\n";
+    let proxy = start(
+        "ads",
+        tool.to_string(),
+        &[("TAGPROXY_SECRET_KEY", "unused")],
+    )
+    .await;
+    let mut ev = event("pageview", None, json!({}), "evt_gads_lead_001");
+    ev["page"]["url"] = json!(format!("https://shop.example.com/?gclid={GCLID}"));
+    let answer = post(&proxy, ev, "").await;
+    let (base, q) = ads_hit(&answer);
+    assert_eq!(
+        base,
+        "https://www.googleadservices.com/pagead/conversion/555/"
+    );
+    assert_eq!(param(&q, "label"), Some("Lead-Label"));
+    assert_eq!(param(&q, "value"), Some("12"));
+    assert_eq!(param(&q, "currency_code"), Some("GBP"));
+    assert_eq!(param(&q, "oid"), Some("L-1"));
+    assert_eq!(param(&q, "gclaw"), Some(GCLID));
+    assert_eq!(
+        param(&q, "gcs"),
+        None,
+        "no Consent Mode state without consent"
+    );
+    assert!(set_cookie_named(&answer, "_gcl_aw").is_some());
+}
+
+#[test]
+fn google_ads_check_names_the_missing_conversion_id_and_refuses_track() {
+    assert_check_fails(
+        "type = \"google-ads\"\n[settings]\nconversion_label = \"x\"\n[automated]\necommerce = true\n",
+        "2:1: google-ads needs settings.conversion_id",
+    );
+    assert_check_fails(
+        "type = \"google-ads\"\n[settings]\nconversion_id = \"1\"\n[automated]\ntrack = true\n",
+        "4:1: the `google-ads` adapter has no automated `track` action",
+    );
+}
+
+/// A conversion without a label counts for nothing at Google: `check`
+/// warns (and still passes) where one could go out without.
+#[test]
+fn google_ads_check_warns_about_conversions_without_a_label() {
+    let (code, err, path) = check(
+        "type = \"google-ads\"\n[settings]\nconversion_id = \"AW-1\"\n[automated]\necommerce = true\n[[actions]]\nname = \"lead\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{path}:4:1: google-ads: `Order Completed` goes out without a conversion label"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{path}:6:1: google-ads: action `lead` has no `label`"
+        )),
+        "{err}"
+    );
+    // With a label (gtag's `AW-…/label` form too), no warning.
+    let (code, err, _) = check(
+        "type = \"google-ads\"\n[settings]\nconversion_id = \"AW-1/AbC\"\n[automated]\necommerce = true\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("conversion label"), "{err}");
+}
+
+/// In headless Chromium: a conversion action on the pageview makes the
+/// collector answer with the conversion's `{"fetch": url}`, and the
+/// script's `fetch` reaches the (mock) Google endpoint from the page.
+#[tokio::test]
+async fn google_ads_conversion_leaves_a_real_browser() {
+    let page = Origin::page(
+        "text/html; charset=utf-8",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ads Test</title></head><body><h1>Hi</h1></body></html>",
+    )
+    .await;
+    let google =
+        Origin::start(|_| async { respond(200, &[("content-type", "image/gif")], "GIF89a") }).await;
+    let tool = format!(
+        "type = \"google-ads\"\nendpoint = \"http://{}\"\n[settings]\nconversion_id = \"AW-42\"\nconversion_label = \"BrowserLabel\"\n[[actions]]\nname = \"visit\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n",
+        google.addr
+    );
+    let proxy = Proxy::start_tools(page.addr, "", &[("ads", tool)]).await;
+    let browser = common::browser::Browser::start().await;
+    browser.client.goto(&proxy.url("/")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = google.seen();
+        if let Some(hit) = seen
+            .iter()
+            .find(|s| s.path.starts_with("/pagead/conversion/42/"))
+        {
+            assert!(hit.path.contains("&label=BrowserLabel&"), "{}", hit.path);
+            assert!(hit.path.contains("&tiba=Ads+Test&"), "{}", hit.path);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no conversion request: {seen:?}\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Batching (SPEC §8): one browser's events reach each array API in one
+// request when they share its credentials, read by the same validating
+// mocks as single events (each adapter's limits and doc URL are on its
+// `BATCHING`). A linger long enough that the test does not depend on how
+// fast this machine fans out one request's events.
+
+const LINGER: &str = "batch_linger_ms = 300\n";
+
+/// Posts `events` in one collector request, as the script flushes its queue.
+async fn post_all(proxy: &Proxy, events: Vec<Value>) {
+    let resp = client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", CHROME_UA)
+        .header("x-forwarded-for", VISITOR_IP)
+        .header("origin", "https://shop.example.com")
+        .body(Value::Array(events).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// Three track events with these (Mixpanel-safe) ids.
+fn three_tracks(prefix: &str) -> (Vec<Value>, Vec<String>) {
+    let ids: Vec<String> = (1..=3).map(|i| format!("{prefix}-batch-00{i}")).collect();
+    let events = ids
+        .iter()
+        .map(|id| event("track", Some("Signed Up"), json!({"plan": "pro"}), id))
+        .collect();
+    (events, ids)
+}
+
+/// The events of one request: the array at `array` (the body itself when
+/// empty), each read to its event id at `id`.
+fn ids_in(r: &Recorded, array: &str, id: &[&str]) -> Vec<String> {
+    let body = r.json();
+    let events = if array.is_empty() {
+        &body
+    } else {
+        &body[array]
+    };
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            id.iter()
+                .fold(e, |v, k| &v[*k])
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Posts three events at once and waits until the mock has them all: each
+/// once, in fewer requests than events, one request carrying several.
+async fn assert_batched(mock: &Mock, proxy: &Proxy, prefix: &str, array: &str, id: &[&str]) {
+    let (events, want) = three_tracks(prefix);
+    post_all(proxy, events).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = mock.wait_for(1).await;
+        let mut seen: Vec<String> = got.iter().flat_map(|r| ids_in(r, array, id)).collect();
+        if seen.len() >= want.len() {
+            seen.sort();
+            assert_eq!(seen, want, "each event once");
+            assert!(got.len() < want.len(), "{} requests", got.len());
+            assert!(got.iter().any(|r| ids_in(r, array, id).len() > 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    mock.assert_valid();
+}
+
+#[tokio::test]
+async fn segment_batches_one_browsers_events_in_one_batch_call() {
+    let (mock, proxy) = segment_with(LINGER).await;
+    assert_batched(&mock, &proxy, "seg", "batch", &["messageId"]).await;
+}
+
+#[tokio::test]
+async fn amplitude_batches_one_browsers_events_in_one_upload() {
+    let (mock, proxy) = amplitude_with(LINGER).await;
+    assert_batched(&mock, &proxy, "amp", "events", &["insert_id"]).await;
+}
+
+#[tokio::test]
+async fn mixpanel_batches_one_browsers_events_in_one_import() {
+    let (mock, proxy) = mixpanel_with(LINGER).await;
+    assert_batched(&mock, &proxy, "mix", "", &["properties", "$insert_id"]).await;
+}
+
+#[tokio::test]
+async fn tiktok_batches_one_browsers_events_in_one_track_call() {
+    let (mock, proxy) = tiktok_with(LINGER).await;
+    assert_batched(&mock, &proxy, "tik", "data", &["event_id"]).await;
+}
+
+#[tokio::test]
+async fn pinterest_batches_one_browsers_events_in_one_events_call() {
+    let (mock, proxy) = pinterest_with(LINGER).await;
+    assert_batched(&mock, &proxy, "pin", "data", &["event_id"]).await;
+}
+
+#[tokio::test]
+async fn snapchat_batches_one_browsers_events_in_one_events_call() {
+    let (mock, proxy) = snapchat_with(LINGER).await;
+    assert_batched(&mock, &proxy, "snap", "data", &["event_id"]).await;
+}
+
+#[tokio::test]
+async fn reddit_batches_one_browsers_events_in_one_conversions_call() {
+    let (mock, proxy) = reddit_with(LINGER).await;
+    assert_batched(
+        &mock,
+        &proxy,
+        "rdt",
+        "events",
+        &["event_metadata", "conversion_id"],
+    )
+    .await;
+}
+
+/// TikTok answers a batch holding an invalid event with an error code in a
+/// `200` body for the whole request (every answer is `200`; `code` tells,
+/// <https://business-api.tiktok.com/portal/docs?id=1771100865818625>). The
+/// batch is split until the refused event is alone: it goes to the dead
+/// letters with TikTok's message, the others are delivered once each.
+#[tokio::test]
+async fn tiktok_batch_with_one_refused_event_is_split_and_only_it_is_dead_lettered() {
+    const REFUSED: &str = r#"{"code":40002,"message":"Invalid parameters: data.event_time is too old","request_id":"2024112412000009","data":{}}"#;
+    fn holds_marked(r: &Recorded) -> bool {
+        r.json()["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e["properties"]["plan"] == "stale"))
+    }
+    fn refuse(r: &Recorded) -> Option<Answer> {
+        holds_marked(r).then(|| (200, REFUSED.to_string()))
+    }
+    let (mock, proxy) = tiktok_with(LINGER).await;
+    mock.set_refuse(refuse);
+    let ids: Vec<String> = (1..=6).map(|i| format!("tik-poison-00{i}")).collect();
+    let bad = ids[3].clone();
+    let events = ids
+        .iter()
+        .map(|id| {
+            let plan = if *id == bad { "stale" } else { "pro" };
+            event("track", Some("Signed Up"), json!({"plan": plan}), id)
+        })
+        .collect();
+    post_all(&proxy, events).await;
+    let line = log_line(&proxy, "delivery rejected", &bad).await;
+    assert!(
+        line.to_string().contains("data.event_time is too old"),
+        "TikTok's message: {line}"
+    );
+    proxy.settled().await;
+    let got = mock.wait_for(1).await;
+    let mut delivered: Vec<String> = got
+        .iter()
+        .filter(|r| !holds_marked(r))
+        .flat_map(|r| ids_in(r, "data", &["event_id"]))
+        .collect();
+    delivered.sort();
+    let good: Vec<String> = ids.iter().filter(|id| **id != bad).cloned().collect();
+    assert_eq!(delivered, good, "each other event delivered once");
+    assert!(got
+        .iter()
+        .any(|r| !holds_marked(r) && ids_in(r, "data", &["event_id"]).len() > 1));
+    let out = Command::new(bin())
+        .args(["deadletter", "list", "--json", "-c"])
+        .arg(&proxy.config)
+        .output()
+        .unwrap();
+    let letters: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0]["event_id"], bad.as_str());
+    assert!(letters[0]["response"]
+        .as_str()
+        .unwrap()
+        .contains("data.event_time is too old"));
 }

@@ -279,6 +279,15 @@ impl Choices {
 }
 
 impl ConsentMode {
+    /// Whether `ad_storage` is granted (the update, else the default; an
+    /// unset signal counts as granted, as gtag does and as [`Self::gcs`]
+    /// reports it): Google's ad tools read and write their click-id cookies
+    /// only then.
+    pub fn ad_storage(&self) -> bool {
+        let (d, u) = self.0[0];
+        u.or(d).unwrap_or(true)
+    }
+
     /// `gcs`: `G1` + ad_storage + analytics_storage, 1 granted / 0 denied
     /// (an unset signal counts as granted, as gtag does).
     pub fn gcs(&self) -> String {

@@ -167,6 +167,21 @@ impl Amplitude {
     }
 }
 
+/// Amplitude HTTP V2 `events[]`: "Keep request sizes under 1 MB with fewer
+/// than 2000 events per request" (413 past it)
+/// (<https://amplitude.com/docs/apis/analytics/http-v2#upload-limit>,
+/// <https://amplitude.com/docs/apis/analytics/http-api-batching-retries>).
+/// Requests with the same `api_key` join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("events"),
+    limits: crate::delivery::Limits {
+        max_events: 2000,
+        max_bytes: MAX_BODY,
+    },
+    max_member_bytes: MAX_BODY,
+    per_request: &[],
+};
+
 impl Adapter for Amplitude {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -226,6 +241,10 @@ impl Adapter for Amplitude {
 
     fn max_body_bytes(&self) -> usize {
         MAX_BODY
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {

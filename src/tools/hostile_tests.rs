@@ -9,7 +9,13 @@
 //! fragment, a header value and a JSON body (automated and custom action);
 //! GA4's event parameters (`ep.*`, automated and custom); Meta's path
 //! segment (`pixel_id`), JSON body and `test_event_code`; the visitor's
-//! User-Agent header (GA4) and body field (Meta).
+//! User-Agent header (GA4) and body field (Meta). A second property covers
+//! the adapters of issue 15 (Segment, Amplitude, Mixpanel, TikTok,
+//! Pinterest, Snapchat, Reddit, Bing, LinkedIn, custom-image, Google Ads):
+//! the value in event names and properties, page URL (every click id),
+//! title, referrer and click-id cookies never changes where a request or
+//! browser instruction goes, its query keys, its header names or its JSON
+//! shape, and never becomes a cookie attribute.
 //!
 //! Percent-encoding as RFC 3986 §2 defines it:
 //! <https://www.rfc-editor.org/rfc/rfc3986#section-2>; header values as RFC
@@ -408,4 +414,261 @@ url = "https://hooks.example/in"
     assert_eq!(body["method"], "DELETE");
     assert_eq!(body["headers"], json!({"X-Evil": "1"}));
     assert_eq!(body["body"], "raw text");
+}
+
+/// The adapters of issue 15, one tool each: (id, file, where its requests
+/// go, the query keys its requests may have). A visitor's value is in the
+/// event's name and properties, the page URL (every click id), title and
+/// referrer, the click-id cookies and, for the browser-side tools, custom
+/// action fields.
+const ISSUE_15: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "segment",
+        "type = \"segment\"\nendpoint = \"https://seg.example\"\n[settings]\nwrite_key = \"k\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://seg.example/v1/batch",
+        &[],
+    ),
+    (
+        "amplitude",
+        "type = \"amplitude\"\nendpoint = \"https://amp.example\"\n[settings]\napi_key = \"k\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://amp.example/2/httpapi",
+        &[],
+    ),
+    (
+        "mixpanel",
+        "type = \"mixpanel\"\nendpoint = \"https://mp.example\"\n[settings]\ntoken = \"t\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://mp.example/import",
+        &["strict"],
+    ),
+    (
+        "tiktok",
+        "type = \"tiktok\"\nendpoint = \"https://tt.example\"\n[settings]\npixel_code = \"P\"\naccess_token = \"t\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://tt.example/open_api/v1.3/event/track/",
+        &[],
+    ),
+    (
+        "pinterest",
+        "type = \"pinterest\"\nendpoint = \"https://pin.example\"\n[settings]\nad_account_id = \"549755885175\"\naccess_token = \"t\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://pin.example/v5/ad_accounts/549755885175/events",
+        &[],
+    ),
+    (
+        "snapchat",
+        "type = \"snapchat\"\nendpoint = \"https://snap.example\"\n[settings]\npixel_id = \"P\"\naccess_token = \"t\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://snap.example/v3/P/events",
+        &["access_token"],
+    ),
+    (
+        "reddit",
+        "type = \"reddit\"\nendpoint = \"https://rdt.example\"\n[settings]\nad_account_id = \"a2_x\"\naccess_token = \"t\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://rdt.example/api/v2.0/conversions/events/a2_x",
+        &[],
+    ),
+    (
+        "bing",
+        "type = \"bing\"\nendpoint = \"https://bat.example\"\n[settings]\ntag_id = \"97000001\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://bat.example/action/0",
+        &[
+            "ti", "Ver", "mid", "evt", "ea", "ec", "el", "ev", "gv", "gc", "p", "tl", "r", "msclkid",
+            "rn",
+        ],
+    ),
+    (
+        "linkedin",
+        "type = \"linkedin\"\nendpoint = \"https://li.example\"\n[settings]\npartner_id = \"1\"\n[automated]\npageview = true\n[[actions]]\nname = \"c\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n[actions.fields]\nconversion_id = \"{{ client.v }}\"\n",
+        "https://li.example/collect",
+        &["pid", "conversionId", "fmt", "url", "time", "li_fat_id"],
+    ),
+    (
+        "pixel",
+        "type = \"custom-image\"\n[settings]\nurl = \"https://px.example/p.gif?v={{ client.v }}\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        "https://px.example/p.gif",
+        &["v"],
+    ),
+    (
+        "gads",
+        "type = \"google-ads\"\nendpoint = \"https://gads.example\"\n[settings]\nconversion_id = \"AW-123\"\nconversion_label = \"L\"\n[automated]\npageview = true\necommerce = true\n[[actions]]\nname = \"c\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n[actions.fields]\nlabel = \"{{ client.v }}\"\nvalue = \"{{ client.v }}\"\ncurrency = \"{{ client.v }}\"\ntransaction_id = \"{{ client.v }}\"\n",
+        "https://gads.example/pagead/conversion/123/",
+        &[
+            "guid", "rnd", "fst", "cv", "sendb", "num", "ig", "url", "tiba", "ref", "label",
+            "value", "currency_code", "oid", "gclaw", "gclgb", "wbraid", "gcs", "gcd",
+        ],
+    ),
+];
+
+/// Header names the issue-15 adapters send (none from a visitor).
+const ISSUE_15_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "authorization",
+    "access-token",
+    "user-agent",
+];
+
+/// An event of `kind` whose every visitor-controlled place holds `v`.
+fn event_everywhere(kind: Kind, v: &str) -> Event {
+    let mut props = json!({"v": v, "plan": v, "order_id": v, "currency": v, "value": 3,
+        "products": [{"product_id": v, "name": v, "price": 2, "quantity": 1}]});
+    props["category"] = json!(v);
+    let cookies = [
+        "_gcl_aw",
+        "_gcl_gb",
+        "_ttp",
+        "ttclid",
+        "_epik",
+        "_scid",
+        "_rdt_cid",
+        "_uetmsclkid",
+        "li_fat_id",
+    ]
+    .iter()
+    .map(|c| (c.to_string(), format!("GCL.1.{v}")))
+    .collect();
+    let req = RequestInfo {
+        ip: None,
+        user_agent: crate::event::ua::UaParser::default().parse(v),
+        cookies,
+        location: Map::new(),
+    };
+    let ids = [
+        "gclid",
+        "gbraid",
+        "wbraid",
+        "ttclid",
+        "msclkid",
+        "li_fat_id",
+        "epik",
+        "ScCid",
+        "rdt_cid",
+    ];
+    let query: Vec<String> = ids.iter().map(|k| format!("{k}={v}")).collect();
+    let input = EventInput {
+        kind: Some(kind),
+        name: if kind == Kind::Ecommerce {
+            "Order Completed".into()
+        } else {
+            v.into()
+        },
+        properties: props.as_object().unwrap().clone(),
+        page: PageInfo {
+            url: format!("https://shop.test/p?{}", query.join("&")),
+            title: v.into(),
+            referrer: format!("https://ref.test/{v}"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let now = crate::event::now_ms();
+    let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+    Event::build(input, &req, tracker.next_event(), now)
+}
+
+/// Where a request goes and its shape are the tool's, whatever `v` is.
+fn check_fixed(id: &str, url: &str, want: &str, keys: &[&str]) {
+    let u = url::Url::parse(url).unwrap_or_else(|e| panic!("{id}: {e}: {url:?}"));
+    let mut base = u.clone();
+    base.set_query(None);
+    assert_eq!(base.as_str(), want, "{id}: {url}");
+    for (k, _) in u.query_pairs() {
+        assert!(keys.contains(&k.as_ref()), "{id}: query key {k:?} in {url}");
+    }
+}
+
+fn run_issue_15(v: &str) {
+    let vars = Variables::new();
+    let triggers = Triggers::default();
+    let consent = ConsentPolicy::new(&Default::default());
+    for (id, text, want, keys) in ISSUE_15 {
+        let tool = from_text(id, Path::new(id), text, &vars, &triggers)
+            .unwrap_or_else(|p| panic!("{p:?}"))
+            .unwrap();
+        for kind in [Kind::Pageview, Kind::Track, Kind::Ecommerce] {
+            let ev = event_everywhere(kind, v);
+            let out = fan_out(&ev, std::slice::from_ref(&tool), &triggers, &vars, &consent);
+            if kind == Kind::Pageview {
+                let made = out.deliveries.len() + out.invalid.len() + out.instructions.len();
+                assert!(made > 0, "{id}: nothing for a pageview");
+            }
+            for d in &out.deliveries {
+                let r = http(d);
+                assert_eq!(r.method, "POST", "{id}");
+                check_fixed(id, &r.url, want, keys);
+                for (k, val) in &r.headers {
+                    assert!(ISSUE_15_HEADERS.contains(&k.as_str()), "{id}: header {k}");
+                    assert!(
+                        http::HeaderValue::from_bytes(val.as_bytes()).is_ok(),
+                        "{id}: {k}: {val:?}"
+                    );
+                }
+                let body: Value = serde_json::from_slice(r.body.as_deref().unwrap())
+                    .unwrap_or_else(|e| panic!("{id}: body not JSON: {e}"));
+                assert!(body.is_object() || body.is_array(), "{id}");
+            }
+            for (d, why) in &out.invalid {
+                // Only the visitor's own User-Agent can make a request
+                // unsendable (a control character in its header value).
+                assert!(
+                    why.reason == "header_value" && !header_ok(&ev.user_agent),
+                    "{}: {why} for {v:?}",
+                    d.tool
+                );
+            }
+            for i in &out.instructions {
+                let url = i["fetch"].as_str().expect("a fetch instruction");
+                check_fixed(id, url, want, keys);
+                let q: Vec<(String, String)> = url::Url::parse(url)
+                    .unwrap()
+                    .query_pairs()
+                    .into_owned()
+                    .collect();
+                let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, x)| x.as_str());
+                match *id {
+                    // The value arrives as that value, encoded for its place.
+                    "pixel" => assert_eq!(get("v"), Some(v)),
+                    "gads" if kind == Kind::Pageview => {
+                        let t = v.trim();
+                        if !t.is_empty() {
+                            assert_eq!(get("label"), Some(t));
+                            assert_eq!(get("oid"), Some(t));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for c in &out.cookies {
+                // A click id kept only when it is one; never an attribute.
+                let h = c
+                    .set_cookie_header(None, false)
+                    .unwrap_or_else(|| panic!("{id}: unsendable cookie {c:?}"));
+                assert_eq!(h.split(';').count(), 4, "{id}: {h}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_values_stay_values_in_the_issue_15_adapters(v in hostile()) {
+        run_issue_15(&v);
+    }
+}
+
+#[test]
+fn issue_15_named_cases() {
+    for v in [
+        "a&admin=1#frag",
+        "O1\r\nX-Evil: 1",
+        "..",
+        "",
+        "x; Domain=evil.test",
+        "Cj0KCQ\"},\"admin\":true,\"x\":{\"",
+        "../../admin?x=1#y",
+        "%0d%0aSet-Cookie:%20a=b",
+        "{{ client.v }}",
+        "\u{9b}2J\u{1b}[31m\u{202e}txt.exe\u{2028}",
+    ] {
+        run_issue_15(v);
+    }
 }

@@ -179,6 +179,21 @@ impl Mixpanel {
     }
 }
 
+/// Mixpanel `/import`: a JSON array of up to 2,000 events and 10 MB
+/// uncompressed per request, each event under 1 MB
+/// (<https://docs.mixpanel.com/troubleshooting/errors/413-payload-too-large>,
+/// <https://developer.mixpanel.com/reference/import-events>). Requests with
+/// the same credentials (Basic auth) join the array.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: None,
+    limits: crate::delivery::Limits {
+        max_events: 2000,
+        max_bytes: MAX_BODY,
+    },
+    max_member_bytes: 1 << 20,
+    per_request: &[],
+};
+
 impl Adapter for Mixpanel {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -228,6 +243,10 @@ impl Adapter for Mixpanel {
 
     fn max_body_bytes(&self) -> usize {
         MAX_BODY
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {

@@ -11,9 +11,11 @@ pub mod console;
 pub mod custom_image;
 pub mod ecommerce;
 pub mod facebook_pixel;
+pub mod google_ads;
 pub mod google_analytics_4;
 pub mod guard;
 pub mod http;
+pub mod json_batch;
 pub mod linkedin;
 pub mod mixpanel;
 pub mod pii;
@@ -544,6 +546,7 @@ fn make_adapter(
         "bing" => Box::new(bing::Bing::from_config(path, text, file)?),
         "linkedin" => Box::new(linkedin::LinkedIn::from_config(path, text, file)?),
         "tiktok" => Box::new(tiktok::TikTok::from_config(path, text, file)?),
+        "google-ads" => Box::new(google_ads::GoogleAds::from_config(path, text, file)?),
         other => {
             let at = file.adapter.span().start;
             return Err(Problem::at(
@@ -551,7 +554,7 @@ fn make_adapter(
                 text,
                 at,
                 format!(
-                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing, linkedin"
+                    "unknown tool type `{other}`; known: google-analytics-4, facebook-pixel, http, console, segment, amplitude, mixpanel, tiktok, pinterest, snapchat, reddit, custom-image, bing, linkedin, google-ads"
                 ),
             ));
         }

@@ -154,6 +154,20 @@ impl Pinterest {
     }
 }
 
+/// Pinterest Conversions API `data[]`: up to 1,000 events per request
+/// (<https://developers.pinterest.com/docs/api/v5/events-create>); no byte
+/// limit is documented, so tagproxy's own 1 MB. Requests to the same ad
+/// account (URL, `test`) with the same token join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("data"),
+    limits: crate::delivery::Limits {
+        max_events: 1000,
+        max_bytes: super::guard::MAX_BODY_BYTES,
+    },
+    max_member_bytes: super::guard::MAX_BODY_BYTES,
+    per_request: &[],
+};
+
 impl Adapter for Pinterest {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -213,6 +227,10 @@ impl Adapter for Pinterest {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {

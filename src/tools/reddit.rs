@@ -193,6 +193,20 @@ impl Reddit {
     }
 }
 
+/// Reddit Conversions API v2.0 `events[]`: up to 1,000 events per request
+/// (<https://ads-api.reddit.com/docs/v2/#tag/Conversions-API>); no byte
+/// limit is documented, so tagproxy's own 1 MB. Requests to the same ad
+/// account with the same token and `test_mode` join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("events"),
+    limits: crate::delivery::Limits {
+        max_events: 1000,
+        max_bytes: super::guard::MAX_BODY_BYTES,
+    },
+    max_member_bytes: super::guard::MAX_BODY_BYTES,
+    per_request: &[],
+};
+
 impl Adapter for Reddit {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -247,6 +261,10 @@ impl Adapter for Reddit {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {
@@ -324,8 +342,10 @@ fn ecommerce_metadata(event: &Event) -> Map<String, Value> {
 }
 
 /// Reddit's answers: `200 {"message": "Successfully processed …"}`; errors
-/// `{"message": …}` (or `{"error": {"message": …}}`); a `4xx` other than
-/// `429` never succeeds; `429` and `5xx` are retried.
+/// `{"message": …}` or, as the Ads API answers a malformed request,
+/// `{"error": {"code": 400, "message": …}}`
+/// (<https://ads-api.reddit.com/docs/v2/#section/Errors>); a `4xx` other
+/// than `429` never succeeds; `429` and `5xx` are retried.
 fn read_answer(status: u16, body: &str) -> Option<Verdict> {
     let message = props::error_message(body, &["message", "error"]);
     match status {
@@ -360,6 +380,15 @@ mod tests {
         assert!(matches!(
             read_answer(429, "{}"),
             Some(Verdict::Retry { .. })
+        ));
+        // The Ads API's nested error object.
+        assert!(matches!(
+            read_answer(400, r#"{"error":{"code":400,"message":"JSON error \"unknown field\" on field \"test_id\""}}"#),
+            Some(Verdict::Reject(m)) if m.contains(r#"unknown field\" on field"#) || m.contains("unknown field")
+        ));
+        assert!(matches!(
+            read_answer(401, r#"{"error":{"code":401,"message":"Unauthorized"}}"#),
+            Some(Verdict::Reject(m)) if m == "HTTP 401: Reddit: Unauthorized"
         ));
     }
 }

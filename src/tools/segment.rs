@@ -155,6 +155,22 @@ impl Segment {
     }
 }
 
+/// Segment's HTTP Tracking API `POST /v1/batch`: "There is a maximum of
+/// 500KB per batch request and 32KB per call"; no event count is
+/// documented, so the bytes bound a batch
+/// (<https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/#batch>).
+/// Requests with the same write key join `batch[]`; `sentAt` is the last
+/// member's.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("batch"),
+    limits: crate::delivery::Limits {
+        max_events: usize::MAX,
+        max_bytes: MAX_BATCH_BYTES,
+    },
+    max_member_bytes: 32 * 1024,
+    per_request: &["sentAt"],
+};
+
 impl Adapter for Segment {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -208,6 +224,10 @@ impl Adapter for Segment {
 
     fn max_body_bytes(&self) -> usize {
         MAX_BATCH_BYTES
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {

@@ -171,6 +171,21 @@ impl Snapchat {
     }
 }
 
+/// Snapchat Conversions API v3 `data[]`: "Maximum 2,000 events per
+/// request"
+/// (<https://developers.snap.com/api/marketing-api/Conversions-API/UsingTheAPI>);
+/// no byte limit is documented, so tagproxy's own 1 MB. Requests to the same
+/// pixel with the same token (both in the URL) join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("data"),
+    limits: crate::delivery::Limits {
+        max_events: 2000,
+        max_bytes: super::guard::MAX_BODY_BYTES,
+    },
+    max_member_bytes: super::guard::MAX_BODY_BYTES,
+    per_request: &[],
+};
+
 impl Adapter for Snapchat {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -227,6 +242,10 @@ impl Adapter for Snapchat {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {
@@ -328,10 +347,16 @@ fn ecommerce_data(event: &Event) -> Map<String, Value> {
 /// Snap's answers: `2xx` accepted (a body whose `status` is `FAILED` or
 /// `INVALID` refused, with its `reason`); `4xx` other than `429` never
 /// succeeds, with the body's `reason` / `message` / `error`; `429`, `5xx`
-/// retried.
+/// retried. Snap's error body is `{"status", "reason", "param"}` (the
+/// parameter at fault,
+/// <https://developers.snap.com/api/marketing-api/Conversions-API/UsingTheAPI>):
+/// the message names the parameter too.
 fn read_answer(status: u16, body: &str) -> Option<Verdict> {
     let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let message = props::error_message(body, &["reason", "message", "error"]);
+    let mut message = props::error_message(body, &["reason", "message", "error"]);
+    if let Some(param) = json["param"].as_str().filter(|p| !p.is_empty()) {
+        message = format!("{message} (param: {param})");
+    }
     let failed = json["status"]
         .as_str()
         .is_some_and(|s| matches!(s, "FAILED" | "INVALID" | "ERROR"));
@@ -364,6 +389,16 @@ mod tests {
         assert!(matches!(
             read_answer(429, "{}"),
             Some(Verdict::Retry { .. })
+        ));
+        // Snap's error shape names the parameter at fault.
+        assert!(matches!(
+            read_answer(400, r#"{"status":"INVALID","reason":"event_time is too old","param":"data[0].event_time"}"#),
+            Some(Verdict::Reject(m)) if m.contains("event_time is too old (param: data[0].event_time)")
+        ));
+        // A refusal inside a 200.
+        assert!(matches!(
+            read_answer(200, r#"{"status":"INVALID","reason":"Invalid pixel id","param":"pixel_id"}"#),
+            Some(Verdict::Reject(m)) if m.contains("Invalid pixel id (param: pixel_id)")
         ));
     }
 }

@@ -201,6 +201,20 @@ impl TikTok {
     }
 }
 
+/// TikTok Events API 2.0 `data[]`: up to 1,000 events per request
+/// (<https://business-api.tiktok.com/portal/docs?id=1771100865818625>); no
+/// byte limit is documented, so tagproxy's own 1 MB. Requests with the same
+/// `Access-Token`, pixel code and `test_event_code` join.
+pub const BATCHING: super::json_batch::JsonArrayBatching = super::json_batch::JsonArrayBatching {
+    array: Some("data"),
+    limits: crate::delivery::Limits {
+        max_events: 1000,
+        max_bytes: super::guard::MAX_BODY_BYTES,
+    },
+    max_member_bytes: super::guard::MAX_BODY_BYTES,
+    per_request: &[],
+};
+
 impl Adapter for TikTok {
     fn supports(&self) -> Automated {
         Automated::ALL
@@ -254,6 +268,10 @@ impl Adapter for TikTok {
 
     fn origins(&self) -> Vec<url::Origin> {
         super::origin_list(&self.base)
+    }
+
+    fn batching(&self) -> Option<std::sync::Arc<dyn crate::delivery::Batching>> {
+        Some(std::sync::Arc::new(BATCHING))
     }
 
     fn answer_reader(&self) -> Option<AnswerReader> {
