@@ -628,6 +628,56 @@ mod tests {
         );
     }
 
+    /// The budgets are a contract with page authors (a head after 200 KB
+    /// of comments, a tag with a 60 KB attribute still get the script), so
+    /// these use literal sizes: a test written in terms of the constants
+    /// moves with them and cannot see them shrink.
+    #[test]
+    fn a_head_after_200_kib_of_prelude_is_still_found() {
+        let page = format!("<!--{}--><head><title>t</title>", "x".repeat(200 * 1024));
+        let (out, outcome) = run(&[page.as_bytes()]);
+        assert_eq!(outcome, Outcome::Injected);
+        assert!(out.ends_with(&format!("<head>{TAG}<title>t</title>")));
+    }
+
+    #[test]
+    fn a_start_tag_longer_than_a_scan_slice_does_not_stop_the_scanner() {
+        // The lexer buffers a tag that spans the 4 KiB slices it is fed:
+        // the scanner's memory cap must leave room for real pages' long
+        // attributes (inline SVG paths, data URIs).
+        let page = format!(
+            "<html data-x=\"{}\"><head><title>t</title>",
+            "y".repeat(60 * 1024)
+        );
+        let (out, outcome) = run(&[page.as_bytes()]);
+        assert_eq!(outcome, Outcome::Injected);
+        assert!(out.ends_with(&format!("<head>{TAG}<title>t</title>")));
+    }
+
+    #[test]
+    fn the_head_check_gives_up_after_64_kib_and_injects() {
+        // A head with no end in sight: the held bytes are let go after the
+        // check budget, with the tag, rather than held to the end.
+        let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
+        let mut out = Vec::new();
+        inj.push(Bytes::from_static(b"<html><head><style>"), &mut out);
+        assert!(out.is_empty(), "nothing is let go before the decision");
+        let css = "a{color:red}".repeat(40 * 1024 / 12);
+        inj.push(Bytes::from(css.clone()), &mut out);
+        assert_eq!(
+            inj.outcome(),
+            Outcome::Pending,
+            "40 KiB is within the budget"
+        );
+        assert!(out.is_empty());
+        inj.push(Bytes::from(css), &mut out);
+        assert_eq!(inj.outcome(), Outcome::Injected, "80 KiB is past it");
+        let text: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        assert!(String::from_utf8(text)
+            .unwrap()
+            .starts_with(&format!("<html><head>{TAG}<style>")));
+    }
+
     #[test]
     fn rest_of_page_is_not_held_after_decision() {
         let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
