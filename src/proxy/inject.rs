@@ -679,6 +679,38 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_a_head_that_mentions_the_path_decides() {
+        // The head's text names our script (so the quick check cannot clear
+        // it) but no tag loads it: `</head>` decides, and nothing after it
+        // waits for the rest of the page.
+        let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
+        let mut out = Vec::new();
+        inj.push(
+            Bytes::from_static(b"<html><head><script>var s='/_tagproxy/s.js'</script></head>"),
+            &mut out,
+        );
+        assert_eq!(inj.outcome(), Outcome::Injected);
+        let text: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        assert!(String::from_utf8(text)
+            .unwrap()
+            .starts_with(&format!("<html><head>{TAG}<script>")));
+    }
+
+    #[test]
+    fn without_a_head_the_first_element_in_the_body_decides() {
+        let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
+        let mut out = Vec::new();
+        inj.push(Bytes::from_static(b"<html><body><p>hi</p>"), &mut out);
+        assert_eq!(inj.outcome(), Outcome::Injected);
+        // So a loader tag further down the body is too late, as with a head.
+        let page = "<html><body><p>hi</p><script src=\"/_tagproxy/s.js\"></script></body>";
+        assert_eq!(
+            inject(page),
+            format!("<html><body>{TAG}<p>hi</p><script src=\"/_tagproxy/s.js\"></script></body>")
+        );
+    }
+
+    #[test]
     fn rest_of_page_is_not_held_after_decision() {
         let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
         let mut out = Vec::new();
