@@ -563,6 +563,9 @@ mod tests {
             "/cdn-cgi/zaraz/s.js",
             "/x/cdn-cgi/zaraz/i.js",
             "/cdn-cgi/zaraz/",
+            // A `//` inside a path is not an authority: this is our own
+            // origin's path `/x//host/cdn-cgi/zaraz/i.js`.
+            "/x//host/cdn-cgi/zaraz/i.js",
         ] {
             let page = format!("<head><script src=\"{src}\"></script></head><body>");
             let (out, outcome) = run_zaraz(&[page.as_bytes()], &[]);
