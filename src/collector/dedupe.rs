@@ -114,7 +114,10 @@ mod tests {
     fn a_full_set_stays_within_its_stated_bytes() {
         let ids = RecentIds::new(100_000, Duration::from_secs(3600));
         for i in 0..250_000 {
-            assert!(ids.first_time(&format!("{i:064}")), "long ids, all distinct");
+            assert!(
+                ids.first_time(&format!("{i:064}")),
+                "long ids, all distinct"
+            );
         }
         let g = ids.inner.lock().unwrap();
         let held = (g.current.capacity() + g.previous.capacity()) * 17;

@@ -57,15 +57,15 @@ const MEMORY_QUEUE_BYTES: usize = 8 << 20;
 /// on disk only (nothing of them is kept in memory) and are read back from
 /// the spool's segments when the window has room, so a backlog costs disk,
 /// not memory.
-const WINDOW_ITEMS: usize = 2_048;
-const WINDOW_BYTES: usize = 2 << 20;
+const WINDOW_ITEMS: usize = 1_024;
+const WINDOW_BYTES: usize = 1 << 20;
 /// The window is refilled from disk once it is down to this many.
 const REFILL_BELOW: usize = WINDOW_ITEMS / 2;
 /// Deliveries per tool being sent or waiting to retry are bounded in
 /// places: one per [`LIVE_UNIT`] bytes of [`Job::size`] (at least one), so
 /// at most `LIVE_PLACES` deliveries and about `LIVE_PLACES × LIVE_UNIT`
 /// bytes of them.
-const LIVE_PLACES: u32 = 4_096;
+const LIVE_PLACES: u32 = 2_048;
 const LIVE_UNIT: usize = 1_024;
 /// How long delivery waits at start for the config to say how tools batch
 /// (what was recovered from the spool would otherwise go one by one).
@@ -642,14 +642,7 @@ impl ToolQueue {
     /// A delivery just written to the spool at `loc` (see
     /// [`Engine::written`]); `delivery` is `None` when the caller did not
     /// attach it (it is then read back like any on disk).
-    fn offer(
-        &self,
-        seq: u64,
-        loc: Loc,
-        accepted_ms: u64,
-        size: usize,
-        delivery: Option<Delivery>,
-    ) {
+    fn offer(&self, seq: u64, loc: Loc, accepted_ms: u64, size: usize, delivery: Option<Delivery>) {
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         w.owed += 1;
         if let Some(spill) = &mut w.spill {
@@ -767,7 +760,9 @@ async fn refill(queue: Arc<ToolQueue>, spool: Arc<Spool>) {
             let found = scanned.records.len();
             let moved = {
                 let mut w = queue.window.lock().unwrap_or_else(|e| e.into_inner());
-                let Window { jobs, bytes, spill, .. } = &mut *w;
+                let Window {
+                    jobs, bytes, spill, ..
+                } = &mut *w;
                 let Some(s) = spill else { break };
                 let moved = scanned.next.is_some_and(|n| n != s.cursor);
                 for (stored, loc) in scanned.records {

@@ -353,8 +353,8 @@ impl Spool {
                         len: head.used as u32,
                     };
                     out.through = out.through.max(head.seq);
-                    let settled = at.segment < self.recovered_below
-                        && acks.acked.contains(&head.seq);
+                    let settled =
+                        at.segment < self.recovered_below && acks.acked.contains(&head.seq);
                     if head.tool == tool.as_bytes() && !settled {
                         if let Frame::Record(stored, _) =
                             record::decode_frame(&buf[pos..pos + head.used])

@@ -65,7 +65,11 @@ pub fn encoded_len(delivery: &Delivery) -> usize {
         Payload::Stdout(line) => n += 4 + line.len(),
         Payload::Http(req) => {
             n += 4 + req.method.len() + 4 + req.url.len() + 4;
-            n += req.headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+            n += req
+                .headers
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>();
             n += 1 + req.body.as_ref().map_or(0, |b| 4 + b.len());
         }
     }
@@ -428,8 +432,20 @@ mod tests {
         encode_frame(&s, &mut buf);
         let head = peek_frame(&buf).unwrap();
         assert_eq!(
-            (head.seq, head.accepted_ms, head.tool, head.event_id, head.used),
-            (42, 1_700_000_000_000, &b"ga4"[..], &b"evt-123456"[..], buf.len())
+            (
+                head.seq,
+                head.accepted_ms,
+                head.tool,
+                head.event_id,
+                head.used
+            ),
+            (
+                42,
+                1_700_000_000_000,
+                &b"ga4"[..],
+                &b"evt-123456"[..],
+                buf.len()
+            )
         );
         assert_eq!(frame_len(&buf), Some(buf.len()));
         let body = encode_body(7, &s.delivery);

@@ -243,11 +243,17 @@ fn scan_all(spool: &Spool, tool: &str, per_read: usize) -> Vec<u64> {
     let mut acks = AckCache::default();
     let mut seqs = Vec::new();
     loop {
-        let got = spool.scan(at, tool, per_read, usize::MAX, &mut acks).unwrap();
+        let got = spool
+            .scan(at, tool, per_read, usize::MAX, &mut acks)
+            .unwrap();
         assert!(got.records.len() <= per_read);
         for (stored, loc) in &got.records {
             assert_eq!(&stored.delivery.tool, tool);
-            assert_eq!(spool.read(*loc).unwrap(), *stored, "its place reads it back");
+            assert_eq!(
+                spool.read(*loc).unwrap(),
+                *stored,
+                "its place reads it back"
+            );
         }
         seqs.extend(got.records.iter().map(|(s, _)| s.seq));
         let next = got.next.unwrap();
@@ -281,7 +287,11 @@ async fn a_reader_finds_a_tools_unsettled_records_in_order_across_segments() {
         .map(|(_, (seq, _))| *seq)
         .collect();
     for per_read in [1, 3, 100] {
-        assert_eq!(scan_all(&spool, "ga4", per_read), ga4, "{per_read} per read");
+        assert_eq!(
+            scan_all(&spool, "ga4", per_read),
+            ga4,
+            "{per_read} per read"
+        );
     }
     assert_eq!(scan_all(&spool, "meta", 2).len(), 7 - 1);
     assert!(scan_all(&spool, "other", 5).is_empty());
@@ -333,8 +343,18 @@ async fn the_sink_hears_of_every_record_in_order_before_the_append_is_answered()
     assert_eq!(
         *heard.lock().unwrap(),
         vec![
-            (placed[0].0, placed[0].1, "ga4".into(), Some("event-000000".into())),
-            (placed[1].0, placed[1].1, "meta".into(), Some("event-000001".into())),
+            (
+                placed[0].0,
+                placed[0].1,
+                "ga4".into(),
+                Some("event-000000".into())
+            ),
+            (
+                placed[1].0,
+                placed[1].1,
+                "meta".into(),
+                Some("event-000001".into())
+            ),
             (plain[0].0, plain[0].1, "ga4".into(), None),
         ]
     );
