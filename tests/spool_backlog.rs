@@ -5,6 +5,10 @@
 //! takes more through the collector while the destination stays down, and
 //! its peak RSS (`VmHWM`) stays within 64 MB; once the destination is back,
 //! the backlog is delivered, oldest first.
+//!
+//! The figures for the README come from the release binary:
+//! `cargo build --release && TAGPROXY_TEST_BIN=$PWD/target/release/tagproxy
+//! cargo nextest run --test spool_backlog --no-capture`.
 
 mod common;
 
@@ -80,7 +84,7 @@ fn seed(spool_dir: &Path, dest: &str, n: usize) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let mut flush = |buf: &mut Vec<u8>, first: u64| {
+    let flush = |buf: &mut Vec<u8>, first: u64| {
         let mut f = File::create(spool_dir.join(format!("{first:020}.seg"))).unwrap();
         f.write_all(record::MAGIC).unwrap();
         f.write_all(buf).unwrap();

@@ -337,8 +337,7 @@ impl Spool {
             // Set once the end was seen with a later segment listed: what
             // is read after that is all this segment will ever hold.
             let mut last_look = false;
-            loop {
-                let Some(file) = &file else { break };
+            while let Some(file) = &file {
                 if buf.is_empty() {
                     buf = vec![0; SCAN_CHUNK];
                 }
