@@ -65,7 +65,7 @@ const REFILL_BELOW: usize = WINDOW_ITEMS / 2;
 /// places: one per [`LIVE_UNIT`] bytes of [`Job::size`] (at least one), so
 /// at most `LIVE_PLACES` deliveries and about `LIVE_PLACES × LIVE_UNIT`
 /// bytes of them.
-const LIVE_PLACES: u32 = 2_048;
+const LIVE_PLACES: u32 = 4_096;
 const LIVE_UNIT: usize = 1_024;
 /// How long delivery waits at start for the config to say how tools batch
 /// (what was recovered from the spool would otherwise go one by one).
