@@ -57,15 +57,15 @@ const MEMORY_QUEUE_BYTES: usize = 8 << 20;
 /// on disk only (nothing of them is kept in memory) and are read back from
 /// the spool's segments when the window has room, so a backlog costs disk,
 /// not memory.
-const WINDOW_ITEMS: usize = 1_024;
-const WINDOW_BYTES: usize = 1 << 20;
+const WINDOW_ITEMS: usize = 512;
+const WINDOW_BYTES: usize = 512 << 10;
 /// The window is refilled from disk once it is down to this many.
 const REFILL_BELOW: usize = WINDOW_ITEMS / 2;
 /// Deliveries per tool being sent or waiting to retry are bounded in
 /// places: one per [`LIVE_UNIT`] bytes of [`Job::size`] (at least one), so
 /// at most `LIVE_PLACES` deliveries and about `LIVE_PLACES × LIVE_UNIT`
 /// bytes of them.
-const LIVE_PLACES: u32 = 4_096;
+const LIVE_PLACES: u32 = 2_048;
 const LIVE_UNIT: usize = 1_024;
 /// How long delivery waits at start for the config to say how tools batch
 /// (what was recovered from the spool would otherwise go one by one).
