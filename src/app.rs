@@ -263,7 +263,7 @@ impl Shared {
             data_dir: loaded.data_dir(),
         };
         // 100 000 ids per generation, rotated at least every 12 h: a retry
-        // within 12–24 h is recognised, in at most ~15 MB.
+        // within 12–24 h is recognised, in at most 4.5 MB (`RecentIds::bytes`).
         let recent_ids = Arc::new(RecentIds::new(
             100_000,
             std::time::Duration::from_secs(12 * 3600),

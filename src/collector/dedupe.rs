@@ -6,8 +6,16 @@
 //! one, and the current one becomes the previous one when it is full or old.
 //! Memory is bounded by `2 × capacity` ids; an id is remembered for at least
 //! one generation's lifetime.
+//!
+//! An id is kept as a 128-bit keyed hash (two SipHash-1-3 with random
+//! keys), not as its text: 16 bytes whatever its length, so the set's size
+//! is known in advance ([`RecentIds::bytes`]). Two ids collide with
+//! negligible odds (about n²/2¹²⁹), and the random keys keep a client from
+//! making them collide on purpose.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,11 +23,12 @@ pub struct RecentIds {
     inner: Mutex<Generations>,
     capacity: usize,
     lifetime: Duration,
+    keys: (RandomState, RandomState),
 }
 
 struct Generations {
-    current: HashSet<String>,
-    previous: HashSet<String>,
+    current: HashSet<u128>,
+    previous: HashSet<u128>,
     started: Instant,
 }
 
@@ -33,29 +42,46 @@ impl RecentIds {
             }),
             capacity,
             lifetime,
+            keys: (RandomState::new(), RandomState::new()),
         }
+    }
+
+    fn digest(&self, id: &str) -> u128 {
+        let hi = self.keys.0.hash_one(id) as u128;
+        let lo = self.keys.1.hash_one(id) as u128;
+        (hi << 64) | lo
+    }
+
+    /// The most memory the set takes, in bytes: two generations of
+    /// `capacity` digests in hash tables (16 bytes and a control byte per
+    /// bucket, buckets a power of two at most 8/7 full).
+    pub fn bytes(&self) -> usize {
+        let buckets = (self.capacity.max(1) * 8 / 7).next_power_of_two();
+        2 * buckets * (16 + 1)
     }
 
     /// Records `id`; `false` when it was already seen (a retry).
     pub fn first_time(&self, id: &str) -> bool {
+        let id = self.digest(id);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.current.contains(id) || g.previous.contains(id) {
+        if g.current.contains(&id) || g.previous.contains(&id) {
             return false;
         }
         if g.current.len() >= self.capacity || g.started.elapsed() >= self.lifetime {
             g.previous = std::mem::take(&mut g.current);
             g.started = Instant::now();
         }
-        g.current.insert(id.to_string());
+        g.current.insert(id);
         true
     }
 
     /// Forgets `id`: its event was not accepted after all (the delivery
     /// queue answered busy), so the client's retry must go through.
     pub fn forget(&self, id: &str) {
+        let id = self.digest(id);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.current.remove(id);
-        g.previous.remove(id);
+        g.current.remove(&id);
+        g.previous.remove(&id);
     }
 }
 
@@ -82,5 +108,20 @@ mod tests {
         assert!(ids.first_time("a"), "forgotten on request");
         let g = ids.inner.lock().unwrap();
         assert!(g.current.len() + g.previous.len() <= 6);
+    }
+
+    #[test]
+    fn a_full_set_stays_within_its_stated_bytes() {
+        let ids = RecentIds::new(100_000, Duration::from_secs(3600));
+        for i in 0..250_000 {
+            assert!(
+                ids.first_time(&format!("{i:064}")),
+                "long ids, all distinct"
+            );
+        }
+        let g = ids.inner.lock().unwrap();
+        let held = (g.current.capacity() + g.previous.capacity()) * 17;
+        assert!(held <= ids.bytes(), "{held} > {}", ids.bytes());
+        assert!(ids.bytes() <= 5 << 20, "{}", ids.bytes());
     }
 }

@@ -54,15 +54,92 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             return resp;
         }
     };
-    let inputs = match wire::parse_batch(&body) {
-        Ok(inputs) => inputs,
+    let https = parts.extensions.get::<crate::proxy::Https>().is_some();
+    let now = now_ms();
+    let Prepared {
+        pending,
+        visitor,
+        instructions,
+        tool_cookies,
+        page_url,
+    } = match prepare(app, &parts.headers, parts.version, https, peer, &body, now) {
+        Ok(prepared) => prepared,
         Err(wire::BadBatch(message)) => {
             tracing::debug!(reason = %message, "collector request rejected: invalid batch");
             return json_error(StatusCode::BAD_REQUEST, &message);
         }
     };
-
     let headers = &parts.headers;
+    let trusted_hop = app.trusted.contains(peer.ip());
+    let count = pending.events;
+    if let Err(resp) = pending.commit(app).await {
+        tracing::debug!("collector request rejected: delivery queue full (503)");
+        return resp;
+    }
+
+    let host = url::Url::parse(&page_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let secure = page_url.starts_with("https:")
+        || https
+        || (trusted_hop && header_str(headers, "x-forwarded-proto").eq_ignore_ascii_case("https"));
+    let domain = cookie_domain(&app.settings.cookie_domain, &host);
+    let body = json!({"ok": true, "events": count, "instructions": instructions});
+    let mut resp = json_response(StatusCode::OK, &body);
+    let tool_cookies = tool_cookies
+        .iter()
+        .filter_map(|c| c.set_cookie_header(domain.as_deref(), secure));
+    for cookie in visitor
+        .tracker
+        .set_cookies(domain.as_deref(), secure)
+        .into_iter()
+        .chain(tool_cookies)
+    {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// A collector request's events, built and fanned out, their deliveries
+/// not yet queued ([`prepare`]).
+pub struct Prepared {
+    pending: Pending,
+    visitor: Visitor,
+    instructions: Vec<Value>,
+    tool_cookies: Vec<ToolCookie>,
+    page_url: String,
+}
+
+impl Prepared {
+    /// The deliveries the events made, in order.
+    pub fn deliveries(&self) -> &[crate::tools::Delivery] {
+        &self.pending.deliveries
+    }
+}
+
+/// The per-event work of a collector request, without its I/O: parses the
+/// batch `body`, judges the visitor (User-Agent, consent, bot score) from
+/// `headers`, and builds, decides and renders every event for every tool
+/// (at `now`, unix ms). Used by [`handle`] and by `benches/event_path.rs`.
+pub fn prepare(
+    app: &App,
+    headers: &HeaderMap,
+    version: http::Version,
+    https: bool,
+    peer: SocketAddr,
+    body: &[u8],
+    now: u64,
+) -> Result<Prepared, wire::BadBatch> {
+    let inputs = wire::parse_batch(body)?;
     let trusted_hop = app.trusted.contains(peer.ip());
     let privacy = &app.privacy;
     let info = RequestInfo {
@@ -77,7 +154,6 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             Map::new()
         },
     };
-    let now = now_ms();
     let tracker = Tracker::from_cookie_header_ms(header_str(headers, "cookie"), now);
     let referer = header_str(headers, "referer").to_string();
     let user_agent = header_str(headers, header::USER_AGENT.as_str());
@@ -85,11 +161,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         .loaded(visitor_ip(&app.trusted, peer.ip(), headers), user_agent);
     let facts = crate::bots::score::Request::of(
         headers,
-        parts.version,
+        version,
         trusted_hop,
         crate::bots::score::Kind::Collector { script_loaded },
     )
-    .over_tls(parts.extensions.get::<crate::proxy::Https>().is_some());
+    .over_tls(https);
     let mut visitor = Visitor::new(app, info, tracker, user_agent, Some(&facts));
 
     let mut instructions: Vec<Value> = Vec::new();
@@ -114,42 +190,13 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         crate::tools::merge_cookies(&mut tool_cookies, out.cookies);
     }
-    let count = pending.events;
-    if let Err(resp) = pending.commit(app).await {
-        tracing::debug!("collector request rejected: delivery queue full (503)");
-        return resp;
-    }
-
-    let host = url::Url::parse(&page_url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .or_else(|| {
-            headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    let secure = page_url.starts_with("https:")
-        || parts.extensions.get::<crate::proxy::Https>().is_some()
-        || (trusted_hop && header_str(headers, "x-forwarded-proto").eq_ignore_ascii_case("https"));
-    let domain = cookie_domain(&app.settings.cookie_domain, &host);
-    let body = json!({"ok": true, "events": count, "instructions": instructions});
-    let mut resp = json_response(StatusCode::OK, &body);
-    let tool_cookies = tool_cookies
-        .iter()
-        .filter_map(|c| c.set_cookie_header(domain.as_deref(), secure));
-    for cookie in visitor
-        .tracker
-        .set_cookies(domain.as_deref(), secure)
-        .into_iter()
-        .chain(tool_cookies)
-    {
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    resp
+    Ok(Prepared {
+        pending,
+        visitor,
+        instructions,
+        tool_cookies,
+        page_url,
+    })
 }
 
 /// The visitor behind a group of events: what its request (the collector)

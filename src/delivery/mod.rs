@@ -46,17 +46,27 @@ use crate::metrics::{Metrics, ToolGauges};
 use crate::tools::guard::Invalid;
 use crate::tools::Delivery;
 use deadletter::{DeadLetter, DeadLetters};
-use spool::{Loc, Spool};
+use spool::{AckCache, Cursor, Loc, Spool};
 
 /// Deliveries a tool may have waiting in memory with the `memory` backend
-/// before the collector answers 503.
+/// before the collector answers 503, and their bytes ([`Job::size`]).
 const MEMORY_QUEUE: usize = 4_096;
-/// With the spool, deliveries past this many per tool wait on disk only
-/// (their place is kept, ~40 bytes each) and are read back when their turn
-/// comes, so a long outage costs disk, not memory.
-const IN_MEMORY_PER_TOOL: usize = 4_096;
-/// Deliveries per tool being sent or waiting to retry.
-const LIVE_PER_TOOL: usize = 4_096;
+const MEMORY_QUEUE_BYTES: usize = 8 << 20;
+/// With the spool, a tool's deliveries wait in memory (its window) up to
+/// this many, and this many bytes ([`Job::size`]); past either, they wait
+/// on disk only (nothing of them is kept in memory) and are read back from
+/// the spool's segments when the window has room, so a backlog costs disk,
+/// not memory.
+const WINDOW_ITEMS: usize = 512;
+const WINDOW_BYTES: usize = 512 << 10;
+/// The window is refilled from disk once it is down to this many.
+const REFILL_BELOW: usize = WINDOW_ITEMS / 2;
+/// Deliveries per tool being sent or waiting to retry are bounded in
+/// places: one per [`LIVE_UNIT`] bytes of [`Job::size`] (at least one), so
+/// at most `LIVE_PLACES` deliveries and about `LIVE_PLACES × LIVE_UNIT`
+/// bytes of them.
+const LIVE_PLACES: u32 = 2_048;
+const LIVE_UNIT: usize = 1_024;
 /// How long delivery waits at start for the config to say how tools batch
 /// (what was recovered from the spool would otherwise go one by one).
 const CONFIG_WAIT: Duration = Duration::from_secs(5);
@@ -83,6 +93,17 @@ pub struct Engine {
     spool_dir: PathBuf,
     /// Sequence numbers for the memory store (the spool numbers its own).
     memory_seq: AtomicU64,
+    /// Where each tool's workers run (queues are also made on the spool's
+    /// writer thread).
+    runtime: tokio::runtime::Handle,
+}
+
+/// A tool's deliveries found in the spool at start.
+struct Backlog {
+    count: u64,
+    first: Loc,
+    first_ms: u64,
+    last: u64,
 }
 
 enum Store {
@@ -129,29 +150,71 @@ pub struct ToolCounters {
     pub dead_lettered: AtomicU64,
 }
 
-/// A delivery owed.
+/// A delivery owed, in memory.
 struct Job {
     seq: u64,
     accepted_ms: u64,
-    body: JobBody,
+    /// What it costs in memory, estimated from its encoded size (its
+    /// source event is parsed JSON in memory, about twice its text).
+    size: usize,
+    delivery: Delivery,
 }
 
-enum JobBody {
-    Loaded(Delivery),
-    /// Only its place in the spool; read back when its turn comes.
-    OnDisk(Loc),
+/// [`Job::size`] of a delivery whose spool record takes `encoded` bytes.
+fn job_size(encoded: usize) -> usize {
+    encoded * 2 + 256
 }
 
 /// One tool's queue.
 struct ToolQueue {
     tool: Arc<str>,
-    pending: Mutex<VecDeque<Job>>,
+    window: Mutex<Window>,
+    /// A job entered the window.
     notify: Notify,
+    /// The window wants reading back from disk ([`refill`]).
+    refill: Notify,
     /// Requests in flight.
     limit: Semaphore,
-    /// Jobs taken from `pending` and not yet settled: seq → accepted_ms.
+    /// Jobs taken from the window and not yet settled: seq → accepted_ms.
     live: Mutex<BTreeMap<u64, u64>>,
     counters: ToolCounters,
+}
+
+/// A tool's deliveries waiting for their turn.
+#[derive(Default)]
+struct Window {
+    /// In memory, in order.
+    jobs: VecDeque<Job>,
+    /// Their [`Job::size`]s added up.
+    bytes: usize,
+    /// Spool: deliveries from here on wait on disk only.
+    spill: Option<Spill>,
+    /// Deliveries not yet done with: in the window, on disk, live.
+    owed: u64,
+}
+
+/// Where a tool's deliveries on disk start.
+struct Spill {
+    /// The first one not read back.
+    cursor: Cursor,
+    /// The highest sequence number left on disk only; once the reader is
+    /// past it, new deliveries go to the window again.
+    last: u64,
+    /// The highest sequence number the reader has passed.
+    through: u64,
+    /// When the oldest one on disk was accepted (unix ms), about.
+    oldest_ms: u64,
+}
+
+impl Window {
+    fn is_full(&self, items: usize, bytes: usize, size: usize) -> bool {
+        self.jobs.len() >= items || (!self.jobs.is_empty() && self.bytes + size > bytes)
+    }
+
+    fn push(&mut self, job: Job) {
+        self.bytes += job.size;
+        self.jobs.push_back(job);
+    }
 }
 
 impl Engine {
@@ -185,21 +248,48 @@ impl Engine {
             max_batch_events: config.batch_max_events.map(|n| n.max(1) as usize),
             configured: tokio::sync::watch::Sender::new(false),
         });
-        let mut recovered = Vec::new();
+        let mut recovered: std::collections::HashMap<String, Backlog> = Default::default();
         let store = match config.backend {
             DeliveryBackend::Memory => Store::Memory,
             DeliveryBackend::Spool => {
-                let (spool, recovery) =
-                    Spool::open(&paths.spool_dir, config.spool_max_bytes, metrics.clone())
-                        .map_err(|e| {
-                            io::Error::new(
-                                e.kind(),
-                                format!("cannot open the spool {}: {e}", paths.spool_dir.display()),
-                            )
-                        })?;
+                // Per tool, only where its backlog starts and how long it is:
+                // the deliveries themselves are read back when their turn
+                // comes.
+                let mut on_pending = |p: spool::Pending<'_>| {
+                    remember_event_id(p.event_id);
+                    match recovered.get_mut(p.tool) {
+                        Some(b) => {
+                            b.count += 1;
+                            b.last = p.seq;
+                        }
+                        None => {
+                            recovered.insert(
+                                p.tool.to_string(),
+                                Backlog {
+                                    count: 1,
+                                    first: p.loc,
+                                    first_ms: p.accepted_ms,
+                                    last: p.seq,
+                                },
+                            );
+                        }
+                    }
+                };
+                let (spool, recovery) = Spool::open_with(
+                    &paths.spool_dir,
+                    config.spool_max_bytes,
+                    metrics.clone(),
+                    &mut on_pending,
+                )
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot open the spool {}: {e}", paths.spool_dir.display()),
+                    )
+                })?;
                 tracing::info!(
                     dir = %paths.spool_dir.display(),
-                    pending = recovery.pending.len(),
+                    pending = recovery.pending_count,
                     segments = recovery.segments,
                     torn_bytes = recovery.torn_bytes,
                     "spool opened"
@@ -214,8 +304,7 @@ impl Engine {
                     tracing::error!(file = %bad, "spool file unreadable");
                 }
                 Metrics::add(&metrics.spool_torn_bytes, recovery.torn_bytes);
-                Metrics::add(&metrics.spool_recovered, recovery.pending.len() as u64);
-                recovered = recovery.pending;
+                Metrics::add(&metrics.spool_recovered, recovery.pending_count);
                 Store::Spool(Arc::new(spool))
             }
             // `start` is not async: connect on this thread, letting the
@@ -233,14 +322,31 @@ impl Engine {
             concurrency: config.concurrency_per_tool as usize,
             spool_dir: paths.spool_dir,
             memory_seq: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::current(),
         });
-        for r in recovered {
-            remember_event_id(&r.event_id);
-            engine.queue(&r.tool).push(Job {
-                seq: r.seq,
-                accepted_ms: r.accepted_ms,
-                body: JobBody::OnDisk(r.loc),
+        if let Store::Spool(spool) = &engine.store {
+            // Every record written from now on enters its tool's window, or
+            // stays on disk only when the window is full, in sequence
+            // order.
+            let weak = Arc::downgrade(&engine);
+            spool.set_sink(Box::new(move |w: spool::Written<'_>| {
+                if let Some(engine) = weak.upgrade() {
+                    engine.written(w);
+                }
+            }));
+        }
+        for (tool, b) in recovered {
+            let queue = engine.queue(&tool);
+            let mut w = queue.window.lock().unwrap_or_else(|e| e.into_inner());
+            w.owed += b.count;
+            w.spill = Some(Spill {
+                cursor: b.first.into(),
+                last: b.last,
+                through: 0,
+                oldest_ms: b.first_ms,
             });
+            drop(w);
+            queue.refill.notify_one();
         }
         let weak = Arc::downgrade(&engine);
         metrics.set_tool_gauges(Box::new(move || {
@@ -271,18 +377,25 @@ impl Engine {
         match &self.store {
             Store::Memory => {
                 for d in &deliveries {
-                    if self.queue(&d.tool).len() >= MEMORY_QUEUE {
+                    if self.queue(&d.tool).memory_full() {
                         Metrics::add(&metrics.deliveries_rejected, n);
                         tracing::warn!(tool = %d.tool, "delivery queue full");
                         return Err(QueueFull);
                     }
                 }
                 for d in deliveries {
-                    self.queue(&d.tool).push(Job {
+                    let size = job_size(spool::record::encoded_len(&d));
+                    let queue = self.queue(&d.tool);
+                    let mut w = queue.window.lock().unwrap_or_else(|e| e.into_inner());
+                    w.owed += 1;
+                    w.push(Job {
                         seq: self.memory_seq.fetch_add(1, Ordering::Relaxed),
                         accepted_ms,
-                        body: JobBody::Loaded(d),
+                        size,
+                        delivery: d,
                     });
+                    drop(w);
+                    queue.notify.notify_one();
                 }
             }
             Store::Spool(spool) => {
@@ -295,26 +408,11 @@ impl Engine {
                     .iter()
                     .map(|d| spool::record::encode_body(accepted_ms, d))
                     .collect();
-                let placed = match spool.append(items).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        Metrics::add(&metrics.deliveries_rejected, n);
-                        tracing::error!(error = %e, "spool write failed; answering 503");
-                        return Err(QueueFull);
-                    }
-                };
-                for (d, (seq, loc)) in deliveries.into_iter().zip(placed) {
-                    let queue = self.queue(&d.tool);
-                    let body = if queue.len() < IN_MEMORY_PER_TOOL {
-                        JobBody::Loaded(d)
-                    } else {
-                        JobBody::OnDisk(loc)
-                    };
-                    queue.push(Job {
-                        seq,
-                        accepted_ms,
-                        body,
-                    });
+                // Written, the deliveries enter their queues (`written`).
+                if let Err(e) = spool.append_deliveries(items, deliveries).await {
+                    Metrics::add(&metrics.deliveries_rejected, n);
+                    tracing::error!(error = %e, "spool write failed; answering 503");
+                    return Err(QueueFull);
                 }
             }
             Store::Nats(nats) => {
@@ -375,7 +473,7 @@ impl Engine {
             Store::Memory => self
                 .queues
                 .iter()
-                .find(|q| q.len() >= MEMORY_QUEUE)
+                .find(|q| q.memory_full())
                 .map(|q| format!("delivery queue of tool {} is full", q.tool)),
             Store::Spool(spool) if spool.has_failed() => {
                 Some("the spool cannot be written".to_string())
@@ -447,8 +545,9 @@ impl Engine {
             .or_insert_with(|| {
                 let q = Arc::new(ToolQueue {
                     tool: Arc::from(tool),
-                    pending: Mutex::new(VecDeque::new()),
+                    window: Mutex::new(Window::default()),
                     notify: Notify::new(),
+                    refill: Notify::new(),
                     limit: Semaphore::new(self.concurrency),
                     live: Mutex::new(BTreeMap::new()),
                     counters: ToolCounters::default(),
@@ -457,7 +556,11 @@ impl Engine {
                     Store::Memory | Store::Nats(_) => None,
                     Store::Spool(s) => Some(s.clone()),
                 };
-                tokio::spawn(run_tool(q.clone(), self.policy.clone(), store));
+                if let Some(spool) = &store {
+                    self.runtime.spawn(refill(q.clone(), spool.clone()));
+                }
+                self.runtime
+                    .spawn(run_tool(q.clone(), self.policy.clone(), store));
                 q
             })
             .clone()
@@ -474,18 +577,21 @@ impl Engine {
             .queues
             .iter()
             .map(|q| {
-                let pending = q.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let (owed, front, spilled) = {
+                    let w = q.window.lock().unwrap_or_else(|e| e.into_inner());
+                    let front = w.jobs.front().map(|j| j.accepted_ms);
+                    (w.owed, front, w.spill.as_ref().map(|s| s.oldest_ms))
+                };
                 let live = q.live.lock().unwrap_or_else(|e| e.into_inner());
-                let oldest = pending
-                    .front()
-                    .map(|j| j.accepted_ms)
+                let oldest = front
                     .into_iter()
+                    .chain(spilled)
                     .chain(live.values().copied())
                     .min();
                 let c = &q.counters;
                 ToolGauges {
                     tool: q.tool.to_string(),
-                    queued: (pending.len() + live.len()) as u64,
+                    queued: owed,
                     oldest_age_s: oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0),
                     attempts: c.attempts.load(Ordering::Relaxed),
                     delivered: c.delivered.load(Ordering::Relaxed),
@@ -505,17 +611,69 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The spool's sink: a record was just written (in sequence order). Its
+    /// delivery enters the tool's window, or, when the window is full or
+    /// deliveries already wait on disk, stays on disk only.
+    fn written(&self, w: spool::Written<'_>) {
+        let Some((accepted_ms, tool)) = spool::record::peek_body(w.body) else {
+            return;
+        };
+        let Ok(tool) = std::str::from_utf8(tool) else {
+            return;
+        };
+        self.queue(tool).offer(
+            w.seq,
+            w.loc,
+            accepted_ms,
+            job_size(w.body.len()),
+            w.delivery,
+        );
+    }
+}
+
 impl ToolQueue {
-    fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    /// With the memory backend: no room for another delivery.
+    fn memory_full(&self) -> bool {
+        let w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        w.jobs.len() >= MEMORY_QUEUE || w.bytes >= MEMORY_QUEUE_BYTES
     }
 
-    fn push(&self, job: Job) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(job);
-        self.notify.notify_one();
+    /// A delivery just written to the spool at `loc` (see
+    /// [`Engine::written`]); `delivery` is `None` when the caller did not
+    /// attach it (it is then read back like any on disk).
+    fn offer(&self, seq: u64, loc: Loc, accepted_ms: u64, size: usize, delivery: Option<Delivery>) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        w.owed += 1;
+        if let Some(spill) = &mut w.spill {
+            spill.last = seq;
+            return;
+        }
+        match delivery {
+            Some(delivery) if !w.is_full(WINDOW_ITEMS, WINDOW_BYTES, size) => {
+                w.push(Job {
+                    seq,
+                    accepted_ms,
+                    size,
+                    delivery,
+                });
+                drop(w);
+                self.notify.notify_one();
+            }
+            _ => {
+                w.spill = Some(Spill {
+                    cursor: loc.into(),
+                    last: seq,
+                    through: 0,
+                    oldest_ms: accepted_ms,
+                });
+                let low = w.jobs.len() < REFILL_BELOW;
+                drop(w);
+                if low {
+                    self.refill.notify_one();
+                }
+            }
+        }
     }
 
     /// Counts `job` as taken and not yet settled.
@@ -536,35 +694,127 @@ impl ToolQueue {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&seq);
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        w.owed = w.owed.saturating_sub(1);
     }
 
+    /// The next job in the window, waiting for one; asks for the window to
+    /// be refilled from disk when it runs low.
     async fn next(&self) -> Job {
         loop {
-            if let Some(job) = self
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
             {
-                return job;
+                let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+                let job = w.jobs.pop_front();
+                if let Some(job) = &job {
+                    w.bytes -= job.size;
+                }
+                if w.spill.is_some() && w.jobs.len() < REFILL_BELOW {
+                    self.refill.notify_one();
+                }
+                if let Some(job) = job {
+                    return job;
+                }
             }
             self.notify.notified().await;
         }
     }
 }
 
-/// Takes a tool's jobs in order and runs each until it is settled, at most
-/// `LIVE_PER_TOOL` at once; each request holds one of the tool's
-/// `concurrency_per_tool` permits only while it is in flight. A tool whose
-/// destination batches has its jobs grouped first ([`gather`]).
+/// Reads a tool's deliveries that wait on disk back into its window, in
+/// order, whenever the window runs low, until none is left on disk only.
+async fn refill(queue: Arc<ToolQueue>, spool: Arc<Spool>) {
+    let mut acks = Some(AckCache::default());
+    loop {
+        queue.refill.notified().await;
+        loop {
+            let (cursor, items, bytes) = {
+                let w = queue.window.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(spill) = &w.spill else { break };
+                if w.jobs.len() >= REFILL_BELOW {
+                    break;
+                }
+                // Sizes on disk: a job costs about twice in memory.
+                let bytes = WINDOW_BYTES.saturating_sub(w.bytes) / 2;
+                (spill.cursor, WINDOW_ITEMS - w.jobs.len(), bytes.max(1))
+            };
+            let (spool2, tool) = (spool.clone(), queue.tool.clone());
+            let mut cache = acks.take().unwrap_or_default();
+            let read = tokio::task::spawn_blocking(move || {
+                let read = spool2.scan(cursor, &tool, items, bytes, &mut cache);
+                (read, cache)
+            })
+            .await;
+            let scanned = match read {
+                Ok((Ok(scanned), cache)) => {
+                    acks = Some(cache);
+                    scanned
+                }
+                Ok((Err(e), cache)) => {
+                    acks = Some(cache);
+                    tracing::error!(error = %e, tool = %queue.tool, "cannot read spooled deliveries back; trying again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(_) => return,
+            };
+            let found = scanned.records.len();
+            let moved = {
+                let mut w = queue.window.lock().unwrap_or_else(|e| e.into_inner());
+                let Window {
+                    jobs, bytes, spill, ..
+                } = &mut *w;
+                let Some(s) = spill else { break };
+                let moved = scanned.next.is_some_and(|n| n != s.cursor);
+                for (stored, loc) in scanned.records {
+                    let size = job_size(loc.len as usize);
+                    *bytes += size;
+                    s.oldest_ms = stored.accepted_ms;
+                    jobs.push_back(Job {
+                        seq: stored.seq,
+                        accepted_ms: stored.accepted_ms,
+                        size,
+                        delivery: stored.delivery,
+                    });
+                }
+                if let Some(next) = scanned.next {
+                    s.cursor = next;
+                }
+                s.through = s.through.max(scanned.through);
+                if s.through >= s.last {
+                    // Read up to the last one left on disk: what is written
+                    // next enters the window.
+                    *spill = None;
+                }
+                moved
+            };
+            if found > 0 {
+                queue.notify.notify_one();
+            }
+            if found == 0 && !moved {
+                // Nothing to read yet (it is being written): look again soon.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Live places a job takes.
+fn places(job: &Job) -> u32 {
+    (1 + job.size / LIVE_UNIT).min(LIVE_PLACES as usize) as u32
+}
+
+/// Takes a tool's jobs in order and runs each until it is settled, within
+/// `LIVE_PLACES` (bounded in items and bytes); each request holds one of the
+/// tool's `concurrency_per_tool` permits only while it is in flight. A tool
+/// whose destination batches has its jobs grouped first ([`gather`]).
 async fn run_tool(queue: Arc<ToolQueue>, policy: Arc<Policy>, spool: Option<Arc<Spool>>) {
-    let live = Arc::new(Semaphore::new(LIVE_PER_TOOL));
+    let live = Arc::new(Semaphore::new(LIVE_PLACES as usize));
     policy.configured().await;
     loop {
-        let Ok(place) = live.clone().acquire_owned().await else {
+        let job = queue.next().await;
+        let Ok(place) = live.clone().acquire_many_owned(places(&job)).await else {
             return;
         };
-        let job = queue.next().await;
         queue.set_live(&job);
         match policy.batching_of(&queue.tool) {
             Some(batching) => {
@@ -574,8 +824,8 @@ async fn run_tool(queue: Arc<ToolQueue>, policy: Arc<Policy>, spool: Option<Arc<
                 let (queue, policy, spool) = (queue.clone(), policy.clone(), spool.clone());
                 tokio::spawn(async move {
                     let seq = job.seq;
-                    let settled = run_job(&queue, &policy, spool.as_ref(), job).await;
-                    queue.finish(seq, settled == Some(true), spool.as_ref());
+                    let settled = run_job(&queue, &policy, job).await;
+                    queue.finish(seq, settled, spool.as_ref());
                     drop(place);
                 });
             }
@@ -583,7 +833,7 @@ async fn run_tool(queue: Arc<ToolQueue>, policy: Arc<Policy>, spool: Option<Arc<
     }
 }
 
-/// A job taken for a batch, loaded, with its place among the live ones.
+/// A job taken for a batch, with its place among the live ones.
 struct Taken {
     seq: u64,
     accepted_ms: u64,
@@ -593,7 +843,7 @@ struct Taken {
 
 /// Groups `first` and whatever else arrives within the linger into batches
 /// by key ([`batch::Grouper`]), starting each batch as it fills and the rest
-/// when the linger is over.
+/// when the linger is over (or when the live places run out).
 async fn gather(
     queue: &Arc<ToolQueue>,
     policy: &Arc<Policy>,
@@ -612,44 +862,43 @@ async fn gather(
     let mut next = Some((first, place));
     loop {
         if let Some((job, place)) = next.take() {
-            let seq = job.seq;
-            match load(queue, spool, job).await {
-                Some((accepted_ms, delivery)) => {
-                    let taken = Taken {
-                        seq,
-                        accepted_ms,
-                        delivery,
-                        _place: place,
-                    };
-                    let key = batch::key_of(&*batching, &taken.delivery);
-                    let size = batch::size_of(&taken.delivery);
-                    let ready = match key {
-                        Some(key) => grouper.add(key, taken, size),
-                        None => Some(vec![taken]),
-                    };
-                    if let Some(ready) = ready {
-                        spawn_batch(queue, policy, spool, &batching, ready);
-                    }
+            let taken = Taken {
+                seq: job.seq,
+                accepted_ms: job.accepted_ms,
+                delivery: job.delivery,
+                _place: place,
+            };
+            let key = batch::key_of(&*batching, &taken.delivery);
+            let size = batch::size_of(&taken.delivery);
+            let ready = match key {
+                Some(key) => grouper.add(key, taken, size),
+                None => Some(vec![taken]),
+            };
+            if let Some(ready) = ready {
+                spawn_batch(queue, policy, spool, &batching, ready);
+            }
+        }
+        // The next job, if one comes within the linger.
+        let Ok(job) = tokio::time::timeout_at(deadline, queue.next()).await else {
+            break;
+        };
+        let want = places(&job);
+        let place = match live.clone().try_acquire_many_owned(want) {
+            Ok(place) => place,
+            Err(_) => {
+                // The live places are taken, some by the batches being
+                // grouped: send those now rather than wait for ourselves.
+                for ready in grouper.drain() {
+                    spawn_batch(queue, policy, spool, &batching, ready);
                 }
-                // Unreadable: left in the spool for a restart to try again.
-                None => queue.finish(seq, false, None),
+                let Ok(place) = live.clone().acquire_many_owned(want).await else {
+                    return;
+                };
+                place
             }
-        }
-        // The next job, if one comes (and has a place) within the linger.
-        let more = tokio::time::timeout_at(deadline, async {
-            let place = live.clone().acquire_owned().await.ok()?;
-            let job = queue.next().await;
-            Some((job, place))
-        })
-        .await;
-        match more {
-            Ok(Some((job, place))) => {
-                queue.set_live(&job);
-                next = Some((job, place));
-            }
-            // No more places (never closed) or the linger is over.
-            Ok(None) | Err(_) => break,
-        }
+        };
+        queue.set_live(&job);
+        next = Some((job, place));
     }
     for ready in grouper.drain() {
         spawn_batch(queue, policy, spool, &batching, ready);
@@ -709,50 +958,22 @@ fn spawn_batch(
     });
 }
 
-/// A job's delivery, read back from the spool when only its place was
-/// kept; `None` when it cannot be read (it stays in the spool).
-async fn load(queue: &ToolQueue, spool: Option<&Arc<Spool>>, job: Job) -> Option<(u64, Delivery)> {
-    match job.body {
-        JobBody::Loaded(d) => Some((job.accepted_ms, d)),
-        JobBody::OnDisk(loc) => {
-            let spool = spool?.clone();
-            match tokio::task::spawn_blocking(move || spool.read(loc))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)))
-            {
-                Ok(stored) => Some((job.accepted_ms, stored.delivery)),
-                Err(e) => {
-                    // Left in the spool: a restart tries to read it again.
-                    tracing::error!(error = %e, tool = %queue.tool, "cannot read a spooled delivery");
-                    None
-                }
-            }
-        }
-    }
-}
-
-/// Runs one job to its end. `Some(true)`: settled.
-async fn run_job(
-    queue: &ToolQueue,
-    policy: &Policy,
-    spool: Option<&Arc<Spool>>,
-    job: Job,
-) -> Option<bool> {
-    let accepted_ms = job.accepted_ms;
-    let (_, delivery) = load(queue, spool, job).await?;
+/// Runs one job to its end: `true` when settled.
+async fn run_job(queue: &ToolQueue, policy: &Policy, job: Job) -> bool {
+    let (accepted_ms, delivery) = (job.accepted_ms, job.delivery);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let next = {
             let Ok(_permit) = queue.limit.acquire().await else {
-                return None;
+                return false;
             };
             policy
                 .attempt(&queue.counters, &delivery, attempt, accepted_ms)
                 .await
         };
         match next {
-            Next::Settled => return Some(true),
+            Next::Settled => return true,
             Next::RetryIn(delay) => tokio::time::sleep(delay).await,
         }
     }

@@ -190,8 +190,12 @@ pub fn free_port() -> u16 {
 /// `tagproxy serving` log line, so parallel tests never race for a port.
 pub const LISTEN_ANY: &str = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"";
 
+/// The binary under test: this build's, or `TAGPROXY_TEST_BIN` (say, a
+/// release build, for the memory figures of tests/spool_backlog.rs).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_tagproxy"))
+    std::env::var_os("TAGPROXY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tagproxy")))
 }
 
 /// Writes `text` as a config file in a fresh temp dir.

@@ -18,18 +18,19 @@
 
 pub mod record;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
+use crate::tools::Delivery;
 use record::{Frame, Stored};
 
 /// A segment is sealed and a new one started past this size.
@@ -47,6 +48,32 @@ pub struct Loc {
     pub len: u32,
 }
 
+/// A pending delivery found at start-up, as [`Spool::open_with`] reports it
+/// (borrowed from the segment being read: nothing is kept per delivery).
+#[derive(Debug, Clone, Copy)]
+pub struct Pending<'a> {
+    pub seq: u64,
+    pub accepted_ms: u64,
+    pub tool: &'a str,
+    pub event_id: &'a str,
+    pub loc: Loc,
+}
+
+/// A record just written (fsynced), as the sink ([`Spool::set_sink`]) is
+/// told about it, in sequence order, before its append is answered.
+pub struct Written<'a> {
+    pub seq: u64,
+    pub loc: Loc,
+    /// The record body ([`record::encode_body`]).
+    pub body: &'a [u8],
+    /// The delivery the body encodes, when the caller attached it
+    /// ([`Spool::append_deliveries`]).
+    pub delivery: Option<Delivery>,
+}
+
+/// What is told about every record written.
+pub type Sink = Box<dyn Fn(Written<'_>) + Send + Sync>;
+
 /// A pending delivery found at start-up.
 #[derive(Debug, Clone)]
 pub struct Recovered {
@@ -61,7 +88,11 @@ pub struct Recovered {
 /// What recovery found, for the start-up log.
 #[derive(Debug, Default)]
 pub struct Recovery {
+    /// Every pending delivery ([`Spool::open`] only; [`Spool::open_with`]
+    /// reports them one by one and leaves this empty).
     pub pending: Vec<Recovered>,
+    /// How many deliveries are pending.
+    pub pending_count: u64,
     pub segments: usize,
     /// Bytes cut off torn segment tails (a crash during a write that was
     /// therefore never acknowledged).
@@ -70,12 +101,18 @@ pub struct Recovery {
     pub unreadable: Vec<String>,
 }
 
-/// One caller's deliveries and where to send their places.
-type PendingAppend = (Vec<Vec<u8>>, oneshot::Sender<io::Result<Vec<(u64, Loc)>>>);
+/// One caller's records, the deliveries they encode (if attached), and
+/// where to send their places.
+type PendingAppend = (
+    Vec<Vec<u8>>,
+    Vec<Delivery>,
+    oneshot::Sender<io::Result<Vec<(u64, Loc)>>>,
+);
 
 enum Command {
     Append {
         items: Vec<Vec<u8>>,
+        attached: Vec<Delivery>,
         reply: oneshot::Sender<io::Result<Vec<(u64, Loc)>>>,
     },
     Ack(u64),
@@ -94,6 +131,48 @@ pub struct Spool {
     bytes: Arc<AtomicU64>,
     max_bytes: u64,
     failed: Arc<AtomicBool>,
+    /// The segments on disk (first sequence numbers), for [`Spool::scan`].
+    segments: Arc<Mutex<BTreeSet<u64>>>,
+    /// Sequence numbers below this were written by an earlier run: only
+    /// their segments can hold acks past a reader's position.
+    recovered_below: u64,
+    sink: Arc<OnceLock<Sink>>,
+}
+
+/// Where [`Spool::scan`] goes on from: a record's place in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+impl From<Loc> for Cursor {
+    fn from(loc: Loc) -> Cursor {
+        Cursor {
+            segment: loc.segment,
+            offset: loc.offset,
+        }
+    }
+}
+
+/// What one [`Spool::scan`] read.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// The tool's unsettled records, in order, with their places.
+    pub records: Vec<(Stored, Loc)>,
+    /// Encoded bytes of `records`.
+    pub bytes: usize,
+    /// Where the next scan starts.
+    pub next: Option<Cursor>,
+    /// The highest sequence number read (any tool's), 0 when none.
+    pub through: u64,
+}
+
+/// A reader's cache of one recovered segment's acks ([`Spool::scan`]).
+#[derive(Debug, Default)]
+pub struct AckCache {
+    segment: Option<u64>,
+    acked: HashSet<u64>,
 }
 
 impl Spool {
@@ -104,8 +183,35 @@ impl Spool {
         max_bytes: u64,
         metrics: Arc<Metrics>,
     ) -> io::Result<(Spool, Recovery)> {
+        let mut pending = Vec::new();
+        let mut tools: HashMap<String, Arc<str>> = HashMap::new();
+        let (spool, mut recovery) = Self::open_with(dir, max_bytes, metrics, &mut |p| {
+            let tool = tools
+                .entry(p.tool.to_string())
+                .or_insert_with(|| Arc::from(p.tool))
+                .clone();
+            pending.push(Recovered {
+                seq: p.seq,
+                accepted_ms: p.accepted_ms,
+                tool,
+                event_id: p.event_id.to_string(),
+                loc: p.loc,
+            });
+        })?;
+        recovery.pending = pending;
+        Ok((spool, recovery))
+    }
+
+    /// [`Spool::open`], telling `on_pending` about each pending delivery
+    /// instead of listing them (a backlog of millions costs no memory).
+    pub fn open_with(
+        dir: &Path,
+        max_bytes: u64,
+        metrics: Arc<Metrics>,
+        on_pending: &mut dyn FnMut(Pending<'_>),
+    ) -> io::Result<(Spool, Recovery)> {
         fs::create_dir_all(dir)?;
-        let (segments, recovery) = recover(dir)?;
+        let (segments, recovery) = recover(dir, on_pending)?;
         let next_seq = segments
             .values()
             .map(|s| s.next_seq)
@@ -114,7 +220,11 @@ impl Spool {
             .max(1);
         let bytes = Arc::new(AtomicU64::new(segments.values().map(|s| s.bytes).sum()));
         let failed = Arc::new(AtomicBool::new(false));
+        let listed = Arc::new(Mutex::new(segments.keys().copied().collect()));
+        let sink: Arc<OnceLock<Sink>> = Arc::default();
         let mut writer = Writer {
+            listed: listed.clone(),
+            sink: sink.clone(),
             dir: dir.to_path_buf(),
             segments,
             active: None,
@@ -141,6 +251,9 @@ impl Spool {
                 bytes,
                 max_bytes,
                 failed,
+                segments: listed,
+                recovered_below: next_seq,
+                sink,
             },
             recovery,
         ))
@@ -149,12 +262,152 @@ impl Spool {
     /// Writes records (from [`record::encode_body`]) durably; returns each
     /// one's sequence number and place, in order.
     pub async fn append(&self, items: Vec<Vec<u8>>) -> io::Result<Vec<(u64, Loc)>> {
+        self.append_deliveries(items, Vec::new()).await
+    }
+
+    /// [`Spool::append`], handing each record's delivery (`attached`, in
+    /// the same order, or empty) to the sink once it is written, so the
+    /// sink need not decode what it was just given.
+    pub async fn append_deliveries(
+        &self,
+        items: Vec<Vec<u8>>,
+        attached: Vec<Delivery>,
+    ) -> io::Result<Vec<(u64, Loc)>> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Append { items, reply })
+            .send(Command::Append {
+                items,
+                attached,
+                reply,
+            })
             .map_err(|_| io::Error::other("the spool writer has stopped"))?;
         rx.await
             .map_err(|_| io::Error::other("the spool writer has stopped"))?
+    }
+
+    /// Tells `sink` about every record written from now on, in sequence
+    /// order, on the writer thread, after its fsync and before its append
+    /// is answered (so it must be quick). Set once; later calls are
+    /// ignored.
+    pub fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Reads on from `from`: the unsettled records of `tool` (at most
+    /// `max_items`, and past `max_bytes` of them no more; at least one when
+    /// there is one), skipping other tools'. Blocking. Stops at the end of
+    /// what is written so far. A record written by this run is never
+    /// settled before a reader has read it, so only segments of earlier
+    /// runs have their acks consulted (`acks` keeps the current one's).
+    pub fn scan(
+        &self,
+        from: Cursor,
+        tool: &str,
+        max_items: usize,
+        max_bytes: usize,
+        acks: &mut AckCache,
+    ) -> io::Result<Scanned> {
+        let mut out = Scanned::default();
+        let mut at = from;
+        let next_segment = |after: u64| {
+            self.segments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .range(after + 1..)
+                .next()
+                .copied()
+        };
+        'segments: loop {
+            let file = match File::open(segment_path(&self.dir, at.segment)) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            if at.offset < record::MAGIC.len() as u64 {
+                at.offset = record::MAGIC.len() as u64;
+            }
+            if at.segment < self.recovered_below && acks.segment != Some(at.segment) {
+                acks.acked = match fs::read(ack_path(&self.dir, at.segment)) {
+                    Ok(bytes) => record::decode_acks(&bytes).collect(),
+                    Err(_) => HashSet::new(),
+                };
+                acks.segment = Some(at.segment);
+            }
+            let mut buf = Vec::new();
+            // Set once the end was seen with a later segment listed: what
+            // is read after that is all this segment will ever hold.
+            let mut last_look = false;
+            while let Some(file) = &file {
+                if buf.is_empty() {
+                    buf = vec![0; SCAN_CHUNK];
+                }
+                let got = read_at_most(file, &mut buf, at.offset)?;
+                let mut pos = 0;
+                let mut progressed = false;
+                while let Some(head) = record::peek_frame(&buf[pos..got]) {
+                    progressed = true;
+                    let loc = Loc {
+                        segment: at.segment,
+                        offset: at.offset + pos as u64,
+                        len: head.used as u32,
+                    };
+                    out.through = out.through.max(head.seq);
+                    let settled =
+                        at.segment < self.recovered_below && acks.acked.contains(&head.seq);
+                    if head.tool == tool.as_bytes() && !settled {
+                        if let Frame::Record(stored, _) =
+                            record::decode_frame(&buf[pos..pos + head.used])
+                        {
+                            out.bytes += head.used;
+                            out.records.push((stored, loc));
+                        }
+                    }
+                    pos += head.used;
+                    if out.records.len() >= max_items || out.bytes >= max_bytes {
+                        out.next = Some(Cursor {
+                            segment: at.segment,
+                            offset: at.offset + pos as u64,
+                        });
+                        return Ok(out);
+                    }
+                }
+                at.offset += pos as u64;
+                if progressed {
+                    continue;
+                }
+                // A frame longer than the buffer: read it whole.
+                if let Some(need) = record::frame_len(&buf[..got]) {
+                    if got == buf.len() && need > buf.len() {
+                        buf = vec![0; need];
+                        continue;
+                    }
+                }
+                // The end of what this segment holds now (or a torn tail).
+                if last_look {
+                    break;
+                }
+                if next_segment(at.segment).is_none() {
+                    out.next = Some(at);
+                    return Ok(out);
+                }
+                // A later segment exists, so this one was sealed: look
+                // once more, as what was being written then is whole now.
+                last_look = true;
+            }
+            match next_segment(at.segment) {
+                Some(next) => {
+                    at = Cursor {
+                        segment: next,
+                        offset: 0,
+                    };
+                    continue 'segments;
+                }
+                None => {
+                    out.next = Some(at);
+                    return Ok(out);
+                }
+            }
+        }
     }
 
     /// Marks a delivery settled. Not synced: see the module doc.
@@ -209,6 +462,23 @@ impl Spool {
     }
 }
 
+/// Bytes a reader takes from a segment at a time.
+const SCAN_CHUNK: usize = 256 << 10;
+
+/// Fills `buf` from `offset` as far as the file goes; the bytes read.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("{first_seq:020}.seg"))
 }
@@ -240,6 +510,9 @@ struct Active {
 /// Owns the files; runs on its own thread.
 struct Writer {
     dir: PathBuf,
+    /// Shared with readers: the segments on disk.
+    listed: Arc<Mutex<BTreeSet<u64>>>,
+    sink: Arc<OnceLock<Sink>>,
     segments: BTreeMap<u64, Segment>,
     active: Option<Active>,
     next_seq: u64,
@@ -258,7 +531,11 @@ impl Writer {
             let mut acks = Vec::new();
             let mut flushes = Vec::new();
             let mut take = |cmd, appends: &mut Vec<PendingAppend>| match cmd {
-                Command::Append { items, reply } => appends.push((items, reply)),
+                Command::Append {
+                    items,
+                    attached,
+                    reply,
+                } => appends.push((items, attached, reply)),
                 Command::Ack(seq) => acks.push(seq),
                 Command::Flush(tx) => flushes.push(tx),
                 #[cfg(test)]
@@ -315,7 +592,7 @@ impl Writer {
             let mut buf = Vec::with_capacity(64 * 1024);
             let mut placed = Vec::with_capacity(appends.len());
             let mut seq = self.next_seq;
-            for (items, _) in &appends {
+            for (items, _, _) in &appends {
                 let mut locs = Vec::with_capacity(items.len());
                 for body in items {
                     let offset = active.len + buf.len() as u64;
@@ -348,7 +625,19 @@ impl Writer {
         });
         match result {
             Ok(placed) => {
-                for ((_, reply), locs) in appends.into_iter().zip(placed) {
+                let sink = self.sink.get();
+                for ((items, attached, reply), locs) in appends.into_iter().zip(placed) {
+                    if let Some(sink) = sink {
+                        let mut attached = attached.into_iter();
+                        for (body, &(seq, loc)) in items.iter().zip(&locs) {
+                            sink(Written {
+                                seq,
+                                loc,
+                                body,
+                                delivery: attached.next(),
+                            });
+                        }
+                    }
                     let _ = reply.send(Ok(locs));
                 }
                 if self.active.as_ref().is_some_and(|a| a.len >= SEGMENT_BYTES) {
@@ -359,7 +648,7 @@ impl Writer {
                 tracing::error!(error = %e, "spool write failed; the collector answers 503 for these events");
                 // What was written may be partial: start a fresh segment.
                 self.seal();
-                for (_, reply) in appends {
+                for (_, _, reply) in appends {
                     let _ = reply.send(Err(io::Error::new(e.kind(), e.to_string())));
                 }
             }
@@ -387,6 +676,10 @@ impl Writer {
         // The new file's name must be durable too.
         File::open(&self.dir)?.sync_all()?;
         let len = record::MAGIC.len() as u64;
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(first_seq);
         self.segments.insert(
             first_seq,
             Segment {
@@ -480,6 +773,10 @@ impl Writer {
                         }
                     })
                 });
+            self.listed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&first);
             match removed {
                 Ok(()) => {
                     self.bytes.fetch_sub(
@@ -497,7 +794,10 @@ impl Writer {
 
 /// Reads every segment and ack file: the deliveries still owed, with torn
 /// tails cut off.
-fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
+fn recover(
+    dir: &Path,
+    on_pending: &mut dyn FnMut(Pending<'_>),
+) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
     let mut firsts = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -525,7 +825,6 @@ fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
     }
     let mut segments = BTreeMap::new();
     let mut recovery = Recovery::default();
-    let mut tools: HashMap<String, Arc<str>> = HashMap::new();
     for first in firsts {
         let path = segment_path(dir, first);
         let mut data = Vec::new();
@@ -533,7 +832,7 @@ fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
             recovery.unreadable.push(format!("{}: {e}", path.display()));
             continue;
         }
-        let acked: std::collections::HashSet<u64> = match fs::read(ack_path(dir, first)) {
+        let acked: HashSet<u64> = match fs::read(ack_path(dir, first)) {
             Ok(bytes) => record::decode_acks(&bytes).collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
             Err(e) => {
@@ -556,20 +855,18 @@ fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
         let mut live = 0;
         let mut next_seq = first;
         while offset < data.len() {
-            match record::decode_frame(&data[offset..]) {
-                Frame::Record(stored, used) => {
-                    next_seq = next_seq.max(stored.seq + 1);
-                    if !acked.contains(&stored.seq) {
+            match record::peek_frame(&data[offset..]) {
+                Some(head) => {
+                    let used = head.used;
+                    next_seq = next_seq.max(head.seq + 1);
+                    if !acked.contains(&head.seq) {
                         live += 1;
-                        let tool = tools
-                            .entry(stored.delivery.tool.clone())
-                            .or_insert_with(|| Arc::from(stored.delivery.tool.as_str()))
-                            .clone();
-                        recovery.pending.push(Recovered {
-                            seq: stored.seq,
-                            accepted_ms: stored.accepted_ms,
-                            tool,
-                            event_id: stored.delivery.event_id,
+                        recovery.pending_count += 1;
+                        on_pending(Pending {
+                            seq: head.seq,
+                            accepted_ms: head.accepted_ms,
+                            tool: std::str::from_utf8(head.tool).unwrap_or_default(),
+                            event_id: std::str::from_utf8(head.event_id).unwrap_or_default(),
                             loc: Loc {
                                 segment: first,
                                 offset: offset as u64,
@@ -579,7 +876,7 @@ fn recover(dir: &Path) -> io::Result<(BTreeMap<u64, Segment>, Recovery)> {
                     }
                     offset += used;
                 }
-                Frame::Torn => {
+                None => {
                     // The write that was torn was never fsynced, so never
                     // answered 200: cut it off and go on.
                     let cut = (data.len() - offset) as u64;

@@ -48,6 +48,43 @@ pub fn encode_body(accepted_ms: u64, delivery: &Delivery) -> Vec<u8> {
     out
 }
 
+/// The length [`encode_body`] would give `delivery`, without building it.
+pub fn encoded_len(delivery: &Delivery) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = 8 + 4 + delivery.tool.len() + 4 + delivery.event_id.len() + 1;
+    match &delivery.payload {
+        Payload::Stdout(line) => n += 4 + line.len(),
+        Payload::Http(req) => {
+            n += 4 + req.method.len() + 4 + req.url.len() + 4;
+            n += req
+                .headers
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>();
+            n += 1 + req.body.as_ref().map_or(0, |b| 4 + b.len());
+        }
+    }
+    if delivery.source.is_some() || !delivery.secrets.is_empty() {
+        let mut count = Count(0);
+        let extra = ExtraRef {
+            source: &delivery.source,
+            secrets: &delivery.secrets,
+        };
+        let _ = serde_json::to_writer(&mut count, &extra);
+        n += 4 + count.0;
+    }
+    n
+}
+
 /// Appends the frame of record `seq` with `body` (from [`encode_body`]).
 pub fn frame(seq: u64, body: &[u8], out: &mut Vec<u8>) {
     let seq = seq.to_le_bytes();
@@ -87,6 +124,62 @@ pub fn decode_frame(buf: &[u8]) -> Frame {
         Some(stored) => Frame::Record(stored, FRAME_HEADER + len),
         None => Frame::Torn,
     }
+}
+
+/// The head of a valid frame, read without decoding the delivery: enough to
+/// tell whose it is and to skip it. `None`: torn (as [`decode_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub seq: u64,
+    pub accepted_ms: u64,
+    pub tool: &'a [u8],
+    pub event_id: &'a [u8],
+    /// Bytes of the whole frame.
+    pub used: usize,
+}
+
+/// The head of the frame at the start of `buf` (checksum verified), or
+/// `None` when it is torn or too short.
+pub fn peek_frame(buf: &[u8]) -> Option<Head<'_>> {
+    if buf.len() < FRAME_HEADER {
+        return None;
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    if len > MAX_RECORD || buf.len() < FRAME_HEADER + len {
+        return None;
+    }
+    let payload = &buf[FRAME_HEADER..FRAME_HEADER + len];
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let mut r = Reader(payload);
+    let seq = r.u64()?;
+    let accepted_ms = r.u64()?;
+    let tool = r.bytes()?;
+    let event_id = r.bytes()?;
+    Some(Head {
+        seq,
+        accepted_ms,
+        tool,
+        event_id,
+        used: FRAME_HEADER + len,
+    })
+}
+
+/// The frame length a buffer starting at a frame needs to hold it whole,
+/// when its header is there (`None`: fewer than 8 bytes, or a length no
+/// record can have).
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let len = u32::from_le_bytes(buf.get(0..4)?.try_into().unwrap()) as usize;
+    (len <= MAX_RECORD).then_some(FRAME_HEADER + len)
+}
+
+/// `accepted_ms` and the tool id of a record body from [`encode_body`].
+pub fn peek_body(body: &[u8]) -> Option<(u64, &[u8])> {
+    let mut r = Reader(body);
+    let accepted_ms = r.u64()?;
+    Some((accepted_ms, r.bytes()?))
 }
 
 pub fn encode_ack(seq: u64, out: &mut Vec<u8>) {
@@ -137,12 +230,25 @@ fn encode_rest(accepted_ms: u64, delivery: &Delivery, out: &mut Vec<u8>) {
     // Optional tail, absent in records of older versions: the delivery's
     // source and secrets (what a dead letter needs), as JSON.
     if delivery.source.is_some() || !delivery.secrets.is_empty() {
-        let extra = Extra {
-            source: delivery.source.clone(),
-            secrets: delivery.secrets.clone(),
+        // Length first, then the JSON written in place (no copy of the
+        // source event, no second buffer).
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let extra = ExtraRef {
+            source: &delivery.source,
+            secrets: &delivery.secrets,
         };
-        put_bytes(out, &serde_json::to_vec(&extra).expect("JSON serializes"));
+        serde_json::to_writer(&mut *out, &extra).expect("JSON serializes");
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
+}
+
+/// [`Extra`], borrowed.
+#[derive(serde::Serialize)]
+struct ExtraRef<'a> {
+    source: &'a Option<Box<Source>>,
+    secrets: &'a Vec<String>,
 }
 
 /// The optional tail of a record.
@@ -316,6 +422,36 @@ mod tests {
                 !matches!(decode_frame(&bad), Frame::Record(ref s, _) if *s == http(Some(b"{\"a\":1}".to_vec()))),
                 "flip at {i}"
             );
+        }
+    }
+
+    #[test]
+    fn heads_match_full_decoding_and_torn_frames_have_none() {
+        let s = http(Some(b"{}".to_vec()));
+        let mut buf = Vec::new();
+        encode_frame(&s, &mut buf);
+        let head = peek_frame(&buf).unwrap();
+        assert_eq!(
+            (
+                head.seq,
+                head.accepted_ms,
+                head.tool,
+                head.event_id,
+                head.used
+            ),
+            (
+                42,
+                1_700_000_000_000,
+                &b"ga4"[..],
+                &b"evt-123456"[..],
+                buf.len()
+            )
+        );
+        assert_eq!(frame_len(&buf), Some(buf.len()));
+        let body = encode_body(7, &s.delivery);
+        assert_eq!(peek_body(&body), Some((7, &b"ga4"[..])));
+        for cut in 0..buf.len() {
+            assert_eq!(peek_frame(&buf[..cut]), None, "cut at {cut}");
         }
     }
 

@@ -181,7 +181,14 @@ async fn appends_queued_during_a_commit_share_exactly_one_fsync() {
         .map(|i| {
             let (reply, rx) = oneshot::channel();
             let items = vec![record::encode_body(0, &delivery(i))];
-            spool.tx.send(Command::Append { items, reply }).unwrap();
+            spool
+                .tx
+                .send(Command::Append {
+                    items,
+                    attached: Vec::new(),
+                    reply,
+                })
+                .unwrap();
             rx
         })
         .collect();
@@ -223,4 +230,132 @@ async fn a_drained_spool_at_its_limit_shrinks_back() {
         .append(vec![record::encode_body(0, &delivery(9))])
         .await
         .unwrap();
+}
+
+/// Every record of `tool` a reader finds from the start of the spool, a
+/// few at a time (as the delivery engine refills a window).
+fn scan_all(spool: &Spool, tool: &str, per_read: usize) -> Vec<u64> {
+    let first = *spool.segments.lock().unwrap().iter().next().unwrap();
+    let mut at = Cursor {
+        segment: first,
+        offset: 0,
+    };
+    let mut acks = AckCache::default();
+    let mut seqs = Vec::new();
+    loop {
+        let got = spool
+            .scan(at, tool, per_read, usize::MAX, &mut acks)
+            .unwrap();
+        assert!(got.records.len() <= per_read);
+        for (stored, loc) in &got.records {
+            assert_eq!(&stored.delivery.tool, tool);
+            assert_eq!(
+                spool.read(*loc).unwrap(),
+                *stored,
+                "its place reads it back"
+            );
+        }
+        seqs.extend(got.records.iter().map(|(s, _)| s.seq));
+        let next = got.next.unwrap();
+        if got.records.is_empty() && next == at {
+            return seqs;
+        }
+        at = next;
+    }
+}
+
+#[tokio::test]
+async fn a_reader_finds_a_tools_unsettled_records_in_order_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let first = spool.append(bodies(0..10)).await.unwrap();
+    // Settled before the restart: never read back.
+    spool.ack(first[2].0);
+    spool.ack(first[5].0);
+    spool.flush().await;
+    drop(spool);
+    // A restart starts a second segment.
+    let (spool, recovery) = open(dir.path());
+    assert_eq!(recovery.pending_count, 8);
+    let second = spool.append(bodies(10..15)).await.unwrap();
+    assert_eq!(spool.segments.lock().unwrap().len(), 2);
+    let ga4: Vec<u64> = first
+        .iter()
+        .chain(&second)
+        .enumerate()
+        .filter(|(i, (seq, _))| i % 2 == 0 && *seq != first[2].0)
+        .map(|(_, (seq, _))| *seq)
+        .collect();
+    for per_read in [1, 3, 100] {
+        assert_eq!(
+            scan_all(&spool, "ga4", per_read),
+            ga4,
+            "{per_read} per read"
+        );
+    }
+    assert_eq!(scan_all(&spool, "meta", 2).len(), 7 - 1);
+    assert!(scan_all(&spool, "other", 5).is_empty());
+}
+
+#[tokio::test]
+async fn a_reader_at_the_end_sees_what_is_written_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let placed = spool.append(bodies(0..2)).await.unwrap();
+    let mut acks = AckCache::default();
+    let got = spool
+        .scan(placed[0].1.into(), "ga4", 10, usize::MAX, &mut acks)
+        .unwrap();
+    assert_eq!(got.records.len(), 1);
+    assert_eq!(got.through, placed[1].0);
+    let end = got.next.unwrap();
+    let nothing = spool.scan(end, "ga4", 10, usize::MAX, &mut acks).unwrap();
+    assert!(nothing.records.is_empty());
+    assert_eq!(nothing.next, Some(end));
+    let more = spool.append(bodies(2..4)).await.unwrap();
+    let got = spool.scan(end, "ga4", 10, usize::MAX, &mut acks).unwrap();
+    assert_eq!(
+        got.records.iter().map(|(s, _)| s.seq).collect::<Vec<_>>(),
+        vec![more[0].0]
+    );
+}
+
+#[tokio::test]
+async fn the_sink_hears_of_every_record_in_order_before_the_append_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    spool.set_sink(Box::new(move |w: Written<'_>| {
+        let (_, tool) = record::peek_body(w.body).unwrap();
+        log.lock().unwrap().push((
+            w.seq,
+            w.loc,
+            String::from_utf8(tool.to_vec()).unwrap(),
+            w.delivery.map(|d| d.event_id),
+        ));
+    }));
+    let placed = spool
+        .append_deliveries(bodies(0..2), vec![delivery(0), delivery(1)])
+        .await
+        .unwrap();
+    let plain = spool.append(bodies(2..3)).await.unwrap();
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![
+            (
+                placed[0].0,
+                placed[0].1,
+                "ga4".into(),
+                Some("event-000000".into())
+            ),
+            (
+                placed[1].0,
+                placed[1].1,
+                "meta".into(),
+                Some("event-000001".into())
+            ),
+            (plain[0].0, plain[0].1, "ga4".into(), None),
+        ]
+    );
 }
