@@ -142,7 +142,7 @@ pub struct DeliveryEntry {
     pub action: String,
     /// Which of the action's requests (from 0).
     pub part: usize,
-    pub request: RequestView,
+    pub request: RequestSource,
     /// `queued`, `retrying`, `delivered` or `dead_lettered`.
     pub state: String,
     pub attempts: Vec<AttemptEntry>,
@@ -151,6 +151,55 @@ pub struct DeliveryEntry {
     pub error: Option<String>,
     #[serde(skip)]
     action_index: Option<usize>,
+}
+
+/// A delivery's request as it was built, shown (through [`request_view`],
+/// redacted) only when the record is read. Redacting every request of every
+/// event was about a quarter of the per-event work in the collector's
+/// profile (issue 14), and most records are never looked at.
+#[derive(Debug, Clone)]
+pub struct RequestSource(Arc<Delivery>);
+
+impl RequestSource {
+    fn of(d: &Delivery) -> RequestSource {
+        // Without its source (the whole event, not shown) the copy is cheap.
+        RequestSource(Arc::new(Delivery {
+            tool: d.tool.clone(),
+            event_id: d.event_id.clone(),
+            payload: d.payload.clone(),
+            source: None,
+            secrets: d.secrets.clone(),
+        }))
+    }
+
+    /// The view: what serializing this shows.
+    pub fn view(&self) -> RequestView {
+        request_view(&self.0)
+    }
+
+    /// An upper bound of the view's JSON size in bytes, without building
+    /// it (redaction only shortens; the body is cut at [`MAX_REQUEST_BODY`]).
+    fn size(&self) -> usize {
+        match &self.0.payload {
+            Payload::Stdout(line) => 40 + 2 * line.len().min(MAX_REQUEST_BODY),
+            Payload::Http(req) => {
+                let headers: usize = req.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+                let body = req
+                    .body
+                    .as_ref()
+                    .map_or(0, |b| b.len().min(MAX_REQUEST_BODY));
+                // Redaction may lengthen a short value (`[personal data]`);
+                // JSON escaping can double a body. Count each twice.
+                60 + 2 * (req.method.len() + req.url.len() + headers + body)
+            }
+        }
+    }
+}
+
+impl Serialize for RequestSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(serializer)
+    }
 }
 
 /// A request as the trail shows it.
@@ -331,14 +380,16 @@ impl Record {
         let mut system = event.system.clone();
         redact(&mut properties, secrets);
         redact(&mut system, secrets);
+        let (properties, system) = (capped(properties), capped(system));
+        let known = properties.1 + system.1;
         let mut record = Record {
             seq: 0,
             id: event.id.clone(),
             arrived_ms: crate::event::now_ms(),
             kind: format!("{:?}", event.kind).to_ascii_lowercase(),
             name: event.name.clone(),
-            properties: capped(properties),
-            system: capped(system),
+            properties: properties.0,
+            system: system.0,
             dropped,
             triggers: trace.triggers,
             actions,
@@ -347,13 +398,43 @@ impl Record {
             visitor: event.identity.client_id.clone(),
             bytes: 0,
         };
-        record.settle_outcome();
+        record.set_outcome();
+        record.bytes = known + record.other_bytes();
         record
     }
 
-    fn settle_outcome(&mut self) {
-        self.set_outcome();
-        self.bytes = serde_json::to_vec(self).map_or(0, |v| v.len());
+    /// The JSON size of everything but the properties, estimated from above
+    /// without serializing (that, with the requests' redaction, is what
+    /// the trail no longer does per event).
+    fn other_bytes(&self) -> usize {
+        let names = |v: &[String]| v.iter().map(|t| t.len() + 4).sum::<usize>();
+        let actions: usize = self
+            .actions
+            .iter()
+            .map(|a| {
+                120 + a.tool.len()
+                    + a.action.len()
+                    + a.blocked.as_ref().map_or(0, String::len)
+                    + a.by.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let deliveries: usize = self
+            .deliveries
+            .iter()
+            .map(|d| {
+                120 + d.tool.len()
+                    + d.action.len()
+                    + d.request.size()
+                    + d.error.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        200 + self.id.len()
+            + self.name.len()
+            + self.visitor.len()
+            + self.dropped.as_ref().map_or(0, String::len)
+            + names(&self.triggers)
+            + actions
+            + deliveries
     }
 
     fn set_outcome(&mut self) {
@@ -381,7 +462,7 @@ impl DeliveryEntry {
             tool: d.tool.clone(),
             action: action_name(d),
             part: d.source.as_ref().map_or(0, |s| s.part),
-            request: request_view(d),
+            request: RequestSource::of(d),
             state: state.into(),
             attempts: Vec::new(),
             error,
@@ -491,14 +572,16 @@ fn personal(value: &mut Value, key: &str) {
     }
 }
 
-fn capped(value: Value) -> Value {
+/// `value`, or `{"truncated": <bytes>}` when its JSON is over
+/// [`MAX_PROPERTIES_BYTES`]; with the JSON size of what is kept.
+fn capped(value: Value) -> (Value, usize) {
     let n = serde_json::to_vec(&value).map_or(0, |v| v.len());
     if n > MAX_PROPERTIES_BYTES {
         let mut m = Map::new();
         m.insert("truncated".into(), Value::from(n));
-        Value::Object(m)
+        (Value::Object(m), 32)
     } else {
-        value
+        (value, n)
     }
 }
 
@@ -837,6 +920,20 @@ mod tests {
             &[],
         );
         let text = serde_json::to_string(&record).unwrap();
+        // The size the byte bound counts is estimated, not measured: it must
+        // not fall short of what serializing the record gives.
+        assert!(
+            record.bytes >= text.len(),
+            "{} < {}",
+            record.bytes,
+            text.len()
+        );
+        assert!(
+            record.bytes < 4 * text.len(),
+            "{} vs {}",
+            record.bytes,
+            text.len()
+        );
         assert!(!text.contains("EAAB-secret-1"), "{text}");
         assert!(!text.contains("ann@example.com"), "{text}");
         assert!(!text.contains(&"a".repeat(64)), "{text}");
