@@ -714,6 +714,32 @@ mod tests {
     }
 
     #[test]
+    fn the_head_check_budget_counts_from_the_head_not_from_the_start() {
+        // A head that starts after 60 KiB of prelude still gets its full
+        // 64 KiB to show a loader tag.
+        let prelude = format!("<!--{}-->", "x".repeat(60 * 1024));
+        let css = "a{color:red}".repeat(40 * 1024 / 12);
+        let page = format!(
+            "{prelude}<html><head><style>{css}</style><script src=\"{PATH}\"></script></head>"
+        );
+        let (out, outcome) = run(&[page.as_bytes()]);
+        assert_eq!(outcome, Outcome::AlreadyPresent);
+        assert!(out == page);
+    }
+
+    #[test]
+    fn the_seek_budget_holds_whatever_the_chunk_sizes() {
+        let mut page = "<!--".to_string();
+        page.push_str(&"x".repeat(300 * 1024));
+        page.push_str("--><head>");
+        // Chunks of 1,000 bytes: the budget is crossed, never met exactly.
+        let chunks: Vec<&[u8]> = page.as_bytes().chunks(1000).collect();
+        let (out, outcome) = run(&chunks);
+        assert_eq!(outcome, Outcome::Untouched);
+        assert!(out == page);
+    }
+
+    #[test]
     fn rest_of_page_is_not_held_after_decision() {
         let mut inj = Injector::new(script_tag(PATH, None), [PATH], encoding_rs::UTF_8);
         let mut out = Vec::new();
