@@ -68,12 +68,7 @@ impl Amplitude {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Amplitude, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(api_key) = s.api_key else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "amplitude needs settings.api_key",
-            ));
+            return Err(file.missing_setting(path, text, "api_key"));
         };
         let default = if s.eu { EU_ENDPOINT } else { DEFAULT_ENDPOINT };
         Ok(Amplitude {

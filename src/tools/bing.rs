@@ -62,12 +62,7 @@ impl Bing {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Bing, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(tag_id) = s.tag_id else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "bing needs settings.tag_id",
-            ));
+            return Err(file.missing_setting(path, text, "tag_id"));
         };
         Ok(Bing {
             base: endpoint(file, DEFAULT_ENDPOINT),

@@ -52,12 +52,7 @@ impl CustomImage {
     ) -> Result<CustomImage, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(template) = s.url else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "custom-image needs settings.url",
-            ));
+            return Err(file.missing_setting(path, text, "url"));
         };
         let at = file.settings_key_at(text, "url");
         for p in template.0.paths() {

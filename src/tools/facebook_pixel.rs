@@ -82,15 +82,7 @@ pub struct MetaCapi {
 impl MetaCapi {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<MetaCapi, Problem> {
         let s: Settings = parse_settings(path, text)?;
-        let missing = |what: &str| {
-            let at = file.settings_at();
-            Problem::at(
-                path,
-                text,
-                at,
-                format!("facebook-pixel needs settings.{what}"),
-            )
-        };
+        let missing = |what: &str| file.missing_setting(path, text, what);
         let pixel_id = s.pixel_id.ok_or_else(|| missing("pixel_id"))?.0;
         let access_token = s.access_token.ok_or_else(|| missing("access_token"))?.0;
         let api_version = s.api_version.unwrap_or_else(|| DEFAULT_API_VERSION.into());

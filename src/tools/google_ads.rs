@@ -97,12 +97,7 @@ impl GoogleAds {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<GoogleAds, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(conversion_id) = s.conversion_id else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "google-ads needs settings.conversion_id",
-            ));
+            return Err(file.missing_setting(path, text, "conversion_id"));
         };
         Ok(GoogleAds {
             base: endpoint(file, DEFAULT_ENDPOINT),

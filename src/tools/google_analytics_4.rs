@@ -138,13 +138,7 @@ impl Ga4 {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Ga4, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(measurement_id) = s.measurement_id else {
-            let at = file.settings_at();
-            return Err(Problem::at(
-                path,
-                text,
-                at,
-                "google-analytics-4 needs settings.measurement_id",
-            ));
+            return Err(file.missing_setting(path, text, "measurement_id"));
         };
         if let Some(id) = measurement_id.0.as_literal() {
             if !id.starts_with("G-") || id.len() < 4 {

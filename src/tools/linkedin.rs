@@ -54,12 +54,7 @@ impl LinkedIn {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<LinkedIn, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(partner_id) = s.partner_id else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "linkedin needs settings.partner_id",
-            ));
+            return Err(file.missing_setting(path, text, "partner_id"));
         };
         Ok(LinkedIn {
             base: endpoint(file, DEFAULT_ENDPOINT),

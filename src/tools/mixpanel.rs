@@ -70,12 +70,7 @@ impl Mixpanel {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Mixpanel, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(token) = s.token else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "mixpanel needs settings.token",
-            ));
+            return Err(file.missing_setting(path, text, "token"));
         };
         let default = if s.eu { EU_ENDPOINT } else { DEFAULT_ENDPOINT };
         Ok(Mixpanel {

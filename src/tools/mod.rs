@@ -139,6 +139,17 @@ impl ToolFile {
         self.adapter.get_ref()
     }
 
+    /// The problem of a required setting left out: `<type> needs
+    /// settings.<key>`, at the settings table (see [`settings_at`](Self::settings_at)).
+    pub fn missing_setting(&self, path: &Path, text: &str, key: &str) -> Problem {
+        Problem::at(
+            path,
+            text,
+            self.settings_at(),
+            format!("{} needs settings.{key}", self.adapter_name()),
+        )
+    }
+
     /// Where a problem with the settings table is reported: the table, or
     /// the `type` line when there is none.
     pub fn settings_at(&self) -> usize {

@@ -88,14 +88,7 @@ impl Reddit {
     /// the settings do not parse.
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Reddit, Problem> {
         let s: Settings = parse_settings(path, text)?;
-        let missing = |what: &str| {
-            Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                format!("reddit needs settings.{what}"),
-            )
-        };
+        let missing = |what: &str| file.missing_setting(path, text, what);
         let ad_account_id = s.ad_account_id.ok_or_else(|| missing("ad_account_id"))?.0;
         let access_token = s.access_token.ok_or_else(|| missing("access_token"))?.0;
         Ok(Reddit {

@@ -63,12 +63,7 @@ impl Segment {
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Segment, Problem> {
         let s: Settings = parse_settings(path, text)?;
         let Some(write_key) = s.write_key else {
-            return Err(Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                "segment needs settings.write_key",
-            ));
+            return Err(file.missing_setting(path, text, "write_key"));
         };
         Ok(Segment {
             base: endpoint(file, DEFAULT_ENDPOINT),

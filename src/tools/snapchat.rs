@@ -95,14 +95,7 @@ impl Snapchat {
     /// settings do not parse.
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<Snapchat, Problem> {
         let s: Settings = parse_settings(path, text)?;
-        let missing = |what: &str| {
-            Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                format!("snapchat needs settings.{what}"),
-            )
-        };
+        let missing = |what: &str| file.missing_setting(path, text, what);
         let pixel_id = s.pixel_id.ok_or_else(|| missing("pixel_id"))?.0;
         let access_token = s.access_token.ok_or_else(|| missing("access_token"))?.0;
         Ok(Snapchat {

@@ -92,14 +92,7 @@ impl TikTok {
     /// settings do not parse.
     pub fn from_config(path: &Path, text: &str, file: &ToolFile) -> Result<TikTok, Problem> {
         let s: Settings = parse_settings(path, text)?;
-        let missing = |what: &str| {
-            Problem::at(
-                path,
-                text,
-                file.settings_at(),
-                format!("tiktok needs settings.{what}"),
-            )
-        };
+        let missing = |what: &str| file.missing_setting(path, text, what);
         let pixel_code = s.pixel_code.ok_or_else(|| missing("pixel_code"))?.0;
         let access_token = s.access_token.ok_or_else(|| missing("access_token"))?.0;
         Ok(TikTok {
