@@ -317,7 +317,6 @@ fn unwritable(data_dir: &Path) -> Option<String> {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tune_allocator();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Blocking work is short file I/O (spool reads, dead letters): a
@@ -325,32 +324,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .max_blocking_threads(32)
         .build()
         .expect("tokio runtime")
-}
-
-/// Keeps glibc's allocator from holding memory the process no longer uses
-/// (issue 14: memory must not grow with load or backlog): two arenas for
-/// all threads instead of up to eight per core, each with its own free
-/// lists and fragments; blocks of 256 KiB and more (segment reads) mapped on
-/// their own and given back when freed (a fixed threshold, where glibc
-/// would otherwise raise it after the first such block is freed); free
-/// memory at the top of the heap given back past 1 MiB.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        const M_ARENA_MAX: i32 = -8;
-        // SAFETY: mallopt only sets allocator parameters; it is called
-        // before the runtime starts its threads.
-        unsafe {
-            mallopt(M_ARENA_MAX, 2);
-            mallopt(M_MMAP_THRESHOLD, 256 << 10);
-            mallopt(M_TRIM_THRESHOLD, 1 << 20);
-        }
-    }
 }
 
 fn serve(loaded: Loaded, plan: Plan) -> ExitCode {
