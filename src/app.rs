@@ -308,7 +308,7 @@ pub struct App {
     /// `{prefix}/debug`.
     debug_path: String,
     /// Secret variables' values, redacted from the trail.
-    trail_secrets: Vec<String>,
+    trail_secrets: Arc<[String]>,
     /// Ids of the tool files with `enabled = false`, for the trail.
     disabled_tools: Vec<String>,
 }
@@ -327,7 +327,7 @@ impl App {
                 .filter_map(|t| Some((t.id.clone(), t.adapter.answer_reader()?)))
                 .collect(),
         );
-        let trail_secrets = crate::admin::redact::secret_values(&plan.variables);
+        let trail_secrets = crate::admin::redact::secret_values(&plan.variables).into();
         let disabled_tools = plan
             .sources
             .iter()
@@ -396,8 +396,9 @@ impl App {
         out: Option<&mut crate::rules::FanOut>,
     ) {
         tracing::debug!(event_id = %event.id, kind = ?event.kind, name = %event.name, dropped, "event");
-        let (trace, deliveries, invalid) = match out {
+        let (shared, trace, deliveries, invalid) = match out {
             Some(out) => (
+                out.record.clone(),
                 Some(std::mem::take(&mut out.trace)),
                 &out.deliveries[..],
                 out.invalid
@@ -405,10 +406,11 @@ impl App {
                     .map(|(d, why)| (d, why.to_string()))
                     .collect::<Vec<_>>(),
             ),
-            None => (None, &[][..], Vec::new()),
+            None => (None, None, &[][..], Vec::new()),
         };
         let record = crate::trail::Record::new(
             event,
+            shared,
             dropped,
             trace,
             deliveries,

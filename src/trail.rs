@@ -71,10 +71,10 @@ pub struct Record {
     pub kind: String,
     /// `Pageview`, the track name or the ecommerce event name.
     pub name: String,
-    /// `client.*`, redacted.
-    pub properties: Value,
-    /// `system.*`, redacted.
-    pub system: Value,
+    /// `client.*`, redacted when shown.
+    pub properties: Redacted,
+    /// `system.*`, redacted when shown.
+    pub system: Redacted,
     /// Why the event reached no tool, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<String>,
@@ -92,6 +92,86 @@ pub struct Record {
     pub visitor: String,
     #[serde(skip)]
     bytes: usize,
+}
+
+/// An event's `client.*` or `system.*` as the trail shows it: the event as
+/// its deliveries keep it (shared, not copied), redacted ([`redact`]) and
+/// capped at [`MAX_PROPERTIES_BYTES`] only when the record is read.
+/// Copying and redacting every event's properties on arrival was most of
+/// the trail's remaining per-event cost (issue 14), for records that are
+/// mostly never read.
+#[derive(Debug, Clone)]
+pub struct Redacted {
+    event: Arc<crate::event::EventRecord>,
+    /// `system.*` rather than `client.*`.
+    system: bool,
+    /// The secret variables' values to hide.
+    secrets: Arc<[String]>,
+}
+
+impl Redacted {
+    /// The properties as shown: redacted, or `{"truncated": <bytes>}` when
+    /// their JSON is over [`MAX_PROPERTIES_BYTES`].
+    pub fn value(&self) -> Value {
+        let mut value = if self.system {
+            self.event.system.clone()
+        } else {
+            self.event.client.clone()
+        };
+        redact(&mut value, &self.secrets);
+        capped(value).0
+    }
+
+    /// An upper bound of the shown JSON's size in bytes, without copying:
+    /// redaction only replaces a leaf by a marker of at most
+    /// [`LEAF_MARKER_BYTES`], and a value over the cap shows as less.
+    fn size(&self) -> usize {
+        let value = if self.system {
+            &self.event.system
+        } else {
+            &self.event.client
+        };
+        json_size_bound(value).min(MAX_PROPERTIES_BYTES)
+    }
+}
+
+impl Serialize for Redacted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
+}
+
+/// The longest JSON a redacted leaf becomes (`"[personal data]"`).
+const LEAF_MARKER_BYTES: usize = PERSONAL.len() + 2;
+
+/// An upper bound of `value`'s compact JSON size once redacted: each leaf
+/// counted as the larger of its own JSON (escapes included) and
+/// [`LEAF_MARKER_BYTES`].
+fn json_size_bound(value: &Value) -> usize {
+    fn escaped(s: &str) -> usize {
+        2 + s
+            .bytes()
+            .map(|b| match b {
+                b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+                0..0x20 => 6,
+                _ => 1,
+            })
+            .sum::<usize>()
+    }
+    let leaf = |n: usize| n.max(LEAF_MARKER_BYTES);
+    match value {
+        Value::Null | Value::Bool(_) => leaf(5),
+        // At most 24 characters (`-1.7976931348623157e308`).
+        Value::Number(_) => leaf(24),
+        Value::String(s) => leaf(escaped(s)),
+        Value::Array(items) => 2 + items.iter().map(|v| json_size_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map
+                .iter()
+                .map(|(k, v)| escaped(k) + 2 + json_size_bound(v))
+                .sum::<usize>()
+        }
+    }
 }
 
 /// An action of a tool that fired, or would have and was blocked.
@@ -328,11 +408,12 @@ impl Record {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         event: &Event,
+        shared: Option<Arc<crate::event::EventRecord>>,
         dropped: Option<&str>,
         trace: Option<Trace>,
         deliveries: &[Delivery],
         invalid: &[(&Delivery, String)],
-        secrets: &[String],
+        secrets: &Arc<[String]>,
         disabled: &[String],
     ) -> Record {
         let trace = trace.unwrap_or_default();
@@ -376,20 +457,22 @@ impl Record {
                 None
             }
         });
-        let mut properties = event.client.clone();
-        let mut system = event.system.clone();
-        redact(&mut properties, secrets);
-        redact(&mut system, secrets);
-        let (properties, system) = (capped(properties), capped(system));
-        let known = properties.1 + system.1;
+        let shared = shared.unwrap_or_else(|| Arc::new(crate::event::EventRecord::from(event)));
+        let shown = |system| Redacted {
+            event: shared.clone(),
+            system,
+            secrets: secrets.clone(),
+        };
+        let (properties, system) = (shown(false), shown(true));
+        let known = properties.size() + system.size();
         let mut record = Record {
             seq: 0,
             id: event.id.clone(),
             arrived_ms: crate::event::now_ms(),
             kind: format!("{:?}", event.kind).to_ascii_lowercase(),
             name: event.name.clone(),
-            properties: properties.0,
-            system: system.0,
+            properties,
+            system,
             dropped,
             triggers: trace.triggers,
             actions,
@@ -856,7 +939,56 @@ pub fn sse_response(
 mod tests {
     use super::*;
     use crate::tools::{HttpRequest, Source};
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Any JSON value: strings with escapes, control characters, e-mail
+    /// addresses, SHA-256 digests and a secret; keys that name personal
+    /// data or credentials.
+    fn any_value() -> impl Strategy<Value = Value> {
+        let text = prop_oneof![
+            "[ -~]{0,12}",
+            "[\\x00-\\x1f\"\\\\é]{0,8}",
+            Just("ann@example.com".to_string()),
+            Just("a".repeat(64)),
+            Just("has s3cret in it".to_string()),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text.clone().prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            text,
+            Just("email".to_string()),
+            Just("phone".to_string()),
+            Just("access_token".to_string()),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The trail's byte bound counts a record's properties without
+        /// copying or redacting them: the count must never fall short of
+        /// what showing them gives.
+        #[test]
+        fn the_size_bound_holds_for_any_properties(value in any_value()) {
+            let secrets = vec!["s3cret".to_string()];
+            let mut shown = value.clone();
+            redact(&mut shown, &secrets);
+            let shown = serde_json::to_vec(&capped(shown).0).unwrap().len();
+            let bound = json_size_bound(&value).min(MAX_PROPERTIES_BYTES);
+            prop_assert!(bound >= shown, "{bound} < {shown} for {value}");
+        }
+    }
 
     fn event(name: &str) -> Event {
         let input = crate::event::EventInput {
@@ -893,7 +1025,7 @@ mod tests {
         );
         d.secrets = vec!["EAAB-secret-1".into()];
         d.source = Some(Box::new(Source {
-            event: crate::event::EventRecord::from(e),
+            event: std::sync::Arc::new(crate::event::EventRecord::from(e)),
             action: None,
             action_name: None,
             part: 0,
@@ -909,9 +1041,10 @@ mod tests {
             triggers: vec!["Pageview".into()],
             actions: vec![ActionEntry::fired("meta", "automated")],
         };
-        let secrets = vec!["EAAB-secret-1".to_string()];
+        let secrets: Arc<[String]> = Arc::from(["EAAB-secret-1".to_string()]);
         let record = Record::new(
             &e,
+            None,
             None,
             Some(trace),
             std::slice::from_ref(&d),
@@ -937,8 +1070,8 @@ mod tests {
         assert!(!text.contains("EAAB-secret-1"), "{text}");
         assert!(!text.contains("ann@example.com"), "{text}");
         assert!(!text.contains(&"a".repeat(64)), "{text}");
-        assert_eq!(record.properties["plan"], "pro");
-        assert_eq!(record.properties["email"], PERSONAL);
+        assert_eq!(record.properties.value()["plan"], "pro");
+        assert_eq!(record.properties.value()["email"], PERSONAL);
         assert_eq!(record.outcome, "queued");
 
         let trail = Trail::default();
@@ -985,9 +1118,10 @@ mod tests {
             &e,
             None,
             None,
+            None,
             std::slice::from_ref(&first),
             &[],
-            &[],
+            &Arc::from([]),
             &[],
         ));
         // A consent replay: same id, another tool's delivery.
@@ -995,9 +1129,10 @@ mod tests {
             &e,
             None,
             None,
+            None,
             std::slice::from_ref(&replayed),
             &[],
-            &[],
+            &Arc::from([]),
             &[],
         ));
         trail.attempt(
@@ -1031,7 +1166,16 @@ mod tests {
                 ActionEntry::fired("meta", "automated"),
             ],
         };
-        let bot = Record::new(&e, Some("bot"), Some(trace), &[], &[], &[], &["old".into()]);
+        let bot = Record::new(
+            &e,
+            None,
+            Some("bot"),
+            Some(trace),
+            &[],
+            &[],
+            &Arc::from([]),
+            &["old".into()],
+        );
         assert_eq!(bot.dropped.as_deref(), Some("bot"));
         assert_eq!(bot.actions[1].blocked.as_deref(), Some("bot"));
         assert_eq!(bot.actions[2].blocked.as_deref(), Some("disabled"));
@@ -1045,7 +1189,7 @@ mod tests {
                 Some("internal".into()),
             )],
         };
-        let blocked = Record::new(&e, None, Some(trace), &[], &[], &[], &[]);
+        let blocked = Record::new(&e, None, None, Some(trace), &[], &[], &Arc::from([]), &[]);
         assert_eq!(blocked.dropped.as_deref(), Some("blocking_trigger"));
         assert_eq!(blocked.outcome, "dropped");
     }
@@ -1055,7 +1199,16 @@ mod tests {
         let trail = Trail::default();
         let e = event("e");
         for _ in 0..CAPACITY + 5 {
-            trail.push(Record::new(&e, Some("duplicate"), None, &[], &[], &[], &[]));
+            trail.push(Record::new(
+                &e,
+                None,
+                Some("duplicate"),
+                None,
+                &[],
+                &[],
+                &Arc::from([]),
+                &[],
+            ));
         }
         let (n, bytes) = trail.size();
         assert_eq!(n, CAPACITY);

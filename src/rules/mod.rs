@@ -7,6 +7,7 @@ pub mod trigger;
 pub mod url_template;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -476,6 +477,9 @@ pub struct FanOut {
     pub consent_withheld: usize,
     /// What was decided, for the trail.
     pub trace: Trace,
+    /// The event as its deliveries keep it, once one was built: the trail
+    /// shares it instead of copying the event again.
+    pub record: Option<Arc<crate::event::EventRecord>>,
 }
 
 /// Deliveries and browser instructions for `event`: the decision, then each
@@ -514,7 +518,6 @@ pub fn fan_out(
                 Vec::new()
             }
         };
-        let mut record = None;
         for (action, out) in outputs {
             let credentials = if out.payloads.is_empty() {
                 Vec::new()
@@ -528,8 +531,9 @@ pub fn fan_out(
                     }
                     Payload::Stdout(_) => Ok(()),
                 };
-                let record = record
-                    .get_or_insert_with(|| crate::event::EventRecord::from(event))
+                let record = result
+                    .record
+                    .get_or_insert_with(|| Arc::new(crate::event::EventRecord::from(event)))
                     .clone();
                 let mut delivery = Delivery::new(tool.id.clone(), event.id.clone(), payload);
                 delivery.secrets = credentials
@@ -595,7 +599,7 @@ pub fn rebuild(
         .iter()
         .find(|t| t.id == tool_id)
         .ok_or_else(|| format!("tool `{tool_id}` is no longer configured"))?;
-    let event: Event = source.event.clone().into();
+    let event: Event = (*source.event).clone().into();
     let cx = |action| BuildContext {
         tool_id: &tool.id,
         variables,

@@ -288,7 +288,9 @@ impl Delivery {
 /// for that event it is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
-    pub event: crate::event::EventRecord,
+    /// Shared by every delivery of the event and by its trail record: one
+    /// copy of the event per event, not one per delivery (issue 14).
+    pub event: std::sync::Arc<crate::event::EventRecord>,
     /// The custom action (its index in the tool file's `[[actions]]`), or
     /// `None` for the tool's automated action.
     pub action: Option<usize>,
