@@ -102,7 +102,7 @@ pub struct Record {
 /// mostly never read.
 #[derive(Debug, Clone)]
 pub struct Redacted {
-    event: Arc<crate::event::EventRecord>,
+    event: crate::event::SharedRecord,
     /// `system.*` rather than `client.*`.
     system: bool,
     /// The secret variables' values to hide.
@@ -113,11 +113,7 @@ impl Redacted {
     /// The properties as shown: redacted, or `{"truncated": <bytes>}` when
     /// their JSON is over [`MAX_PROPERTIES_BYTES`].
     pub fn value(&self) -> Value {
-        let mut value = if self.system {
-            self.event.system.clone()
-        } else {
-            self.event.client.clone()
-        };
+        let mut value = self.source().cloned().unwrap_or(Value::Null);
         redact(&mut value, &self.secrets);
         capped(value).0
     }
@@ -126,12 +122,20 @@ impl Redacted {
     /// redaction only replaces a leaf by a marker of at most
     /// [`LEAF_MARKER_BYTES`], and a value over the cap shows as less.
     fn size(&self) -> usize {
-        let value = if self.system {
-            &self.event.system
+        self.source()
+            .map_or(4, json_size_bound)
+            .min(MAX_PROPERTIES_BYTES)
+    }
+
+    /// The unredacted properties (always there: the trail's records are
+    /// built from events, never read back from storage).
+    fn source(&self) -> Option<&Value> {
+        let record = self.event.record().ok()?;
+        Some(if self.system {
+            &record.system
         } else {
-            &self.event.client
-        };
-        json_size_bound(value).min(MAX_PROPERTIES_BYTES)
+            &record.client
+        })
     }
 }
 
@@ -408,7 +412,7 @@ impl Record {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         event: &Event,
-        shared: Option<Arc<crate::event::EventRecord>>,
+        shared: Option<crate::event::SharedRecord>,
         dropped: Option<&str>,
         trace: Option<Trace>,
         deliveries: &[Delivery],
@@ -457,7 +461,7 @@ impl Record {
                 None
             }
         });
-        let shared = shared.unwrap_or_else(|| Arc::new(crate::event::EventRecord::from(event)));
+        let shared = shared.unwrap_or_else(|| crate::event::SharedRecord::of(event));
         let shown = |system| Redacted {
             event: shared.clone(),
             system,
@@ -1025,7 +1029,7 @@ mod tests {
         );
         d.secrets = vec!["EAAB-secret-1".into()];
         d.source = Some(Box::new(Source {
-            event: std::sync::Arc::new(crate::event::EventRecord::from(e)),
+            event: crate::event::SharedRecord::of(e),
             action: None,
             action_name: None,
             part: 0,

@@ -7,7 +7,6 @@ pub mod trigger;
 pub mod url_template;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -479,7 +478,7 @@ pub struct FanOut {
     pub trace: Trace,
     /// The event as its deliveries keep it, once one was built: the trail
     /// shares it instead of copying the event again.
-    pub record: Option<Arc<crate::event::EventRecord>>,
+    pub record: Option<crate::event::SharedRecord>,
 }
 
 /// Deliveries and browser instructions for `event`: the decision, then each
@@ -533,7 +532,7 @@ pub fn fan_out(
                 };
                 let record = result
                     .record
-                    .get_or_insert_with(|| Arc::new(crate::event::EventRecord::from(event)))
+                    .get_or_insert_with(|| crate::event::SharedRecord::of(event))
                     .clone();
                 let mut delivery = Delivery::new(tool.id.clone(), event.id.clone(), payload);
                 delivery.secrets = credentials
@@ -599,7 +598,7 @@ pub fn rebuild(
         .iter()
         .find(|t| t.id == tool_id)
         .ok_or_else(|| format!("tool `{tool_id}` is no longer configured"))?;
-    let event: Event = (*source.event).clone().into();
+    let event: Event = source.event.record()?.clone().into();
     let cx = |action| BuildContext {
         tool_id: &tool.id,
         variables,

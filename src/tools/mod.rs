@@ -290,7 +290,7 @@ impl Delivery {
 pub struct Source {
     /// Shared by every delivery of the event and by its trail record: one
     /// copy of the event per event, not one per delivery (issue 14).
-    pub event: std::sync::Arc<crate::event::EventRecord>,
+    pub event: crate::event::SharedRecord,
     /// The custom action (its index in the tool file's `[[actions]]`), or
     /// `None` for the tool's automated action.
     pub action: Option<usize>,
