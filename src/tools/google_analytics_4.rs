@@ -342,7 +342,7 @@ pub fn event_level(name: &str) -> bool {
 /// A hit's path and its query, split into shared and event-level
 /// parameters; `None` for anything but a `GET …/g/collect` hit.
 #[allow(clippy::type_complexity)]
-fn split_hit(req: &HttpRequest) -> Option<(&str, Vec<(String, String)>, Vec<(String, String)>)> {
+fn split_hit(req: &HttpRequest) -> Option<(&str, Vec<&str>, Vec<&str>)> {
     if req.method != "GET" || req.body.is_some() {
         return None;
     }
@@ -350,9 +350,22 @@ fn split_hit(req: &HttpRequest) -> Option<(&str, Vec<(String, String)>, Vec<(Str
     if !path.ends_with("/g/collect") {
         return None;
     }
-    let (events, shared) = url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .partition(|(k, _)| event_level(k));
+    // The `name=value` pairs as sent (already encoded): only a name with an
+    // escape is decoded to be classified. Decoding every pair and encoding
+    // it again to join was ~8 % of the collector's CPU under load.
+    let (events, shared) = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .partition(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            if name.contains(['%', '+']) {
+                url::form_urlencoded::parse(name.as_bytes())
+                    .next()
+                    .is_some_and(|(name, _)| event_level(&name))
+            } else {
+                event_level(name)
+            }
+        });
     Some((path, shared, events))
 }
 
@@ -372,21 +385,16 @@ impl Batching for Ga4Batching {
 
     fn join(&self, reqs: &[&HttpRequest]) -> Option<HttpRequest> {
         let (path, shared, _) = split_hit(reqs.first()?)?;
-        let start = path.len() + 1;
-        let mut url = url::form_urlencoded::Serializer::for_suffix(format!("{path}?"), start);
-        url.extend_pairs(&shared);
         let mut lines = Vec::with_capacity(reqs.len());
         for r in reqs {
             let (_, _, events) = split_hit(r)?;
-            let mut line = url::form_urlencoded::Serializer::new(String::new());
-            line.extend_pairs(&events);
-            lines.push(line.finish());
+            lines.push(events.join("&"));
         }
         let mut headers = reqs[0].headers.clone();
         headers.push(("content-type".into(), "text/plain;charset=UTF-8".into()));
         Some(HttpRequest {
             method: "POST".into(),
-            url: url.finish(),
+            url: format!("{path}?{}", shared.join("&")),
             headers,
             body: Some(lines.join("\n").into_bytes()),
         })
@@ -1124,6 +1132,16 @@ mod tests {
                 .find(|(k, _)| k == "_s")
         };
         assert!(s_of(lines[0]).is_some() && s_of(lines[1]).is_some());
+
+        // Pairs travel as they were encoded; a name is decoded only to be
+        // classified (`ep.plan type` is an event parameter).
+        let mut c = a.clone();
+        c.url = c.url.replacen("?", "?ep.plan%20type=a%2Bb&", 1);
+        assert_eq!(batching.key(&c), batching.key(&a));
+        let joined = batching.join(&[&c, &a]).unwrap();
+        assert!(!joined.url.contains("plan%20type"), "{}", joined.url);
+        let body = String::from_utf8(joined.body.unwrap()).unwrap();
+        assert!(body.starts_with("ep.plan%20type=a%2Bb&"), "{body}");
     }
 
     #[test]
