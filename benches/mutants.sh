@@ -5,6 +5,7 @@
 #   benches/mutants.sh                    # every module (many hours on 2 cores)
 #   benches/mutants.sh delivery collector # some modules
 #   SHARD=1/4 benches/mutants.sh tools    # a quarter of one module's mutants
+#   SINCE=main~3 benches/mutants.sh tools  # only lines changed since a commit
 #   benches/mutants.sh --summary          # only print the score table
 #   TIER=full benches/mutants.sh inject   # re-test the survivors with the suite
 #
@@ -76,6 +77,18 @@ done
 [ ${#modules[@]} -gt 0 ] || modules=("${all[@]}")
 shard=()
 [ -n "${SHARD:-}" ] && shard=(--shard "$SHARD")
+# SINCE=<commit>: the habit for a change: only the mutants on lines changed
+# since that commit (cargo-mutants --in-diff), minutes instead of hours.
+# Their results go to target/mutants/diff-<module> so the module's own
+# tally stays whole.
+diff=()
+prefix=
+if [ -n "${SINCE:-}" ]; then
+  mkdir -p target/mutants
+  git diff "$SINCE" HEAD -- src >target/mutants/since.diff
+  diff=(--in-diff "$root/target/mutants/since.diff")
+  prefix=diff-
+fi
 
 if [ $summary_only = 0 ]; then
   tree=target/mutants/tree
@@ -89,7 +102,7 @@ if [ $summary_only = 0 ]; then
   # The tests read ../shared/fixtures from the repository's parent folder.
   [ -e target/mutants/shared ] || ln -s "$root/../shared" target/mutants/shared
   for m in "${modules[@]}"; do
-    out=$root/target/mutants/$m
+    out=$root/target/mutants/$prefix$m
     mkdir -p "$out"
     # Every test target but the headless-browser ones (slow, and they test
     # the client script): a test anywhere may be the one that sees a mutant.
@@ -104,7 +117,7 @@ if [ $summary_only = 0 ]; then
     fi
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
     (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target cargo mutants \
-      --in-place --no-shuffle --iterate -o "$out" -f "${globs[$m]}" "${shard[@]}" "${args[@]}") || true
+      --in-place --no-shuffle --iterate -o "$out" -f "${globs[$m]}" "${shard[@]}" "${diff[@]}" "${args[@]}") || true
   done
 fi
 
@@ -113,7 +126,7 @@ fi
 printf '| module | mutants tested | caught | missed | timeout | unviable | score |\n'
 printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for m in "${modules[@]}"; do
-  dir=target/mutants/$m/mutants.out
+  dir=target/mutants/$prefix$m/mutants.out
   count() { cat "$@" 2>/dev/null | sort -u | grep -c . || true; }
   # --iterate carries earlier runs' catches in previously_caught.txt.
   caught=$(count "$dir/caught.txt" "$dir/previously_caught.txt")
