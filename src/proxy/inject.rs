@@ -164,9 +164,9 @@ impl OutputSink for Discard {
 pub struct Injector {
     scan: Arc<Mutex<Scan>>,
     scanner: Option<HtmlRewriter<'static, Discard>>,
-    /// Input not yet emitted; its first byte is input offset `held_from`.
+    /// Input not yet emitted: everything from the first byte until the
+    /// decision (offsets into the document are offsets into `held`).
     held: Vec<u8>,
-    held_from: usize,
     /// Total input bytes seen.
     seen: usize,
     tag: Bytes,
@@ -225,7 +225,6 @@ impl Injector {
             scan,
             scanner: Some(HtmlRewriter::new(settings, Discard)),
             held: Vec::new(),
-            held_from: 0,
             seen: 0,
             tag,
             script_paths,
@@ -300,7 +299,7 @@ impl Injector {
     /// Whether the held bytes after `offset` reach the end of the head
     /// (`</head` or `<body`) without mentioning any of the script paths.
     fn head_is_clean(&self, offset: usize) -> bool {
-        let rest = &self.held[offset.saturating_sub(self.held_from).min(self.held.len())..];
+        let rest = &self.held[offset.min(self.held.len())..];
         let end = memchr::memchr_iter(b'<', rest).find(|&i| {
             let tag = &rest[i + 1..];
             starts_with_ignore_case(tag, b"/head") || starts_with_ignore_case(tag, b"body")
@@ -331,8 +330,9 @@ impl Injector {
         self.scanner = None;
         let held = Bytes::from(std::mem::take(&mut self.held));
         match decision {
-            Some(offset) if offset >= self.held_from && offset - self.held_from <= held.len() => {
-                let split = offset - self.held_from;
+            // Decided once, while everything is still held (the scanner
+            // is gone afterwards).
+            Some(split) if split <= held.len() => {
                 if split > 0 {
                     out.push(held.slice(..split));
                 }
@@ -355,7 +355,6 @@ impl Injector {
                 };
             }
         }
-        self.held_from = self.seen;
     }
 }
 
@@ -424,12 +423,27 @@ mod tests {
             inj.push(Bytes::copy_from_slice(c), &mut out);
         }
         inj.finish(&mut out);
+        // No empty chunks: the injector forwards only bytes (a writer that
+        // does not skip an empty chunk would end a chunked body there).
+        assert!(out.iter().all(|b| !b.is_empty()), "an empty chunk: {out:?}");
         let bytes: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
         (String::from_utf8(bytes).unwrap(), inj.outcome())
     }
 
     fn inject(html: &str) -> String {
         run(&[html.as_bytes()]).0
+    }
+
+    /// The tag at the very start or the very end of what is held: no
+    /// empty piece on either side of it.
+    #[test]
+    fn a_tag_at_either_edge_of_the_page_adds_no_empty_chunk() {
+        let (out, outcome) = run(&[b"<p>hi</p>"]);
+        assert_eq!(out, format!("{TAG}<p>hi</p>"));
+        assert_eq!(outcome, Outcome::Injected);
+        let (out, outcome) = run(&[b"<html>"]);
+        assert_eq!(out, format!("<html>{TAG}"));
+        assert_eq!(outcome, Outcome::Injected);
     }
 
     #[test]
@@ -507,6 +521,9 @@ mod tests {
             inj.push(Bytes::copy_from_slice(c), &mut out);
         }
         inj.finish(&mut out);
+        // No empty chunks: the injector forwards only bytes (a writer that
+        // does not skip an empty chunk would end a chunked body there).
+        assert!(out.iter().all(|b| !b.is_empty()), "an empty chunk: {out:?}");
         let bytes: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
         (String::from_utf8(bytes).unwrap(), inj.outcome())
     }
