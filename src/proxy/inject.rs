@@ -784,6 +784,13 @@ mod tests {
             n("default-src 'nonce-d'; script-src-elem 'nonce-e'"),
             Some("e".into())
         );
+        // With no script-src, default-src governs script elements
+        // (https://www.w3.org/TR/CSP3/#directive-fallback-list).
+        assert_eq!(n("default-src 'self' 'nonce-only'"), Some("only".into()));
+        assert_eq!(
+            n("script-src 'nonce-s'; default-src 'nonce-d'"),
+            Some("s".into())
+        );
         assert_eq!(n("style-src 'nonce-x'"), None);
         assert_eq!(n("script-src 'nonce-a\"b'"), None);
         let tag = script_tag(PATH, Some("abc"));
