@@ -791,6 +791,12 @@ mod tests {
             n("script-src 'nonce-s'; default-src 'nonce-d'"),
             Some("s".into())
         );
+        // A repeated directive is ignored: the first one counts
+        // (https://www.w3.org/TR/CSP3/#parse-serialized-policy).
+        assert_eq!(
+            n("script-src 'nonce-first'; script-src 'nonce-second'"),
+            Some("first".into())
+        );
         assert_eq!(n("style-src 'nonce-x'"), None);
         assert_eq!(n("script-src 'nonce-a\"b'"), None);
         let tag = script_tag(PATH, Some("abc"));
