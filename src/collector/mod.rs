@@ -588,4 +588,119 @@ mod tests {
         }
         assert_eq!(rest, 6);
     }
+
+    /// tagproxy with GA4 and Meta on every automated action and a
+    /// custom-image pixel whose URL names only the event (so a batch of the
+    /// same event asks the browser for the same URL), memory backend.
+    fn app_with_tools(dir: &std::path::Path) -> App {
+        std::fs::create_dir(dir.join("tools")).unwrap();
+        std::fs::write(
+            dir.join("tagproxy.toml"),
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9\"\n[delivery]\nbackend = \"memory\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tools/ga4.toml"),
+            "type = \"google-analytics-4\"\nendpoint = \"http://127.0.0.1:9\"\n[settings]\nmeasurement_id = \"G-UNIT123\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tools/meta.toml"),
+            "type = \"facebook-pixel\"\nendpoint = \"http://127.0.0.1:9\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"unit-token\"\n[automated]\npageview = true\ntrack = true\necommerce = true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tools/pixel.toml"),
+            "type = \"custom-image\"\n[settings]\nurl = \"https://px.example/i.gif?e={{ client.__zarazTrack }}\"\n[automated]\npageview = true\ntrack = true\n",
+        )
+        .unwrap();
+        let loaded = crate::config::load(&dir.join("tagproxy.toml")).unwrap();
+        let plan = crate::app::Plan::load(&loaded, crate::rules::Secrets::Required).unwrap();
+        let shared = crate::app::Shared::start(&loaded).unwrap();
+        App::start(&loaded, plan, &shared)
+    }
+
+    /// A browser's headers, enough for the bot score to pass it.
+    fn browser_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
+            ("accept", "*/*"),
+            ("accept-language", "en-US,en;q=0.9"),
+            ("accept-encoding", "gzip, deflate, br"),
+            ("origin", "https://shop.test"),
+            ("referer", "https://shop.test/cart"),
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            ("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
+            ("sec-ch-ua-mobile", "?0"),
+            ("sec-ch-ua-platform", "\"Linux\""),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// `prepare` hands back every delivery of every event, in event order
+    /// then tool order, and asks the browser for each distinct instruction
+    /// once however many events produced it.
+    #[tokio::test]
+    async fn prepare_returns_each_events_deliveries_and_distinct_instructions() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_with_tools(dir.path());
+        let body = serde_json::to_vec(&serde_json::json!([
+            {"type": "track", "name": "login"},
+            {"type": "track", "name": "signup", "page": {"url": "https://shop.test/a"}},
+            {"type": "track", "name": "signup", "page": {"url": "https://shop.test/a"}},
+        ]))
+        .unwrap();
+        let peer: SocketAddr = "203.0.113.7:50000".parse().unwrap();
+        let prepared = prepare(
+            &app,
+            &browser_headers(),
+            http::Version::HTTP_11,
+            true,
+            peer,
+            &body,
+            1_764_000_000_000,
+        )
+        .unwrap();
+
+        let deliveries = prepared.deliveries();
+        let tools: Vec<&str> = deliveries.iter().map(|d| d.tool.as_str()).collect();
+        assert_eq!(
+            tools.len(),
+            6,
+            "GA4 and Meta for each of 3 events: {tools:?}"
+        );
+        assert_eq!(tools.iter().filter(|t| **t == "ga4").count(), 3);
+        assert_eq!(tools.iter().filter(|t| **t == "meta").count(), 3);
+        // Each event's deliveries share its id, and the three ids differ.
+        let mut ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+        assert!(ids.iter().all(|id| !id.is_empty()));
+        assert_eq!(ids[0], ids[1]);
+        assert_eq!(ids[2], ids[3]);
+        assert_eq!(ids[4], ids[5]);
+        ids.dedup();
+        assert_eq!(ids.len(), 3, "three distinct events: {ids:?}");
+
+        // `login` asks for one URL; two `signup`s for another, once.
+        let fetched: Vec<&str> = prepared
+            .instructions
+            .iter()
+            .map(|i| i["fetch"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fetched,
+            [
+                "https://px.example/i.gif?e=login",
+                "https://px.example/i.gif?e=signup"
+            ]
+        );
+        // An event with no page URL takes the request's Referer, and the
+        // batch's page is its first event's.
+        assert_eq!(prepared.page_url, "https://shop.test/cart");
+    }
 }
