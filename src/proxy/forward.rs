@@ -22,17 +22,22 @@ use super::inject::{self, Injector};
 use crate::config::{ServerConfig, TrustedProxies};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Names, not strings: a `&str` key is parsed on every lookup, and these
+/// run for every proxied request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// How much of an encoded body is read ahead to check it decodes before we
 /// commit to rewriting it.
@@ -380,25 +385,26 @@ impl Forwarder {
         }
         let trusted = self.trusted.contains(peer.ip());
         let peer_ip = crate::config::canonical_ip(peer.ip()).to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer_ip}"),
             _ => peer_ip,
         };
-        set(headers, "x-forwarded-for", &xff);
-        if !(trusted && headers.contains_key("x-forwarded-proto")) {
-            set(
-                headers,
-                "x-forwarded-proto",
-                if https { "https" } else { "http" },
+        if let Ok(xff) = HeaderValue::try_from(xff) {
+            headers.insert(X_FORWARDED_FOR, xff);
+        }
+        if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+            headers.insert(
+                X_FORWARDED_PROTO,
+                HeaderValue::from_static(if https { "https" } else { "http" }),
             );
         }
-        if !(trusted && headers.contains_key("x-forwarded-host")) {
+        if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
             match host {
                 Some(h) => {
-                    headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+                    headers.insert(X_FORWARDED_HOST, h);
                 }
                 None => {
-                    headers.remove("x-forwarded-host");
+                    headers.remove(&X_FORWARDED_HOST);
                 }
             }
         }
@@ -702,7 +708,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in named {
         h.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         h.remove(name);
     }
 }
@@ -718,7 +724,9 @@ fn append_via(h: &mut HeaderMap, version: Version) {
         Some(prev) => format!("{prev}, {proto} tagproxy"),
         None => format!("{proto} tagproxy"),
     };
-    set(h, "via", &via);
+    if let Ok(via) = HeaderValue::try_from(via) {
+        h.insert(header::VIA, via);
+    }
 }
 
 fn add_vary_accept_encoding(h: &mut HeaderMap) {
