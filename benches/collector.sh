@@ -13,6 +13,7 @@
 #   DURATION=5s BATCHES="1 10" BACKENDS="memory spool" bash benches/collector.sh
 #   BACKENDS="nats nats-sync" NATS_SERVER=target/tools/nats/bin/nats-server bash benches/collector.sh
 #   BATCH_MAX_EVENTS=1 bash benches/collector.sh   # batched delivery off, to compare
+#   TAGPROXY=/tmp/tagproxy-old bash benches/collector.sh  # a prebuilt binary (A/B)
 #
 # Everything runs on 127.0.0.1: nginx answers 204 as both GA4 and Meta (and
 # counts what it received in its access log); wrk POSTs batches of events to
@@ -34,8 +35,11 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
     apt-get update -qq
     apt-get install -y -qq nginx-light wrk >/dev/null || apt-get install -y -qq nginx wrk >/dev/null
 fi
-echo "building tagproxy (release)…" >&2
-(cd "$ROOT" && cargo build --release --quiet)
+if [ -z "${TAGPROXY:-}" ]; then
+    echo "building tagproxy (release)…" >&2
+    (cd "$ROOT" && cargo build --release --quiet)
+    TAGPROXY="$ROOT/target/release/tagproxy"
+fi
 
 TMP=$(mktemp -d -t tagproxy-collector.XXXXXX)
 PIDS=()
@@ -131,7 +135,7 @@ pageview = true
 track = true
 ecommerce = true
 EOF
-    RUST_LOG=warn "$ROOT/target/release/tagproxy" serve -c "$TMP/tp/tagproxy.toml" 2>"$TMP/tp.log" &
+    RUST_LOG=warn "$TAGPROXY" serve -c "$TMP/tp/tagproxy.toml" 2>"$TMP/tp.log" &
     TP=$!
     PIDS+=($TP)
     for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN/healthz" 2>/dev/null && break; sleep 0.1; done

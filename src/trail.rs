@@ -765,6 +765,10 @@ impl Trail {
         let record = Arc::new(record);
         let _ = self.tx.send(record.clone());
         inner.records.push_back(record);
+        // Evicted records are freed after the lock is released: freeing an
+        // event (its properties, its deliveries' requests) is the costly
+        // part, and every request and delivery attempt takes this lock.
+        let mut evicted = Vec::new();
         while inner.records.len() > CAPACITY || (inner.bytes > MAX_BYTES && inner.records.len() > 1)
         {
             let old = inner.records.pop_front().expect("not empty");
@@ -772,7 +776,10 @@ impl Trail {
             if inner.by_id.get(&old.id) == Some(&old.seq) {
                 inner.by_id.remove(&old.id);
             }
+            evicted.push(old);
         }
+        drop(inner);
+        drop(evicted);
         seq
     }
 
