@@ -160,6 +160,18 @@ pub fn injection(outcome: &'static str) {
         .fetch_add(1, Ordering::Relaxed);
 }
 
+/// Observes `v` in `tool`'s histogram, made with `bounds` the first time.
+/// Looked up first under the shard's read lock and without copying the
+/// tool id: this runs for every delivery attempt.
+fn observe(map: &DashMap<String, Histogram>, tool: &str, bounds: &'static [f64], v: f64) {
+    if let Some(h) = map.get(tool) {
+        return h.observe(v);
+    }
+    map.entry(tool.to_string())
+        .or_insert_with(|| Histogram::new(bounds))
+        .observe(v);
+}
+
 fn bump<K: std::hash::Hash + Eq>(map: &DashMap<K, AtomicU64>, key: K) {
     map.entry(key).or_default().fetch_add(1, Ordering::Relaxed);
 }
@@ -238,20 +250,24 @@ impl Metrics {
         let error = attempt_error(d, result);
         self.trail
             .attempt(d, attempt, result.status, latency, error, state);
-        self.delivery_latency
-            .entry(d.tool.clone())
-            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
-            .observe(latency.as_secs_f64());
+        observe(
+            &self.delivery_latency,
+            &d.tool,
+            LATENCY_BUCKETS,
+            latency.as_secs_f64(),
+        );
         let ended = match state {
             AttemptState::Delivered => "delivered",
             AttemptState::DeadLettered => "dead_lettered",
             AttemptState::Retrying => return,
         };
         bump(&self.deliveries_ended, (d.tool.clone(), ended));
-        self.delivery_attempts_hist
-            .entry(d.tool.clone())
-            .or_insert_with(|| Histogram::new(ATTEMPT_BUCKETS))
-            .observe(attempt as f64);
+        observe(
+            &self.delivery_attempts_hist,
+            &d.tool,
+            ATTEMPT_BUCKETS,
+            attempt as f64,
+        );
     }
 
     /// Counts one event's record as it arrived: accepted or dropped (by

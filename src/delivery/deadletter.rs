@@ -164,16 +164,21 @@ pub fn secret_forms(secret: &str) -> Vec<String> {
 }
 
 /// `%XX` for every byte but RFC 3986 unreserved characters.
+/// One buffer, not a string per byte: this runs for every secret of every
+/// delivery built (`Payload::contains`).
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xF)] as char);
+        }
+    }
+    out
 }
 
 /// Redacts a request body: credential fields of a JSON object, then every
@@ -683,6 +688,15 @@ mod tests {
         // Invalid bytes that expand to U+FFFD still fit.
         let text = response_text(&[0xff; 5000]);
         assert!(text.len() <= MAX_RESPONSE_BYTES);
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(
+            percent_encode("aZ09-._~ /+%é"),
+            "aZ09-._~%20%2F%2B%25%C3%A9"
+        );
+        assert_eq!(percent_encode(""), "");
     }
 
     #[test]
