@@ -404,6 +404,68 @@ mod tests {
         assert!(serde_json::from_str::<SharedRecord>("{").is_err());
     }
 
+    /// Every system property `Event::build` sets, with its JSON type, as
+    /// Zaraz names them (system.page, .cookies, .device, .misc).
+    #[test]
+    fn system_properties_have_zarazs_shape() {
+        let mut location = Map::new();
+        location.insert("country".into(), json!("DE"));
+        let req = RequestInfo {
+            ip: Some("192.0.2.7".parse().unwrap()),
+            user_agent: ua::UaParser::default().parse(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            ),
+            cookies: [("tp_cid".to_string(), "1.2".to_string())].into(),
+            location,
+        };
+        let input = EventInput {
+            kind: Some(Kind::Track),
+            name: "signup".into(),
+            page: PageInfo {
+                url: "https://shop.test/a?x=1".into(),
+                title: "A".into(),
+                referrer: "https://r.test/".into(),
+                encoding: "UTF-8".into(),
+            },
+            device: DeviceInfo {
+                viewport: "1280x720".into(),
+                resolution: "1920x1080".into(),
+                language: "en-US".into(),
+                tz_offset: Some(-60),
+            },
+            ..Default::default()
+        };
+        let now = 1_764_000_000_123;
+        let mut tracker = identity::Tracker::from_cookie_header("", now / 1000);
+        let e = Event::build(input, &req, tracker.next_event(), now);
+        let mut system = e.system.clone();
+        let random = system["misc"]["random"].take();
+        assert!(random.is_u64(), "{random}");
+        let (url, query) = url_parts("https://shop.test/a?x=1");
+        assert_eq!(
+            system,
+            json!({
+                "page": {"url": url, "query": query, "title": "A",
+                         "referrer": "https://r.test/", "encoding": "UTF-8"},
+                "cookies": {"tp_cid": "1.2"},
+                "device": {
+                    "ip": "192.0.2.7", "resolution": "1920x1080", "viewport": "1280x720",
+                    "language": "en-US", "location": {"country": "DE"},
+                    "user-agent": req.user_agent.json, "timezoneOffset": -60,
+                },
+                "consent": {},
+                "clientKV": {},
+                "misc": {"random": null, "timestamp": 1_764_000_000u64,
+                         "timestampMilliseconds": 1_764_000_000_123u64},
+            })
+        );
+        // Without an address or a time zone: an empty ip, no offset.
+        let req = RequestInfo { ip: None, ..req };
+        let e = Event::build(EventInput::default(), &req, tracker.next_event(), now);
+        assert_eq!(e.system["device"]["ip"], "");
+        assert!(e.system["device"].get("timezoneOffset").is_none());
+    }
+
     #[test]
     fn cookies() {
         let c = parse_cookies("_ga=GA1.1.123.456; tp_cid=abc; empty=; _ga=second");
@@ -477,35 +539,45 @@ impl Event {
         }
 
         let (url, query) = url_parts(&input.page.url);
-        let mut device = json!({
-            "ip": req.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            "resolution": input.device.resolution,
-            "viewport": input.device.viewport,
-            "language": input.device.language,
-            "location": req.location,
-            "user-agent": req.user_agent.json,
-        });
+        // Built as maps, not with `json!`: the macro serializes each value it
+        // is given into a new one, and that was a third of this function.
+        let string = Value::String;
+        let mut device = Map::new();
+        device.insert(
+            "ip".into(),
+            string(req.ip.map(|ip| ip.to_string()).unwrap_or_default()),
+        );
+        device.insert("resolution".into(), string(input.device.resolution));
+        device.insert("viewport".into(), string(input.device.viewport));
+        device.insert("language".into(), string(input.device.language));
+        device.insert("location".into(), Value::Object(req.location.clone()));
+        device.insert("user-agent".into(), req.user_agent.json.clone());
         if let Some(tz) = input.device.tz_offset {
-            device["timezoneOffset"] = json!(tz);
+            device.insert("timezoneOffset".into(), Value::from(tz));
         }
-        let system = json!({
-            "page": {
-                "url": url,
-                "query": query,
-                "title": input.page.title,
-                "referrer": input.page.referrer,
-                "encoding": input.page.encoding,
-            },
-            "cookies": req.cookies,
-            "device": device,
-            "consent": {},
-            "clientKV": {},
-            "misc": {
-                "random": rand::random::<u32>(),
-                "timestamp": now / 1000,
-                "timestampMilliseconds": now,
-            },
-        });
+        let mut page = Map::new();
+        page.insert("url".into(), url);
+        page.insert("query".into(), query);
+        page.insert("title".into(), string(input.page.title));
+        page.insert("referrer".into(), string(input.page.referrer));
+        page.insert("encoding".into(), string(input.page.encoding));
+        let cookies: Map<String, Value> = req
+            .cookies
+            .iter()
+            .map(|(k, v)| (k.clone(), string(v.clone())))
+            .collect();
+        let mut misc = Map::new();
+        misc.insert("random".into(), Value::from(rand::random::<u32>()));
+        misc.insert("timestamp".into(), Value::from(now / 1000));
+        misc.insert("timestampMilliseconds".into(), Value::from(now));
+        let mut system = Map::new();
+        system.insert("page".into(), Value::Object(page));
+        system.insert("cookies".into(), Value::Object(cookies));
+        system.insert("device".into(), Value::Object(device));
+        system.insert("consent".into(), Value::Object(Map::new()));
+        system.insert("clientKV".into(), Value::Object(Map::new()));
+        system.insert("misc".into(), Value::Object(misc));
+        let system = Value::Object(system);
         let ua = req.user_agent.json["ua"].as_str().unwrap_or("").to_string();
         Event {
             id: event_id(input.id.as_deref()),
