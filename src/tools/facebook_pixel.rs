@@ -352,14 +352,16 @@ impl MetaCapi {
                 ts
             }
         };
-        let mut data = json!({
-            "event_name": event_name,
-            "event_time": event_time,
-            "event_id": event.id,
-            "action_source": "website",
-            "event_source_url": event.page_url(),
-            "user_data": user,
-        });
+        // Maps, not `json!`: the macro serializes each value into a new one
+        // (the user data, then the whole event again inside the body).
+        let mut data = Map::new();
+        data.insert("event_name".into(), Value::String(event_name));
+        data.insert("event_time".into(), Value::from(event_time));
+        data.insert("event_id".into(), Value::String(event.id.clone()));
+        data.insert("action_source".into(), Value::from("website"));
+        data.insert("event_source_url".into(), Value::from(event.page_url()));
+        data.insert("user_data".into(), Value::Object(user));
+        let mut data = Value::Object(data);
         if let Some(Value::Object(options)) = &self.data_processing {
             for (k, v) in options {
                 data[k] = v.clone();
@@ -375,10 +377,13 @@ impl MetaCapi {
             data["custom_data"] = Value::Object(custom);
         }
 
-        let mut body = json!({
-            "data": [data],
-            "access_token": cx.render(&self.access_token, event),
-        });
+        let mut body = Map::new();
+        body.insert("data".into(), Value::Array(vec![data]));
+        body.insert(
+            "access_token".into(),
+            Value::String(cx.render(&self.access_token, event)),
+        );
+        let mut body = Value::Object(body);
         if let Some(code) = &self.test_event_code {
             let code = cx.render(code, event);
             if !code.is_empty() {
