@@ -46,7 +46,7 @@ use crate::metrics::{Metrics, ToolGauges};
 use crate::tools::guard::Invalid;
 use crate::tools::Delivery;
 use deadletter::{DeadLetter, DeadLetters};
-use spool::{AckCache, Cursor, Loc, Spool};
+use spool::{Cursor, Loc, ScanCache, Spool};
 
 /// Deliveries a tool may have waiting in memory with the `memory` backend
 /// before the collector answers 503, and their bytes ([`Job::size`]).
@@ -723,7 +723,7 @@ impl ToolQueue {
 /// Reads a tool's deliveries that wait on disk back into its window, in
 /// order, whenever the window runs low, until none is left on disk only.
 async fn refill(queue: Arc<ToolQueue>, spool: Arc<Spool>) {
-    let mut acks = Some(AckCache::default());
+    let mut acks = Some(ScanCache::default());
     loop {
         queue.refill.notified().await;
         loop {

@@ -240,7 +240,7 @@ fn scan_all(spool: &Spool, tool: &str, per_read: usize) -> Vec<u64> {
         segment: first,
         offset: 0,
     };
-    let mut acks = AckCache::default();
+    let mut acks = ScanCache::default();
     let mut seqs = Vec::new();
     loop {
         let got = spool
@@ -302,7 +302,7 @@ async fn a_reader_at_the_end_sees_what_is_written_next() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
     let placed = spool.append(bodies(0..2)).await.unwrap();
-    let mut acks = AckCache::default();
+    let mut acks = ScanCache::default();
     let got = spool
         .scan(placed[0].1.into(), "ga4", 10, usize::MAX, &mut acks)
         .unwrap();
