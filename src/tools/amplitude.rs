@@ -155,7 +155,7 @@ impl Amplitude {
                     ("content-type".into(), "application/json".into()),
                     ("accept".into(), "*/*".into()),
                 ],
-                body: Some(body.to_string().into_bytes()),
+                body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
             })],
             ..Default::default()
         }

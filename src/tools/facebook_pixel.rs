@@ -402,7 +402,7 @@ impl MetaCapi {
                 method: "POST".into(),
                 url,
                 headers: vec![("content-type".into(), "application/json".into())],
-                body: Some(body.to_string().into_bytes()),
+                body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
             })],
             instructions: Vec::new(),
             cookies,

@@ -100,7 +100,7 @@ mod tests {
             method: "POST".into(),
             url: url.into(),
             headers: vec![("authorization".into(), auth.into())],
-            body: Some(body.to_string().into_bytes()),
+            body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
         }
     }
 

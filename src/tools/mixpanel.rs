@@ -167,7 +167,7 @@ impl Mixpanel {
                     ("accept".into(), "application/json".into()),
                     ("authorization".into(), format!("Basic {auth}")),
                 ],
-                body: Some(body.to_string().into_bytes()),
+                body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
             })],
             ..Default::default()
         }

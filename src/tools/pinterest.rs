@@ -139,7 +139,10 @@ impl Pinterest {
                         format!("Bearer {}", cx.render(&self.access_token, event)),
                     ),
                 ],
-                body: Some(json!({"data": [data]}).to_string().into_bytes()),
+                body: Some(
+                    serde_json::to_vec(&json!({ "data": [data] }))
+                        .expect("a JSON value serializes"),
+                ),
             })],
             instructions: Vec::new(),
             cookies,

@@ -178,7 +178,7 @@ impl Reddit {
                         format!("Bearer {}", cx.render(&self.access_token, event)),
                     ),
                 ],
-                body: Some(body.to_string().into_bytes()),
+                body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
             })],
             instructions: Vec::new(),
             cookies,

@@ -143,7 +143,7 @@ impl Segment {
                     ("content-type".into(), "application/json".into()),
                     ("authorization".into(), format!("Basic {auth}")),
                 ],
-                body: Some(body.to_string().into_bytes()),
+                body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
             })],
             ..Default::default()
         }

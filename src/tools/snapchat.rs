@@ -156,7 +156,10 @@ impl Snapchat {
                 method: "POST".into(),
                 url,
                 headers: vec![("content-type".into(), "application/json".into())],
-                body: Some(json!({"data": [data]}).to_string().into_bytes()),
+                body: Some(
+                    serde_json::to_vec(&json!({ "data": [data] }))
+                        .expect("a JSON value serializes"),
+                ),
             })],
             instructions: Vec::new(),
             cookies,

@@ -186,7 +186,7 @@ impl TikTok {
                     ("content-type".into(), "application/json".into()),
                     ("access-token".into(), cx.render(&self.access_token, event)),
                 ],
-                body: Some(body.to_string().into_bytes()),
+                body: Some(serde_json::to_vec(&body).expect("a JSON value serializes")),
             })],
             instructions: Vec::new(),
             cookies,
