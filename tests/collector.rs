@@ -118,6 +118,39 @@ fn assert_error(a: &Answer, status: u16, what: &str) {
     );
 }
 
+/// `max_event_bytes` is the largest body taken, not one past it: a body of
+/// exactly the limit is accepted, one byte more gets `413`, whether the
+/// length is declared (`Content-Length`) or only streamed (chunked).
+#[tokio::test]
+async fn a_body_of_exactly_max_event_bytes_is_taken_and_one_more_byte_is_not() {
+    let proxy = Proxy::start_tools(no_origin(), "", &[]).await;
+    let sized = |n: usize| {
+        let shell = r#"[{"type":"pageview","properties":{"pad":""}}]"#;
+        let pad = "x".repeat(n - shell.len());
+        format!(r#"[{{"type":"pageview","properties":{{"pad":"{pad}"}}}}]"#)
+    };
+    let chunked = |body: String| {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = body
+            .into_bytes()
+            .chunks(4096)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+    };
+    let exact = sized(65_536);
+    assert_eq!(exact.len(), 65_536);
+    let a = post(&proxy, &exact).await;
+    assert_eq!(a.status, 200, "declared, exactly the limit: {}", a.text);
+    let a = post_as(&proxy, "application/json", chunked(exact)).await;
+    assert_eq!(a.status, 200, "streamed, exactly the limit: {}", a.text);
+
+    let over = sized(65_537);
+    let a = post(&proxy, &over).await;
+    assert_error(&a, 413, "declared, one byte over");
+    let a = post_as(&proxy, "application/json", chunked(over)).await;
+    assert_error(&a, 413, "streamed, one byte over");
+}
+
 #[tokio::test]
 async fn bad_input_gets_its_status_and_error_text_and_nothing_is_delivered() {
     let ga = Destination::start().await;
