@@ -46,9 +46,9 @@ declare -A globs=(
 # alive (missed or timed out) are tested again, by every test target but the
 # headless-browser ones, so a survivor is one no test in the suite sees.
 # Tier 0 (TIER=unit): only the library's unit tests of tier 1's list. Each
-# mutant then rebuilds one test binary instead of the library and seven,
-# about half the time; what survives it goes on to tier 1 (--iterate keeps
-# the catches), so unit, then 1, then full is a funnel.
+# mutant then rebuilds and links one test binary instead of the library and
+# up to eight, and runs seconds of tests; what survives goes on to tier 1
+# (--iterate keeps the catches), so unit, then 1, then full is a funnel.
 declare -A tier1=(
   [delivery]='delivery batching deadletter_cli nats mutation_gaps trail'
   [collector]='collector limits hostile events_api mutation_gaps zaraz_loader'
