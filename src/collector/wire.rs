@@ -258,6 +258,35 @@ mod tests {
             let careful = parse_explained(body.as_bytes()).unwrap();
             assert_eq!(format!("{fast:?}"), format!("{careful:?}"), "{body}");
         }
+        // Too many events is said first, even when an event is also bad
+        // (the careful path's count); exactly the limit is not too many.
+        let batch = |n: usize| {
+            let mut items = vec![r#"{"type":"pageview"}"#; n - 1];
+            items.push(r#"{"type":"rocket"}"#);
+            format!("[{}]", items.join(","))
+        };
+        assert_eq!(
+            parse_batch(batch(MAX_BATCH + 1).as_bytes()).unwrap_err().0,
+            format!(
+                "too many events: {} (at most {MAX_BATCH} per request)",
+                MAX_BATCH + 1
+            )
+        );
+        let at_limit = parse_batch(batch(MAX_BATCH).as_bytes()).unwrap_err().0;
+        assert!(
+            at_limit.starts_with(&format!("[{}].type: unknown variant", MAX_BATCH - 1)),
+            "{at_limit}"
+        );
+        // The same limit on the fast path: the limit is taken, one more is not.
+        let valid = |n: usize| format!("[{}]", vec![r#"{"type":"pageview"}"#; n].join(","));
+        assert_eq!(
+            parse_batch(valid(MAX_BATCH).as_bytes()).unwrap().len(),
+            MAX_BATCH
+        );
+        assert!(parse_batch(valid(MAX_BATCH + 1).as_bytes())
+            .unwrap_err()
+            .0
+            .starts_with("too many events"));
         // A repeated field: the careful path keeps the last one, as before.
         let dup = r#"{"type":"track","name":"a","name":"b"}"#;
         assert!(parse_valid(dup.as_bytes()).is_none());
