@@ -910,6 +910,47 @@ mod hostile_tests;
 mod tests {
     use super::*;
 
+    /// A secret is found wherever a request carries it, in each form it
+    /// takes there (as is, JSON-escaped, percent-encoded); the delivery's
+    /// `secrets` list, and so what a dead letter redacts, is built on it.
+    #[test]
+    fn payload_contains_a_secret_in_every_place_and_form() {
+        let secret = "tok/en \"x\"";
+        let request = |url: &str, headers: Vec<(String, String)>, body: Option<&str>| {
+            Payload::Http(HttpRequest {
+                method: "POST".into(),
+                url: url.into(),
+                headers,
+                body: body.map(|b| b.as_bytes().to_vec()),
+            })
+        };
+        let in_url = request("https://d.example/?k=tok%2Fen%20%22x%22", vec![], None);
+        let in_form = request("https://d.example/?k=tok%2Fen+%22x%22", vec![], None);
+        let in_header = request(
+            "https://d.example/",
+            vec![("authorization".into(), format!("Bearer {secret}"))],
+            None,
+        );
+        let in_json = request(
+            "https://d.example/",
+            vec![],
+            Some(&serde_json::json!({ "access_token": secret }).to_string()),
+        );
+        for (place, payload) in [
+            ("url", &in_url),
+            ("form", &in_form),
+            ("header", &in_header),
+            ("json body", &in_json),
+        ] {
+            assert!(payload.contains(secret), "{place}");
+            assert!(!payload.contains("another-secret"), "{place}");
+        }
+        assert!(Payload::Stdout(format!("line {secret}")).contains(secret));
+        assert!(!Payload::Stdout("line".into()).contains(secret));
+        // Too short to be told from ordinary text: never counted.
+        assert!(!in_header.contains("tok"));
+    }
+
     /// Every required adapter supports all three automated actions, so this
     /// rule is tested on its own: an adapter without ecommerce rejects a tool
     /// that turns it on.
