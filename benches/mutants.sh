@@ -26,6 +26,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 export PATH="$PATH:/usr/sbin" # nats-server, for tests/nats.rs
+# The current nats-server tests/run.sh installs under this checkout's
+# target/tools (the worktree the mutants build in has none of its own).
+if [ -z "${TAGPROXY_NATS_SERVER_CURRENT:-}" ] && [ -x "$root/target/tools/nats/bin/nats-server" ]; then
+  export TAGPROXY_NATS_SERVER_CURRENT="$root/target/tools/nats/bin/nats-server"
+fi
 
 if ! cargo mutants --version >/dev/null 2>&1; then
   echo "benches/mutants.sh: installing cargo-mutants" >&2
