@@ -359,3 +359,24 @@ async fn the_sink_hears_of_every_record_in_order_before_the_append_is_answered()
         ]
     );
 }
+
+/// A reader's segment that is gone (settled and removed) is `None`, not an
+/// error; any other failure to open it is an error, not a skipped segment.
+#[test]
+fn scan_cache_tells_a_missing_segment_from_a_failing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cache = ScanCache::default();
+    assert!(cache.open(dir.path(), 42).unwrap().is_none());
+    // A "directory" that is a file: ENOTDIR, not NotFound.
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    assert!(cache.open(&not_a_dir, 42).is_err());
+    // A segment that exists is opened, and kept for the next scan.
+    std::fs::write(segment_path(dir.path(), 7), b"seg").unwrap();
+    assert!(cache.open(dir.path(), 7).unwrap().is_some());
+    std::fs::remove_file(segment_path(dir.path(), 7)).unwrap();
+    assert!(
+        cache.open(dir.path(), 7).unwrap().is_some(),
+        "the open file is kept"
+    );
+}
