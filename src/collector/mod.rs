@@ -620,26 +620,28 @@ mod tests {
         App::start(&loaded, plan, &shared)
     }
 
-    /// A browser's headers, enough for the bot score to pass it.
+    /// Chrome's headers on a collector request, from the documented corpus
+    /// (`fixtures/browser-headers.json`), with the page as its Referer.
     fn browser_headers() -> HeaderMap {
+        let corpus: Value =
+            serde_json::from_str(include_str!("../../fixtures/browser-headers.json")).unwrap();
+        let entry = corpus["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "Chrome 131 Windows" && e["kind"] == "collector")
+            .expect("the corpus has Chrome 131's collector request");
         let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("content-type", "application/json"),
-            ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"),
-            ("accept", "*/*"),
-            ("accept-language", "en-US,en;q=0.9"),
-            ("accept-encoding", "gzip, deflate, br"),
-            ("origin", "https://shop.test"),
-            ("referer", "https://shop.test/cart"),
-            ("sec-fetch-site", "same-origin"),
-            ("sec-fetch-mode", "cors"),
-            ("sec-fetch-dest", "empty"),
-            ("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
-            ("sec-ch-ua-mobile", "?0"),
-            ("sec-ch-ua-platform", "\"Linux\""),
-        ] {
-            h.insert(k, HeaderValue::from_static(v));
+        for (k, v) in entry["headers"].as_object().unwrap() {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v.as_str().unwrap()).unwrap(),
+            );
         }
+        h.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://shop.test/cart"),
+        );
         h
     }
 
