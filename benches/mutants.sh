@@ -116,15 +116,18 @@ if [ $summary_only = 0 ]; then
     mkdir -p "$out"
     # Every test target but the headless-browser ones (slow, and they test
     # the client script): a test anywhere may be the one that sees a mutant.
+    # Test targets are chosen with --cargo-arg, which cargo-mutants also
+    # gives its build step (`cargo nextest run --no-run`): given only to the
+    # test step, every mutant built and linked all ~40 test binaries first.
     if [ "${TIER:-1}" = unit ]; then
-      args=(--cargo-test-arg=--lib --cargo-test-arg=-E "--cargo-test-arg=test(${tier1_unit[$m]})")
+      args=(--cargo-arg=--lib --cargo-test-arg=-E "--cargo-test-arg=test(${tier1_unit[$m]})")
     elif [ "${TIER:-1}" = full ]; then
-      args=(--cargo-test-arg=--workspace --cargo-test-arg=--all-targets
+      args=(--cargo-arg=--workspace --cargo-arg=--all-targets
         --cargo-test-arg=-E
         --cargo-test-arg='not (binary(browser) | binary(consent_browser) | binary(meta_browser) | binary(client_triggers))')
     else
-      args=(--cargo-test-arg=--lib)
-      for t in ${tier1[$m]}; do args+=(--cargo-test-arg=--test "--cargo-test-arg=$t"); done
+      args=(--cargo-arg=--lib)
+      for t in ${tier1[$m]}; do args+=(--cargo-arg=--test "--cargo-arg=$t"); done
       args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | test(${tier1_unit[$m]})")
     fi
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
