@@ -271,13 +271,6 @@ impl ConsentPolicy {
     }
 }
 
-impl Choices {
-    /// Whether the visitor has decided every purpose.
-    pub fn all_decided(&self) -> bool {
-        self.decided.iter().all(Option::is_some)
-    }
-}
-
 impl ConsentMode {
     /// Whether `ad_storage` is granted (the update, else the default; an
     /// unset signal counts as granted, as gtag does and as [`Self::gcs`]
@@ -401,7 +394,6 @@ consent_mode = ["ad_storage", "ad_user_data", "ad_personalization"]
     fn cookie_choices_gate_tools() {
         let p = policy(TWO);
         let none = p.evaluate(&HashMap::new());
-        assert!(!none.all_decided());
         assert!(!p.allows(&none, &["analytics".into()], None, false));
         assert!(
             p.allows(&none, &[], None, false),
@@ -851,6 +843,74 @@ name = "No IAB purpose"
             assert_eq!(m.gcs(), gcs);
         }
     }
+
+    /// The cookie as `consent.js` writes it (`encodeURIComponent` of the
+    /// JSON), as raw JSON, and broken: a bad escape is no choice.
+    #[test]
+    fn choice_cookie_is_percent_decoded() {
+        let want = json!({"analytics": true, "ads": false});
+        for raw in [
+            "%7B%22analytics%22%3Atrue%2C%22ads%22%3Afalse%7D",
+            r#"{"analytics":true,"ads":false}"#,
+            r#"%7B"analytics":true,"ads"%3Afalse}"#,
+        ] {
+            assert_eq!(
+                parse_choice_cookie(raw).map(Value::Object),
+                Some(want.clone()),
+                "{raw}"
+            );
+        }
+        for raw in ["%7", "%zz%7B%7D", "%7B%22a%22%3Atrue", "%FF", "[true]"] {
+            assert_eq!(parse_choice_cookie(raw), None, "{raw}");
+        }
+    }
+
+    /// Consent Mode values in `google_consent_default` / `_update`: the two
+    /// words gtag uses, or booleans; anything else is not set.
+    #[test]
+    fn granted_value_reads_words_and_booleans() {
+        for (v, want) in [
+            (json!("granted"), Some(true)),
+            (json!("denied"), Some(false)),
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!("Granted"), None),
+            (json!("yes"), None),
+            (json!(1), None),
+            (json!(null), None),
+        ] {
+            assert_eq!(granted_value(&v), want, "{v}");
+        }
+    }
+
+    /// `ad_storage`: the update wins over the default, and a signal never
+    /// set counts as granted (gtag's reading, the same as `gcs`'s digit).
+    #[test]
+    fn ad_storage_reads_the_update_then_the_default() {
+        for (state, granted) in [
+            ((None, None), true),
+            ((Some(false), None), false),
+            ((Some(true), None), true),
+            ((Some(false), Some(true)), true),
+            ((Some(true), Some(false)), false),
+            ((None, Some(false)), false),
+        ] {
+            let m = ConsentMode([state, (None, Some(true)), (None, None), (None, None)]);
+            assert_eq!(m.ad_storage(), granted, "{state:?}");
+        }
+    }
+
+    /// `check` refuses a tool that names a purpose the config does not
+    /// define; this is the lookup it uses.
+    #[test]
+    fn has_purpose_knows_exactly_the_configured_ids() {
+        let p = policy(TWO);
+        assert!(p.has_purpose("analytics"));
+        assert!(p.has_purpose("ads"));
+        assert!(!p.has_purpose("Analytics"));
+        assert!(!p.has_purpose("marketing"));
+        assert!(!p.has_purpose(""));
+    }
 }
 
 /// Built-in texts of the consent modal: (language, title, intro, accept all,
@@ -973,6 +1033,19 @@ mod modal_text_tests {
         assert_eq!(pick_text(&t["accept_all"], "pt-BR"), Some("Aceitar tudo"));
         assert_eq!(pick_text(&t["reject_all"], "pt-BR"), Some("Reject all"));
         assert_eq!(pick_text(&t["intro"], "ja"), pick_text(&t["intro"], "en"));
+    }
+
+    /// Each of the five keys is overridden by its own setting, not another's.
+    #[test]
+    fn every_key_takes_its_own_override() {
+        let mut toml = String::from("[texts.nl]\n");
+        for key in MODAL_TEXT_KEYS {
+            toml.push_str(&format!("{key} = \"nl {key}\"\n"));
+        }
+        let t = modal_texts(&config(&toml));
+        for key in MODAL_TEXT_KEYS {
+            assert_eq!(pick_text(&t[key], "nl").unwrap(), format!("nl {key}"));
+        }
     }
 
     #[test]
