@@ -1320,6 +1320,40 @@ mod tests {
             TcString::parse(&format!("{s}.{dv}")),
             Err(TcfError::Segment(1))
         );
+        // A repeated publisher TC segment too.
+        let mut tc = base();
+        tc.publisher_tc = Some(PublisherTc {
+            purpose_consents: purposes(&[1]),
+            ..PublisherTc::default()
+        });
+        let s = encode(&tc);
+        let pub_tc = s.split('.').nth(1).unwrap();
+        assert_eq!(
+            TcString::parse(&format!("{s}.{pub_tc}")),
+            Err(TcfError::Segment(3))
+        );
+    }
+
+    /// A segment that is not base64url is named by its place: the core is
+    /// 0, the first segment after it 1.
+    #[test]
+    fn a_bad_segment_is_named_by_its_place() {
+        let s = encode(&base());
+        assert_eq!(
+            TcString::parse("CP!c"),
+            Err(TcfError::Base64 { segment: 0 })
+        );
+        assert_eq!(
+            TcString::parse(&format!("{s}.!!!!")),
+            Err(TcfError::Base64 { segment: 1 })
+        );
+        let mut w = BitWriter::default();
+        w.put(5, 3);
+        w.put(0, 21);
+        assert_eq!(
+            TcString::parse(&format!("{s}.{}.!!!!", w.finish())),
+            Err(TcfError::Base64 { segment: 2 })
+        );
     }
 
     /// The 6-bit groups of one segment, zero-padded to whole bytes (what an
