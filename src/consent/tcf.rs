@@ -1552,6 +1552,34 @@ mod tests {
         let full = VendorSet::from_ranges(u16::MAX, [(1, u16::MAX), (5, 6)]).unwrap();
         assert_eq!(full.len(), 65535);
         assert!(full.contains(u16::MAX) && !full.contains(0));
+        assert!(!v.is_empty() && !full.is_empty());
+        assert!(VendorSet::from_ids([]).is_empty());
+    }
+
+    /// The publisher segment's accessors read their own field, purpose 1
+    /// the most significant of 24 bits, custom purpose 1 the most
+    /// significant of `num_custom_purposes`.
+    #[test]
+    fn publisher_tc_accessors() {
+        let p = PublisherTc {
+            purpose_consents: purposes(&[1, 24]),
+            purpose_legitimate_interests: purposes(&[2, 7]),
+            num_custom_purposes: 3,
+            custom_purpose_consents: 0b100,
+            custom_purpose_legitimate_interests: 0b011,
+        };
+        for n in 0..=25u8 {
+            assert_eq!(p.purpose_consent(n), n == 1 || n == 24, "consent {n}");
+            assert_eq!(p.purpose_legitimate_interest(n), n == 2 || n == 7, "LI {n}");
+        }
+        for id in 0..=4u8 {
+            assert_eq!(p.custom_purpose_consent(id), id == 1, "custom {id}");
+            assert_eq!(
+                p.custom_purpose_legitimate_interest(id),
+                id == 2 || id == 3,
+                "custom LI {id}"
+            );
+        }
     }
 
     // ---- property tests ----
