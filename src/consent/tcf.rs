@@ -1556,6 +1556,25 @@ mod tests {
         assert!(VendorSet::from_ids([]).is_empty());
     }
 
+    /// A range section that claims more entries than its bits could hold
+    /// (17 bits at least each) is refused before reading them, saying how
+    /// many bits the claim needs.
+    #[test]
+    fn range_entries_claiming_too_much_are_refused_up_front() {
+        // NumEntries = 2 (34 bits at least), then 20 bits.
+        let data = [0x00, 0x20, 0x00, 0x00];
+        assert_eq!(
+            read_range_entries(&mut Bits::new(&data), None),
+            Err(TcfError::Truncated { at: 12, needed: 34 })
+        );
+        // The same 20 bits hold one single-vendor entry.
+        let data = [0x00, 0x10, 0x00, 0x08];
+        assert_eq!(
+            read_range_entries(&mut Bits::new(&data), None),
+            Ok(vec![(1, 1)])
+        );
+    }
+
     /// The publisher segment's accessors read their own field, purpose 1
     /// the most significant of 24 bits, custom purpose 1 the most
     /// significant of `num_custom_purposes`.
