@@ -138,20 +138,26 @@ fi
 
 # Score per module from the accumulated outcomes: caught / (caught + missed
 # + timeout); unviable mutants (they do not compile) are listed apart.
-printf '| module | mutants tested | caught | missed | timeout | unviable | score |\n'
-printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+printf '| module | mutants | tested | caught | missed | timeout | unviable | score |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for m in "${modules[@]}"; do
   dir=target/mutants/$prefix$m/mutants.out
-  count() { cat "$@" 2>/dev/null | sort -u | grep -c . || true; }
+  # Only the mutants of the current code count: a name carries its line,
+  # so results from before an edit that moved lines are stale.
+  current=$(mktemp)
+  cargo mutants --list -f "${globs[$m]}" "${diff[@]}" 2>/dev/null | sort -u >"$current"
+  count() { cat "$@" 2>/dev/null | sort -u | comm -12 - "$current" | grep -c . || true; }
   # --iterate carries earlier runs' catches in previously_caught.txt.
   caught=$(count "$dir/caught.txt" "$dir/previously_caught.txt")
   missed=$(count "$dir/missed.txt")
   timeout=$(count "$dir/timeout.txt")
   unviable=$(count "$dir/unviable.txt")
+  total=$(grep -c . "$current" || true)
+  rm -f "$current"
   tested=$((caught + missed + timeout))
   score=-
   [ "$tested" -gt 0 ] && score="$((100 * caught / tested))%"
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$tested" "$caught" "$missed" "$timeout" "$unviable" "$score"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$m" "$total" "$tested" "$caught" "$missed" "$timeout" "$unviable" "$score"
 done
 echo
 echo "Missed mutants: target/mutants/<module>/mutants.out/missed.txt"
