@@ -698,3 +698,87 @@ pub fn templates_of(action: &Action) -> Vec<&Template> {
         .flat_map(|(_, v)| v.templates())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn loaded(text: &str) -> Loaded {
+        crate::config::parse(std::path::Path::new("tagproxy.toml"), text).unwrap()
+    }
+
+    /// Plain values keep their JSON type; a name outside `[A-Za-z0-9_]` is
+    /// a problem and left out; an unset secret is a problem for `serve` and
+    /// a warning for `check`, and is kept as `""` either way.
+    #[test]
+    fn variables_read_values_names_and_secrets() {
+        let l = loaded(
+            "[variables]\nsite = \"shop\"\nrate = 0.5\nok_2 = true\n\"bad-name\" = \"x\"\n\
+             key = { secret = \"RULES_TEST_SURELY_UNSET\" }\n",
+        );
+        let mut warnings = Vec::new();
+        let (vars, problems) = variables(&l, Secrets::Required, &mut warnings);
+        assert_eq!(vars["site"].value, Value::from("shop"));
+        assert_eq!(vars["rate"].value, Value::from(0.5));
+        assert_eq!(vars["ok_2"].value, Value::from(true));
+        assert!(!vars["site"].secret);
+        assert!(!vars.contains_key("bad-name"));
+        assert_eq!(vars["key"].value, Value::from(""));
+        assert!(vars["key"].secret);
+        let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("variable name `bad-name` may only hold"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("TAGPROXY_SECRET_RULES_TEST_SURELY_UNSET is not set"),
+            "{messages:?}"
+        );
+        assert!(warnings.is_empty());
+
+        let (vars, problems) = variables(&l, Secrets::Optional, &mut warnings);
+        assert_eq!(problems.len(), 1, "only the name: {problems:?}");
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("is not set"), "{warnings:?}");
+        assert_eq!(vars.len(), 4);
+    }
+
+    /// Only triggers with a client-side rule go to the browser, each with
+    /// the page rules it can check itself (a single `system.page.*` path),
+    /// so the script arms listeners only where they can fire.
+    #[test]
+    fn client_config_lists_browser_triggers_with_their_page_rules() {
+        let l = loaded(
+            r##"
+[triggers.buy_click]
+rules = [ { click = { css = "button.buy" } } ]
+[triggers.server_only]
+rules = [ { match = "{{ client.name }}", op = "equals", value = "buy" } ]
+[triggers.checkout_click]
+rules = [ { click = { css = "#pay" } }, { match = "{{ system.page.url.pathname }}", op = "equals", value = "/checkout" }, { match = "{{ client.x }}", op = "equals", value = "1" } ]
+exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value = "staging" } ]
+"##,
+        );
+        let (triggers, problems) = triggers(&l, &Variables::new());
+        assert!(problems.is_empty(), "{problems:?}");
+        let config = triggers.client_config();
+        let ids: Vec<&str> = config
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["buy_click", "checkout_click"]);
+        assert!(config[0].get("page").is_none());
+        assert_eq!(
+            config[1]["page"],
+            json!([
+                {"path": "page.url.pathname", "op": "equals", "value": "/checkout", "exclude": false},
+                {"path": "page.url.hostname", "op": "contains", "value": "staging", "exclude": true},
+            ])
+        );
+        assert_eq!(config[1]["rule"]["click"]["css"], "#pay");
+    }
+}
