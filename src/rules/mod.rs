@@ -757,11 +757,23 @@ rules = [ { click = { css = "button.buy" } } ]
 [triggers.server_only]
 rules = [ { match = "{{ client.name }}", op = "equals", value = "buy" } ]
 [triggers.checkout_click]
-rules = [ { click = { css = "#pay" } }, { match = "{{ system.page.url.pathname }}", op = "equals", value = "/checkout" }, { match = "{{ client.x }}", op = "equals", value = "1" } ]
+rules = [ { click = { css = "#pay" } }, { match = "{{ system.page.url.pathname }}", op = "equals", value = "/checkout" }, { match = "{{ client.x }}", op = "equals", value = "1" },
+  { match = "{{ system.page.url.pathname }}{{ system.page.url.search }}", op = "equals", value = "/a?b" },
+  { match = "x{{ system.page.url.pathname }}", op = "equals", value = "x/" },
+  { match = "{{ system.device.language }}", op = "equals", value = "de" },
+  { match = "{{ $site }}", op = "equals", value = "shop" } ]
 exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value = "staging" } ]
 "##,
         );
-        let (triggers, problems) = triggers(&l, &Variables::new());
+        let mut vars = Variables::new();
+        vars.insert(
+            "site".into(),
+            Variable {
+                value: Value::from("shop"),
+                secret: false,
+            },
+        );
+        let (triggers, problems) = triggers(&l, &vars);
         assert!(problems.is_empty(), "{problems:?}");
         let config = triggers.client_config();
         let ids: Vec<&str> = config
