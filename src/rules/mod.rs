@@ -793,4 +793,69 @@ exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value =
         );
         assert_eq!(config[1]["rule"]["click"]["css"], "#pay");
     }
+
+    /// Which trigger configs are refused, and with what: one row each.
+    #[test]
+    fn triggers_refuse_bad_ids_and_rules() {
+        let cases = [
+            ("[triggers.Pageview]\nrules = []", "`Pageview` is built in"),
+            ("[triggers.\"a b\"]\nrules = []", "ids may only hold"),
+            ("[triggers.\"a.b\"]\nrules = []", "ids may only hold"),
+            (
+                "[triggers.t]\nrules = [ { match = \"{{ client.x }}\", op = \"equals\" } ]",
+                "a match rule needs `match`, `op` and `value`",
+            ),
+            ("[triggers.t]\nrules = [ { } ]", "empty rule"),
+            (
+                "[triggers.t]\nrules = [ { click = { css = \"a\" }, timer = { interval_ms = 5 } } ]",
+                "either a match rule or one client-side rule",
+            ),
+            (
+                "[triggers.t]\nrules = [ { click = { css = \"a\" }, match = \"{{ client.x }}\" } ]",
+                "either a match rule or one client-side rule",
+            ),
+            (
+                "[triggers.t]\nrules = []\nexclude = [ { click = { css = \"a\" } } ]",
+                "client-side rules cannot be exclude rules",
+            ),
+            (
+                "[triggers.t]\nrules = [ { click = { css = \"a\" } }, { timer = { interval_ms = 5 } } ]",
+                "at most one client-side rule per trigger",
+            ),
+            (
+                "[triggers.t]\nrules = [ { click = { css = \"a\", xpath = \"//a\" } } ]",
+                "exactly one of `css` or `xpath`",
+            ),
+        ];
+        for (text, want) in cases {
+            let (_, problems) = triggers(&loaded(text), &Variables::new());
+            let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            assert!(
+                messages.len() == 1 && messages[0].contains(want),
+                "{text}: {messages:?}"
+            );
+        }
+        // Good ids, with `_` and `-`; each rule lands in its own list.
+        let (t, problems) = triggers(
+            &loaded(
+                "[triggers.a_b-1]\nrules = [ { match = \"{{ client.name }}\", op = \"equals\", value = \"buy\" } ]\n\
+                 exclude = [ { match = \"{{ client.test }}\", op = \"equals\", value = \"1\" } ]\n\
+                 [triggers.clicks]\nrules = [ { click = { css = \"a\" } } ]",
+            ),
+            &Variables::new(),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let a = &t.list[t.ids["a_b-1"]];
+        assert_eq!((a.rules.len(), a.exclude.len()), (1, 1));
+        assert_eq!(a.rules[0].value_text(), "buy");
+        assert_eq!(a.exclude[0].value_text(), "1");
+        assert!(a.client.is_none());
+        assert!(t.list[t.ids["clicks"]].client.is_some());
+        assert_eq!(
+            t.resolve("clicks"),
+            Some(TriggerRef::Index(t.ids["clicks"]))
+        );
+        assert_eq!(t.resolve("Pageview"), Some(TriggerRef::Pageview));
+        assert_eq!(t.resolve("nope"), None);
+    }
 }
