@@ -826,6 +826,26 @@ exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value =
                 "[triggers.t]\nrules = [ { click = { css = \"a\", xpath = \"//a\" } } ]",
                 "exactly one of `css` or `xpath`",
             ),
+            (
+                "[triggers.t]\nrules = [ { click = { } } ]",
+                "exactly one of `css` or `xpath`",
+            ),
+            (
+                "[triggers.t]\nrules = [ { scroll_depth = \"120%\" } ]",
+                "scroll_depth \"120%\" must look like",
+            ),
+            (
+                "[triggers.t]\nrules = [ { scroll_depth = [\"50%\", \"-5px\"] } ]",
+                "scroll_depth \"-5px\" must look like",
+            ),
+            (
+                "[triggers.t]\nrules = [ { scroll_depth = \"half\" } ]",
+                "must look like",
+            ),
+            (
+                "[triggers.t]\nrules = [ { scroll_depth = [] } ]",
+                "scroll_depth needs at least one depth",
+            ),
         ];
         for (text, want) in cases {
             let (_, problems) = triggers(&loaded(text), &Variables::new());
@@ -840,7 +860,8 @@ exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value =
             &loaded(
                 "[triggers.a_b-1]\nrules = [ { match = \"{{ client.name }}\", op = \"equals\", value = \"buy\" } ]\n\
                  exclude = [ { match = \"{{ client.test }}\", op = \"equals\", value = \"1\" } ]\n\
-                 [triggers.clicks]\nrules = [ { click = { css = \"a\" } } ]",
+                 [triggers.clicks]\nrules = [ { click = { css = \"a\" } } ]\n\
+                 [triggers.scrolled]\nrules = [ { scroll_depth = [\"0%\", \" 45.5 %\", \"100%\", \"300px\"] } ]",
             ),
             &Variables::new(),
         );
@@ -851,6 +872,7 @@ exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value =
         assert_eq!(a.exclude[0].value_text(), "1");
         assert!(a.client.is_none());
         assert!(t.list[t.ids["clicks"]].client.is_some());
+        assert!(t.list[t.ids["scrolled"]].client.is_some());
         assert_eq!(
             t.resolve("clicks"),
             Some(TriggerRef::Index(t.ids["clicks"]))
