@@ -16,7 +16,7 @@ use crate::event::{Event, Kind};
 use crate::tools::guard::{self, Invalid};
 use crate::tools::{BuildContext, Delivery, Payload, Source, Tool};
 use crate::trail::Trace;
-use template::{check_path, Context, Template, Variable, Variables};
+use template::{check_path, Context, Variable, Variables};
 use trigger::{ClientRule, MatchRule, Trigger};
 
 /// Prefix of the environment variables secrets are read from.
@@ -688,15 +688,6 @@ impl Action {
         }
         out
     }
-}
-
-/// Template literals that only hold text can be checked like templates.
-pub fn templates_of(action: &Action) -> Vec<&Template> {
-    action
-        .fields
-        .iter()
-        .flat_map(|(_, v)| v.templates())
-        .collect()
 }
 
 #[cfg(test)]

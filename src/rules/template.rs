@@ -362,6 +362,21 @@ mod tests {
             .contains("`event.x`"));
         assert!(Template::parse("{{ client. }}").is_err());
         assert!(Template::parse("{{ $ }}").is_err());
+        // Variable names: letters, digits and `_`, as `[variables]` allows.
+        for ok in ["$site", "$api_key_2", "$_"] {
+            assert_eq!(
+                Path::parse(ok).unwrap().root,
+                Root::Variable(ok[1..].to_string())
+            );
+        }
+        for bad in ["$a-b", "$a.b", "$ä", "$a b"] {
+            assert!(
+                Path::parse(bad)
+                    .unwrap_err()
+                    .contains("invalid variable name"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
