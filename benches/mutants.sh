@@ -58,7 +58,7 @@ declare -A tier1=(
   [delivery]='delivery batching deadletter_cli nats mutation_gaps trail'
   [collector]='collector limits hostile events_api mutation_gaps zaraz_loader'
   [consent]='consent privacy ga4 events_api collector'
-  [rules]='triggers adapters collector ga4 secrets'
+  [rules]='triggers adapters collector ga4 secrets deadletter_cli'
   [tools]='adapters destinations ga4 batching hostile secrets privacy'
   [inject]='inject head'
 )
