@@ -379,6 +379,45 @@ mod tests {
         }
     }
 
+    /// What validation reads of a template: its fixed text, its paths, the
+    /// `| raw` placeholders and the first one reading the event, as written.
+    #[test]
+    fn accessors_for_validation() {
+        let t = Template::parse(
+            "a{{ $key }}b{{ client.id | raw }}{{system.page.url.href}}{{ $v|raw }}",
+        )
+        .unwrap();
+        assert_eq!(t.as_literal(), None);
+        let paths: Vec<&Path> = t.paths().collect();
+        assert_eq!(paths.len(), 4);
+        assert_eq!(paths[0].root, Root::Variable("key".into()));
+        assert_eq!(paths[1].root, Root::Client);
+        assert_eq!(paths[1].segments, ["id"]);
+        assert_eq!(paths[2].root, Root::System);
+        assert_eq!(paths[2].segments, ["page", "url", "href"]);
+        assert_eq!(
+            t.raw_sources().collect::<Vec<_>>(),
+            ["{{ client.id | raw }}", "{{ $v|raw }}"]
+        );
+        assert_eq!(t.event_source(), Some("{{ client.id | raw }}"));
+        // Variables only: no event source; text only: a literal.
+        let vars = Template::parse("{{ $a }}-{{ $b }}").unwrap();
+        assert_eq!(vars.event_source(), None);
+        assert_eq!(vars.raw_sources().count(), 0);
+        assert_eq!(
+            Template::parse("plain").unwrap().as_literal(),
+            Some("plain")
+        );
+        assert_eq!(Template::parse("").unwrap().as_literal(), Some(""));
+        assert_eq!(Template::literal("x").as_literal(), Some("x"));
+        assert_eq!(Template::parse("plain").unwrap().paths().count(), 0);
+        // `raw` is the only filter, spaces around it allowed.
+        assert!(Template::parse("{{ client.x | Raw }}")
+            .unwrap_err()
+            .contains("unknown filter `Raw`"));
+        assert!(Template::parse("{{ client.x | upper }}").is_err());
+    }
+
     #[test]
     fn render_value_keeps_types() {
         let client = json!({"total": 12.5, "items": [1, 2]});
