@@ -418,6 +418,109 @@ mod tests {
         assert!(Template::parse("{{ client.x | upper }}").is_err());
     }
 
+    /// Every known system property passes; each unknown one is named (SPEC
+    /// §6), and an unknown variable too.
+    #[test]
+    fn check_path_knows_zaraz_system_properties() {
+        let mut variables = Variables::new();
+        variables.insert(
+            "known".into(),
+            Variable {
+                value: json!("v"),
+                secret: false,
+            },
+        );
+        for ok in [
+            "$known",
+            "client.anything.at.all",
+            "system.page.url.href",
+            "system.page.url.pathname",
+            "system.page.url",
+            "system.page.query",
+            "system.page.query.utm_source",
+            "system.page.title",
+            "system.page.referrer",
+            "system.cookies.session",
+            "system.consent.analytics",
+            "system.clientKV.k",
+            "system.device.location.country",
+            "system.device.location.isEUCountry",
+            "system.device.user-agent.browser",
+            "system.device.language",
+            "system.device.bot_score",
+            "system.misc.timestampMilliseconds",
+        ] {
+            let path = Path::parse(ok).unwrap();
+            assert_eq!(check_path(&path, &variables), None, "{ok}");
+        }
+        for (bad, message) in [
+            ("$unknown", "unknown variable `$unknown`"),
+            (
+                "system.page.url.scheme",
+                "unknown system property `system.page.url.scheme`",
+            ),
+            ("system.page.url.href.x", "unknown system property"),
+            ("system.page.query.a.b", "unknown system property"),
+            ("system.page.body", "unknown system property"),
+            ("system.cookies", "unknown system property"),
+            ("system.cookies.a.b", "unknown system property"),
+            ("system.device.location.street", "unknown system property"),
+            (
+                "system.device.location.country.x",
+                "unknown system property",
+            ),
+            ("system.device.user-agent.color", "unknown system property"),
+            ("system.device.battery", "unknown system property"),
+            ("system.misc.uuid", "unknown system property"),
+            ("system.other", "unknown system property"),
+        ] {
+            let path = Path::parse(bad).unwrap();
+            let got = check_path(&path, &variables).unwrap_or_default();
+            assert!(got.contains(message), "{bad}: {got:?}");
+        }
+    }
+
+    /// `render_escaped` escapes values but neither literal text nor `| raw`
+    /// values; a single-expression value that is a URL object renders as
+    /// its `href`; `templates()` finds every template in a nested value.
+    #[test]
+    fn escaped_rendering_urls_and_nested_templates() {
+        let client = json!({"q": "a b&c", "n": 5});
+        let system = json!({"page": {"url": {"href": "https://x.test/p", "pathname": "/p"}}});
+        let variables = Variables::new();
+        let ctx = Context {
+            client: &client,
+            system: &system,
+            variables: &variables,
+        };
+        fn upper(v: &str, out: &mut String) {
+            out.push_str(&v.to_uppercase());
+        }
+        let t = Template::parse("x y{{ client.q }}|{{ client.q | raw }}|{{ client.n }}").unwrap();
+        assert_eq!(t.render_escaped(&ctx, upper), "x yA B&C|a b&c|5");
+        let url = Template::parse("{{ system.page.url }}").unwrap();
+        assert_eq!(url.render_value(&ctx), json!("https://x.test/p"));
+        assert_eq!(url.render(&ctx), "https://x.test/p");
+        let obj = Template::parse("{{ system.page }}").unwrap();
+        assert_eq!(obj.render_value(&ctx)["url"]["pathname"], "/p");
+        let value: TemplateValue = serde_json::from_value(json!({
+            "a": "{{ client.q }}",
+            "b": ["x", {"c": "{{ client.n }}"}, 3],
+            "d": true
+        }))
+        .unwrap();
+        let found: Vec<String> = value
+            .templates()
+            .iter()
+            .map(|t| t.paths().map(|p| p.segments.join(".")).collect())
+            .collect();
+        assert_eq!(found, ["q", "", "n"]);
+        assert_eq!(
+            value.render(&ctx),
+            json!({"a": "a b&c", "b": ["x", {"c": 5}, 3], "d": true})
+        );
+    }
+
     #[test]
     fn render_value_keeps_types() {
         let client = json!({"total": 12.5, "items": [1, 2]});
