@@ -798,6 +798,14 @@ exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value =
             ),
             ("[triggers.t]\nrules = [ { } ]", "empty rule"),
             (
+                "[triggers.t]\nrules = [ { op = \"equals\" } ]",
+                "a match rule needs `match`, `op` and `value`",
+            ),
+            (
+                "[triggers.t]\nrules = [ { value = \"x\" } ]",
+                "a match rule needs `match`, `op` and `value`",
+            ),
+            (
                 "[triggers.t]\nrules = [ { click = { css = \"a\" }, timer = { interval_ms = 5 } } ]",
                 "either a match rule or one client-side rule",
             ),
