@@ -209,6 +209,7 @@ impl Trigger {
 
 #[cfg(test)]
 mod tests {
+    use super::super::template::Variables;
     use super::*;
     use serde_json::json;
 
@@ -296,5 +297,70 @@ mod tests {
         assert!(
             MatchRule::new("{{ client.x }}", Op::MatchesRegex, &json!("a{1000}{1000}")).is_err()
         );
+    }
+
+    /// A value that parses as infinity (`"inf"`, `"infinity"`) is not a
+    /// number to compare: an operator typing `inf` in a form must not pass
+    /// every `greater_than`.
+    #[test]
+    fn infinite_values_never_compare() {
+        for left in ["inf", "-inf", "infinity", "NaN"] {
+            assert!(!rule(Op::GreaterThan, json!(5)).test(left), "{left}");
+            assert!(!rule(Op::LessThan, json!(5)).test(left), "{left}");
+        }
+    }
+
+    fn event_named(name: &str) -> Event {
+        let input = crate::event::EventInput {
+            kind: Some(crate::event::Kind::Track),
+            name: name.into(),
+            ..Default::default()
+        };
+        let info = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse(""),
+            cookies: Default::default(),
+            location: Default::default(),
+        };
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header_ms("", 1_000_000);
+        Event::build(input, &info, tracker.next(false), 1_000_000)
+    }
+
+    /// A trigger fires when every match rule holds and no exclusion does;
+    /// a browser-side trigger only for the event the browser sends under
+    /// its id.
+    #[test]
+    fn a_trigger_needs_all_its_rules_and_no_exclusion() {
+        let variables = Variables::new();
+        let client = json!({"x": "a"});
+        let system = json!({});
+        let ctx = Context {
+            client: &client,
+            system: &system,
+            variables: &variables,
+        };
+        let hit = rule(Op::Equals, json!("a"));
+        let miss = rule(Op::Equals, json!("b"));
+        let trigger =
+            |rules: Vec<MatchRule>, exclude: Vec<MatchRule>, client: Option<ClientRule>| Trigger {
+                id: "t1".into(),
+                rules,
+                exclude,
+                client,
+            };
+        let other = event_named("other");
+        assert!(trigger(vec![hit.clone()], vec![], None).fires(&other, &ctx));
+        assert!(trigger(vec![hit.clone()], vec![miss.clone()], None).fires(&other, &ctx));
+        assert!(!trigger(vec![hit.clone(), miss.clone()], vec![], None).fires(&other, &ctx));
+        assert!(!trigger(vec![hit.clone()], vec![hit.clone()], None).fires(&other, &ctx));
+
+        let timer = Some(ClientRule::Timer {
+            interval_ms: 1000,
+            limit: 1,
+        });
+        let own = event_named("t1");
+        assert!(!trigger(vec![hit.clone()], vec![], timer.clone()).fires(&other, &ctx));
+        assert!(trigger(vec![hit], vec![], timer.clone()).fires(&own, &ctx));
+        assert!(!trigger(vec![miss], vec![], timer).fires(&own, &ctx));
     }
 }

@@ -327,4 +327,41 @@ mod tests {
             vec![Position::Path, Position::Query, Position::Fragment]
         );
     }
+
+    /// The target's origin is known at load unless it holds a secret that
+    /// was empty there (`check` runs without secrets); a plain variable or
+    /// a secret with a value leaves it known.
+    #[test]
+    fn the_origin_is_unknown_only_for_an_empty_secret() {
+        let mut variables = vars();
+        let origin = |url: &str, variables: &Variables| {
+            UrlTemplate::compile(&Template::parse(url).unwrap(), variables)
+                .unwrap()
+                .origin()
+                .map(|o| o.ascii_serialization())
+        };
+        assert_eq!(
+            origin("{{ $base }}/x", &variables).as_deref(),
+            Some("https://hooks.example:8443")
+        );
+        variables.insert(
+            "host".into(),
+            Variable {
+                value: json!("https://secret.example"),
+                secret: true,
+            },
+        );
+        assert_eq!(
+            origin("{{ $host }}/x", &variables).as_deref(),
+            Some("https://secret.example")
+        );
+        variables.insert(
+            "host".into(),
+            Variable {
+                value: json!(""),
+                secret: true,
+            },
+        );
+        assert_eq!(origin("{{ $host }}/x", &variables), None);
+    }
 }
