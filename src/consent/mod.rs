@@ -221,7 +221,7 @@ impl ConsentPolicy {
             self.purposes
                 .iter()
                 .position(|p| &p.id == id)
-                .is_some_and(|i| choices.granted[i])
+                .is_some_and(|i| choices.is_granted(i))
         });
         let vendor_ok = match (self.tcf, tcf_vendor_id) {
             (true, Some(v)) => choices.tc.as_ref().is_some_and(|tc| {
@@ -244,8 +244,8 @@ impl ConsentPolicy {
                 .collect();
             if !driving.is_empty() {
                 state[i].0 = Some(driving.iter().all(|&p| self.purposes[p].default_granted));
-                if driving.iter().any(|&p| choices.decided[p].is_some()) {
-                    state[i].1 = Some(driving.iter().all(|&p| choices.granted[p]));
+                if driving.iter().any(|&p| choices.is_decided(p)) {
+                    state[i].1 = Some(driving.iter().all(|&p| choices.is_granted(p)));
                 }
             }
             let name = signal_name(*signal);
@@ -360,6 +360,22 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+// Purposes are looked up by index with `get`, never `[]`: choices read
+// under one policy and judged under another (a reload that added a
+// purpose) or none at all (`Choices::default()`) count as not granted and
+// undecided instead of panicking mid-fan-out.
+impl Choices {
+    /// Whether purpose `i` (config order) is granted, counting its default.
+    fn is_granted(&self, i: usize) -> bool {
+        self.granted.get(i).copied().unwrap_or(false)
+    }
+
+    /// Whether the visitor chose anything for purpose `i`.
+    fn is_decided(&self, i: usize) -> bool {
+        self.decided.get(i).is_some_and(Option::is_some)
+    }
 }
 
 #[cfg(test)]
@@ -910,6 +926,29 @@ name = "No IAB purpose"
         assert!(!p.has_purpose("Analytics"));
         assert!(!p.has_purpose("marketing"));
         assert!(!p.has_purpose(""));
+    }
+
+    /// Choices read under a policy with fewer purposes (a reload added
+    /// one) or none at all count as not granted and undecided: a tool
+    /// behind the new purpose waits, and nothing panics.
+    #[test]
+    fn choices_from_another_policy_are_not_granted() {
+        let p = policy(TWO);
+        let none = Choices::default();
+        assert!(!p.allows(&none, &["ads".into()], None, false));
+        assert!(p.allows(&none, &[], None, false));
+        let mode = p.consent_mode(&none, &json!({})).unwrap();
+        assert!(!mode.ad_storage(), "the default, no update");
+
+        let granted = Choices {
+            decided: vec![Some(true)],
+            granted: vec![true],
+            tc: None,
+        };
+        assert!(p.allows(&granted, &["analytics".into()], None, false));
+        assert!(!p.allows(&granted, &["ads".into()], None, false));
+        let mode = p.consent_mode(&granted, &json!({})).unwrap();
+        assert_eq!(mode.gcs(), "G101", "analytics updated, ads at its default");
     }
 }
 

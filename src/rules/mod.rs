@@ -879,4 +879,167 @@ exclude = [ { match = "{{ system.page.url.hostname }}", op = "contains", value =
         assert_eq!(t.resolve("Pageview"), Some(TriggerRef::Pageview));
         assert_eq!(t.resolve("nope"), None);
     }
+
+    /// Three tools: two behind a purpose the visitor has not granted, one
+    /// with a custom action whose URL carries a secret variable.
+    fn fan_out_fixture() -> (Vec<Tool>, Triggers, Variables, ConsentPolicy) {
+        let l = loaded(
+            r#"
+[consent]
+enabled = true
+[[consent.purposes]]
+id = "ads"
+name = "Ads"
+default = "denied"
+[triggers.pro]
+rules = [ { match = "{{ client.plan }}", op = "equals", value = "pro" } ]
+"#,
+        );
+        let mut variables = Variables::new();
+        for (name, value) in [("token", "s3cr3t-t0ken"), ("unset", "")] {
+            variables.insert(
+                name.into(),
+                template::Variable {
+                    value: Value::from(value),
+                    secret: true,
+                },
+            );
+        }
+        let (triggers, problems) = triggers(&l, &variables);
+        assert!(problems.is_empty(), "{problems:?}");
+        let withheld = "type = \"http\"\npurposes = [\"ads\"]\n[settings]\nurl = \"http://127.0.0.1:9/ads\"\n[automated]\npageview = true\ntrack = true\n";
+        let hook = "type = \"http\"\n[settings]\nurl = \"http://127.0.0.1:9/all\"\n[automated]\npageview = true\n\
+                    [[actions]]\nname = \"pro_hook\"\nkind = \"request\"\nfiring = [\"pro\"]\n\
+                    [actions.fields]\nurl = \"http://127.0.0.1:9/pro?key={{ $token }}\"\n";
+        let tools = [("ads1", withheld), ("ads2", withheld), ("hook", hook)]
+            .into_iter()
+            .map(|(id, text)| {
+                crate::tools::from_text(
+                    id,
+                    std::path::Path::new("tools"),
+                    text,
+                    &variables,
+                    &triggers,
+                )
+                .unwrap()
+                .unwrap()
+            })
+            .collect();
+        (
+            tools,
+            triggers,
+            variables,
+            ConsentPolicy::new(&l.config.consent),
+        )
+    }
+
+    fn fixture_event(kind: Kind, plan: &str) -> Event {
+        let input = crate::event::EventInput {
+            kind: Some(kind),
+            name: "signup".into(),
+            ..Default::default()
+        };
+        let info = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse(""),
+            cookies: Default::default(),
+            location: Default::default(),
+        };
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header_ms("", 1_000_000);
+        let mut e = Event::build(
+            input,
+            &info,
+            tracker.next(kind == Kind::Pageview),
+            1_000_000,
+        );
+        e.client = json!({ "plan": plan });
+        e
+    }
+
+    /// Per tool: consent withheld (counted, and named in the trace by the
+    /// purposes missing), a custom action that fired instead of the
+    /// automated one, and the automated action when none fired.
+    #[test]
+    fn the_decision_and_its_trace_per_tool() {
+        let (tools, triggers, variables, consent) = fan_out_fixture();
+        let track = fixture_event(Kind::Track, "pro");
+        let decided = decide(&track, &tools, &triggers, &variables, &consent);
+        let kinds: Vec<(usize, &str)> = decided
+            .iter()
+            .map(|(i, d)| {
+                let what = match d {
+                    Decision::Custom(a) if a.len() == 1 && a[0].0.name == "pro_hook" => "pro_hook",
+                    Decision::Custom(_) => "other custom",
+                    Decision::Automated => "automated",
+                    Decision::ConsentWithheld => "withheld",
+                };
+                (*i, what)
+            })
+            .collect();
+        assert_eq!(kinds, [(0, "withheld"), (1, "withheld"), (2, "pro_hook")]);
+
+        let (_, trace) = decide_traced(&track, &tools, &triggers, &variables, &consent);
+        assert_eq!(trace.triggers, ["pro"], "no Pageview for a track event");
+        let blocked = &trace.actions[0];
+        assert_eq!(
+            (blocked.tool.as_str(), blocked.action.as_str()),
+            ("ads1", "*")
+        );
+        assert_eq!(blocked.blocked.as_deref(), Some("consent"));
+        assert_eq!(blocked.by.as_deref(), Some("ads"), "the purposes missing");
+        assert!(trace.actions[2].fired);
+        assert_eq!(trace.actions[2].action, "pro_hook");
+
+        let pageview = fixture_event(Kind::Pageview, "free");
+        let (decided, trace) = decide_traced(&pageview, &tools, &triggers, &variables, &consent);
+        assert!(
+            matches!(decided[2], (2, Decision::Automated)),
+            "{decided:?}"
+        );
+        assert_eq!(trace.triggers, [PAGEVIEW_TRIGGER]);
+    }
+
+    /// The fan-out counts each tool consent kept the event from, and each
+    /// delivery names the credentials its request carries (so the trail
+    /// and dead letters can hide them): the secret in the URL, never the
+    /// unset (empty) one.
+    #[test]
+    fn fan_out_counts_withheld_tools_and_names_the_secrets_sent() {
+        let (tools, triggers, variables, consent) = fan_out_fixture();
+        let out = fan_out(
+            &fixture_event(Kind::Track, "pro"),
+            &tools,
+            &triggers,
+            &variables,
+            &consent,
+        );
+        assert_eq!(out.consent_withheld, 2);
+        assert_eq!(out.deliveries.len(), 1, "{:?}", out.deliveries);
+        let d = &out.deliveries[0];
+        assert!(d.payload.contains("s3cr3t-t0ken"));
+        assert_eq!(d.secrets, ["s3cr3t-t0ken"]);
+    }
+
+    /// A dead letter's source without an action name (written before names
+    /// were kept) finds its action by index, and only there.
+    #[test]
+    fn rebuild_falls_back_to_the_action_index_without_a_name() {
+        let (tools, triggers, variables, consent) = fan_out_fixture();
+        let out = fan_out(
+            &fixture_event(Kind::Track, "pro"),
+            &tools,
+            &triggers,
+            &variables,
+            &consent,
+        );
+        let sent = &out.deliveries[0];
+        let mut source = (**sent.source.as_ref().unwrap()).clone();
+        source.action_name = None;
+        let again = rebuild(&source, "hook", &tools, &variables).unwrap();
+        assert_eq!(again.payload, sent.payload);
+        assert_eq!(again.secrets, ["s3cr3t-t0ken"]);
+        source.action = Some(7);
+        let err = rebuild(&source, "hook", &tools, &variables).unwrap_err();
+        assert!(err.contains("no longer has the action"), "{err}");
+    }
 }
