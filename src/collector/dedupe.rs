@@ -7,11 +7,11 @@
 //! Memory is bounded by `2 × capacity` ids; an id is remembered for at least
 //! one generation's lifetime.
 //!
-//! An id is kept as a 128-bit keyed hash (two SipHash-1-3 with random
-//! keys), not as its text: 16 bytes whatever its length, so the set's size
-//! is known in advance ([`RecentIds::bytes`]). Two ids collide with
-//! negligible odds (about n²/2¹²⁹), and the random keys keep a client from
-//! making them collide on purpose.
+//! An id is kept as a 128-bit keyed hash (two SipHash-1-3, random keys),
+//! not as its text: 16 bytes whatever its length, so the set's size is known
+//! in advance (a test holds it to its bound). Two ids collide with odds of
+//! about n²/2¹²⁹, and the random keys keep a client from making them
+//! collide on purpose.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashSet;
@@ -52,14 +52,6 @@ impl RecentIds {
         (hi << 64) | lo
     }
 
-    /// The most memory the set takes, in bytes: two generations of
-    /// `capacity` digests in hash tables (16 bytes and a control byte per
-    /// bucket, buckets a power of two at most 8/7 full).
-    pub fn bytes(&self) -> usize {
-        let buckets = (self.capacity.max(1) * 8 / 7).next_power_of_two();
-        2 * buckets * (16 + 1)
-    }
-
     /// Records `id`; `false` when it was already seen (a retry).
     pub fn first_time(&self, id: &str) -> bool {
         let id = self.digest(id);
@@ -88,6 +80,14 @@ impl RecentIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The most memory a set of `capacity` takes, in bytes: two generations
+    /// of digests in hash tables (16 bytes and a control byte per bucket,
+    /// buckets a power of two at most 7/8 full).
+    fn bound(capacity: usize) -> usize {
+        let buckets = (capacity.max(1) * 8 / 7).next_power_of_two();
+        2 * buckets * (16 + 1)
+    }
 
     #[test]
     fn retries_are_recognised_and_memory_is_bounded() {
@@ -121,7 +121,21 @@ mod tests {
         }
         let g = ids.inner.lock().unwrap();
         let held = (g.current.capacity() + g.previous.capacity()) * 17;
-        assert!(held <= ids.bytes(), "{held} > {}", ids.bytes());
-        assert!(ids.bytes() <= 5 << 20, "{}", ids.bytes());
+        let bound = bound(ids.capacity);
+        assert!(held <= bound, "{held} > {bound}");
+        assert!(bound <= 5 << 20, "{bound}");
+    }
+
+    /// A digest holds both 64-bit hashes, as the collision odds above
+    /// assume: with one of them lost, the set would silently hold 64 bits.
+    #[test]
+    fn a_digest_carries_both_halves() {
+        let ids = RecentIds::new(1, Duration::from_secs(1));
+        for i in 0..64 {
+            let id = format!("evt-{i}");
+            let d = ids.digest(&id);
+            assert_eq!((d >> 64) as u64, ids.keys.0.hash_one(&id), "{id}");
+            assert_eq!(d as u64, ids.keys.1.hash_one(&id), "{id}");
+        }
     }
 }

@@ -717,4 +717,33 @@ mod tests {
         assert!(m.starts_with("events[1]: 655"), "{m}");
         assert!(m.ends_with("more than max_event_bytes (65536); nothing was processed"));
     }
+
+    /// The limits are inclusive: an event of exactly `max_event_bytes`
+    /// (as compact JSON) and a name of exactly 256 characters are taken;
+    /// one byte or one character more is refused, naming the event.
+    #[test]
+    fn limits_take_their_exact_size() {
+        let event = |name: &str, pad: usize| {
+            format!(
+                r#"{{"client":{{"__zarazTrack":"{name}","pad":"{}"}}}}"#,
+                "x".repeat(pad)
+            )
+        };
+        let size = event("a", 0).len();
+        let body = |e: String| format!(r#"{{"events":[{e}]}}"#);
+        assert!(parse(body(event("a", 100)).as_bytes(), size + 100).is_ok());
+        let (status, m) = {
+            let BadCall(status, m) =
+                parse(body(event("a", 101)).as_bytes(), size + 100).unwrap_err();
+            (status.as_u16(), m)
+        };
+        assert_eq!(status, 413);
+        assert!(m.starts_with("events[0]: "), "{m}");
+
+        let name = "é".repeat(256);
+        assert!(parse(body(event(&name, 0)).as_bytes(), MAX).is_ok());
+        let (status, m) = err(&body(event(&format!("{name}é"), 0)));
+        assert_eq!(status, 400);
+        assert!(m.contains("longer than 256 characters"), "{m}");
+    }
 }
