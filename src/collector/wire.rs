@@ -349,4 +349,26 @@ mod tests {
             "too many events: 51 (at most 50 per request)"
         );
     }
+
+    /// A name of exactly the limit is taken and one character more is
+    /// not; a timestamp must be zero or more milliseconds.
+    #[test]
+    fn names_and_timestamps_at_their_edges() {
+        let track = |name: &str| format!(r#"{{"type":"track","name":"{name}"}}"#);
+        let name = "ü".repeat(MAX_NAME_CHARS);
+        assert_eq!(parse_batch(track(&name).as_bytes()).unwrap()[0].name, name);
+        assert!(err(&track(&format!("{name}ü"))).contains("name: longer than"));
+
+        let at = |ts: &str| format!(r#"{{"type":"track","name":"a","ts":{ts}}}"#);
+        assert_eq!(
+            parse_batch(at("0").as_bytes()).unwrap()[0].timestamp_ms,
+            Some(0)
+        );
+        for bad in ["-1", "-0.5"] {
+            assert!(
+                err(&at(bad)).contains("ts: must be a positive number"),
+                "{bad}"
+            );
+        }
+    }
 }
