@@ -267,3 +267,25 @@ async fn sigterm_drains_a_request_in_flight() {
     assert!(!logs.contains("panicked"), "{logs}");
     proxy.kill9();
 }
+
+/// A collector body cut short (the client declared 100 bytes, sent 10 and
+/// closed its side) is a `400` that says the body could not be read, not a
+/// `413`: nothing in it was too large.
+#[tokio::test]
+async fn a_collector_body_cut_short_is_a_400_not_a_413() {
+    let origin = css_origin().await;
+    let proxy = Proxy::start(origin.addr, "").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!(
+        "POST /_tagproxy/t HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: {BROWSER_UA}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"type\":\"p"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let got = until_closed(&mut s).await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.contains("the request body could not be read"),
+        "{text}"
+    );
+}
