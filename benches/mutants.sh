@@ -9,6 +9,7 @@
 #   benches/mutants.sh --summary          # only print the score table
 #   TIER=unit benches/mutants.sh delivery # a first, faster pass: unit tests only
 #   TIER=full benches/mutants.sh inject   # re-test the survivors with the suite
+#   FILES='src/delivery/mod.rs src/delivery/send.rs' benches/mutants.sh delivery
 #
 # Modules: delivery collector consent rules tools inject (src/proxy/inject.rs).
 # Settings are in .cargo/mutants.toml (nextest, profile `mutants`).
@@ -138,9 +139,13 @@ if [ $summary_only = 0 ]; then
       for t in ${tier1[$m]}; do args+=(--cargo-arg=--test "--cargo-arg=$t"); done
       args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | test(${tier1_unit[$m]})")
     fi
+    # FILES: a space-separated list of globs within the module.
+    files=()
+    read -ra pats <<<"${FILES:-${globs[$m]}}"
+    for f in "${pats[@]}"; do files+=(-f "$f"); done
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
     (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target cargo mutants \
-      --in-place --no-shuffle --iterate -o "$out" -f "${globs[$m]}" "${shard[@]}" "${diff[@]}" "${args[@]}") || true
+      --in-place --no-shuffle --iterate -o "$out" "${files[@]}" "${shard[@]}" "${diff[@]}" "${args[@]}") || true
   done
 fi
 

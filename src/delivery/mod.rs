@@ -25,6 +25,8 @@ pub mod nats;
 pub mod retry;
 mod send;
 pub mod spool;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io;

@@ -1,0 +1,595 @@
+//! Unit tests of the engine's own bookkeeping (windows, live places, what
+//! follows an attempt) and of the engine run whole on the memory and spool
+//! stores with the `console` payload, which needs no destination. The HTTP
+//! side is tested end to end by `tests/delivery.rs` and `tests/batching.rs`.
+
+use super::*;
+use crate::tools::{HttpRequest, Payload};
+
+fn stdout_delivery(tool: &str, event_id: &str) -> Delivery {
+    Delivery::new(
+        tool,
+        event_id,
+        Payload::Stdout(format!("{{\"e\":\"{event_id}\"}}")),
+    )
+}
+
+fn http_delivery(tool: &str, event_id: &str, secret: &str) -> Delivery {
+    let mut d = Delivery::new(
+        tool,
+        event_id,
+        Payload::Http(HttpRequest {
+            method: "POST".into(),
+            url: format!("https://collect.example/e?key={secret}"),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(br#"{"a":1}"#.to_vec()),
+        }),
+    );
+    d.secrets = vec![secret.to_string()];
+    d
+}
+
+fn job(seq: u64, size: usize) -> Job {
+    Job {
+        seq,
+        accepted_ms: 1_000 + seq,
+        size,
+        delivery: stdout_delivery("t", &format!("e{seq}")),
+    }
+}
+
+fn tool_queue() -> ToolQueue {
+    ToolQueue {
+        tool: Arc::from("t"),
+        window: Mutex::new(Window::default()),
+        notify: Notify::new(),
+        refill: Notify::new(),
+        limit: Semaphore::new(1),
+        live: Mutex::new(BTreeMap::new()),
+        counters: ToolCounters::default(),
+    }
+}
+
+fn loc(offset: u64) -> Loc {
+    Loc {
+        segment: 3,
+        offset,
+        len: 100,
+    }
+}
+
+#[test]
+fn a_job_costs_twice_its_record_and_a_fixed_part() {
+    assert_eq!(job_size(0), 256);
+    assert_eq!(job_size(1_000), 2_256);
+}
+
+/// One live place per started KiB of a job's size, at least one and at
+/// most all of them (a huge job still runs, alone).
+#[test]
+fn live_places_follow_a_jobs_size() {
+    assert_eq!(places(&job(1, 0)), 1);
+    assert_eq!(places(&job(1, LIVE_UNIT - 1)), 1);
+    assert_eq!(places(&job(1, LIVE_UNIT)), 2);
+    assert_eq!(places(&job(1, 10 * LIVE_UNIT + 5)), 11);
+    assert_eq!(places(&job(1, usize::MAX / 2)), LIVE_PLACES);
+}
+
+/// A window is full at its item count, or when one more job would pass
+/// its bytes; an empty window always takes a job, however big.
+#[test]
+fn a_window_is_full_by_items_or_by_bytes_but_never_empty() {
+    let mut w = Window::default();
+    assert!(!w.is_full(2, 100, 1_000), "an empty window takes anything");
+    w.push(job(1, 60));
+    assert_eq!(w.bytes, 60);
+    assert!(!w.is_full(2, 100, 40), "60 + 40 fits exactly");
+    assert!(w.is_full(2, 100, 41));
+    w.push(job(2, 10));
+    assert_eq!(w.bytes, 70);
+    assert!(w.is_full(2, 1_000, 1), "two items of two");
+    assert!(!w.is_full(3, 1_000, 1));
+}
+
+#[test]
+fn the_memory_queue_is_full_by_items_or_by_bytes() {
+    let q = tool_queue();
+    assert!(!q.memory_full());
+    q.window
+        .lock()
+        .unwrap()
+        .push(job(1, MEMORY_QUEUE_BYTES - 1));
+    assert!(!q.memory_full());
+    q.window.lock().unwrap().push(job(2, 1));
+    assert!(q.memory_full(), "bytes reached");
+
+    let q = tool_queue();
+    for seq in 0..MEMORY_QUEUE as u64 - 1 {
+        q.window.lock().unwrap().push(job(seq, 1));
+    }
+    assert!(!q.memory_full());
+    q.window.lock().unwrap().push(job(MEMORY_QUEUE as u64, 1));
+    assert!(q.memory_full(), "items reached");
+}
+
+/// A delivery written to the spool enters the window while it has room;
+/// past that it waits on disk, from its own location, and every later one
+/// waits on disk too (order is kept), while each is counted as owed.
+#[tokio::test]
+async fn offers_fill_the_window_then_wait_on_disk_in_order() {
+    let q = tool_queue();
+    for seq in 1..=WINDOW_ITEMS as u64 {
+        q.offer(seq, loc(seq * 100), 7, 10, Some(stdout_delivery("t", "e")));
+    }
+    {
+        let w = q.window.lock().unwrap();
+        assert_eq!(w.jobs.len(), WINDOW_ITEMS);
+        assert_eq!(w.bytes, WINDOW_ITEMS * 10);
+        assert_eq!(w.owed, WINDOW_ITEMS as u64);
+        assert!(w.spill.is_none());
+    }
+    let full = WINDOW_ITEMS as u64 + 1;
+    q.offer(full, loc(9_000), 8, 10, Some(stdout_delivery("t", "e")));
+    q.offer(full + 1, loc(9_100), 9, 10, Some(stdout_delivery("t", "e")));
+    let w = q.window.lock().unwrap();
+    assert_eq!(w.jobs.len(), WINDOW_ITEMS, "the window took no more");
+    assert_eq!(w.owed, full + 1);
+    let spill = w.spill.as_ref().expect("waiting on disk");
+    assert_eq!(spill.cursor, Cursor::from(loc(9_000)), "from the first one");
+    assert_eq!(spill.last, full + 1, "through the last one");
+    assert_eq!(spill.through, 0);
+    assert_eq!(spill.oldest_ms, 8);
+}
+
+/// A delivery offered without its body (the writer did not attach it) is
+/// read back from disk like any other, even into an empty window.
+#[tokio::test]
+async fn an_offer_without_its_delivery_waits_on_disk() {
+    let q = tool_queue();
+    q.offer(5, loc(500), 42, 10, None);
+    let w = q.window.lock().unwrap();
+    assert!(w.jobs.is_empty());
+    assert_eq!(w.owed, 1);
+    let spill = w.spill.as_ref().unwrap();
+    assert_eq!(
+        (spill.cursor, spill.last, spill.oldest_ms),
+        (loc(500).into(), 5, 42)
+    );
+    drop(w);
+    // The refill was asked for: its permit is already there.
+    tokio::time::timeout(Duration::from_secs(5), q.refill.notified())
+        .await
+        .expect("a refill was asked for");
+}
+
+/// A window too full in bytes sends a delivery to disk as well, and the
+/// refill is not asked for while the window holds enough.
+#[tokio::test]
+async fn a_window_full_in_bytes_sends_the_next_one_to_disk() {
+    let q = tool_queue();
+    for seq in 1..=REFILL_BELOW as u64 {
+        q.offer(seq, loc(seq), 1, 1, Some(stdout_delivery("t", "e")));
+    }
+    let big = WINDOW_BYTES; // cannot fit beside the others
+    q.offer(1_000, loc(1_000), 2, big, Some(stdout_delivery("t", "e")));
+    assert!(q.window.lock().unwrap().spill.is_some());
+    let asked = tokio::time::timeout(Duration::from_millis(200), q.refill.notified()).await;
+    assert!(asked.is_err(), "the window is not low: no refill yet");
+}
+
+/// `next` hands jobs out in order, takes their bytes off the window and
+/// asks for a refill once jobs wait on disk and the window runs low;
+/// `finish` ends a job's life (no longer live, no longer owed).
+#[tokio::test]
+async fn next_and_finish_keep_the_books() {
+    let q = tool_queue();
+    for seq in 1..=3 {
+        q.offer(
+            seq,
+            loc(seq),
+            1,
+            10 * seq as usize,
+            Some(stdout_delivery("t", "e")),
+        );
+    }
+    let first = q.next().await;
+    assert_eq!(first.seq, 1);
+    assert_eq!(q.window.lock().unwrap().bytes, 20 + 30);
+    q.set_live(&first);
+    assert_eq!(q.live.lock().unwrap().get(&1), Some(&first.accepted_ms));
+    q.finish(1, true, None);
+    assert!(q.live.lock().unwrap().is_empty());
+    assert_eq!(q.window.lock().unwrap().owed, 2);
+    assert_eq!(q.next().await.seq, 2);
+
+    // With jobs on disk and the window low, taking one asks for a refill.
+    q.offer(9, loc(9), 1, 10, None);
+    let _ = tokio::time::timeout(Duration::from_millis(50), q.refill.notified()).await;
+    assert_eq!(q.next().await.seq, 3);
+    tokio::time::timeout(Duration::from_secs(5), q.refill.notified())
+        .await
+        .expect("next asked for a refill");
+    // An empty window waits for the next job.
+    let waiting = tokio::time::timeout(Duration::from_millis(50), q.next()).await;
+    assert!(waiting.is_err());
+}
+
+fn policy(data_dir: &std::path::Path, max_attempts: u32) -> Policy {
+    Policy {
+        sender: Sender::new(Duration::from_secs(1), 1),
+        backoff: Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(400),
+            max_attempts,
+            max_age: Duration::from_secs(3_600),
+        },
+        metrics: Arc::new(Metrics::default()),
+        dead: Arc::new(DeadLetters::new(data_dir)),
+        answers: Default::default(),
+        batching: DashMap::new(),
+        linger: Duration::ZERO,
+        max_batch_events: None,
+        configured: tokio::sync::watch::Sender::new(false),
+    }
+}
+
+fn attempt(verdict: Verdict, status: Option<u16>, response: &str) -> Attempt {
+    Attempt {
+        verdict,
+        status,
+        response: response.into(),
+    }
+}
+
+fn retry(after: Option<Duration>) -> Verdict {
+    Verdict::Retry {
+        why: "HTTP 503".into(),
+        after,
+    }
+}
+
+fn counts(c: &ToolCounters) -> [u64; 4] {
+    [
+        c.attempts.load(Ordering::Relaxed),
+        c.delivered.load(Ordering::Relaxed),
+        c.retries.load(Ordering::Relaxed),
+        c.dead_lettered.load(Ordering::Relaxed),
+    ]
+}
+
+/// SPEC §11: a `2xx` settles; a retryable answer waits within the backoff;
+/// a rejection, or a retry past `max_attempts`, settles into the dead
+/// letters with the reason, status, response and attempts, and never a
+/// credential.
+#[tokio::test]
+async fn what_follows_each_kind_of_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), 3);
+    let c = ToolCounters::default();
+    let d = http_delivery("t", "ev-1", "s3cr3t");
+    let latency = Duration::from_millis(5);
+
+    let done = attempt(Verdict::Done, Some(200), "");
+    assert_eq!(
+        p.conclude(&c, &d, 1, now_ms(), &done, latency).await,
+        Next::Settled
+    );
+    assert_eq!(counts(&c), [1, 1, 0, 0]);
+    assert_eq!(p.metrics.deliveries_delivered.load(Ordering::Relaxed), 1);
+
+    let busy = attempt(retry(None), Some(503), "busy");
+    match p.conclude(&c, &d, 1, now_ms(), &busy, latency).await {
+        Next::RetryIn(delay) => assert!(delay <= Duration::from_millis(400), "{delay:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(counts(&c), [2, 1, 1, 0]);
+    assert_eq!(p.metrics.delivery_retries.load(Ordering::Relaxed), 1);
+    assert_eq!(p.dead.count().unwrap(), 0);
+
+    // The third attempt was the last.
+    assert_eq!(
+        p.conclude(&c, &d, 3, now_ms(), &busy, latency).await,
+        Next::Settled
+    );
+    assert_eq!(counts(&c), [3, 1, 1, 1]);
+    let rejected = attempt(
+        Verdict::Reject("HTTP 400: key s3cr3t is bad".into()),
+        Some(400),
+        "{\"error\":\"s3cr3t\"}",
+    );
+    assert_eq!(
+        p.conclude(&c, &d, 1, 1_000, &rejected, latency).await,
+        Next::Settled
+    );
+    assert_eq!(counts(&c), [4, 1, 1, 2]);
+    assert_eq!(p.metrics.delivery_attempts.load(Ordering::Relaxed), 4);
+    assert_eq!(p.metrics.deliveries_failed.load(Ordering::Relaxed), 2);
+
+    let letters = p.dead.list(&Default::default()).unwrap().letters;
+    assert_eq!(letters.len(), 2);
+    let (gave_up, refused) = (&letters[0], &letters[1]);
+    assert_eq!(gave_up.reason, "gave up after 3 attempts: HTTP 503");
+    assert_eq!((gave_up.attempts, gave_up.status), (3, Some(503)));
+    assert_eq!(gave_up.response, "busy");
+    assert_eq!(
+        (gave_up.tool.as_str(), gave_up.event_id.as_str()),
+        ("t", "ev-1")
+    );
+    assert_eq!(
+        (refused.attempts, refused.status, refused.accepted_ms),
+        (1, Some(400), 1_000)
+    );
+    assert!(refused.reason.starts_with("HTTP 400"), "{}", refused.reason);
+    let stored = std::fs::read_to_string(p.dead.path()).unwrap();
+    assert!(
+        !stored.contains("s3cr3t"),
+        "a credential reached the dead letters: {stored}"
+    );
+}
+
+/// A retryable answer past `max_age` (measured from when the delivery was
+/// accepted) gives up as well.
+#[tokio::test]
+async fn a_delivery_too_old_to_retry_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy(dir.path(), 10);
+    p.backoff.max_age = Duration::from_secs(60);
+    let c = ToolCounters::default();
+    let d = stdout_delivery("t", "old");
+    let busy = attempt(retry(None), Some(503), "");
+    let two_minutes_ago = now_ms() - 120_000;
+    assert_eq!(
+        p.conclude(&c, &d, 1, two_minutes_ago, &busy, Duration::ZERO)
+            .await,
+        Next::Settled
+    );
+    assert_eq!(p.dead.count().unwrap(), 1);
+}
+
+/// A dead letter that cannot be written keeps the delivery (retried after
+/// the backoff's cap) instead of settling it into nothing.
+#[tokio::test]
+async fn a_dead_letter_that_cannot_be_written_keeps_the_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("file");
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    let p = policy(&blocked, 3);
+    let c = ToolCounters::default();
+    let d = stdout_delivery("t", "e");
+    let rejected = attempt(Verdict::Reject("HTTP 400".into()), Some(400), "");
+    assert_eq!(
+        p.conclude(&c, &d, 1, now_ms(), &rejected, Duration::ZERO)
+            .await,
+        Next::RetryIn(Duration::from_millis(400))
+    );
+    assert_eq!(counts(&c)[3], 0, "nothing was dead-lettered");
+    assert_eq!(p.metrics.deliveries_failed.load(Ordering::Relaxed), 0);
+}
+
+/// The tool's answer reader overrides the status's verdict (Meta's error
+/// inside a `200`), keeping the destination's `Retry-After` when the reader
+/// names none; without a status (a connection error) it is not asked.
+#[test]
+fn the_answer_reader_judges_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), 3);
+    fn reader(status: u16, body: &str) -> Option<Verdict> {
+        match (status, body) {
+            (_, "throttled") => Some(Verdict::Retry {
+                why: "throttled".into(),
+                after: None,
+            }),
+            (200, "error") => Some(Verdict::Reject("error in a 200".into())),
+            _ => None,
+        }
+    }
+    p.answers
+        .write()
+        .unwrap()
+        .insert("t".into(), reader as crate::tools::AnswerReader);
+    let d = stdout_delivery("t", "e");
+
+    let mut ok = attempt(Verdict::Done, Some(200), "error");
+    p.read_answer(&d, &mut ok);
+    assert_eq!(ok.verdict, Verdict::Reject("error in a 200".into()));
+
+    let mut plain = attempt(Verdict::Done, Some(200), "fine");
+    p.read_answer(&d, &mut plain);
+    assert_eq!(plain.verdict, Verdict::Done);
+
+    let after = Some(Duration::from_secs(7));
+    let mut busy = attempt(retry(after), Some(429), "throttled");
+    p.read_answer(&d, &mut busy);
+    assert_eq!(
+        busy.verdict,
+        Verdict::Retry {
+            why: "throttled".into(),
+            after
+        }
+    );
+
+    let mut unreachable = attempt(retry(None), None, "error");
+    p.read_answer(&d, &mut unreachable);
+    assert_eq!(unreachable.verdict, retry(None));
+
+    let other = stdout_delivery("u", "e");
+    let mut theirs = attempt(Verdict::Done, Some(200), "error");
+    p.read_answer(&other, &mut theirs);
+    assert_eq!(theirs.verdict, Verdict::Done, "another tool's reader");
+}
+
+fn delivery_config(backend: DeliveryBackend) -> DeliveryConfig {
+    DeliveryConfig {
+        backend,
+        ..DeliveryConfig::default()
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn gauge(engine: &Engine, tool: &str) -> ToolGauges {
+    engine
+        .gauges()
+        .into_iter()
+        .find(|g| g.tool == tool)
+        .unwrap_or_else(|| panic!("no gauges for {tool}"))
+}
+
+/// The memory store: submitted deliveries are sent per tool and counted;
+/// nothing is owed once they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_engine_delivers_what_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        spool_dir: dir.path().join("spool"),
+        data_dir: dir.path().join("data"),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut ids = Vec::new();
+    let engine = Engine::start(
+        &delivery_config(DeliveryBackend::Memory),
+        paths,
+        metrics.clone(),
+        &mut |id: &str| ids.push(id.to_string()),
+    )
+    .unwrap();
+    engine.set_batching(Vec::new());
+    assert!(engine.refusing().is_none());
+    engine.submit(Vec::new()).await.unwrap();
+    engine
+        .submit(vec![
+            stdout_delivery("a", "1"),
+            stdout_delivery("a", "2"),
+            stdout_delivery("b", "3"),
+        ])
+        .await
+        .unwrap();
+    wait_until("three deliveries", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    assert_eq!(metrics.deliveries_submitted.load(Ordering::Relaxed), 3);
+    wait_until("nothing owed", || {
+        engine.gauges().iter().all(|g| g.queued == 0)
+    })
+    .await;
+    let a = gauge(&engine, "a");
+    assert_eq!(
+        (a.attempts, a.delivered, a.retries, a.dead_lettered),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(gauge(&engine, "b").delivered, 1);
+    let tools: Vec<String> = engine.gauges().into_iter().map(|g| g.tool).collect();
+    assert_eq!(tools, ["a", "b"], "sorted by tool");
+    assert!(ids.is_empty(), "nothing recovered");
+}
+
+/// The spool store: deliveries written are sent and acknowledged, so a
+/// restart finds nothing to recover; what was left unsent is recovered,
+/// its event ids remembered, and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_engine_recovers_what_was_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = || Paths {
+        spool_dir: dir.path().join("spool"),
+        data_dir: dir.path().join("data"),
+    };
+    // Written by a spool alone (no engine to deliver them): a crash's
+    // leftovers.
+    {
+        let metrics = Arc::new(Metrics::default());
+        let (spool, _) = Spool::open(&dir.path().join("spool"), 1 << 30, metrics).unwrap();
+        let deliveries = vec![
+            stdout_delivery("a", "left-1"),
+            stdout_delivery("a", "left-2"),
+        ];
+        let items = deliveries
+            .iter()
+            .map(|d| spool::record::encode_body(now_ms(), d))
+            .collect();
+        spool.append_deliveries(items, deliveries).await.unwrap();
+        spool.flush().await;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let mut ids = Vec::new();
+    let engine = Engine::start(
+        &delivery_config(DeliveryBackend::Spool),
+        paths(),
+        metrics.clone(),
+        &mut |id: &str| ids.push(id.to_string()),
+    )
+    .unwrap();
+    assert_eq!(ids, ["left-1", "left-2"]);
+    assert_eq!(metrics.spool_recovered.load(Ordering::Relaxed), 2);
+    engine.set_batching(Vec::new());
+    engine
+        .submit(vec![stdout_delivery("a", "new")])
+        .await
+        .unwrap();
+    wait_until("three deliveries", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    wait_until("nothing owed", || gauge(&engine, "a").queued == 0).await;
+    engine.flush().await;
+    drop(engine);
+
+    let metrics = Arc::new(Metrics::default());
+    let mut ids = Vec::new();
+    let _engine = Engine::start(
+        &delivery_config(DeliveryBackend::Spool),
+        paths(),
+        metrics.clone(),
+        &mut |id: &str| ids.push(id.to_string()),
+    )
+    .unwrap();
+    assert!(ids.is_empty(), "all were acknowledged: {ids:?}");
+}
+
+/// Requests that can never be sent go straight to the dead letters with no
+/// attempt, counted for their tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_are_dead_lettered_without_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        spool_dir: dir.path().join("spool"),
+        data_dir: dir.path().join("data"),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let engine = Engine::start(
+        &delivery_config(DeliveryBackend::Memory),
+        paths,
+        metrics.clone(),
+        &mut |_: &str| {},
+    )
+    .unwrap();
+    engine.dead_letter_invalid(Vec::new()).await;
+    let why = Invalid {
+        reason: "header",
+        message: "a header value holds a line break".into(),
+    };
+    engine
+        .dead_letter_invalid(vec![(http_delivery("a", "bad", "k3y"), why)])
+        .await;
+    let dead = DeadLetters::new(&dir.path().join("data"));
+    let letters = dead.list(&Default::default()).unwrap().letters;
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].attempts, letters[0].status), (0, None));
+    assert!(
+        letters[0].reason.contains("line break"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(metrics.deliveries_failed.load(Ordering::Relaxed), 1);
+    assert_eq!(gauge(&engine, "a").dead_lettered, 1);
+    assert_eq!(metrics.deliveries_delivered.load(Ordering::Relaxed), 0);
+}
