@@ -138,11 +138,6 @@ impl<T> Grouper<T> {
         ready
     }
 
-    /// Whether no batch is open.
-    pub fn is_empty(&self) -> bool {
-        self.open.values().all(|(items, _)| items.is_empty())
-    }
-
     /// Every open batch, oldest first.
     pub fn drain(&mut self) -> Vec<Vec<T>> {
         let mut open = std::mem::take(&mut self.open);
@@ -260,7 +255,7 @@ mod tests {
         assert_eq!(g.add("a".into(), 4, 10), Some(vec![1, 3, 4]));
         assert_eq!(g.add("a".into(), 5, 10), None);
         assert_eq!(g.drain(), vec![vec![2], vec![5]]);
-        assert!(g.is_empty());
+        assert!(g.drain().is_empty(), "drained");
     }
 
     #[test]
@@ -278,6 +273,66 @@ mod tests {
     fn a_limit_of_one_sends_each_alone() {
         let mut g = Grouper::new(limits(1, 1000));
         assert_eq!(g.add("a".into(), 1, 10), Some(vec![1]));
-        assert!(g.is_empty());
+        assert!(g.drain().is_empty());
+    }
+
+    /// A member that fills the bytes exactly still joins the batch.
+    #[test]
+    fn a_member_that_fills_the_bytes_exactly_joins() {
+        let mut g = Grouper::new(limits(100, 20));
+        assert_eq!(g.add("a".into(), 1, 10), None);
+        assert_eq!(g.add("a".into(), 2, 10), None);
+        assert_eq!(g.add("a".into(), 3, 1), Some(vec![1, 2]));
+    }
+
+    /// Limits of zero (a misconfigured cap) still let one delivery through
+    /// per batch rather than none.
+    #[test]
+    fn zero_limits_mean_one() {
+        let mut g = Grouper::new(limits(0, 0));
+        assert_eq!(g.add("a".into(), 1, 10), Some(vec![1]));
+        assert_eq!(g.add("a".into(), 2, 10), Some(vec![2]));
+    }
+
+    struct ByUrl;
+    impl Batching for ByUrl {
+        fn limits(&self) -> Limits {
+            limits(10, 1000)
+        }
+        fn key(&self, req: &HttpRequest) -> Option<String> {
+            Some(format!("k:{}", req.url))
+        }
+        fn join(&self, _: &[&HttpRequest]) -> Option<HttpRequest> {
+            None
+        }
+    }
+
+    fn http_delivery(url: &str, body: Option<&str>) -> Delivery {
+        Delivery::new(
+            "t",
+            "e",
+            Payload::Http(HttpRequest {
+                method: "POST".into(),
+                url: url.into(),
+                headers: Vec::new(),
+                body: body.map(|b| b.as_bytes().to_vec()),
+            }),
+        )
+    }
+
+    /// An HTTP delivery's key is the adapter's, and its size its URL and
+    /// body; a `console` line never batches and weighs nothing.
+    #[test]
+    fn keys_and_sizes_of_members() {
+        let d = http_delivery("https://x.example/abc", Some("0123456789"));
+        assert_eq!(
+            key_of(&ByUrl, &d).as_deref(),
+            Some("k:https://x.example/abc")
+        );
+        assert_eq!(size_of(&d), 21 + 10);
+        assert_eq!(size_of(&http_delivery("https://x.example/abc", None)), 21);
+        let line = Delivery::new("t", "e", Payload::Stdout("x".into()));
+        assert_eq!(key_of(&ByUrl, &line), None);
+        assert_eq!(size_of(&line), 0);
     }
 }

@@ -751,6 +751,79 @@ mod tests {
         assert!(!letter_of_plain().redacted);
     }
 
+    /// `redacted` is set when a secret was found in any one place, whatever
+    /// the others held.
+    #[test]
+    fn the_redacted_mark_follows_a_secret_in_any_one_place() {
+        let secret = "s3cr3t-value";
+        let request = |url: &str, header: (&str, &str), body: &str| {
+            Payload::Http(HttpRequest {
+                method: "POST".into(),
+                url: url.into(),
+                headers: vec![(header.0.into(), header.1.into())],
+                body: Some(body.as_bytes().to_vec()),
+            })
+        };
+        let plain = || request("https://x.example/p", ("x-a", "b"), "{}");
+        let places: Vec<(&str, Payload, String, String)> = vec![
+            ("reason", plain(), format!("bad {secret}"), String::new()),
+            ("response", plain(), "bad".into(), format!("echo {secret}")),
+            (
+                "stdout line",
+                Payload::Stdout(format!("{{\"k\":\"{secret}\"}}")),
+                "bad".into(),
+                String::new(),
+            ),
+            (
+                "url",
+                request(
+                    &format!("https://x.example/p?k={secret}"),
+                    ("x-a", "b"),
+                    "{}",
+                ),
+                "bad".into(),
+                String::new(),
+            ),
+            (
+                "header",
+                request("https://x.example/p", ("x-key", secret), "{}"),
+                "bad".into(),
+                String::new(),
+            ),
+            (
+                "authorization header",
+                request("https://x.example/p", ("Authorization", "Bearer x"), "{}"),
+                "bad".into(),
+                String::new(),
+            ),
+            (
+                "body",
+                request(
+                    "https://x.example/p",
+                    ("x-a", "b"),
+                    &format!("{{\"k\":\"{secret}\"}}"),
+                ),
+                "bad".into(),
+                String::new(),
+            ),
+        ];
+        for (place, payload, reason, response) in places {
+            let mut d = Delivery::new("t", "e", payload);
+            d.secrets = vec![secret.into()];
+            let letter = DeadLetter::new(d, reason, Some(400), response.as_bytes(), 1, 0);
+            assert!(letter.redacted, "a secret in the {place} only");
+            let stored = serde_json::to_string(&letter).unwrap();
+            assert!(!stored.contains(secret), "{place}: {stored}");
+        }
+        // An authorization header already redacted is no new finding.
+        let d = Delivery::new(
+            "t",
+            "e",
+            request("https://x.example/p", ("authorization", REDACTED), "{}"),
+        );
+        assert!(!DeadLetter::new(d, "bad", None, b"", 1, 0).redacted);
+    }
+
     fn letter_of_plain() -> DeadLetter {
         letter("ga4", "e")
     }

@@ -147,15 +147,16 @@ async fn offers_fill_the_window_then_wait_on_disk_in_order() {
 async fn an_offer_without_its_delivery_waits_on_disk() {
     let q = tool_queue();
     q.offer(5, loc(500), 42, 10, None);
-    let w = q.window.lock().unwrap();
-    assert!(w.jobs.is_empty());
-    assert_eq!(w.owed, 1);
-    let spill = w.spill.as_ref().unwrap();
-    assert_eq!(
-        (spill.cursor, spill.last, spill.oldest_ms),
-        (loc(500).into(), 5, 42)
-    );
-    drop(w);
+    {
+        let w = q.window.lock().unwrap();
+        assert!(w.jobs.is_empty());
+        assert_eq!(w.owed, 1);
+        let spill = w.spill.as_ref().unwrap();
+        assert_eq!(
+            (spill.cursor, spill.last, spill.oldest_ms),
+            (loc(500).into(), 5, 42)
+        );
+    }
     // The refill was asked for: its permit is already there.
     tokio::time::timeout(Duration::from_secs(5), q.refill.notified())
         .await
