@@ -815,6 +815,19 @@ mod tests {
             let stored = serde_json::to_string(&letter).unwrap();
             assert!(!stored.contains(secret), "{place}: {stored}");
         }
+        // A secret found nowhere, nor an access token: nothing to mark.
+        let mut d = Delivery::new(
+            "t",
+            "e",
+            request("https://x.example/p", ("x-a", "b"), "{\"k\":\"v\"}"),
+        );
+        d.secrets = vec![secret.into()];
+        let letter = DeadLetter::new(d, "bad", Some(400), b"no", 1, 0);
+        assert!(!letter.redacted);
+        let Payload::Http(req) = &letter.delivery.payload else {
+            unreachable!()
+        };
+        assert_eq!(req.body.as_deref(), Some(&b"{\"k\":\"v\"}"[..]));
         // An authorization header already redacted is no new finding.
         let d = Delivery::new(
             "t",
@@ -822,6 +835,20 @@ mod tests {
             request("https://x.example/p", ("authorization", REDACTED), "{}"),
         );
         assert!(!DeadLetter::new(d, "bad", None, b"", 1, 0).redacted);
+    }
+
+    /// Secrets under 4 bytes are not looked for (they would match by
+    /// chance); from 4 bytes on, every form is.
+    #[test]
+    fn short_secrets_have_no_forms() {
+        for short in ["", "a", "ab", "abc"] {
+            assert!(secret_forms(short).is_empty(), "{short:?}");
+        }
+        assert_eq!(secret_forms("abcd"), ["abcd"]);
+        assert_eq!(
+            secret_forms("a b\"c"),
+            ["a b\"c", "a b\\\"c", "a%20b%22c", "a+b%22c"]
+        );
     }
 
     fn letter_of_plain() -> DeadLetter {
