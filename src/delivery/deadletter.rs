@@ -685,6 +685,13 @@ mod tests {
         let text = response_text(odd.as_bytes());
         assert_eq!(text.len(), MAX_RESPONSE_BYTES - 1);
         assert!(!text.contains('\u{fffd}'));
+        // A 4-byte character cut after 3 of its bytes: lossy decoding would
+        // turn those into one 3-byte U+FFFD that fits exactly, so the cut
+        // must move back before the character instead.
+        let emoji = format!("a{}", "\u{1F600}".repeat(1100));
+        let text = response_text(emoji.as_bytes());
+        assert_eq!(text.len(), 1 + 4 * 1023);
+        assert!(!text.contains('\u{fffd}'));
         // Invalid bytes that expand to U+FFFD still fit.
         let text = response_text(&[0xff; 5000]);
         assert!(text.len() <= MAX_RESPONSE_BYTES);
