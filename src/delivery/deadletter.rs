@@ -692,6 +692,11 @@ mod tests {
         let text = response_text(emoji.as_bytes());
         assert_eq!(text.len(), 1 + 4 * 1023);
         assert!(!text.contains('\u{fffd}'));
+        // Stray continuation bytes at the cut, up to the very end: the cut
+        // moves back, never forward past the body.
+        let mut stray = vec![b'a'; 4095];
+        stray.extend_from_slice(&[0x80; 5]);
+        assert_eq!(response_text(&stray), "a".repeat(4094));
         // Invalid bytes that expand to U+FFFD still fit.
         let text = response_text(&[0xff; 5000]);
         assert!(text.len() <= MAX_RESPONSE_BYTES);
