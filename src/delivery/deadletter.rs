@@ -863,6 +863,20 @@ mod tests {
         );
     }
 
+    /// A missing store is empty, but one that cannot be opened is an error
+    /// (`deadletter list` must not show "none" over an unreadable store).
+    #[test]
+    fn a_store_that_cannot_be_opened_is_an_error_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"not a folder").unwrap();
+        let store = DeadLetters::new(&file);
+        assert!(store.list(&Filter::default()).is_err());
+        assert!(store.count().is_err());
+        assert!(store.take(&Filter::default()).is_err());
+        assert!(store.append(&[letter("t", "e")]).is_err());
+    }
+
     fn letter_of_plain() -> DeadLetter {
         letter("ga4", "e")
     }
