@@ -877,6 +877,53 @@ mod tests {
         assert!(store.append(&[letter("t", "e")]).is_err());
     }
 
+    /// Sets or clears a file's immutable flag (`chattr`, e2fsprogs): then
+    /// not even root may open it for writing, as a user without write
+    /// permission could not (the tests run as root, who passes permission
+    /// checks).
+    fn immutable(path: &Path, on: bool) {
+        let flag = if on { "+i" } else { "-i" };
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(path)
+            .status()
+            .expect("chattr (Debian package e2fsprogs) runs");
+        assert!(status.success(), "chattr {flag} {}", path.display());
+    }
+
+    /// A reader who may not write the lock file (`deadletter list` run by
+    /// another user) still lists the letters under a shared lock; taking
+    /// them, which rewrites the store, needs the write access and fails.
+    #[test]
+    fn a_reader_without_write_access_lists_but_cannot_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetters::new(dir.path());
+        store.append(&[letter("t", "e1")]).unwrap();
+        let lock = dir.path().join(LOCK_NAME);
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o444)).unwrap();
+        // Root passes permission checks: make the file immutable instead.
+        struct Unfreeze<'a>(&'a Path);
+        impl Drop for Unfreeze<'_> {
+            fn drop(&mut self) {
+                immutable(self.0, false);
+            }
+        }
+        let _unfreeze = OpenOptions::new().write(true).open(&lock).is_ok().then(|| {
+            immutable(&lock, true);
+            Unfreeze(&lock)
+        });
+        assert!(
+            OpenOptions::new().write(true).open(&lock).is_err(),
+            "the lock file must be unwritable for this test"
+        );
+        let listing = store.list(&Filter::default()).unwrap();
+        assert_eq!(ids(&listing.letters), ["e1"]);
+        let refused = store.take(&Filter::default()).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(store.count().unwrap(), 1, "nothing was taken");
+    }
+
     fn letter_of_plain() -> DeadLetter {
         letter("ga4", "e")
     }
