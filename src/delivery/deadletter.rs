@@ -924,6 +924,19 @@ mod tests {
         assert_eq!(store.count().unwrap(), 1, "nothing was taken");
     }
 
+    /// A data folder without the store's file is an empty store; a store
+    /// file that cannot be read (here: a folder in its place) is an error.
+    #[test]
+    fn a_missing_file_is_empty_an_unreadable_one_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetters::new(dir.path());
+        assert!(store.list(&Filter::default()).unwrap().letters.is_empty());
+        assert!(store.take(&Filter::default()).unwrap().is_empty());
+        std::fs::create_dir(store.path()).unwrap();
+        assert!(store.list(&Filter::default()).is_err());
+        assert!(store.take(&Filter::default()).is_err());
+    }
+
     fn letter_of_plain() -> DeadLetter {
         letter("ga4", "e")
     }
