@@ -222,4 +222,22 @@ mod tests {
             "not imported again"
         );
     }
+
+    /// A missing inbox is empty, but one that cannot be read is an error
+    /// (the engine logs it and looks again), never "nothing to import".
+    #[test]
+    fn an_inbox_that_cannot_be_read_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(DIR_NAME), b"a file, not a folder").unwrap();
+        assert!(pending(dir.path()).is_err());
+        assert!(write(dir.path(), &[delivery("ga4", "e1")]).is_err());
+    }
+
+    /// A file another instance already imported and removed is settled.
+    #[test]
+    fn settling_a_file_already_gone_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(settle(&dir.path().join("gone.jsonl")).is_ok());
+        assert!(settle(dir.path()).is_err(), "a folder cannot be read");
+    }
 }
