@@ -207,6 +207,10 @@ mod tests {
         let good = write(dir.path(), &[delivery("ga4", "e1")]).unwrap();
         settle(&good).unwrap();
         assert!(!good.exists());
+        assert!(
+            !good.with_extension("jsonl.unreadable").exists(),
+            "blank lines are not unreadable ones"
+        );
         let bad = write(dir.path(), &[delivery("ga4", "e2")]).unwrap();
         fs::OpenOptions::new()
             .append(true)
