@@ -531,6 +531,11 @@ async fn the_spool_engine_recovers_what_was_not_delivered() {
     .unwrap();
     assert_eq!(ids, ["left-1", "left-2"]);
     assert_eq!(metrics.spool_recovered.load(Ordering::Relaxed), 2);
+    // Nothing is sent before the config says how tools batch: both are
+    // owed, the oldest since it was written.
+    let a = gauge(&engine, "a");
+    assert_eq!((a.queued, a.attempts), (2, 0));
+    assert!(a.oldest_age_s < 60.0, "{}", a.oldest_age_s);
     engine.set_batching(Vec::new());
     engine
         .submit(vec![stdout_delivery("a", "new")])
