@@ -463,7 +463,6 @@ async fn the_memory_engine_delivers_what_it_takes() {
         &mut |id: &str| ids.push(id.to_string()),
     )
     .unwrap();
-    engine.set_batching(Vec::new());
     assert!(engine.refusing().is_none());
     engine.submit(Vec::new()).await.unwrap();
     engine
@@ -474,6 +473,13 @@ async fn the_memory_engine_delivers_what_it_takes() {
         ])
         .await
         .unwrap();
+    // Owed, and not sent before the config says how tools batch.
+    assert_eq!(
+        (gauge(&engine, "a").queued, gauge(&engine, "b").queued),
+        (2, 1)
+    );
+    assert_eq!(gauge(&engine, "a").attempts, 0);
+    engine.set_batching(Vec::new());
     wait_until("three deliveries", || {
         metrics.deliveries_delivered.load(Ordering::Relaxed) == 3
     })
@@ -598,4 +604,61 @@ async fn invalid_requests_are_dead_lettered_without_an_attempt() {
     assert_eq!(metrics.deliveries_failed.load(Ordering::Relaxed), 1);
     assert_eq!(gauge(&engine, "a").dead_lettered, 1);
     assert_eq!(metrics.deliveries_delivered.load(Ordering::Relaxed), 0);
+}
+
+async fn engine_with(
+    backend: DeliveryBackend,
+    spool_max_bytes: u64,
+) -> (tempfile::TempDir, Arc<Engine>, Arc<Metrics>) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        spool_dir: dir.path().join("spool"),
+        data_dir: dir.path().join("data"),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let config = DeliveryConfig {
+        spool_max_bytes,
+        ..delivery_config(backend)
+    };
+    let engine = Engine::start(&config, paths, metrics.clone(), &mut |_: &str| {}).unwrap();
+    (dir, engine, metrics)
+}
+
+/// SPEC §11: a full spool refuses new deliveries whole (the collector then
+/// answers `503`), and `/readyz` is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_and_says_why() {
+    let (_dir, engine, metrics) = engine_with(DeliveryBackend::Spool, 64).await;
+    assert!(engine.refusing().is_none());
+    let batch = || vec![stdout_delivery("a", "1"), stdout_delivery("a", "2")];
+    engine.submit(batch()).await.unwrap();
+    let why = engine.refusing().expect("full");
+    assert!(why.starts_with("the spool is full ("), "{why}");
+    assert!(why.ends_with(" of 64 bytes)"), "{why}");
+    assert!(engine.submit(batch()).await.is_err());
+    assert_eq!(metrics.deliveries_rejected.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.deliveries_submitted.load(Ordering::Relaxed), 2);
+}
+
+/// The memory store refuses a tool's deliveries once its queue holds
+/// `MEMORY_QUEUE_BYTES`, naming the tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_memory_queue_refuses_and_says_why() {
+    let (_dir, engine, metrics) = engine_with(DeliveryBackend::Memory, 1 << 30).await;
+    let big = Delivery::new(
+        "a",
+        "big",
+        Payload::Stdout("x".repeat(MEMORY_QUEUE_BYTES / 2)),
+    );
+    engine.submit(vec![big]).await.unwrap();
+    assert_eq!(
+        engine.refusing().as_deref(),
+        Some("delivery queue of tool a is full")
+    );
+    let refused = engine
+        .submit(vec![stdout_delivery("b", "1"), stdout_delivery("a", "2")])
+        .await;
+    assert!(refused.is_err(), "one full queue refuses the whole batch");
+    assert_eq!(metrics.deliveries_rejected.load(Ordering::Relaxed), 2);
+    assert_eq!(gauge(&engine, "b").queued, 0, "nothing of it was taken");
 }
