@@ -521,7 +521,7 @@ async fn the_spool_engine_recovers_what_was_not_delivered() {
         ];
         let items = deliveries
             .iter()
-            .map(|d| spool::record::encode_body(now_ms(), d))
+            .map(|d| spool::record::encode_body(now_ms() - 30_700, d))
             .collect();
         spool.append_deliveries(items, deliveries).await.unwrap();
         spool.flush().await;
@@ -541,7 +541,12 @@ async fn the_spool_engine_recovers_what_was_not_delivered() {
     // owed, the oldest since it was written.
     let a = gauge(&engine, "a");
     assert_eq!((a.queued, a.attempts), (2, 0));
-    assert!(a.oldest_age_s < 60.0, "{}", a.oldest_age_s);
+    // Accepted 30.7 s before the restart.
+    assert!(
+        (30.7..40.0).contains(&a.oldest_age_s),
+        "seconds: {}",
+        a.oldest_age_s
+    );
     engine.set_batching(Vec::new());
     engine
         .submit(vec![stdout_delivery("a", "new")])
@@ -661,4 +666,49 @@ async fn a_full_memory_queue_refuses_and_says_why() {
     assert!(refused.is_err(), "one full queue refuses the whole batch");
     assert_eq!(metrics.deliveries_rejected.load(Ordering::Relaxed), 2);
     assert_eq!(gauge(&engine, "b").queued, 0, "nothing of it was taken");
+}
+
+struct OneKey;
+impl Batching for OneKey {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: 10,
+            max_bytes: 1 << 20,
+        }
+    }
+    fn key(&self, _: &HttpRequest) -> Option<String> {
+        Some(String::new())
+    }
+    fn join(&self, _: &[&HttpRequest]) -> Option<HttpRequest> {
+        None
+    }
+}
+
+/// Each config load says which tools batch; a tool no longer batching (or
+/// no longer configured) stops, and deliveries wait for the first word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_batching_follows_the_config_in_force() {
+    let (_dir, engine, _) = engine_with(DeliveryBackend::Memory, 1 << 30).await;
+    assert!(
+        !*engine.policy.configured.borrow(),
+        "not known before a load"
+    );
+    let b: Arc<dyn Batching> = Arc::new(OneKey);
+    engine.set_batching(vec![
+        ("a".to_string(), Some(b.clone())),
+        ("b".to_string(), None),
+    ]);
+    assert!(*engine.policy.configured.borrow());
+    assert!(engine.policy.batching_of("a").is_some());
+    assert!(engine.policy.batching_of("b").is_none());
+    engine.set_batching(vec![("c".to_string(), Some(b))]);
+    assert!(
+        engine.policy.batching_of("a").is_none(),
+        "a stopped batching"
+    );
+    assert!(engine.policy.batching_of("c").is_some());
+    // Known now: waiting for it returns at once.
+    tokio::time::timeout(Duration::from_secs(1), engine.policy.configured())
+        .await
+        .expect("configured");
 }
