@@ -195,6 +195,8 @@ async fn next_and_finish_keep_the_books() {
     }
     let first = q.next().await;
     assert_eq!(first.seq, 1);
+    let asked = tokio::time::timeout(Duration::from_millis(50), q.refill.notified()).await;
+    assert!(asked.is_err(), "nothing waits on disk: no refill");
     assert_eq!(q.window.lock().unwrap().bytes, 20 + 30);
     q.set_live(&first);
     assert_eq!(q.live.lock().unwrap().get(&1), Some(&first.accepted_ms));
