@@ -714,3 +714,37 @@ async fn set_batching_follows_the_config_in_force() {
         .await
         .expect("configured");
 }
+
+/// A backlog longer than the window waits on disk and is read back, in
+/// order, as the window drains: every delivery is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_the_window_is_read_back_from_disk() {
+    let (_dir, engine, metrics) = engine_with(DeliveryBackend::Spool, 1 << 30).await;
+    let total = 800; // past WINDOW_ITEMS (512)
+    assert!(total > WINDOW_ITEMS);
+    for chunk in 0..total / 100 {
+        let batch = (0..100)
+            .map(|i| stdout_delivery("a", &format!("e{}", chunk * 100 + i)))
+            .collect();
+        engine.submit(batch).await.unwrap();
+    }
+    {
+        let queue = engine.queue("a");
+        let w = queue.window.lock().unwrap();
+        assert_eq!(w.jobs.len(), WINDOW_ITEMS, "the window is full");
+        assert_eq!(w.owed, total as u64);
+        let spill = w.spill.as_ref().expect("the rest waits on disk");
+        assert_eq!(spill.last, total as u64, "through the last sequence number");
+    }
+    engine.set_batching(Vec::new());
+    wait_until("every delivery", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == total as u64
+    })
+    .await;
+    wait_until("nothing owed", || gauge(&engine, "a").queued == 0).await;
+    assert_eq!(gauge(&engine, "a").attempts, total as u64, "each sent once");
+    let queue = engine.queue("a");
+    let w = queue.window.lock().unwrap();
+    assert!(w.spill.is_none(), "read back to the end");
+    assert_eq!((w.jobs.len(), w.bytes), (0, 0));
+}
