@@ -748,3 +748,240 @@ async fn a_backlog_past_the_window_is_read_back_from_disk() {
     assert!(w.spill.is_none(), "read back to the end");
     assert_eq!((w.jobs.len(), w.bytes), (0, 0));
 }
+
+/// A destination on 127.0.0.1 that records each request's body and
+/// answers every one with the status it is set to.
+struct Destination {
+    url: String,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+}
+
+async fn destination(status: u16) -> Destination {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/collect", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let status = Arc::new(std::sync::atomic::AtomicU16::new(status));
+    let (b, st) = (bodies.clone(), status.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (b, st) = (b.clone(), st.clone());
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (b, st) = (b.clone(), st.clone());
+                    async move {
+                        let body = req.into_body().collect().await?.to_bytes();
+                        b.lock().unwrap().push(body.to_vec());
+                        let status = st.load(Ordering::Relaxed);
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                .unwrap(),
+                        )
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    Destination {
+        url,
+        bodies,
+        status,
+    }
+}
+
+fn posted(tool: &str, url: &str, n: usize) -> Delivery {
+    Delivery::new(
+        tool,
+        format!("ev-{n}"),
+        Payload::Http(HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(format!("{{\"n\":{n}}}").into_bytes()),
+        }),
+    )
+}
+
+/// Joins members' bodies into a JSON array, as a batch API takes them.
+struct JsonArray;
+impl Batching for JsonArray {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_events: 4,
+            max_bytes: 1 << 20,
+        }
+    }
+    fn key(&self, req: &HttpRequest) -> Option<String> {
+        Some(req.url.clone())
+    }
+    fn join(&self, reqs: &[&HttpRequest]) -> Option<HttpRequest> {
+        let parts: Vec<&str> = reqs
+            .iter()
+            .map(|r| std::str::from_utf8(r.body.as_deref().unwrap_or_default()).unwrap())
+            .collect();
+        Some(HttpRequest {
+            body: Some(format!("[{}]", parts.join(",")).into_bytes()),
+            ..reqs[0].clone()
+        })
+    }
+}
+
+async fn engine_for(config: DeliveryConfig) -> (tempfile::TempDir, Arc<Engine>, Arc<Metrics>) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        spool_dir: dir.path().join("spool"),
+        data_dir: dir.path().join("data"),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let engine = Engine::start(&config, paths, metrics.clone(), &mut |_: &str| {}).unwrap();
+    (dir, engine, metrics)
+}
+
+fn fast_retries(backend: DeliveryBackend) -> DeliveryConfig {
+    DeliveryConfig {
+        backend,
+        max_attempts: 3,
+        retry_base_ms: 1,
+        retry_max_ms: 5,
+        batch_linger_ms: 200,
+        ..DeliveryConfig::default()
+    }
+}
+
+/// SPEC §8: a batching tool's deliveries within the linger go in joined
+/// requests of at most `max_events`; each member is settled by the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batching_tool_joins_its_deliveries() {
+    let dest = destination(200).await;
+    let (_dir, engine, metrics) = engine_for(fast_retries(DeliveryBackend::Spool)).await;
+    engine.set_batching(vec![(
+        "a".to_string(),
+        Some(Arc::new(JsonArray) as Arc<dyn Batching>),
+    )]);
+    let batch = (1..=6).map(|n| posted("a", &dest.url, n)).collect();
+    engine.submit(batch).await.unwrap();
+    wait_until("six delivered", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 6
+    })
+    .await;
+    let bodies: Vec<String> = dest
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            r#"[{"n":1},{"n":2},{"n":3},{"n":4}]"#,
+            r#"[{"n":5},{"n":6}]"#
+        ]
+    );
+    assert_eq!(metrics.delivery_batches.load(Ordering::Relaxed), 2);
+    wait_until("nothing owed", || gauge(&engine, "a").queued == 0).await;
+}
+
+/// A batch the destination keeps failing (`503`) is retried together, each
+/// attempt counted, and every member gives up after `max_attempts` into the
+/// dead letters; one request per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_batch_is_retried_then_dead_lettered() {
+    let dest = destination(503).await;
+    let (dir, engine, metrics) = engine_for(fast_retries(DeliveryBackend::Memory)).await;
+    engine.set_batching(vec![(
+        "a".to_string(),
+        Some(Arc::new(JsonArray) as Arc<dyn Batching>),
+    )]);
+    engine
+        .submit(vec![posted("a", &dest.url, 1), posted("a", &dest.url, 2)])
+        .await
+        .unwrap();
+    wait_until("two dead letters", || {
+        metrics.deliveries_failed.load(Ordering::Relaxed) == 2
+    })
+    .await;
+    assert_eq!(
+        dest.bodies.lock().unwrap().len(),
+        3,
+        "one joined request per attempt"
+    );
+    let letters = DeadLetters::new(&dir.path().join("data"))
+        .list(&Default::default())
+        .unwrap()
+        .letters;
+    assert_eq!(letters.len(), 2);
+    for l in &letters {
+        assert_eq!(l.attempts, 3);
+        assert!(
+            l.reason.starts_with("gave up after 3 attempts"),
+            "{}",
+            l.reason
+        );
+    }
+    let a = gauge(&engine, "a");
+    assert_eq!(
+        (a.attempts, a.retries, a.dead_lettered, a.queued),
+        (6, 4, 2, 0)
+    );
+}
+
+/// A delivery sent alone is retried on `503` up to `max_attempts`, then
+/// dead-lettered; once the destination recovers, the next one is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_delivery_is_retried_then_dead_lettered() {
+    let dest = destination(503).await;
+    let (dir, engine, metrics) = engine_for(fast_retries(DeliveryBackend::Spool)).await;
+    engine.set_batching(Vec::new());
+    engine
+        .submit(vec![posted("a", &dest.url, 1)])
+        .await
+        .unwrap();
+    wait_until("a dead letter", || {
+        metrics.deliveries_failed.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(dest.bodies.lock().unwrap().len(), 3);
+    let letters = DeadLetters::new(&dir.path().join("data"))
+        .list(&Default::default())
+        .unwrap()
+        .letters;
+    assert_eq!(letters[0].attempts, 3);
+    dest.status.store(204, Ordering::Relaxed);
+    engine
+        .submit(vec![posted("a", &dest.url, 2)])
+        .await
+        .unwrap();
+    wait_until("delivered", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let a = gauge(&engine, "a");
+    assert_eq!(
+        (a.attempts, a.retries, a.dead_lettered, a.delivered),
+        (4, 2, 1, 1)
+    );
+}
+
+/// `deadletter replay` files dropped in the inbox are imported (on start
+/// and every second), delivered, and removed once stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_files_in_the_inbox_are_imported() {
+    let dest = destination(200).await;
+    let (dir, engine, metrics) = engine_for(fast_retries(DeliveryBackend::Spool)).await;
+    engine.set_batching(Vec::new());
+    let spool_dir = dir.path().join("spool");
+    let file = inbox::write(&spool_dir, &[posted("a", &dest.url, 7)]).unwrap();
+    wait_until("the replayed delivery", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(dest.bodies.lock().unwrap()[0], br#"{"n":7}"#);
+    wait_until("the file removed", || !file.exists()).await;
+}
