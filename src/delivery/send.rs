@@ -117,3 +117,130 @@ impl Sender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn post(url: &str) -> HttpRequest {
+        HttpRequest {
+            method: "POST".into(),
+            url: url.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(b"{}".to_vec()),
+        }
+    }
+
+    /// A destination on 127.0.0.1 that answers each connection's first
+    /// request with `response` (raw HTTP/1.1), or never when it is `None`.
+    async fn raw_destination(response: Option<Vec<u8>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/e", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    match response {
+                        Some(r) => {
+                            let _ = stream.write_all(&r).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(30)).await,
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    /// SPEC §11: no answer within `timeout_ms` is retried, as "timeout".
+    #[tokio::test]
+    async fn no_answer_in_time_is_a_retryable_timeout() {
+        let url = raw_destination(None).await;
+        let sender = Sender::new(Duration::from_millis(200), 1);
+        let got = sender.send_request(&post(&url)).await;
+        assert_eq!(
+            got.verdict,
+            Verdict::Retry {
+                why: "timeout".into(),
+                after: None
+            }
+        );
+        assert_eq!(got.status, None);
+    }
+
+    /// A refused connection is retried, and says so.
+    #[tokio::test]
+    async fn a_refused_connection_is_retried() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/e", listener.local_addr().unwrap());
+        drop(listener);
+        let sender = Sender::new(Duration::from_secs(2), 1);
+        let got = sender.send_request(&post(&url)).await;
+        match got.verdict {
+            Verdict::Retry { why, after: None } => {
+                assert!(why.starts_with("connection error: "), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The status, `Retry-After` and the first `RESPONSE_KEPT` bytes of the
+    /// body are what the attempt reports.
+    #[tokio::test]
+    async fn the_answer_is_classified_and_kept() {
+        let body = "x".repeat(RESPONSE_KEPT + 10);
+        let response = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let url = raw_destination(Some(response.into_bytes())).await;
+        let sender = Sender::new(Duration::from_secs(2), 1);
+        let got = sender.send_request(&post(&url)).await;
+        assert_eq!(got.status, Some(503));
+        assert_eq!(
+            got.verdict,
+            Verdict::Retry {
+                why: "HTTP 503".into(),
+                after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(got.response.len(), RESPONSE_KEPT);
+    }
+
+    /// A request that can never be sent is refused without a connection.
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_refused() {
+        let sender = Sender::new(Duration::from_secs(1), 1);
+        let mut bad = post("http://127.0.0.1:9/e");
+        bad.method = "P OST".into();
+        assert!(matches!(
+            sender.send_request(&bad).await.verdict,
+            Verdict::Reject(_)
+        ));
+        let mut bad = post("http://127.0.0.1:9/e");
+        bad.headers.push(("x-bad".into(), "a\r\nb".into()));
+        assert!(matches!(
+            sender.send_request(&bad).await.verdict,
+            Verdict::Reject(_)
+        ));
+        assert!(matches!(
+            sender
+                .send_request(&post("ftp://127.0.0.1/e"))
+                .await
+                .verdict,
+            Verdict::Reject(_)
+        ));
+    }
+
+    /// The `console` tool's line is written to stdout and is done.
+    #[tokio::test]
+    async fn a_console_line_is_done() {
+        let sender = Sender::new(Duration::from_secs(1), 1);
+        let d = Delivery::new("console", "e", Payload::Stdout("{}".into()));
+        let got = sender.attempt(&d).await;
+        assert_eq!((got.verdict, got.status), (Verdict::Done, None));
+    }
+}

@@ -380,3 +380,16 @@ fn scan_cache_tells_a_missing_segment_from_a_failing_one() {
         "the open file is kept"
     );
 }
+
+/// Records go into one segment until it passes `SEGMENT_BYTES` (8 MiB),
+/// not one file per group commit.
+#[tokio::test]
+async fn appends_share_a_segment_until_it_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    for i in 0..5 {
+        spool.append(bodies(i * 10..i * 10 + 10)).await.unwrap();
+    }
+    spool.flush().await;
+    assert_eq!(segments(dir.path()).len(), 1);
+}
