@@ -393,3 +393,31 @@ async fn appends_share_a_segment_until_it_is_full() {
     spool.flush().await;
     assert_eq!(segments(dir.path()).len(), 1);
 }
+
+/// A record longer than the reader's buffer is read whole, and the buffer
+/// grown for it does not stay that big for the next scan.
+#[tokio::test]
+async fn a_long_record_is_read_whole_and_its_buffer_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let mut long = delivery(0);
+    long.payload = Payload::Stdout("x".repeat(SCAN_CHUNK * 2));
+    let placed = spool
+        .append(vec![
+            record::encode_body(0, &long),
+            record::encode_body(0, &delivery(2)),
+        ])
+        .await
+        .unwrap();
+    let mut cache = ScanCache::default();
+    let got = spool
+        .scan(placed[0].1.into(), "ga4", 10, usize::MAX, &mut cache)
+        .unwrap();
+    assert_eq!(got.records.len(), 2);
+    assert_eq!(got.records[0].0.delivery, long);
+    assert!(cache.buf.len() > SCAN_CHUNK, "grown for the long record");
+    let end = got.next.unwrap();
+    let nothing = spool.scan(end, "ga4", 10, usize::MAX, &mut cache).unwrap();
+    assert!(nothing.records.is_empty());
+    assert_eq!(cache.buf.len(), SCAN_CHUNK, "back to one chunk");
+}
