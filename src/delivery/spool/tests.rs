@@ -421,3 +421,24 @@ async fn a_long_record_is_read_whole_and_its_buffer_given_back() {
     assert!(nothing.records.is_empty());
     assert_eq!(cache.buf.len(), SCAN_CHUNK, "back to one chunk");
 }
+
+/// `max_bytes` bounds a scan (at least one record still comes back), and
+/// the next scan goes on where it stopped.
+#[tokio::test]
+async fn a_scan_stops_past_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let placed = spool.append(bodies(0..6)).await.unwrap();
+    let len = placed[0].1.len as usize;
+    let mut cache = ScanCache::default();
+    let got = spool
+        .scan(placed[0].1.into(), "ga4", 10, 1, &mut cache)
+        .unwrap();
+    assert_eq!(got.records.len(), 1, "one record passes 1 byte");
+    assert_eq!(got.bytes, len);
+    let got = spool
+        .scan(got.next.unwrap(), "ga4", 10, 2 * len, &mut cache)
+        .unwrap();
+    let seqs: Vec<u64> = got.records.iter().map(|(s, _)| s.seq).collect();
+    assert_eq!(seqs, [placed[2].0, placed[4].0], "two records fill 2 × len");
+}
