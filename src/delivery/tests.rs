@@ -985,3 +985,76 @@ async fn replay_files_in_the_inbox_are_imported() {
     assert_eq!(dest.bodies.lock().unwrap()[0], br#"{"n":7}"#);
     wait_until("the file removed", || !file.exists()).await;
 }
+
+/// Sets or clears a file's immutable flag (`chattr`, e2fsprogs; needs
+/// root): then even writes through a file already open fail with `EPERM`,
+/// as on a disk gone bad.
+fn immutable(path: &std::path::Path, on: bool) {
+    let flag = if on { "+i" } else { "-i" };
+    let status = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("chattr (Debian package e2fsprogs) runs");
+    assert!(
+        status.success(),
+        "chattr {flag} {} (needs root)",
+        path.display()
+    );
+}
+
+/// A failed write (here: a segment gone immutable, as on a disk gone bad)
+/// refuses that batch (the collector answers `503`, its clients retry) and
+/// the next goes to a fresh segment; a writer that has stopped refuses
+/// every batch and tells `/readyz` why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_cannot_be_written_refuses_and_says_why() {
+    let (dir, engine, metrics) = engine_with(DeliveryBackend::Spool, 1 << 30).await;
+    engine
+        .submit(vec![stdout_delivery("a", "1")])
+        .await
+        .unwrap();
+    let segment = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    immutable(&segment, true);
+    struct Unfreeze(std::path::PathBuf);
+    impl Drop for Unfreeze {
+        fn drop(&mut self) {
+            immutable(&self.0, false);
+        }
+    }
+    let _unfreeze = Unfreeze(segment);
+    assert!(engine
+        .submit(vec![stdout_delivery("a", "2")])
+        .await
+        .is_err());
+    assert_eq!(
+        engine.refusing(),
+        None,
+        "one failed write is not a failed spool"
+    );
+    engine
+        .submit(vec![stdout_delivery("a", "3")])
+        .await
+        .unwrap();
+    assert_eq!(metrics.deliveries_rejected.load(Ordering::Relaxed), 1);
+
+    let Store::Spool(spool) = &engine.store else {
+        unreachable!()
+    };
+    spool.panic_writer();
+    wait_until("the writer stopped", || spool.has_failed()).await;
+    assert_eq!(
+        engine.refusing().as_deref(),
+        Some("the spool cannot be written")
+    );
+    assert!(engine
+        .submit(vec![stdout_delivery("a", "4")])
+        .await
+        .is_err());
+    assert_eq!(metrics.deliveries_submitted.load(Ordering::Relaxed), 2);
+    assert_eq!(metrics.deliveries_rejected.load(Ordering::Relaxed), 2);
+}

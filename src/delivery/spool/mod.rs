@@ -122,6 +122,9 @@ enum Command {
     /// a test can queue appends behind it deterministically.
     #[cfg(test)]
     Hold(mpsc::Receiver<()>),
+    /// Tests: the writer panics, as on a bug.
+    #[cfg(test)]
+    Panic,
 }
 
 /// The spool; cheap to share behind an `Arc`.
@@ -262,8 +265,16 @@ impl Spool {
         std::thread::Builder::new()
             .name("tagproxy-spool".into())
             .spawn(move || {
+                // Set on the way out, by a panic too: from then on nothing
+                // can be appended, and `/readyz` must say so.
+                struct Stopped(Arc<AtomicBool>);
+                impl Drop for Stopped {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Relaxed);
+                    }
+                }
+                let _stopped = Stopped(thread_failed);
                 writer.run(rx);
-                thread_failed.store(true, Ordering::Relaxed);
             })?;
         Ok((
             Spool {
@@ -433,6 +444,12 @@ impl Spool {
         }
     }
 
+    /// Tests: makes the writer thread panic, as a bug would.
+    #[cfg(test)]
+    pub(crate) fn panic_writer(&self) {
+        let _ = self.tx.send(Command::Panic);
+    }
+
     /// Marks a delivery settled. Not synced: see the module doc.
     pub fn ack(&self, seq: u64) {
         let _ = self.tx.send(Command::Ack(seq));
@@ -565,6 +582,8 @@ impl Writer {
                 Command::Hold(gate) => {
                     let _ = gate.recv();
                 }
+                #[cfg(test)]
+                Command::Panic => panic!("the spool writer stops (a test)"),
             };
             take(first, &mut appends);
             // Everything that queued up during the last fsync joins this one.
