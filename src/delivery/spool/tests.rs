@@ -442,3 +442,23 @@ async fn a_scan_stops_past_its_bytes() {
     let seqs: Vec<u64> = got.records.iter().map(|(s, _)| s.seq).collect();
     assert_eq!(seqs, [placed[2].0, placed[4].0], "two records fill 2 × len");
 }
+
+/// `read_at_most` reads up to the buffer or the end of the file, and
+/// passes a read error on (not retried forever).
+#[test]
+fn read_at_most_stops_at_the_end_and_passes_errors_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    fs::write(&path, b"0123456789").unwrap();
+    let file = File::open(&path).unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(read_at_most(&file, &mut buf, 3).unwrap(), 4);
+    assert_eq!(&buf, b"3456");
+    let mut buf = [0u8; 8];
+    assert_eq!(read_at_most(&file, &mut buf, 6).unwrap(), 4);
+    assert_eq!(&buf[..4], b"6789");
+    assert_eq!(read_at_most(&file, &mut buf, 20).unwrap(), 0);
+    // A folder opens, but reading it fails (EISDIR).
+    let folder = File::open(dir.path()).unwrap();
+    assert!(read_at_most(&folder, &mut buf, 0).is_err());
+}
