@@ -387,11 +387,17 @@ fn scan_cache_tells_a_missing_segment_from_a_failing_one() {
 async fn appends_share_a_segment_until_it_is_full() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
+    let mut placed = Vec::new();
     for i in 0..5 {
-        spool.append(bodies(i * 10..i * 10 + 10)).await.unwrap();
+        placed.extend(spool.append(bodies(i * 10..i * 10 + 10)).await.unwrap());
     }
     spool.flush().await;
     assert_eq!(segments(dir.path()).len(), 1);
+    // Every record is where its append said.
+    for (i, (seq, loc)) in placed.into_iter().enumerate() {
+        let stored = spool.read(loc).unwrap();
+        assert_eq!((stored.seq, stored.delivery), (seq, delivery(i)));
+    }
 }
 
 /// A record longer than the reader's buffer is read whole, and the buffer
@@ -461,4 +467,53 @@ fn read_at_most_stops_at_the_end_and_passes_errors_on() {
     // A folder opens, but reading it fails (EISDIR).
     let folder = File::open(dir.path()).unwrap();
     assert!(read_at_most(&folder, &mut buf, 0).is_err());
+}
+
+/// A sealed segment still holding unsettled records is kept (and its
+/// records recovered after a restart) while a settled one is removed, its
+/// bytes given back.
+#[tokio::test]
+async fn a_sealed_segment_is_kept_until_every_record_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let big = |i: usize| {
+        let mut d = delivery(i);
+        d.payload = Payload::Stdout("x".repeat(3 << 20));
+        record::encode_body(0, &d)
+    };
+    // Three records of 3 MiB: the first segment is sealed past 8 MiB.
+    let placed = spool.append(vec![big(0), big(1), big(2)]).await.unwrap();
+    let more = spool.append(bodies(3..5)).await.unwrap();
+    assert_eq!(segments(dir.path()).len(), 2);
+    let before = spool.bytes();
+    // Settling one record of the sealed segment keeps it.
+    spool.ack(placed[1].0);
+    spool.flush().await;
+    assert_eq!(segments(dir.path()).len(), 2);
+    drop(spool);
+    let (spool, recovery) = open(dir.path());
+    let pending: Vec<u64> = recovery.pending.iter().map(|r| r.seq).collect();
+    assert_eq!(pending, [placed[0].0, placed[2].0, more[0].0, more[1].0]);
+    // Settling the rest of it removes it and gives its bytes back.
+    spool.ack(placed[0].0);
+    spool.ack(placed[2].0);
+    spool.flush().await;
+    assert_eq!(segments(dir.path()).len(), 1, "{:?}", segments(dir.path()));
+    assert!(
+        spool.bytes() < before - (8 << 20),
+        "{} of {before}",
+        spool.bytes()
+    );
+}
+
+/// A stale ack file where a new segment's would go must be removed before
+/// the segment is used (it would settle new deliveries); when it cannot
+/// be, the append fails rather than risk it.
+#[tokio::test]
+async fn a_stale_ack_file_that_cannot_be_removed_fails_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    // The first segment will be named after sequence number 1.
+    fs::create_dir(ack_path(dir.path(), 1)).unwrap();
+    assert!(spool.append(bodies(0..1)).await.is_err());
 }
