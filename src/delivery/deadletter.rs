@@ -877,20 +877,6 @@ mod tests {
         assert!(store.append(&[letter("t", "e")]).is_err());
     }
 
-    /// Sets or clears a file's immutable flag (`chattr`, e2fsprogs): then
-    /// not even root may open it for writing, as a user without write
-    /// permission could not (the tests run as root, who passes permission
-    /// checks).
-    fn immutable(path: &Path, on: bool) {
-        let flag = if on { "+i" } else { "-i" };
-        let status = std::process::Command::new("chattr")
-            .arg(flag)
-            .arg(path)
-            .status()
-            .expect("chattr (Debian package e2fsprogs) runs");
-        assert!(status.success(), "chattr {flag} {}", path.display());
-    }
-
     /// A reader who may not write the lock file (`deadletter list` run by
     /// another user) still lists the letters under a shared lock; taking
     /// them, which rewrites the store, needs the write access and fails.
@@ -906,11 +892,11 @@ mod tests {
         struct Unfreeze<'a>(&'a Path);
         impl Drop for Unfreeze<'_> {
             fn drop(&mut self) {
-                immutable(self.0, false);
+                crate::delivery::tests::immutable(self.0, false);
             }
         }
         let _unfreeze = OpenOptions::new().write(true).open(&lock).is_ok().then(|| {
-            immutable(&lock, true);
+            crate::delivery::tests::immutable(&lock, true);
             Unfreeze(&lock)
         });
         assert!(

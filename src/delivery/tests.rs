@@ -987,9 +987,9 @@ async fn replay_files_in_the_inbox_are_imported() {
 }
 
 /// Sets or clears a file's immutable flag (`chattr`, e2fsprogs; needs
-/// root): then even writes through a file already open fail with `EPERM`,
-/// as on a disk gone bad.
-fn immutable(path: &std::path::Path, on: bool) {
+/// root): then not even root may open it for writing, and writes through a
+/// file already open fail with `EPERM`, as on a disk gone bad.
+pub(super) fn immutable(path: &std::path::Path, on: bool) {
     let flag = if on { "+i" } else { "-i" };
     let status = std::process::Command::new("chattr")
         .arg(flag)
