@@ -1058,3 +1058,19 @@ async fn a_spool_that_cannot_be_written_refuses_and_says_why() {
     assert_eq!(metrics.deliveries_submitted.load(Ordering::Relaxed), 2);
     assert_eq!(metrics.deliveries_rejected.load(Ordering::Relaxed), 2);
 }
+
+/// `nats_url` is a comma-separated list of servers; one with none in it is
+/// refused at once, before any connection is tried.
+#[tokio::test]
+async fn a_nats_url_naming_no_server_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = DeliveryConfig {
+        backend: DeliveryBackend::Nats,
+        nats_url: " , ,".into(),
+        ..DeliveryConfig::default()
+    };
+    match nats::Nats::connect(&config, Arc::new(policy(dir.path(), 3))).await {
+        Err(e) => assert_eq!(e.to_string(), "[delivery] nats_url is empty"),
+        Ok(_) => panic!("connected to no server"),
+    }
+}
