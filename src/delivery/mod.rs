@@ -61,8 +61,10 @@ const MEMORY_QUEUE_BYTES: usize = 8 << 20;
 /// not memory.
 const WINDOW_ITEMS: usize = 512;
 const WINDOW_BYTES: usize = 512 << 10;
-/// The window is refilled from disk once it is down to this many.
+/// The window is refilled from disk once it is down to this many jobs and
+/// this many bytes.
 const REFILL_BELOW: usize = WINDOW_ITEMS / 2;
+const REFILL_BELOW_BYTES: usize = WINDOW_BYTES / 2;
 /// Deliveries per tool being sent or waiting to retry are bounded in
 /// places: one per [`LIVE_UNIT`] bytes of [`Job::size`] (at least one), so
 /// at most `LIVE_PLACES` deliveries and about `LIVE_PLACES × LIVE_UNIT`
@@ -732,7 +734,11 @@ async fn refill(queue: Arc<ToolQueue>, spool: Arc<Spool>) {
             let (cursor, items, bytes) = {
                 let w = queue.window.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(spill) = &w.spill else { break };
-                if w.jobs.len() >= REFILL_BELOW {
+                // Full enough in items or in bytes: a scan always returns at
+                // least one record, so without the byte test a backlog of
+                // big deliveries would fill the window to REFILL_BELOW jobs
+                // whatever their size.
+                if w.jobs.len() >= REFILL_BELOW || w.bytes >= REFILL_BELOW_BYTES {
                     break;
                 }
                 // Sizes on disk: a job costs about twice in memory.

@@ -1074,3 +1074,47 @@ async fn a_nats_url_naming_no_server_is_refused() {
         Ok(_) => panic!("connected to no server"),
     }
 }
+
+/// The window holds at most `WINDOW_BYTES` (and one job more): a backlog of
+/// big deliveries waits on disk, not in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_big_deliveries_stays_within_the_windows_bytes() {
+    let dest = destination(200).await;
+    let (_dir, engine, metrics) = engine_with(DeliveryBackend::Spool, 1 << 30).await;
+    let big = |i: usize| {
+        let mut d = posted("a", &dest.url, i);
+        let Payload::Http(req) = &mut d.payload else {
+            unreachable!()
+        };
+        req.body = Some(format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(20 << 10)).into_bytes());
+        d
+    };
+    for chunk in 0..10 {
+        engine
+            .submit((0..30).map(|i| big(chunk * 30 + i)).collect())
+            .await
+            .unwrap();
+    }
+    // Let the refill run as far as it would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queue = engine.queue("a");
+    let w = queue.window.lock().unwrap();
+    let one = w.jobs.front().expect("jobs in the window").size;
+    assert!(
+        w.bytes <= WINDOW_BYTES + one,
+        "{} jobs, {} bytes in memory (bound {WINDOW_BYTES})",
+        w.jobs.len(),
+        w.bytes
+    );
+    assert!(w.spill.is_some(), "the rest waits on disk");
+    assert_eq!(w.owed, 300);
+    drop(w);
+    // And all of it is read back and sent, once each.
+    engine.set_batching(Vec::new());
+    wait_until("every delivery", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 300
+    })
+    .await;
+    assert_eq!(dest.bodies.lock().unwrap().len(), 300);
+    wait_until("nothing owed", || gauge(&engine, "a").queued == 0).await;
+}
