@@ -709,6 +709,15 @@ async fn set_batching_follows_the_config_in_force() {
         "a stopped batching"
     );
     assert!(engine.policy.batching_of("c").is_some());
+    // How each tool's answers are read comes with each load as well.
+    fn reader(_: u16, _: &str) -> Option<Verdict> {
+        None
+    }
+    let readers = [("a".to_string(), reader as crate::tools::AnswerReader)];
+    engine.set_answer_readers(readers.into_iter().collect());
+    assert!(engine.policy.answers.read().unwrap().contains_key("a"));
+    engine.set_answer_readers(Default::default());
+    assert!(engine.policy.answers.read().unwrap().is_empty());
     // Known now: waiting for it returns at once.
     tokio::time::timeout(Duration::from_secs(1), engine.policy.configured())
         .await
@@ -1097,18 +1106,19 @@ async fn a_backlog_of_big_deliveries_stays_within_the_windows_bytes() {
     }
     // Let the refill run as far as it would.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let queue = engine.queue("a");
-    let w = queue.window.lock().unwrap();
-    let one = w.jobs.front().expect("jobs in the window").size;
-    assert!(
-        w.bytes <= WINDOW_BYTES + one,
-        "{} jobs, {} bytes in memory (bound {WINDOW_BYTES})",
-        w.jobs.len(),
-        w.bytes
-    );
-    assert!(w.spill.is_some(), "the rest waits on disk");
-    assert_eq!(w.owed, 300);
-    drop(w);
+    {
+        let queue = engine.queue("a");
+        let w = queue.window.lock().unwrap();
+        let one = w.jobs.front().expect("jobs in the window").size;
+        assert!(
+            w.bytes <= WINDOW_BYTES + one,
+            "{} jobs, {} bytes in memory (bound {WINDOW_BYTES})",
+            w.jobs.len(),
+            w.bytes
+        );
+        assert!(w.spill.is_some(), "the rest waits on disk");
+        assert_eq!(w.owed, 300);
+    }
     // And all of it is read back and sent, once each.
     engine.set_batching(Vec::new());
     wait_until("every delivery", || {
