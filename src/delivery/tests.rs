@@ -1128,3 +1128,44 @@ async fn a_backlog_of_big_deliveries_stays_within_the_windows_bytes() {
     assert_eq!(dest.bodies.lock().unwrap().len(), 300);
     wait_until("nothing owed", || gauge(&engine, "a").queued == 0).await;
 }
+
+/// What `refill` reads back from disk wakes a worker already waiting on the
+/// empty window (a restart's backlog is found this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_wakes_the_worker_waiting_on_an_empty_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), 1 << 30, Arc::new(Metrics::default())).unwrap();
+    let spool = Arc::new(spool);
+    let d = stdout_delivery("t", "on-disk");
+    let placed = spool
+        .append_deliveries(vec![spool::record::encode_body(5, &d)], vec![d.clone()])
+        .await
+        .unwrap();
+    let (seq, loc) = placed[0];
+    let queue = Arc::new(tool_queue());
+    {
+        let mut w = queue.window.lock().unwrap();
+        w.owed = 1;
+        w.spill = Some(Spill {
+            cursor: loc.into(),
+            last: seq,
+            through: 0,
+            oldest_ms: 5,
+        });
+    }
+    let waiting = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.next().await }
+    });
+    // The worker is waiting before the refill starts.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::spawn(refill(queue.clone(), spool.clone()));
+    queue.refill.notify_one();
+    let job = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiting worker was woken")
+        .unwrap();
+    assert_eq!((job.seq, job.accepted_ms, job.delivery), (seq, 5, d));
+    let w = queue.window.lock().unwrap();
+    assert!(w.spill.is_none(), "read to the last one on disk");
+}
