@@ -766,6 +766,10 @@ struct Destination {
     status: Arc<std::sync::atomic::AtomicU16>,
 }
 
+/// A [`destination`] status: `400` for any request carrying member 3,
+/// alone or in a batch, else `200`.
+const REFUSES_3: u16 = 1;
+
 async fn destination(status: u16) -> Destination {
     use http_body_util::BodyExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -782,7 +786,13 @@ async fn destination(status: u16) -> Destination {
                     async move {
                         let body = req.into_body().collect().await?.to_bytes();
                         b.lock().unwrap().push(body.to_vec());
-                        let status = st.load(Ordering::Relaxed);
+                        let status = match st.load(Ordering::Relaxed) {
+                            // A batch API that refuses a batch as a whole
+                            // when one member (`"n":3`) is invalid.
+                            REFUSES_3 if body.windows(5).any(|w| w == b"\"n\":3") => 400,
+                            REFUSES_3 => 200,
+                            status => status,
+                        };
                         Ok::<_, hyper::Error>(
                             hyper::Response::builder()
                                 .status(status)
@@ -1168,4 +1178,50 @@ async fn a_refill_wakes_the_worker_waiting_on_an_empty_window() {
     assert_eq!((job.seq, job.accepted_ms, job.delivery), (seq, 5, d));
     let w = queue.window.lock().unwrap();
     assert!(w.spill.is_none(), "read to the last one on disk");
+}
+
+/// SPEC §8 (poison isolation): a batch refused as a whole is split in
+/// halves down to single deliveries; only the one refused alone goes to
+/// the dead letters, the others are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_a_whole_is_split_to_find_the_refused_member() {
+    let dest = destination(REFUSES_3).await;
+    let (dir, engine, metrics) = engine_for(fast_retries(DeliveryBackend::Memory)).await;
+    engine.set_batching(vec![(
+        "a".to_string(),
+        Some(Arc::new(JsonArray) as Arc<dyn Batching>),
+    )]);
+    let batch = (1..=4).map(|n| posted("a", &dest.url, n)).collect();
+    engine.submit(batch).await.unwrap();
+    wait_until("three delivered, one dead letter", || {
+        metrics.deliveries_delivered.load(Ordering::Relaxed) == 3
+            && metrics.deliveries_failed.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    let mut bodies: Vec<String> = dest
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| String::from_utf8(b.clone()).unwrap())
+        .collect();
+    assert_eq!(bodies[0], r#"[{"n":1},{"n":2},{"n":3},{"n":4}]"#);
+    // The halves go at once, in either order; then the refused half's.
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        [
+            r#"[{"n":1},{"n":2},{"n":3},{"n":4}]"#,
+            r#"[{"n":1},{"n":2}]"#,
+            r#"[{"n":3},{"n":4}]"#,
+            r#"{"n":3}"#,
+            r#"{"n":4}"#,
+        ]
+    );
+    let letters = DeadLetters::new(&dir.path().join("data"))
+        .list(&Default::default())
+        .unwrap()
+        .letters;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_id, "ev-3");
 }
