@@ -617,18 +617,11 @@ async fn engine_with(
     backend: DeliveryBackend,
     spool_max_bytes: u64,
 ) -> (tempfile::TempDir, Arc<Engine>, Arc<Metrics>) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        spool_dir: dir.path().join("spool"),
-        data_dir: dir.path().join("data"),
-    };
-    let metrics = Arc::new(Metrics::default());
-    let config = DeliveryConfig {
+    engine_for(DeliveryConfig {
         spool_max_bytes,
         ..delivery_config(backend)
-    };
-    let engine = Engine::start(&config, paths, metrics.clone(), &mut |_: &str| {}).unwrap();
-    (dir, engine, metrics)
+    })
+    .await
 }
 
 /// SPEC §11: a full spool refuses new deliveries whole (the collector then
@@ -814,6 +807,25 @@ async fn destination(status: u16) -> Destination {
     }
 }
 
+impl Destination {
+    /// The bodies received so far, as text.
+    fn texts(&self) -> Vec<String> {
+        let bodies = self.bodies.lock().unwrap();
+        bodies
+            .iter()
+            .map(|b| String::from_utf8(b.clone()).unwrap())
+            .collect()
+    }
+}
+
+/// What the dead letters under `dir/data` hold.
+fn dead_letters(dir: &tempfile::TempDir) -> Vec<deadletter::DeadLetter> {
+    DeadLetters::new(&dir.path().join("data"))
+        .list(&Default::default())
+        .unwrap()
+        .letters
+}
+
 fn posted(tool: &str, url: &str, n: usize) -> Delivery {
     Delivery::new(
         tool,
@@ -889,13 +901,7 @@ async fn a_batching_tool_joins_its_deliveries() {
         metrics.deliveries_delivered.load(Ordering::Relaxed) == 6
     })
     .await;
-    let bodies: Vec<String> = dest
-        .bodies
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| String::from_utf8(b.clone()).unwrap())
-        .collect();
+    let bodies: Vec<String> = dest.texts();
     assert_eq!(
         bodies,
         [
@@ -931,10 +937,7 @@ async fn a_failing_batch_is_retried_then_dead_lettered() {
         3,
         "one joined request per attempt"
     );
-    let letters = DeadLetters::new(&dir.path().join("data"))
-        .list(&Default::default())
-        .unwrap()
-        .letters;
+    let letters = dead_letters(&dir);
     assert_eq!(letters.len(), 2);
     for l in &letters {
         assert_eq!(l.attempts, 3);
@@ -967,10 +970,7 @@ async fn a_failing_delivery_is_retried_then_dead_lettered() {
     })
     .await;
     assert_eq!(dest.bodies.lock().unwrap().len(), 3);
-    let letters = DeadLetters::new(&dir.path().join("data"))
-        .list(&Default::default())
-        .unwrap()
-        .letters;
+    let letters = dead_letters(&dir);
     assert_eq!(letters[0].attempts, 3);
     dest.status.store(204, Ordering::Relaxed);
     engine
@@ -1198,13 +1198,7 @@ async fn a_batch_refused_as_a_whole_is_split_to_find_the_refused_member() {
             && metrics.deliveries_failed.load(Ordering::Relaxed) == 1
     })
     .await;
-    let mut bodies: Vec<String> = dest
-        .bodies
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| String::from_utf8(b.clone()).unwrap())
-        .collect();
+    let mut bodies: Vec<String> = dest.texts();
     assert_eq!(bodies[0], r#"[{"n":1},{"n":2},{"n":3},{"n":4}]"#);
     // The halves go at once, in either order; then the refused half's.
     bodies.sort();
@@ -1218,10 +1212,7 @@ async fn a_batch_refused_as_a_whole_is_split_to_find_the_refused_member() {
             r#"{"n":4}"#,
         ]
     );
-    let letters = DeadLetters::new(&dir.path().join("data"))
-        .list(&Default::default())
-        .unwrap()
-        .letters;
+    let letters = dead_letters(&dir);
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].event_id, "ev-3");
 }
