@@ -827,11 +827,13 @@ mod tests {
             let stored = serde_json::to_string(&letter).unwrap();
             assert!(!stored.contains(secret), "{place}: {stored}");
         }
-        // A secret found nowhere, nor an access token: nothing to mark.
+        // A secret found nowhere, nor an access token: nothing to mark (the
+        // body longer than the secret, so every window of it is compared).
+        const PLAIN_BODY: &str = "{\"k\":\"a value longer than the secret\"}";
         let mut d = Delivery::new(
             "t",
             "e",
-            request("https://x.example/p", ("x-a", "b"), "{\"k\":\"v\"}"),
+            request("https://x.example/p", ("x-a", "b"), PLAIN_BODY),
         );
         d.secrets = vec![secret.into()];
         let letter = DeadLetter::new(d, "bad", Some(400), b"no", 1, 0);
@@ -839,7 +841,7 @@ mod tests {
         let Payload::Http(req) = &letter.delivery.payload else {
             unreachable!()
         };
-        assert_eq!(req.body.as_deref(), Some(&b"{\"k\":\"v\"}"[..]));
+        assert_eq!(req.body.as_deref(), Some(PLAIN_BODY.as_bytes()));
         // An authorization header already redacted is no new finding.
         let d = Delivery::new(
             "t",
