@@ -10,6 +10,9 @@
 #   TIER=unit benches/mutants.sh delivery # a first, faster pass: unit tests only
 #   TIER=full benches/mutants.sh inject   # re-test the survivors with the suite
 #   FILES='src/delivery/mod.rs src/delivery/send.rs' benches/mutants.sh delivery
+#   FILES=src/delivery/nats.rs TESTS=nats benches/mutants.sh delivery
+#   SLOT=2 TIER=unit benches/mutants.sh collector  # beside another run
+#                                         # tier 1 with some test targets only
 #
 # Modules: delivery collector consent rules tools inject (src/proxy/inject.rs).
 # Settings are in .cargo/mutants.toml (nextest, profile `mutants`).
@@ -75,7 +78,7 @@ declare -A tier1=(
 # test's path (every integration test of the targets above runs).
 declare -A tier1_unit=(
   [delivery]='/^(delivery|collector|trail)::/'
-  [collector]='/^(collector|event|bots|consent)::/'
+  [collector]='/^(collector|event|bots)::/'
   [consent]='/^(consent|collector|event)::/'
   [rules]='/^(rules|tools|config)::/'
   [tools]='/^(tools|rules|delivery)::/'
@@ -110,7 +113,11 @@ if [ -n "${SINCE:-}" ]; then
 fi
 
 if [ $summary_only = 0 ]; then
-  tree=target/mutants/tree
+  # SLOT=2: a second worktree and build dir, so two runs (of different
+  # modules) can go at once. A tier-0 mutant's build is mostly rustc's
+  # single-threaded front end, so on 2 cores two runs nearly double the
+  # rate.
+  tree=target/mutants/tree${SLOT:-}
   commit=$(git rev-parse HEAD)
   if [ ! -e "$tree/.git" ]; then
     mkdir -p target/mutants
@@ -136,7 +143,7 @@ if [ $summary_only = 0 ]; then
         --cargo-test-arg='not (binary(browser) | binary(consent_browser) | binary(meta_browser) | binary(client_triggers))')
     else
       args=(--cargo-arg=--lib)
-      for t in ${tier1[$m]}; do args+=(--cargo-arg=--test "--cargo-arg=$t"); done
+      for t in ${TESTS:-${tier1[$m]}}; do args+=(--cargo-arg=--test "--cargo-arg=$t"); done
       args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | test(${tier1_unit[$m]})")
     fi
     # FILES: a space-separated list of globs within the module.
@@ -144,7 +151,7 @@ if [ $summary_only = 0 ]; then
     read -ra pats <<<"${FILES:-${globs[$m]}}"
     for f in "${pats[@]}"; do files+=(-f "$f"); done
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
-    (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target cargo mutants \
+    (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target${SLOT:-} cargo mutants \
       --in-place --no-shuffle --iterate -o "$out" "${files[@]}" "${shard[@]}" "${diff[@]}" "${args[@]}") || true
   done
 fi

@@ -517,3 +517,113 @@ async fn a_stale_ack_file_that_cannot_be_removed_fails_the_append() {
     fs::create_dir(ack_path(dir.path(), 1)).unwrap();
     assert!(spool.append(bodies(0..1)).await.is_err());
 }
+
+/// What the spool's files hold on disk, segments and ack files.
+fn disk_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg" || e == "ack"))
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum()
+}
+
+/// A record of `mib` MiB for delivery `i`.
+fn big_body(i: usize, mib: usize) -> Vec<u8> {
+    let mut d = delivery(i);
+    d.payload = Payload::Stdout("x".repeat(mib << 20));
+    record::encode_body(0, &d)
+}
+
+/// The spool's byte count (what `max_bytes` is checked against) is what
+/// its files hold, ack files included, while segments come and go: a
+/// count that drifts would refuse events at a limit the disk never
+/// reached, or let the disk fill past it.
+#[tokio::test]
+async fn the_byte_count_is_what_the_files_hold_as_segments_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    // Three records of 3 MiB seal the first segment; two small ones open
+    // the second.
+    let sealed = spool
+        .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
+        .await
+        .unwrap();
+    let active = spool.append(bodies(3..5)).await.unwrap();
+    spool.ack(active[0].0);
+    spool.ack(sealed[0].0);
+    spool.flush().await;
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert_eq!(spool.bytes(), disk_bytes(dir.path()));
+    // Settling the sealed segment removes it and its acks; what is left
+    // is counted exactly.
+    spool.ack(sealed[1].0);
+    spool.ack(sealed[2].0);
+    spool.flush().await;
+    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(spool.bytes(), disk_bytes(dir.path()));
+    assert!(spool.bytes() > 0);
+}
+
+/// A quiet spool gives its space back: the active segment, once every
+/// record in it is settled, is closed and deleted when it has grown past
+/// an eighth of a segment (1 MiB); a smaller one is kept for the next
+/// appends rather than making a file per event.
+#[tokio::test]
+async fn a_drained_active_segment_is_deleted_once_big_and_kept_while_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let small = spool.append(bodies(0..3)).await.unwrap();
+    for (seq, _) in &small {
+        spool.ack(*seq);
+    }
+    spool.flush().await;
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "a small drained segment stays"
+    );
+    // The same segment grows past 1 MiB; drained again, it goes.
+    let big = spool.append(vec![big_body(3, 1)]).await.unwrap();
+    assert_eq!(segments(dir.path()).len(), 1);
+    spool.ack(big[0].0);
+    spool.flush().await;
+    assert!(
+        segments(dir.path()).is_empty(),
+        "{:?}",
+        segments(dir.path())
+    );
+    assert_eq!(disk_bytes(dir.path()), 0);
+    assert_eq!(spool.bytes(), 0);
+}
+
+/// A settled segment whose file (or ack file) someone already removed is
+/// forgotten quietly: the rest is removed and its bytes are given back,
+/// so the count does not keep space that is no longer used.
+#[tokio::test]
+async fn a_settled_segment_already_removed_by_hand_is_forgotten() {
+    for gone in ["seg", "ack"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = open(dir.path());
+        let sealed = spool
+            .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
+            .await
+            .unwrap();
+        spool.append(bodies(3..4)).await.unwrap();
+        // The first ack creates the sealed segment's ack file.
+        spool.ack(sealed[0].0);
+        spool.flush().await;
+        let path = match gone {
+            "seg" => segment_path(dir.path(), sealed[0].0),
+            _ => ack_path(dir.path(), sealed[0].0),
+        };
+        fs::remove_file(&path).unwrap();
+        spool.ack(sealed[1].0);
+        spool.ack(sealed[2].0);
+        spool.flush().await;
+        assert!(!segment_path(dir.path(), sealed[0].0).exists(), "{gone}");
+        assert!(!ack_path(dir.path(), sealed[0].0).exists(), "{gone}");
+        assert_eq!(segments(dir.path()).len(), 1, "{gone}");
+        assert_eq!(spool.bytes(), disk_bytes(dir.path()), "{gone}");
+    }
+}
