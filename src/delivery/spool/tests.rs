@@ -627,3 +627,57 @@ async fn a_settled_segment_already_removed_by_hand_is_forgotten() {
         assert_eq!(spool.bytes(), disk_bytes(dir.path()), "{gone}");
     }
 }
+
+/// Opening a spool counts its segments and bytes as they are on disk, cuts
+/// a segment that never got its header (counted as torn), removes ack
+/// files left without their segment, and leaves other files alone.
+#[tokio::test]
+async fn recovery_counts_what_is_on_disk_and_clears_what_a_crash_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let sealed = spool
+        .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
+        .await
+        .unwrap();
+    let active = spool.append(bodies(3..6)).await.unwrap();
+    spool.ack(sealed[1].0);
+    spool.ack(active[0].0);
+    spool.flush().await;
+    drop(spool);
+    let orphan = ack_path(dir.path(), 9_999);
+    fs::write(&orphan, 7u64.to_le_bytes()).unwrap();
+    let headless = segment_path(dir.path(), 5_000);
+    fs::write(&headless, b"not a seg").unwrap();
+    let other = dir.path().join("00000000000000009998.txt");
+    fs::write(&other, b"keep me").unwrap();
+
+    let (spool, recovery) = open(dir.path());
+    assert_eq!(recovery.segments, 2);
+    assert_eq!(recovery.torn_bytes, 9, "the headless segment's bytes");
+    assert!(recovery.unreadable.is_empty(), "{:?}", recovery.unreadable);
+    assert_eq!(recovery.pending_count, 4);
+    assert!(!orphan.exists() && !headless.exists());
+    assert!(other.exists());
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert_eq!(spool.bytes(), disk_bytes(dir.path()));
+}
+
+/// Acks that cannot be read make every record of their segment owed again
+/// (sent twice rather than lost), and the file is named as unreadable.
+#[tokio::test]
+async fn unreadable_acks_make_their_segments_records_owed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(dir.path());
+    let placed = spool.append(bodies(0..3)).await.unwrap();
+    spool.ack(placed[0].0);
+    spool.flush().await;
+    drop(spool);
+    let acks = ack_path(dir.path(), placed[0].0);
+    fs::remove_file(&acks).unwrap();
+    fs::create_dir(&acks).unwrap();
+
+    let (_, recovery) = open(dir.path());
+    assert_eq!(recovery.pending.len(), 3);
+    assert_eq!(recovery.unreadable.len(), 1, "{:?}", recovery.unreadable);
+    assert!(recovery.unreadable[0].contains(".ack"));
+}
