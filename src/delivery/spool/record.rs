@@ -362,9 +362,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn source_and_secrets_round_trip() {
-        let mut s = http(Some(b"{}".to_vec()));
+    /// `s` with a source (the event and action) and a secret attached.
+    fn with_source(mut s: Stored) -> Stored {
         s.delivery.secrets = vec!["tok".into()];
         s.delivery.source = Some(Box::new(Source {
             event: serde_json::from_value(serde_json::json!({
@@ -380,6 +379,12 @@ mod tests {
             action_name: Some("a".into()),
             part: 1,
         }));
+        s
+    }
+
+    #[test]
+    fn source_and_secrets_round_trip() {
+        let s = with_source(http(Some(b"{}".to_vec())));
         let mut buf = Vec::new();
         encode_frame(&s, &mut buf);
         assert_eq!(decode_frame(&buf), Frame::Record(s, buf.len()));
@@ -405,6 +410,39 @@ mod tests {
             let mut buf = Vec::new();
             encode_frame(&s, &mut buf);
             assert_eq!(decode_frame(&buf), Frame::Record(s, buf.len()));
+        }
+    }
+
+    /// The delivery engine sizes its window with `encoded_len` before any
+    /// record is built: it must be the encoded body's length exactly.
+    #[test]
+    fn encoded_len_is_the_bodys_length() {
+        let console = Stored {
+            seq: 1,
+            accepted_ms: 2,
+            delivery: Delivery {
+                tool: "console".into(),
+                event_id: "e".into(),
+                payload: Payload::Stdout("line ✓".into()),
+                source: None,
+                secrets: Vec::new(),
+            },
+        };
+        for s in [
+            http(None),
+            http(Some(b"\x00\xffbinary".to_vec())),
+            with_source(http(Some(b"{}".to_vec()))),
+            with_source(http(None)),
+            with_source(console.clone()),
+            console,
+        ] {
+            let body = encode_body(s.accepted_ms, &s.delivery);
+            assert_eq!(
+                encoded_len(&s.delivery),
+                body.len(),
+                "{:?}",
+                s.delivery.tool
+            );
         }
     }
 
