@@ -428,12 +428,18 @@ mod tests {
                 secrets: Vec::new(),
             },
         };
+        let mut secrets_only = http(None);
+        secrets_only.delivery.secrets = vec!["tok".into()];
+        let mut source_only = with_source(console.clone());
+        source_only.delivery.secrets.clear();
         for s in [
             http(None),
             http(Some(b"\x00\xffbinary".to_vec())),
             with_source(http(Some(b"{}".to_vec()))),
             with_source(http(None)),
             with_source(console.clone()),
+            secrets_only,
+            source_only,
             console,
         ] {
             let body = encode_body(s.accepted_ms, &s.delivery);
@@ -444,6 +450,37 @@ mod tests {
                 s.delivery.tool
             );
         }
+    }
+
+    /// `MAX_RECORD` bounds what a frame's length may claim (so a damaged
+    /// length cannot make a reader allocate gigabytes): a record of exactly
+    /// that many bytes is read, one byte more is torn even when it is all
+    /// there with a valid checksum.
+    #[test]
+    fn a_record_of_max_record_bytes_is_read_and_one_byte_more_is_torn() {
+        let sized = |len: usize| {
+            let mut d = Delivery {
+                tool: "console".into(),
+                event_id: "e".into(),
+                payload: Payload::Stdout(String::new()),
+                source: None,
+                secrets: Vec::new(),
+            };
+            let base = 8 + encode_body(0, &d).len();
+            d.payload = Payload::Stdout("x".repeat(len - base));
+            let mut buf = Vec::new();
+            frame(7, &encode_body(0, &d), &mut buf);
+            assert_eq!(buf.len(), FRAME_HEADER + len);
+            buf
+        };
+        let max = sized(MAX_RECORD);
+        assert!(matches!(decode_frame(&max), Frame::Record(_, n) if n == max.len()));
+        assert_eq!(peek_frame(&max).map(|h| h.used), Some(max.len()));
+        assert_eq!(frame_len(&max), Some(max.len()));
+        let over = sized(MAX_RECORD + 1);
+        assert_eq!(decode_frame(&over), Frame::Torn);
+        assert_eq!(peek_frame(&over), None);
+        assert_eq!(frame_len(&over), None);
     }
 
     #[test]
