@@ -12,6 +12,7 @@
 #   FILES='src/delivery/mod.rs src/delivery/send.rs' benches/mutants.sh delivery
 #   FILES=src/delivery/nats.rs TESTS=nats benches/mutants.sh delivery
 #   SLOT=2 TIER=unit benches/mutants.sh collector  # beside another run
+#   RE='ensure_tools|nats' TESTS=nats benches/mutants.sh delivery # by name
 #                                         # tier 1 with some test targets only
 #
 # Modules: delivery collector consent rules tools inject (src/proxy/inject.rs).
@@ -150,6 +151,8 @@ if [ $summary_only = 0 ]; then
     files=()
     read -ra pats <<<"${FILES:-${globs[$m]}}"
     for f in "${pats[@]}"; do files+=(-f "$f"); done
+    # RE: only the mutants whose name matches a regex (cargo mutants --re).
+    [ -n "${RE:-}" ] && files+=(--re "$RE")
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
     (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target${SLOT:-} cargo mutants \
       --in-place --no-shuffle --iterate -o "$out" "${files[@]}" "${shard[@]}" "${diff[@]}" "${args[@]}") || true
