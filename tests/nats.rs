@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::events::{hook, ids, key, metric, post_status as post};
+use common::events::{hook, ids, key, keys, metric, post_status as post};
 use common::{bin, free_port, Destination, Origin, Proxy, Recorded, Script};
 
 /// A `nats-server -js` on a free port with its store in a temp dir; killed
@@ -478,6 +478,53 @@ async fn a_nak_retries_503_twice_then_200_exactly_three_attempts() {
         tool_metric(&m, "tagproxy_tool_deliveries_delivered_total", "hook"),
         1.0
     );
+}
+
+/// A process that starts with deliveries already in the stream (queued by
+/// a process before it, or by another instance) sends them without waiting
+/// for an event of its own: every configured tool gets its consumer at
+/// start, not at its first submit.
+#[tokio::test]
+async fn a_backlog_in_the_stream_is_delivered_by_a_new_process_before_any_event() {
+    let nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::with_script(Script {
+        statuses: vec![503],
+        ..Script::default()
+    })
+    .await;
+    let mut proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery("retry_base_ms = 200"),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let batch = ids("backlog", 3);
+    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
+    // Each tried and refused at least once: they wait in the stream.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while keys(&dest.requests()).len() < batch.len() {
+        assert!(Instant::now() < deadline, "not every delivery was tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.kill9();
+    dest.set_script(Script::default());
+    let before = dest.requests().len();
+    proxy.restart().await;
+    // No event is sent to the new process. A delivery in flight at the kill
+    // comes back after the consumer's ack wait (at least 10 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let after = keys(&dest.requests()[before..]);
+        if batch.iter().all(|id| after.contains(id)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog was not delivered by the new process: {after:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `tagproxy deadletter replay` puts a dead letter back through NATS: its
