@@ -31,11 +31,16 @@ impl NatsServer {
     /// from its log, so parallel tests never race for one). A missing
     /// `nats-server` fails the test: a skipped test must never pass.
     async fn start() -> NatsServer {
+        NatsServer::start_at("-1").await
+    }
+
+    /// Starts one on `port` (`-1`: one it picks).
+    async fn start_at(port: &str) -> NatsServer {
         let exe = nats_server_exe().unwrap_or_else(|| {
             panic!("nats-server is not installed (Debian: apt-get install nats-server, in /usr/sbin; tests/run.sh does it)")
         });
         let dir = tempfile::tempdir().unwrap();
-        let args: Vec<std::ffi::OsString> = ["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"]
+        let args: Vec<std::ffi::OsString> = ["-js", "-a", "127.0.0.1", "-p", port, "-sd"]
             .into_iter()
             .map(Into::into)
             .chain([dir.path().join("store").into()])
@@ -525,6 +530,31 @@ async fn a_backlog_in_the_stream_is_delivered_by_a_new_process_before_any_event(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A proxy started before its NATS server (a cluster and its clients
+/// brought up together) keeps trying for a few seconds instead of exiting
+/// at once, then delivers as usual.
+#[tokio::test]
+async fn serve_waits_a_few_seconds_for_nats_to_come_up() {
+    // The port is picked before the server exists (it must be in the
+    // proxy's config); nothing else binds it in the 1.5 s before.
+    let port = free_port();
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::start().await;
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        NatsServer::start_at(&port.to_string()).await
+    });
+    let delivery = format!(
+        "[delivery]\nbackend = \"nats\"\nnats_url = \"nats://127.0.0.1:{port}\"\nspool_max_bytes = 67108864\n"
+    );
+    let proxy = Proxy::start_tools(origin.addr, &delivery, &[("hook", hook(&dest.url()))]).await;
+    let _nats = late.await.unwrap();
+    let id = ids("late-nats", 1);
+    assert_eq!(post(&proxy.url(""), &id).await, Some(200));
+    let got = dest.wait_for(1, Duration::from_secs(15)).await;
+    assert_eq!(key(&got[0]), id[0]);
 }
 
 /// `tagproxy deadletter replay` puts a dead letter back through NATS: its

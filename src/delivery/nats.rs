@@ -163,9 +163,9 @@ impl Nats {
             stream,
             policy,
             concurrency: config.concurrency_per_tool as usize,
-            // An attempt ends within `timeout_ms`; twice that (at least 10 s
-            // more) before JetStream gives the message to someone else.
-            ack_wait: (timeout * 2).max(timeout + Duration::from_secs(10)),
+            // An attempt ends within `timeout_ms`; JetStream waits longer
+            // before it gives the message to someone else.
+            ack_wait: ack_wait_for(timeout),
             max_ack_pending: ACK_PENDING_PER_SLOT * i64::from(config.concurrency_per_tool),
             tools: DashMap::new(),
         }))
@@ -747,9 +747,25 @@ fn redact(url: &str) -> String {
         .join(",")
 }
 
+/// How long JetStream waits for a fetched message's ack before handing it
+/// to another consumer: twice the attempt's `timeout`, and at least 10 s
+/// more than it (an attempt still running must not be duplicated).
+fn ack_wait_for(timeout: Duration) -> Duration {
+    (timeout * 2).max(timeout + Duration::from_secs(10))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ack_wait_outlasts_an_attempt() {
+        let s = Duration::from_secs;
+        assert_eq!(ack_wait_for(s(30)), s(60));
+        assert_eq!(ack_wait_for(s(10)), s(20));
+        assert_eq!(ack_wait_for(s(2)), s(12));
+        assert_eq!(ack_wait_for(Duration::ZERO), s(10));
+    }
 
     #[test]
     fn tool_ids_become_distinct_subject_tokens() {
