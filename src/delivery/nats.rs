@@ -166,7 +166,7 @@ impl Nats {
             // An attempt ends within `timeout_ms`; JetStream waits longer
             // before it gives the message to someone else.
             ack_wait: ack_wait_for(timeout),
-            max_ack_pending: ACK_PENDING_PER_SLOT * i64::from(config.concurrency_per_tool),
+            max_ack_pending: max_ack_pending_for(config.concurrency_per_tool),
             tools: DashMap::new(),
         }))
     }
@@ -754,9 +754,23 @@ fn ack_wait_for(timeout: Duration) -> Duration {
     (timeout * 2).max(timeout + Duration::from_secs(10))
 }
 
+/// How many fetched, unacknowledged messages a tool's consumer may have
+/// (JetStream's `max_ack_pending`): [`ACK_PENDING_PER_SLOT`] per slot of
+/// `concurrency_per_tool`.
+fn max_ack_pending_for(concurrency_per_tool: u32) -> i64 {
+    ACK_PENDING_PER_SLOT * i64::from(concurrency_per_tool)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_slot_gets_room_for_several_messages_in_flight() {
+        assert_eq!(max_ack_pending_for(1), 8);
+        assert_eq!(max_ack_pending_for(4), 32);
+        assert_eq!(max_ack_pending_for(64), 512);
+    }
 
     #[test]
     fn the_ack_wait_outlasts_an_attempt() {
