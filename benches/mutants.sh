@@ -75,15 +75,17 @@ declare -A tier1=(
   [tools]='adapters destinations ga4 batching hostile secrets privacy'
   [inject]='inject head'
 )
-# Which unit tests of the library tier 1 runs, as a nextest filter on the
-# test's path (every integration test of the targets above runs).
+# Which unit tests of the library tier 1 runs, as a nextest filterset on
+# the test's path (every integration test of the targets above runs).
 declare -A tier1_unit=(
-  [delivery]='/^(delivery|collector|trail)::/'
-  [collector]='/^(collector|event|bots)::/'
-  [consent]='/^(consent|collector|event)::/'
-  [rules]='/^(rules|tools|config)::/'
-  [tools]='/^(tools|rules|delivery)::/'
-  [inject]='/^proxy::/'
+  [delivery]='test(/^(delivery|collector|trail)::/)'
+  [collector]='test(/^(collector|event|bots)::/)'
+  [consent]='test(/^(consent|collector|event)::/)'
+  [rules]='test(/^(rules|tools|config)::/)'
+  # Not the template parser's fuzzing (30 s a mutant, and it cannot see
+  # an adapter's mistake); the hostile-value properties stay.
+  [tools]='test(/^(tools|rules|delivery)::/) & !test(/^rules::template::fuzz::/)'
+  [inject]='test(/^proxy::/)'
 )
 all=(delivery collector consent rules tools inject)
 summary_only=0
@@ -137,7 +139,7 @@ if [ $summary_only = 0 ]; then
     # gives its build step (`cargo nextest run --no-run`): given only to the
     # test step, every mutant built and linked all ~40 test binaries first.
     if [ "${TIER:-1}" = unit ]; then
-      args=(--cargo-arg=--lib --cargo-test-arg=-E "--cargo-test-arg=test(${tier1_unit[$m]})")
+      args=(--cargo-arg=--lib --cargo-test-arg=-E "--cargo-test-arg=${tier1_unit[$m]}")
     elif [ "${TIER:-1}" = full ]; then
       args=(--cargo-arg=--workspace --cargo-arg=--all-targets
         --cargo-test-arg=-E
@@ -145,7 +147,7 @@ if [ $summary_only = 0 ]; then
     else
       args=(--cargo-arg=--lib)
       for t in ${TESTS:-${tier1[$m]}}; do args+=(--cargo-arg=--test "--cargo-arg=$t"); done
-      args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | test(${tier1_unit[$m]})")
+      args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | (${tier1_unit[$m]})")
     fi
     # FILES: a space-separated list of globs within the module.
     files=()
