@@ -627,6 +627,7 @@ max_attempts = 3",
         &[("down", hook(&down))],
     )
     .await;
+    let posted = Instant::now();
     assert_eq!(post(&proxy.url(""), &ids("backlog", 5)).await, Some(200));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -634,6 +635,9 @@ max_attempts = 3",
         let depth = tool_metric(&m, "tagproxy_delivery_queue_depth", "down");
         let age = tool_metric(&m, "tagproxy_delivery_oldest_pending_seconds", "down");
         if depth == 5.0 && age > 0.5 {
+            // In seconds: never older than the events themselves.
+            let since = posted.elapsed().as_secs_f64();
+            assert!(age <= since + 0.25, "age {age} s, posted {since} s ago");
             assert_eq!(
                 tool_metric(&m, "tagproxy_tool_delivery_retries_total", "down"),
                 5.0
