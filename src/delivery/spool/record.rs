@@ -362,6 +362,20 @@ mod tests {
         }
     }
 
+    fn console() -> Stored {
+        Stored {
+            seq: 1,
+            accepted_ms: 2,
+            delivery: Delivery {
+                tool: "console".into(),
+                event_id: "e".into(),
+                payload: Payload::Stdout("line ✓".into()),
+                source: None,
+                secrets: Vec::new(),
+            },
+        }
+    }
+
     /// `s` with a source (the event and action) and a secret attached.
     fn with_source(mut s: Stored) -> Stored {
         s.delivery.secrets = vec!["tok".into()];
@@ -395,17 +409,7 @@ mod tests {
         for s in [
             http(None),
             http(Some(b"\x00\xffbinary".to_vec())),
-            Stored {
-                seq: 1,
-                accepted_ms: 2,
-                delivery: Delivery {
-                    tool: "console".into(),
-                    event_id: "e".into(),
-                    payload: Payload::Stdout("line ✓".into()),
-                    source: None,
-                    secrets: Vec::new(),
-                },
-            },
+            console(),
         ] {
             let mut buf = Vec::new();
             encode_frame(&s, &mut buf);
@@ -417,17 +421,7 @@ mod tests {
     /// record is built: it must be the encoded body's length exactly.
     #[test]
     fn encoded_len_is_the_bodys_length() {
-        let console = Stored {
-            seq: 1,
-            accepted_ms: 2,
-            delivery: Delivery {
-                tool: "console".into(),
-                event_id: "e".into(),
-                payload: Payload::Stdout("line ✓".into()),
-                source: None,
-                secrets: Vec::new(),
-            },
-        };
+        let console = console();
         let mut secrets_only = http(None);
         secrets_only.delivery.secrets = vec!["tok".into()];
         let mut source_only = with_source(console.clone());

@@ -476,13 +476,7 @@ fn read_at_most_stops_at_the_end_and_passes_errors_on() {
 async fn a_sealed_segment_is_kept_until_every_record_is_settled() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    let big = |i: usize| {
-        let mut d = delivery(i);
-        d.payload = Payload::Stdout("x".repeat(3 << 20));
-        record::encode_body(0, &d)
-    };
-    // Three records of 3 MiB: the first segment is sealed past 8 MiB.
-    let placed = spool.append(vec![big(0), big(1), big(2)]).await.unwrap();
+    let placed = seal_first_segment(&spool).await;
     let more = spool.append(bodies(3..5)).await.unwrap();
     assert_eq!(segments(dir.path()).len(), 2);
     let before = spool.bytes();
@@ -535,6 +529,15 @@ fn big_body(i: usize, mib: usize) -> Vec<u8> {
     record::encode_body(0, &d)
 }
 
+/// Appends three records of 3 MiB (deliveries 0 to 2), which fill and
+/// seal the first segment (past 8 MiB); the next append opens another.
+async fn seal_first_segment(spool: &Spool) -> Vec<(u64, Loc)> {
+    spool
+        .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
+        .await
+        .unwrap()
+}
+
 /// The spool's byte count (what `max_bytes` is checked against) is what
 /// its files hold, ack files included, while segments come and go: a
 /// count that drifts would refuse events at a limit the disk never
@@ -543,12 +546,8 @@ fn big_body(i: usize, mib: usize) -> Vec<u8> {
 async fn the_byte_count_is_what_the_files_hold_as_segments_come_and_go() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    // Three records of 3 MiB seal the first segment; two small ones open
-    // the second.
-    let sealed = spool
-        .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
-        .await
-        .unwrap();
+    let sealed = seal_first_segment(&spool).await;
+    // Two small records open the second segment.
     let active = spool.append(bodies(3..5)).await.unwrap();
     spool.ack(active[0].0);
     spool.ack(sealed[0].0);
@@ -605,10 +604,7 @@ async fn a_settled_segment_already_removed_by_hand_is_forgotten() {
     for gone in ["seg", "ack"] {
         let dir = tempfile::tempdir().unwrap();
         let (spool, _) = open(dir.path());
-        let sealed = spool
-            .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
-            .await
-            .unwrap();
+        let sealed = seal_first_segment(&spool).await;
         spool.append(bodies(3..4)).await.unwrap();
         // The first ack creates the sealed segment's ack file.
         spool.ack(sealed[0].0);
@@ -635,10 +631,7 @@ async fn a_settled_segment_already_removed_by_hand_is_forgotten() {
 async fn recovery_counts_what_is_on_disk_and_clears_what_a_crash_left() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _) = open(dir.path());
-    let sealed = spool
-        .append(vec![big_body(0, 3), big_body(1, 3), big_body(2, 3)])
-        .await
-        .unwrap();
+    let sealed = seal_first_segment(&spool).await;
     let active = spool.append(bodies(3..6)).await.unwrap();
     spool.ack(sealed[1].0);
     spool.ack(active[0].0);
