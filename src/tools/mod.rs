@@ -1018,4 +1018,149 @@ mod tests {
         merge_cookies(&mut all, [c("_fbc", "new"), c("_fbp", "1"), c("_ttp", "t")]);
         assert_eq!(all, [c("_fbp", "1"), c("_fbc", "new"), c("_ttp", "t")]);
     }
+
+    /// Each automated action switch selects its own kind of event, and only
+    /// that one: a tool with pageviews on gets no track events.
+    #[test]
+    fn automated_covers_each_kind_by_its_own_switch() {
+        let only = |pageview, track, ecommerce| Automated {
+            pageview,
+            track,
+            ecommerce,
+        };
+        let kinds = [Kind::Pageview, Kind::Track, Kind::Ecommerce];
+        for (on, expect) in [
+            (only(true, false, false), [true, false, false]),
+            (only(false, true, false), [false, true, false]),
+            (only(false, false, true), [false, false, true]),
+        ] {
+            let got: Vec<bool> = kinds.iter().map(|k| on.covers(*k)).collect();
+            assert_eq!(got, expect, "{on:?}");
+        }
+        assert!(kinds.iter().all(|k| !Automated::default().covers(*k)));
+    }
+
+    fn tool_file(text: &str) -> ToolFile {
+        toml::from_str(text).unwrap()
+    }
+
+    /// Settings problems point at the `[settings]` table, at the `key =`
+    /// line inside it when there is one, and at `type` when there is no
+    /// table: `check` prints these positions (SPEC §2).
+    #[test]
+    fn settings_problems_point_at_the_table_and_the_key() {
+        let path = Path::new("tools/t.toml");
+        let text = "type = \"segment\"\n# write_key is set below\n[settings]\nother = 1\n  write_key   = \"k\"\n[automated]\nwrite_key = 2\n";
+        let file = tool_file(&text.replace("write_key = 2", "pageview = true"));
+        let text = text.replace("write_key = 2", "pageview = true");
+        assert_eq!(file.adapter_name(), "segment");
+        let table = text.find("[settings]").unwrap();
+        assert_eq!(file.settings_at(), table);
+        // The key's line inside the table, indented, not the comment above.
+        let key = text.find("write_key   =").unwrap();
+        assert_eq!(file.settings_key_at(&text, "write_key"), key);
+        // A key that is only a prefix of another is not it.
+        assert_eq!(file.settings_key_at(&text, "write"), table);
+        // Not found in the table: the table.
+        assert_eq!(file.settings_key_at(&text, "pageview"), table);
+        let problem = file.missing_setting(path, &text, "api_host");
+        assert_eq!(
+            (problem.line, problem.col, problem.message.as_str()),
+            (3, 1, "segment needs settings.api_host")
+        );
+
+        // No table: the `type` value.
+        let bare = "\n\ntype = \"segment\"\n";
+        let file = tool_file(bare);
+        let at = bare.find("\"segment\"").unwrap();
+        assert_eq!(file.settings_at(), at);
+        assert_eq!(file.settings_key_at(bare, "write_key"), at);
+
+        // An inline table: its span is the value, and the key is found
+        // inside it.
+        let inline = "type = \"segment\"\nsettings = { a = 1, write_key = \"k\" }\n";
+        let file = tool_file(inline);
+        assert_eq!(
+            file.settings_key_at(inline, "write_key"),
+            inline.find("write_key").unwrap()
+        );
+    }
+
+    /// Tool files are read in path order, only `*.toml`; a missing folder
+    /// means no tools, and an unreadable file is named.
+    #[test]
+    fn read_sources_reads_toml_files_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_sources(&dir.path().join("absent")).unwrap().is_empty());
+        for (name, text) in [("b.toml", "B"), ("a.toml", "A"), ("notes.txt", "N")] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let got: Vec<(String, String)> = read_sources(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id, s.text))
+            .collect();
+        assert_eq!(got, [("a".into(), "A".into()), ("b".into(), "B".into())]);
+        std::fs::create_dir(dir.path().join("c.toml")).unwrap();
+        let problems = read_sources(dir.path()).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].file.ends_with("c.toml"));
+        assert!(problems[0].message.starts_with("cannot read tool file"));
+        // A file where the folder should be cannot be listed.
+        let problems = read_sources(&dir.path().join("a.toml")).unwrap_err();
+        assert!(problems[0].message.starts_with("cannot read tools folder"));
+    }
+
+    /// An adapter declares nothing it does not override: no credentials, no
+    /// warnings, no templates, no origins.
+    #[test]
+    fn adapter_defaults_declare_nothing() {
+        let file = tool_file("type = \"console\"\n");
+        let req = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: Default::default(),
+            location: Map::new(),
+        };
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Pageview),
+            ..Default::default()
+        };
+        let now = crate::event::now_ms();
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+        let event = Event::build(input, &req, tracker.next_event(), now);
+        let variables = Variables::default();
+        let cx = BuildContext {
+            tool_id: "c",
+            variables: &variables,
+            action: None,
+        };
+        let console = console::Console;
+        assert!(console.credentials(&event, &cx).is_empty());
+        assert!(console
+            .check_warnings(Path::new("c.toml"), "", &file)
+            .is_empty());
+        assert!(console.templates().is_empty());
+        assert!(console.origins().is_empty());
+    }
+
+    #[test]
+    fn origin_list_is_the_endpoints_origin() {
+        let list = origin_list("https://collect.example:8443/base");
+        assert_eq!(list.len(), 1);
+        assert_eq!(
+            list[0].ascii_serialization(),
+            "https://collect.example:8443"
+        );
+        assert!(origin_list("not a url").is_empty());
+    }
+
+    /// The JSON schema (`tagproxy schema`) says a template is a string.
+    #[test]
+    fn template_string_schema_is_a_string() {
+        let schema = schemars::schema_for!(TemplateString);
+        let v = serde_json::to_value(&schema).unwrap();
+        assert_eq!(v["type"], "string");
+        assert!(v["description"].as_str().unwrap().contains("{{"));
+    }
 }
