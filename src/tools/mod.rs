@@ -1163,4 +1163,208 @@ mod tests {
         assert_eq!(v["type"], "string");
         assert!(v["description"].as_str().unwrap().contains("{{"));
     }
+
+    fn build(id: &str, text: &str) -> Result<Option<Tool>, Vec<Problem>> {
+        from_text(
+            id,
+            Path::new("tools/t.toml"),
+            text,
+            &Variables::default(),
+            &Triggers::default(),
+        )
+    }
+
+    fn messages(problems: &[Problem]) -> Vec<String> {
+        problems
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.col, p.message))
+            .collect()
+    }
+
+    /// The file name is the tool id, which names the tool in metrics, dead
+    /// letters and the spool: only letters, digits, `_` and `-`.
+    #[test]
+    fn tool_ids_are_checked() {
+        assert!(build("shop-ga4_2", "type = \"console\"\n").is_ok());
+        for id in ["", "a b", "a.b", "ä"] {
+            let problems = build(id, "type = \"console\"\n").err().unwrap();
+            assert_eq!(
+                messages(&problems),
+                [format!(
+                    "1:1 tool id `{id}` (the file name) may only hold letters, digits, '_' and '-'"
+                )],
+                "{id:?}"
+            );
+        }
+    }
+
+    /// An `endpoint` is an http(s) base URL: adapters append paths and
+    /// queries to it.
+    #[test]
+    fn endpoints_are_checked() {
+        for ok in ["https://collect.example", "http://127.0.0.1:9/base/"] {
+            let text = format!("type = \"console\"\nendpoint = \"{ok}\"\n");
+            assert!(build("t", &text).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://collect.example",
+            "https://collect.example/?a=1",
+            "https://collect.example/#top",
+            "collect.example",
+            "mailto:a@b.example",
+        ] {
+            let text = format!("type = \"console\"\nendpoint = \"{bad}\"\n");
+            let problems = build("t", &text).err().unwrap();
+            assert_eq!(
+                messages(&problems),
+                [format!(
+                    "2:12 invalid endpoint {bad:?}: expected an http(s) URL without query or fragment"
+                )],
+            );
+        }
+    }
+
+    /// Every problem of the actions is reported in one pass, each at its
+    /// action: unknown triggers, no firing trigger, an unknown kind, a
+    /// missing required field, an unknown variable in a field.
+    #[test]
+    fn action_problems_are_all_reported_at_their_place() {
+        let text = r#"type = "http"
+blocking = ["nope"]
+
+[[actions]]
+name = "a"
+kind = "request"
+firing = ["Pageview", "missing"]
+blocking = ["also-missing"]
+fields = { url = "https://h.example/{{ $undefined }}" }
+
+[[actions]]
+name = "b"
+kind = "teleport"
+firing = []
+
+[[actions]]
+name = "c"
+kind = "request"
+firing = ["Pageview"]
+"#;
+        let problems = build("t", text).err().unwrap();
+        assert_eq!(
+            messages(&problems),
+            [
+                "2:13 unknown trigger `nope`",
+                "7:23 unknown trigger `missing`",
+                "8:13 unknown trigger `also-missing`",
+                "9:18 action `a` field `url`: unknown variable `$undefined`",
+                "11:1 action `b` has no firing trigger",
+                "11:1 action `b`: unknown kind `teleport` for http (known: request)",
+                "16:1 action `c`: missing field `url`",
+            ]
+        );
+    }
+
+    /// A disabled tool is checked like any other, then left out.
+    #[test]
+    fn disabled_tools_are_checked_then_left_out() {
+        let text = "type = \"console\"\nenabled = false\n";
+        assert!(build("t", text).unwrap().is_none());
+        let broken = "type = \"console\"\nenabled = false\nblocking = [\"nope\"]\n";
+        assert!(build("t", broken).is_err());
+
+        let text = r#"type = "console"
+blocking = ["Pageview"]
+
+[[actions]]
+name = "first"
+kind = "log"
+firing = ["Pageview"]
+
+[[actions]]
+name = "second"
+kind = "log"
+firing = ["Pageview"]
+blocking = ["Pageview"]
+include_event_properties = true
+include_system_properties = true
+fields = { note = "{{ client.note | raw }}" }
+"#;
+        let tool = build("shop", text).unwrap().unwrap();
+        assert_eq!(tool.id, "shop");
+        assert_eq!(tool.blocking.len(), 1);
+        let shape: Vec<_> = tool
+            .actions
+            .iter()
+            .map(|a| {
+                (
+                    a.index,
+                    a.name.as_str(),
+                    a.kind.as_str(),
+                    a.firing.len(),
+                    a.blocking.len(),
+                    a.include_event_properties,
+                    a.include_system_properties,
+                    a.fields.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (0, "first", "log", 1, 0, false, false, vec![]),
+                (
+                    1,
+                    "second",
+                    "log",
+                    1,
+                    1,
+                    true,
+                    true,
+                    vec!["note".to_string()]
+                ),
+            ]
+        );
+        // The `| raw` placeholder is remarked on, at its place.
+        assert_eq!(tool.warnings.len(), 1);
+        assert_eq!((tool.warnings[0].line, tool.warnings[0].col), (16, 20));
+    }
+
+    /// A folder loads every tool file in order and leaves disabled ones out;
+    /// problems of every file are collected, not only the first file's.
+    #[test]
+    fn load_dir_and_load_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("b.toml", "type = \"console\"\n");
+        write("a.toml", "type = \"console\"\n");
+        write("off.toml", "type = \"console\"\nenabled = false\n");
+        let (variables, triggers) = (Variables::default(), Triggers::default());
+        let tools = load_dir(dir.path(), &variables, &triggers).unwrap();
+        let ids: Vec<&str> = tools.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+
+        let one = load_file(&dir.path().join("b.toml"), &variables, &triggers).unwrap();
+        assert_eq!(one.unwrap().id, "b");
+        assert!(
+            load_file(&dir.path().join("off.toml"), &variables, &triggers)
+                .unwrap()
+                .is_none()
+        );
+        let problems = load_file(&dir.path().join("absent.toml"), &variables, &triggers)
+            .err()
+            .unwrap();
+        assert!(problems[0].message.starts_with("cannot read tool file"));
+
+        write("c.toml", "type = \"teleporter\"\n");
+        write("d.toml", "type = \"console\"\nblocking = [\"nope\"]\n");
+        let problems = load_dir(dir.path(), &variables, &triggers).err().unwrap();
+        let files: Vec<_> = problems
+            .iter()
+            .map(|p| p.file.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, ["c.toml", "d.toml"]);
+        assert!(problems[0]
+            .message
+            .starts_with("unknown tool type `teleporter`"));
+    }
 }
