@@ -763,7 +763,7 @@ pub fn from_text(
                     crate::rules::template::Root::Variable(v) => format!("${v}"),
                     _ => p.segments.last().cloned().unwrap_or_default(),
                 };
-                let at = text.find(&needle).unwrap_or(0);
+                let at = placeholder_at(&text, file.settings_at(), &needle);
                 problems.push(Problem::at(path, &text, at, msg));
             }
         }
@@ -873,6 +873,24 @@ pub fn from_text(
         blocking,
         actions,
     }))
+}
+
+/// Where `needle` is first written inside a `{{ … }}` placeholder at or
+/// after byte `from` (the settings table), so a comment or a literal that
+/// mentions the same name is not blamed; `from` when there is none.
+fn placeholder_at(text: &str, from: usize, needle: &str) -> usize {
+    let from = from.min(text.len());
+    let mut search = from;
+    while let Some(i) = text.get(search..).and_then(|t| t.find(needle)) {
+        let at = search + i;
+        let before = &text[from..at];
+        let opened = before.rfind("{{");
+        if opened.is_some() && opened > before.rfind("}}") {
+            return at;
+        }
+        search = at + needle.len();
+    }
+    from
 }
 
 /// A warning at every `{{ … | raw }}` of a tool file: values inserted
@@ -1366,5 +1384,34 @@ fields = { note = "{{ client.note | raw }}" }
         assert!(problems[0]
             .message
             .starts_with("unknown tool type `teleporter`"));
+    }
+
+    /// A settings template naming an unknown variable or system property is
+    /// refused at the name as written in the file.
+    #[test]
+    fn unknown_names_in_settings_templates_are_refused_where_written() {
+        let text = "type = \"http\"\n# uses $nope and dunno\n[settings]\n# $nope\nurl = \"https://h.example/{{ $nope }}\"\nbody = { a = \"{{ system.page.dunno }}\" }\n";
+        let problems = build("t", text).err().unwrap();
+        let places: Vec<(usize, usize)> = problems.iter().map(|p| (p.line, p.col)).collect();
+        // In the placeholders, not in the comment that names them first.
+        assert_eq!(places, [(5, 29), (6, 30)], "{:?}", messages(&problems));
+        assert!(problems[0].message.contains("$nope"), "{problems:?}");
+        assert!(problems[1].message.contains("dunno"), "{problems:?}");
+    }
+
+    /// Every `| raw` placeholder gets its own remark at its place; encoded
+    /// ones and an unclosed `{{` get none.
+    #[test]
+    fn raw_placeholders_are_each_remarked_at_their_place() {
+        let text = "a = \"{{ client.a }}\"\nb = \"{{ client.b | raw }}-{{client.c|raw}}\"\nc = \"{{ client.d | raw\"\n";
+        let warnings = raw_warnings(Path::new("t.toml"), text);
+        let got: Vec<(usize, usize, &str)> = warnings
+            .iter()
+            .map(|w| (w.line, w.col, w.message.split('`').nth(1).unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [(2, 6, "{{ client.b | raw }}"), (2, 27, "{{client.c|raw}}"),]
+        );
     }
 }
