@@ -1216,3 +1216,110 @@ async fn a_batch_refused_as_a_whole_is_split_to_find_the_refused_member() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].event_id, "ev-3");
 }
+
+/// A refill reads what fits in the window's free bytes, counting what the
+/// window already holds: it tops a half-full window up to its bound, not
+/// past it (the byte budget's `/ 2` and `WINDOW_BYTES - w.bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_tops_the_window_up_to_its_bytes_not_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), 1 << 30, Arc::new(Metrics::default())).unwrap();
+    let spool = Arc::new(spool);
+    // 100 deliveries of about 10 KiB on disk (20 KiB in the window).
+    let big = |i: usize| {
+        Delivery::new(
+            "t",
+            format!("e{i}"),
+            Payload::Stdout(format!("{i}:{}", "x".repeat(10 << 10))),
+        )
+    };
+    let ds: Vec<Delivery> = (0..100).map(big).collect();
+    let bodies = ds
+        .iter()
+        .map(|d| spool::record::encode_body(5, d))
+        .collect();
+    let placed = spool.append_deliveries(bodies, ds).await.unwrap();
+    let one = job_size(placed[0].1.len as usize);
+    let queue = Arc::new(tool_queue());
+    // The window already holds 200 KiB, under the refill mark (256 KiB).
+    let held = 200 << 10;
+    assert!(held < REFILL_BELOW_BYTES);
+    {
+        let mut w = queue.window.lock().unwrap();
+        w.jobs.push_back(job(0, held));
+        w.bytes = held;
+        w.owed = 101;
+        w.spill = Some(Spill {
+            cursor: placed[0].1.into(),
+            last: placed[99].0,
+            through: 0,
+            oldest_ms: 5,
+        });
+    }
+    tokio::spawn(refill(queue.clone(), spool.clone()));
+    queue.refill.notify_one();
+    wait_until("the refill read", || {
+        queue.window.lock().unwrap().bytes >= REFILL_BELOW_BYTES
+    })
+    .await;
+    // Nothing takes from the window, so the refill stops where it is.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w = queue.window.lock().unwrap();
+    assert!(
+        w.bytes <= WINDOW_BYTES + one,
+        "{} jobs, {} bytes (bound {WINDOW_BYTES}, one job {one})",
+        w.jobs.len(),
+        w.bytes
+    );
+    // Topped up, not trickled: within two jobs of the bound.
+    assert!(
+        w.bytes + 2 * one >= WINDOW_BYTES,
+        "{} bytes after the refill",
+        w.bytes
+    );
+    assert!(w.spill.is_some(), "the rest waits on disk");
+    assert_eq!(w.bytes, w.jobs.iter().map(|j| j.size).sum::<usize>());
+}
+
+/// Small deliveries: the refill reads what fits in the window's free
+/// places, counting the jobs it already holds (`WINDOW_ITEMS - len`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_tops_the_window_up_to_its_items_not_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path(), 1 << 30, Arc::new(Metrics::default())).unwrap();
+    let spool = Arc::new(spool);
+    let ds: Vec<Delivery> = (0..600)
+        .map(|i| stdout_delivery("t", &format!("e{i}")))
+        .collect();
+    let bodies = ds
+        .iter()
+        .map(|d| spool::record::encode_body(5, d))
+        .collect();
+    let placed = spool.append_deliveries(bodies, ds).await.unwrap();
+    let queue = Arc::new(tool_queue());
+    let held = REFILL_BELOW - 56;
+    {
+        let mut w = queue.window.lock().unwrap();
+        for seq in 0..held as u64 {
+            w.jobs.push_back(job(seq, 300));
+        }
+        w.bytes = held * 300;
+        w.owed = (held + 600) as u64;
+        w.spill = Some(Spill {
+            cursor: placed[0].1.into(),
+            last: placed[599].0,
+            through: 0,
+            oldest_ms: 5,
+        });
+    }
+    tokio::spawn(refill(queue.clone(), spool.clone()));
+    queue.refill.notify_one();
+    wait_until("the refill read", || {
+        queue.window.lock().unwrap().jobs.len() >= REFILL_BELOW
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let w = queue.window.lock().unwrap();
+    assert_eq!(w.jobs.len(), WINDOW_ITEMS, "{} bytes", w.bytes);
+    assert!(w.spill.is_some(), "the rest waits on disk");
+}
