@@ -884,8 +884,10 @@ fn placeholder_at(text: &str, from: usize, needle: &str) -> usize {
     while let Some(i) = text.get(search..).and_then(|t| t.find(needle)) {
         let at = search + i;
         let before = &text[from..at];
-        let opened = before.rfind("{{");
-        if opened.is_some() && opened > before.rfind("}}") {
+        let inside = before
+            .rfind("{{")
+            .is_some_and(|open| before.rfind("}}").is_none_or(|close| open > close));
+        if inside {
             return at;
         }
         search = at + needle.len();
@@ -1390,13 +1392,17 @@ fields = { note = "{{ client.note | raw }}" }
     /// refused at the name as written in the file.
     #[test]
     fn unknown_names_in_settings_templates_are_refused_where_written() {
-        let text = "type = \"http\"\n# uses $nope and dunno\n[settings]\n# $nope\nurl = \"https://h.example/{{ $nope }}\"\nbody = { a = \"{{ system.page.dunno }}\" }\n";
+        let text = "type = \"http\"\n# uses $nope and dunno\n[settings]\n# $nope\nurl = \"https://h.example/{{ client.a }}$nope/{{ $nope }}\"\nbody = { a = \"{{ system.page.dunno }}\" }\n";
         let problems = build("t", text).err().unwrap();
         let places: Vec<(usize, usize)> = problems.iter().map(|p| (p.line, p.col)).collect();
         // In the placeholders, not in the comment that names them first.
-        assert_eq!(places, [(5, 29), (6, 30)], "{:?}", messages(&problems));
+        assert_eq!(places, [(5, 49), (6, 30)], "{:?}", messages(&problems));
         assert!(problems[0].message.contains("$nope"), "{problems:?}");
         assert!(problems[1].message.contains("dunno"), "{problems:?}");
+        // In the first placeholder of the table.
+        let text = "type = \"http\"\n[settings]\nurl = \"https://h.example/{{ $nope }}\"\n";
+        let problems = build("t", text).err().unwrap();
+        assert_eq!((problems[0].line, problems[0].col), (3, 29));
     }
 
     /// Every `| raw` placeholder gets its own remark at its place; encoded
