@@ -1055,4 +1055,177 @@ mod tests {
             json!([hash_user_field("em", "z@y.test").unwrap()])
         );
     }
+
+    const META_TOML: &str =
+        "type = \"facebook-pixel\"\n[settings]\npixel_id = \"{{ $pixel }}\"\naccess_token = \"tok-{{ $pixel }}\"\ntest_event_code = \"TEST1\"\n";
+
+    fn capi(text: &str) -> Result<MetaCapi, Problem> {
+        let file: ToolFile = toml::from_str(text).unwrap();
+        MetaCapi::from_config(Path::new("meta.toml"), text, &file)
+    }
+
+    fn track_at(timestamp_ms: u64) -> Event {
+        let req = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: Default::default(),
+            location: Map::new(),
+        };
+        let now = crate::event::now_ms();
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Track),
+            name: "lead".into(),
+            timestamp_ms: Some(timestamp_ms),
+            page: crate::event::PageInfo {
+                url: "https://shop.test/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Event::build(input, &req, tracker.next_event(), now)
+    }
+
+    fn variables() -> crate::rules::template::Variables {
+        let mut v = crate::rules::template::Variables::new();
+        v.insert(
+            "pixel".into(),
+            crate::rules::template::Variable {
+                value: json!("42"),
+                secret: false,
+            },
+        );
+        v
+    }
+
+    fn body_of(out: &Output) -> Value {
+        let Payload::Http(http) = &out.payloads[0] else {
+            panic!("not http")
+        };
+        serde_json::from_slice(http.body.as_ref().unwrap()).unwrap()
+    }
+
+    /// "event_time … can be up to 7 days before you send an event to Meta"
+    /// (<https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/server-event#event-time>):
+    /// a timestamp older than that (less an hour's margin) or more than a
+    /// minute ahead is a client's clock, and the time of sending is used.
+    #[test]
+    fn event_time_is_the_events_unless_meta_would_refuse_it() {
+        let meta = capi(META_TOML).unwrap();
+        let variables = variables();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+            action: None,
+        };
+        let now = crate::event::now_ms() / 1000;
+        let day = 24 * 3600;
+        for (ts, kept) in [
+            (now - 7 * day + 2 * 3600, true),
+            (now - 7 * day + 1800, false),
+            (now - 8 * day, false),
+            (now - 60, true),
+            (now + 30, true),
+            (now + 600, false),
+        ] {
+            let body = body_of(&meta.automated(&track_at(ts * 1000), &cx));
+            let sent = body["data"][0]["event_time"].as_u64().unwrap();
+            if kept {
+                assert_eq!(sent, ts, "{}", ts as i64 - now as i64);
+            } else {
+                assert!(
+                    sent.abs_diff(now) <= 5,
+                    "{}: {sent}",
+                    ts as i64 - now as i64
+                );
+            }
+        }
+    }
+
+    /// What the adapter declares: its token for dead-letter redaction, its
+    /// templates for validation, its origin for the request guard, and its
+    /// batch API.
+    #[test]
+    fn declares_token_templates_origin_and_batching() {
+        let meta = capi(META_TOML).unwrap();
+        let variables = variables();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+            action: None,
+        };
+        let event = track_at(crate::event::now_ms());
+        assert_eq!(meta.credentials(&event, &cx), ["tok-42"]);
+        let shapes: Vec<(Option<&str>, usize)> = meta
+            .templates()
+            .iter()
+            .map(|t| (t.as_literal(), t.paths().count()))
+            .collect();
+        assert_eq!(shapes, [(None, 1), (None, 1), (Some("TEST1"), 0)]);
+        let origins: Vec<String> = meta
+            .origins()
+            .iter()
+            .map(|o| o.ascii_serialization())
+            .collect();
+        assert_eq!(origins, ["https://graph.facebook.com"]);
+        let local = capi(&META_TOML.replace(
+            "[settings]",
+            "endpoint = \"http://127.0.0.1:9/meta\"\n[settings]",
+        ))
+        .unwrap();
+        let origins: Vec<String> = local
+            .origins()
+            .iter()
+            .map(|o| o.ascii_serialization())
+            .collect();
+        assert_eq!(origins, ["http://127.0.0.1:9"]);
+        assert!(meta.batching().is_some());
+        let mut generator = schemars::SchemaGenerator::default();
+        let schema = serde_json::to_value(settings_schema(&mut generator)).unwrap();
+        assert_eq!(schema["$ref"], "#/$defs/FacebookPixelSettings");
+        let defs = serde_json::to_value(generator.definitions()).unwrap();
+        let keys = &defs["FacebookPixelSettings"]["properties"];
+        assert!(keys.get("access_token").is_some(), "{defs}");
+    }
+
+    /// `api_version` is `v` and a number.
+    #[test]
+    fn api_version_is_checked() {
+        let with = |v: &str| capi(&format!("{META_TOML}api_version = \"{v}\"\n"));
+        assert_eq!(with("v19.0").unwrap().api_version, "v19.0");
+        for bad in ["19.0", "vlatest", "v", "x19.0"] {
+            let p = with(bad).err().unwrap();
+            assert_eq!(
+                (p.line, p.message.as_str()),
+                (
+                    6,
+                    format!("api_version {bad:?} must look like \"v21.0\"").as_str()
+                ),
+            );
+        }
+    }
+
+    /// A custom action's `event_name`; empty or not a string: `CustomEvent`.
+    #[test]
+    fn custom_action_event_names() {
+        let meta = capi(META_TOML).unwrap();
+        let variables = variables();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+            action: Some(0),
+        };
+        let event = track_at(crate::event::now_ms());
+        for (name, sent) in [
+            (json!("Lead"), "Lead"),
+            (json!(""), "CustomEvent"),
+            (json!(7), "CustomEvent"),
+        ] {
+            let fields = json!({ "event_name": name, "plan": "pro" });
+            let out = meta.custom("event", fields.as_object().unwrap().clone(), &event, &cx);
+            let body = body_of(&out);
+            assert_eq!(body["data"][0]["event_name"], sent, "{name}");
+            assert_eq!(body["data"][0]["custom_data"], json!({"plan": "pro"}));
+        }
+    }
 }
