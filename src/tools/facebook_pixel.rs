@@ -1065,9 +1065,13 @@ mod tests {
     }
 
     fn track_at(timestamp_ms: u64) -> Event {
+        track_from(timestamp_ms, None, "Mozilla/5.0")
+    }
+
+    fn track_from(timestamp_ms: u64, ip: Option<std::net::IpAddr>, user_agent: &str) -> Event {
         let req = crate::event::RequestInfo {
-            ip: None,
-            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            ip,
+            user_agent: crate::event::ua::UaParser::default().parse(user_agent),
             cookies: Default::default(),
             location: Map::new(),
         };
@@ -1126,6 +1130,7 @@ mod tests {
             (now - 8 * day, false),
             (now - 60, true),
             (now + 30, true),
+            (now + 60, true),
             (now + 600, false),
         ] {
             let body = body_of(&meta.automated(&track_at(ts * 1000), &cx));
@@ -1227,5 +1232,31 @@ mod tests {
             assert_eq!(body["data"][0]["event_name"], sent, "{name}");
             assert_eq!(body["data"][0]["custom_data"], json!({"plan": "pro"}));
         }
+    }
+
+    /// `client_ip_address` and `client_user_agent` are sent when known and
+    /// left out when not (Meta refuses an empty one).
+    #[test]
+    fn user_data_has_ip_and_user_agent_when_known() {
+        let meta = capi(META_TOML).unwrap();
+        let variables = variables();
+        let cx = BuildContext {
+            tool_id: "meta",
+            variables: &variables,
+            action: None,
+        };
+        let now = crate::event::now_ms();
+        let known = track_from(
+            now,
+            Some("203.0.113.9".parse().unwrap()),
+            "Mozilla/5.0 (X11)",
+        );
+        let user = &body_of(&meta.automated(&known, &cx))["data"][0]["user_data"];
+        assert_eq!(user["client_ip_address"], "203.0.113.9");
+        assert_eq!(user["client_user_agent"], "Mozilla/5.0 (X11)");
+        let unknown = track_from(now, None, "");
+        let user = &body_of(&meta.automated(&unknown, &cx))["data"][0]["user_data"];
+        assert!(user.get("client_ip_address").is_none(), "{user}");
+        assert!(user.get("client_user_agent").is_none(), "{user}");
     }
 }
