@@ -1259,4 +1259,67 @@ mod tests {
         assert!(user.get("client_ip_address").is_none(), "{user}");
         assert!(user.get("client_user_agent").is_none(), "{user}");
     }
+
+    /// A new `_fbp` is `fb.1.<first seen, ms>.<31-bit number>` from the
+    /// visitor's id: the first 4 bytes of sha256(`_fbp:` id), top bit
+    /// cleared (computed independently for this id).
+    #[test]
+    fn new_fbp_is_derived_from_the_visitor_id() {
+        let now_s = 1_764_000_000;
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header(
+            "tp_cid=123456789.1732449000.2",
+            now_s,
+        );
+        let req = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: Default::default(),
+            location: Map::new(),
+        };
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Pageview),
+            ..Default::default()
+        };
+        let event = Event::build(input, &req, tracker.next_event(), now_s * 1000);
+        let fbp = new_fbp(&event, now_s * 1000);
+        assert_eq!(event.identity.client_id, "123456789.1732449000");
+        // sha256("_fbp:123456789.1732449000") starts 68 4f e0 8c.
+        assert_eq!(fbp, format!("fb.1.1732449000000.{}", 0x684f_e08c_u32));
+        assert!(is_fbp(&fbp, now_s * 1000), "{fbp}");
+        // A first-seen time that cannot be a creation time: now.
+        let mut tracker =
+            crate::event::identity::Tracker::from_cookie_header("tp_cid=123456789.99.2", now_s);
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Pageview),
+            ..Default::default()
+        };
+        let event = Event::build(input, &req, tracker.next_event(), now_s * 1000);
+        let fbp = new_fbp(&event, now_s * 1000);
+        assert!(fbp.starts_with("fb.1.1764000000000."), "{fbp}");
+    }
+
+    /// A creation time from 2010 up to a day ahead of our clock.
+    #[test]
+    fn plausible_creation_times() {
+        let now = 1_764_000_000_000;
+        let hour = 3600 * 1000;
+        assert!(plausible_ms(MIN_CREATION_MS, now));
+        assert!(!plausible_ms(MIN_CREATION_MS - 1, now));
+        assert!(plausible_ms(now + 23 * hour, now));
+        assert!(plausible_ms(now + 24 * hour, now));
+        assert!(!plausible_ms(now + 24 * hour + 1, now));
+    }
+
+    /// Click ids of up to 480 bytes are passed on (so an `_fbc` built from
+    /// one stays within 500); longer ones are not.
+    #[test]
+    fn click_ids_up_to_the_length_limit() {
+        let now = 1_764_000_000_000;
+        let head = "fb.1.1732449000000.";
+        let at_limit = format!("{head}{}", "A".repeat(MAX_FB_COOKIE_LEN - 20));
+        assert!(is_fbc(&at_limit, now));
+        assert!(at_limit.len() < MAX_FB_COOKIE_LEN);
+        let over = format!("{at_limit}A");
+        assert!(!is_fbc(&over, now));
+    }
 }
