@@ -713,6 +713,23 @@ mod tests {
             hash_user_field("db", "19900704")
         );
         assert_eq!(hash_user_field("db", "July 4th"), None);
+        // Names and places: lower case, no spaces inside either.
+        for field in ["ct", "st", "fn", "ln"] {
+            assert_eq!(
+                hash_user_field(field, "New York"),
+                hash_user_field(field, "newyork"),
+                "{field}"
+            );
+        }
+        assert_eq!(
+            hash_user_field("zp", "SW1A 1AA"),
+            hash_user_field("zp", "sw1a1aa")
+        );
+        // Elsewhere inner spaces stay.
+        assert_ne!(
+            hash_user_field("country", "u s"),
+            hash_user_field("country", "us")
+        );
     }
 
     /// The Meta request for each event of one collector batch.
