@@ -142,7 +142,7 @@ impl Ga4 {
         };
         if let Some(id) = measurement_id.0.as_literal() {
             if !id.starts_with("G-") || id.len() < 4 {
-                let at = file.settings_key_at(text, id);
+                let at = file.settings_key_at(text, "measurement_id");
                 return Err(Problem::at(
                     path,
                     text,
@@ -1394,5 +1394,69 @@ mod tests {
         assert!(ga.key_event(&signup) && !ga.key_event(&click));
         let order = event(Kind::Ecommerce, "Order Completed", json!({}), "", t);
         assert!(ga4("").key_event(&order));
+    }
+
+    /// `include_system_properties` adds the event's `system` object to an
+    /// action's fields; GA4 takes what it uses of it in its own parameters,
+    /// never the rest (cookies, IP, headers) as event parameters.
+    #[test]
+    fn a_custom_actions_system_properties_stay_out_of_event_parameters() {
+        let ga = ga4("");
+        let e = event(
+            Kind::Track,
+            "x",
+            json!({}),
+            "_ga=GA1.1.123.456; session=s3cr3t",
+            1_700_000_000,
+        );
+        let variables = crate::rules::template::Variables::new();
+        let cx = BuildContext {
+            tool_id: "ga4_unit",
+            variables: &variables,
+            action: None,
+        };
+        let fields = json!({ "event_name": "lead", "plan": "pro", "system": e.system.clone() });
+        let q = query(ga.custom("event", fields.as_object().unwrap().clone(), &e, &cx));
+        assert_eq!(get(&q, "ep.plan"), Some("pro"));
+        let leaked: Vec<&(String, String)> = q
+            .iter()
+            .filter(|(k, v)| k.contains("system") || v.contains("s3cr3t"))
+            .collect();
+        assert!(leaked.is_empty(), "{leaked:?}");
+        assert_eq!(get(&q, "dl"), Some("https://shop.test/p"));
+    }
+
+    /// A literal `measurement_id` is `G-` and at least two more characters;
+    /// one with placeholders is checked when rendered. The adapter declares
+    /// it as its one template.
+    #[test]
+    fn measurement_ids_are_checked() {
+        let build = |id: &str| {
+            let text =
+                format!("type = \"google-analytics-4\"\n[settings]\nmeasurement_id = \"{id}\"\n");
+            let file: ToolFile = toml::from_str(&text).unwrap();
+            Ga4::from_config(Path::new("ga4.toml"), &text, &file)
+        };
+        for ok in ["G-12", "G-TEST12345", "{{ $ga4_id }}"] {
+            assert!(build(ok).is_ok(), "{ok}");
+        }
+        for bad in ["G-1", "G-", "UA-12345-1", "g-12345"] {
+            let p = build(bad).err().unwrap();
+            assert_eq!(
+                (p.line, p.message.clone()),
+                (
+                    3,
+                    format!("measurement_id {bad:?} must look like \"G-XXXXXXX\"")
+                ),
+            );
+        }
+        let ga = build("{{ $ga4_id }}").unwrap();
+        let shapes: Vec<usize> = ga.templates().iter().map(|t| t.paths().count()).collect();
+        assert_eq!(shapes, [1]);
+        let mut generator = schemars::SchemaGenerator::default();
+        let schema = serde_json::to_value(settings_schema(&mut generator)).unwrap();
+        assert!(schema["$ref"].as_str().is_some(), "{schema}");
+        let defs = serde_json::to_value(generator.definitions()).unwrap();
+        assert!(defs.to_string().contains("measurement_id"), "{defs}");
     }
 }
