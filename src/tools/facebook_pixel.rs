@@ -707,6 +707,7 @@ mod tests {
         assert_eq!(hash_user_field("em", &h.to_uppercase()).unwrap(), h);
         assert_eq!(hash_user_field("em", "   "), None);
         assert_eq!(hash_user_field("ge", "Female"), hash_user_field("ge", "f"));
+        assert!(hash_user_field("ge", "m").is_some());
         assert_eq!(hash_user_field("ge", "other"), None);
         assert_eq!(
             hash_user_field("db", "1990-07-04"),
@@ -1338,5 +1339,103 @@ mod tests {
         assert!(at_limit.len() < MAX_FB_COOKIE_LEN);
         let over = format!("{at_limit}A");
         assert!(!is_fbc(&over, now));
+    }
+
+    fn ecommerce_event(name: &str, props: Value) -> Event {
+        let req = crate::event::RequestInfo {
+            ip: None,
+            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
+            cookies: Default::default(),
+            location: Map::new(),
+        };
+        let now = crate::event::now_ms();
+        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Ecommerce),
+            name: name.into(),
+            properties: props.as_object().unwrap().clone(),
+            ..Default::default()
+        };
+        Event::build(input, &req, tracker.next_event(), now)
+    }
+
+    /// Zaraz's ecommerce properties as Meta's `custom_data`
+    /// (<https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data>):
+    /// currency upper case, the order's value first, `contents` with an id
+    /// (SKU, else product id) and a quantity (at least 1) per product,
+    /// `num_items` for checkouts and purchases only, every name joined.
+    #[test]
+    fn ecommerce_properties_become_metas_custom_data() {
+        let props = json!({
+            "order_id": "A1",
+            "currency": "eur",
+            "total": 30.5,
+            "price": 10,
+            "category": "shoes",
+            "coupon": "SPRING",
+            "query": "boots",
+            "products": [
+                {"sku": "SKU-1", "product_id": "p1", "name": "Boot", "price": 10, "quantity": 2},
+                {"sku": "  ", "product_id": 77, "name": " ", "quantity": 0.5},
+                {"product_id": "", "name": "Nameless"},
+                "not a product",
+            ],
+        });
+        let c = ecommerce_data(&ecommerce_event("Order Completed", props.clone()), &[]);
+        assert_eq!(
+            Value::Object(c),
+            json!({
+                "currency": "EUR",
+                "value": 30.5,
+                "order_id": "A1",
+                "content_category": "shoes",
+                "content_ids": ["SKU-1", "77"],
+                "content_type": "product",
+                "num_items": 3,
+                "contents": [
+                    {"id": "SKU-1", "quantity": 2, "item_price": 10.0},
+                    {"id": "77", "quantity": 1},
+                ],
+                "content_name": "Boot,Nameless",
+                "coupon": "SPRING",
+                "category": "shoes",
+                "total": 30.5,
+                "price": 10,
+            })
+        );
+        // Not a checkout or purchase: no num_items. A search: its query.
+        let c = ecommerce_data(&ecommerce_event("Products Searched", props), &[]);
+        assert!(c.get("num_items").is_none(), "{c:?}");
+        assert_eq!(c["search_string"], "boots");
+        // A product described flat by the event itself; no products at all.
+        let flat = json!({"product_id": "p9", "name": "Hat", "price": 5, "currency": "usd"});
+        let c = ecommerce_data(&ecommerce_event("Product Added", flat), &[]);
+        assert_eq!(
+            c["contents"],
+            json!([{"id": "p9", "quantity": 1, "item_price": 5.0}])
+        );
+        assert_eq!(c["value"], json!(5.0));
+        assert!(c.get("search_string").is_none());
+        let none = ecommerce_data(&ecommerce_event("Cart Viewed", json!({})), &[]);
+        assert!(none.is_empty(), "{none:?}");
+        // Personal keys never ride along, nor the keys named by `pii`.
+        let c = ecommerce_data(
+            &ecommerce_event(
+                "Order Completed",
+                json!({"email": "a@b.test", "nick": "x", "plan": "y"}),
+            ),
+            &["nick"],
+        );
+        assert_eq!(Value::Object(c), json!({"plan": "y"}));
+        // Nested: Meta's own parameter names (`city`) and the personal
+        // words of every destination (`street`) are both left out.
+        let c = ecommerce_data(
+            &ecommerce_event(
+                "Order Completed",
+                json!({"shipping": {"city": "Paris", "street": "1 rue X", "method": "post"}}),
+            ),
+            &[],
+        );
+        assert_eq!(Value::Object(c), json!({"shipping": {"method": "post"}}));
     }
 }
