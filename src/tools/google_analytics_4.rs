@@ -1459,4 +1459,57 @@ mod tests {
         let defs = serde_json::to_value(generator.definitions()).unwrap();
         assert!(defs.to_string().contains("measurement_id"), "{defs}");
     }
+
+    /// Which `/g/collect` parameters are one event's (a batch body line):
+    /// `en`, `ep.*`, `epn.*`, `pr<n>`…; not `pr` alone, nor request-level
+    /// ones.
+    #[test]
+    fn event_level_parameters() {
+        for p in ["en", "cu", "_et", "ep.plan", "epn.value", "pr1", "pr12"] {
+            assert!(event_level(p), "{p}");
+        }
+        for p in ["v", "tid", "cid", "sid", "dl", "pr", "prx", "pr1a", "epx"] {
+            assert!(!event_level(p), "{p}");
+        }
+        // sendBeacon's 64 KiB queue.
+        assert_eq!(MAX_BATCH_BYTES, 65_536);
+    }
+
+    /// `check` remarks on every action field that maps personal data into
+    /// GA4, by the field's name, a placeholder's name or a literal e-mail;
+    /// `event_name` and variables are not looked at.
+    #[test]
+    fn check_warns_about_personal_data_in_action_fields() {
+        let text = r#"type = "google-analytics-4"
+[settings]
+measurement_id = "G-TEST12345"
+
+[[actions]]
+name = "signup"
+kind = "event"
+firing = ["Pageview"]
+fields = { event_name = "{{ client.email }}", user_email = "{{ client.x }}", who = "{{ client.contact.phone }}", to = "ops@shop.test", plan = "{{ client.plan }}", key = "{{ $email }}" }
+"#;
+        let file: ToolFile = toml::from_str(text).unwrap();
+        let ga = Ga4::from_config(Path::new("ga4.toml"), text, &file).unwrap();
+        let warnings = ga.check_warnings(Path::new("ga4.toml"), text, &file);
+        let maps: Vec<&str> = warnings
+            .iter()
+            .map(|w| w.split('`').nth(5).unwrap())
+            .collect();
+        assert_eq!(
+            maps,
+            ["to", "user_email", "client.contact.phone"],
+            "{warnings:?}"
+        );
+        assert!(warnings[0].starts_with("ga4.toml:9:"), "{}", warnings[0]);
+        // The adapter's origin and batch API.
+        let origins: Vec<String> = ga
+            .origins()
+            .iter()
+            .map(|o| o.ascii_serialization())
+            .collect();
+        assert_eq!(origins, ["https://www.google-analytics.com"]);
+        assert!(ga.batching().is_some());
+    }
 }
