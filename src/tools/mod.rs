@@ -880,6 +880,10 @@ pub fn from_text(
 /// mentions the same name is not blamed; `from` when there is none.
 fn placeholder_at(text: &str, from: usize, needle: &str) -> usize {
     let from = from.min(text.len());
+    if needle.is_empty() {
+        // Found everywhere, and the search below would not advance.
+        return from;
+    }
     let mut search = from;
     while let Some(i) = text.get(search..).and_then(|t| t.find(needle)) {
         let at = search + i;
@@ -1399,6 +1403,8 @@ fields = { note = "{{ client.note | raw }}" }
         assert_eq!(places, [(5, 49), (6, 30)], "{:?}", messages(&problems));
         assert!(problems[0].message.contains("$nope"), "{problems:?}");
         assert!(problems[1].message.contains("dunno"), "{problems:?}");
+        // Nothing to look for (a path with no name): the table, at once.
+        assert_eq!(placeholder_at("a {{ b }}", 1, ""), 1);
         // In the first placeholder of the table.
         let text = "type = \"http\"\n[settings]\nurl = \"https://h.example/{{ $nope }}\"\n";
         let problems = build("t", text).err().unwrap();
