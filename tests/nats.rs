@@ -849,3 +849,58 @@ async fn meta_events_are_batched_and_a_refused_one_is_isolated_through_nats() {
     assert_eq!(letters[0]["event_id"], all[13].as_str());
     assert_eq!(letters[0]["status"], 400);
 }
+
+/// Each tool's durable consumer is made as the README says: explicit acks,
+/// an ack wait of twice the delivery timeout (at least the timeout plus
+/// 10 s), `max_ack_pending` of 8 per slot of `concurrency_per_tool`, and no
+/// redelivery cap (the retry policy decides). The values are chosen apart
+/// from JetStream's own defaults (30 s, 1,000), so a field left out shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tools_consumer_has_the_documented_settings() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    let nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let _proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery(
+            "timeout_ms = 20000
+concurrency_per_tool = 3",
+        ),
+        &[("down", hook(&down))],
+    )
+    .await;
+    let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    // The consumer is made at start, before any event.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let config = loop {
+        let found = match js.get_stream("TAGPROXY").await {
+            Ok(stream) => stream
+                .get_consumer::<pull::Config>("tagproxy-down")
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        if let Some(mut consumer) = found {
+            break consumer.info().await.unwrap().config.clone();
+        }
+        assert!(Instant::now() < deadline, "no consumer tagproxy-down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(config.ack_policy, AckPolicy::Explicit);
+    assert_eq!(config.ack_wait, Duration::from_secs(40));
+    assert_eq!(config.max_ack_pending, 24);
+    assert!(
+        config.max_deliver <= 0,
+        "max_deliver {}",
+        config.max_deliver
+    );
+    assert_eq!(config.filter_subject, "tagproxy.deliveries.down");
+    assert_eq!(
+        config.description.as_deref(),
+        Some("tagproxy deliveries to `down`")
+    );
+}
