@@ -865,7 +865,8 @@ async fn each_tools_consumer_has_the_documented_settings() {
         origin.addr,
         &nats.delivery(
             "timeout_ms = 20000
-concurrency_per_tool = 3",
+concurrency_per_tool = 3
+max_age_s = 3600",
         ),
         &[("down", hook(&down))],
     )
@@ -903,4 +904,26 @@ concurrency_per_tool = 3",
         config.description.as_deref(),
         Some("tagproxy deliveries to `down`")
     );
+    // And the stream: kept a day past `max_age_s` (deliveries older than
+    // that are dead-lettered, not dropped), a `Nats-Msg-Id` remembered an
+    // hour, new messages refused when full (the collector answers 503).
+    let stream = js
+        .get_stream("TAGPROXY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(stream.max_age, Duration::from_secs(3600 + 86_400));
+    assert_eq!(stream.duplicate_window, Duration::from_secs(3600));
+    assert_eq!(stream.max_bytes, 67_108_864, "spool_max_bytes");
+    assert_eq!(
+        stream.discard,
+        async_nats::jetstream::stream::DiscardPolicy::New
+    );
+    assert!(stream
+        .subjects
+        .contains(&"tagproxy.deliveries.>".to_string()));
 }
