@@ -1087,14 +1087,6 @@ mod tests {
     }
 
     fn track_from(timestamp_ms: u64, ip: Option<std::net::IpAddr>, user_agent: &str) -> Event {
-        let req = crate::event::RequestInfo {
-            ip,
-            user_agent: crate::event::ua::UaParser::default().parse(user_agent),
-            cookies: Default::default(),
-            location: Map::new(),
-        };
-        let now = crate::event::now_ms();
-        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
         let input = crate::event::EventInput {
             kind: Some(Kind::Track),
             name: "lead".into(),
@@ -1105,7 +1097,36 @@ mod tests {
             },
             ..Default::default()
         };
-        Event::build(input, &req, tracker.next_event(), now)
+        visit(input, ip, user_agent, "", crate::event::now_ms())
+    }
+
+    /// `input` as the collector builds it into an event: sent at `now_ms`
+    /// from `ip` with `user_agent` and the `cookies` header.
+    fn visit(
+        input: crate::event::EventInput,
+        ip: Option<std::net::IpAddr>,
+        user_agent: &str,
+        cookies: &str,
+        now_ms: u64,
+    ) -> Event {
+        let req = crate::event::RequestInfo {
+            ip,
+            user_agent: crate::event::ua::UaParser::default().parse(user_agent),
+            cookies: crate::event::parse_cookies(cookies),
+            location: Map::new(),
+        };
+        let mut tracker =
+            crate::event::identity::Tracker::from_cookie_header(cookies, now_ms / 1000);
+        Event::build(input, &req, tracker.next_event(), now_ms)
+    }
+
+    /// What the adapter renders with, for the tool `meta`.
+    fn context(variables: &crate::rules::template::Variables) -> BuildContext<'_> {
+        BuildContext {
+            tool_id: "meta",
+            variables,
+            action: None,
+        }
     }
 
     fn variables() -> crate::rules::template::Variables {
@@ -1135,11 +1156,7 @@ mod tests {
     fn event_time_is_the_events_unless_meta_would_refuse_it() {
         let meta = capi(META_TOML).unwrap();
         let variables = variables();
-        let cx = BuildContext {
-            tool_id: "meta",
-            variables: &variables,
-            action: None,
-        };
+        let cx = context(&variables);
         let now = crate::event::now_ms() / 1000;
         let day = 24 * 3600;
         for (ts, kept) in [
@@ -1172,11 +1189,7 @@ mod tests {
     fn declares_token_templates_origin_and_batching() {
         let meta = capi(META_TOML).unwrap();
         let variables = variables();
-        let cx = BuildContext {
-            tool_id: "meta",
-            variables: &variables,
-            action: None,
-        };
+        let cx = context(&variables);
         let event = track_at(crate::event::now_ms());
         assert_eq!(meta.credentials(&event, &cx), ["tok-42"]);
         let shapes: Vec<(Option<&str>, usize)> = meta
@@ -1234,9 +1247,8 @@ mod tests {
         let meta = capi(META_TOML).unwrap();
         let variables = variables();
         let cx = BuildContext {
-            tool_id: "meta",
-            variables: &variables,
             action: Some(0),
+            ..context(&variables)
         };
         let event = track_at(crate::event::now_ms());
         for (name, sent) in [
@@ -1258,11 +1270,7 @@ mod tests {
     fn user_data_has_ip_and_user_agent_when_known() {
         let meta = capi(META_TOML).unwrap();
         let variables = variables();
-        let cx = BuildContext {
-            tool_id: "meta",
-            variables: &variables,
-            action: None,
-        };
+        let cx = context(&variables);
         let now = crate::event::now_ms();
         let known = track_from(
             now,
@@ -1283,36 +1291,27 @@ mod tests {
     /// cleared (computed independently for this id).
     #[test]
     fn new_fbp_is_derived_from_the_visitor_id() {
-        let now_s = 1_764_000_000;
-        let mut tracker = crate::event::identity::Tracker::from_cookie_header(
-            "tp_cid=123456789.1732449000.2",
-            now_s,
-        );
-        let req = crate::event::RequestInfo {
-            ip: None,
-            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
-            cookies: Default::default(),
-            location: Map::new(),
-        };
-        let input = crate::event::EventInput {
+        let now = 1_764_000_000_000;
+        let pageview = || crate::event::EventInput {
             kind: Some(Kind::Pageview),
             ..Default::default()
         };
-        let event = Event::build(input, &req, tracker.next_event(), now_s * 1000);
-        let fbp = new_fbp(&event, now_s * 1000);
+        let cookie = "tp_cid=123456789.1732449000.2";
+        let event = visit(pageview(), None, "Mozilla/5.0", cookie, now);
+        let fbp = new_fbp(&event, now);
         assert_eq!(event.identity.client_id, "123456789.1732449000");
         // sha256("_fbp:123456789.1732449000") starts 68 4f e0 8c.
         assert_eq!(fbp, format!("fb.1.1732449000000.{}", 0x684f_e08c_u32));
-        assert!(is_fbp(&fbp, now_s * 1000), "{fbp}");
+        assert!(is_fbp(&fbp, now), "{fbp}");
         // A first-seen time that cannot be a creation time: now.
-        let mut tracker =
-            crate::event::identity::Tracker::from_cookie_header("tp_cid=123456789.99.2", now_s);
-        let input = crate::event::EventInput {
-            kind: Some(Kind::Pageview),
-            ..Default::default()
-        };
-        let event = Event::build(input, &req, tracker.next_event(), now_s * 1000);
-        let fbp = new_fbp(&event, now_s * 1000);
+        let event = visit(
+            pageview(),
+            None,
+            "Mozilla/5.0",
+            "tp_cid=123456789.99.2",
+            now,
+        );
+        let fbp = new_fbp(&event, now);
         assert!(fbp.starts_with("fb.1.1764000000000."), "{fbp}");
     }
 
@@ -1342,21 +1341,13 @@ mod tests {
     }
 
     fn ecommerce_event(name: &str, props: Value) -> Event {
-        let req = crate::event::RequestInfo {
-            ip: None,
-            user_agent: crate::event::ua::UaParser::default().parse("Mozilla/5.0"),
-            cookies: Default::default(),
-            location: Map::new(),
-        };
-        let now = crate::event::now_ms();
-        let mut tracker = crate::event::identity::Tracker::from_cookie_header("", now / 1000);
         let input = crate::event::EventInput {
             kind: Some(Kind::Ecommerce),
             name: name.into(),
             properties: props.as_object().unwrap().clone(),
             ..Default::default()
         };
-        Event::build(input, &req, tracker.next_event(), now)
+        visit(input, None, "Mozilla/5.0", "", crate::event::now_ms())
     }
 
     /// Zaraz's ecommerce properties as Meta's `custom_data`
