@@ -1217,6 +1217,20 @@ async fn a_batch_refused_as_a_whole_is_split_to_find_the_refused_member() {
     assert_eq!(letters[0].event_id, "ev-3");
 }
 
+/// Starts `queue`'s refill from `spool`, asks it for one, waits until
+/// `read` holds of the window, then a moment more: nothing takes from the
+/// window, so the refill stops where its bounds say.
+async fn refill_until_idle(
+    queue: &Arc<ToolQueue>,
+    spool: &Arc<Spool>,
+    read: impl Fn(&Window) -> bool,
+) {
+    tokio::spawn(refill(queue.clone(), spool.clone()));
+    queue.refill.notify_one();
+    wait_until("the refill read", || read(&queue.window.lock().unwrap())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 /// A refill reads what fits in the window's free bytes, counting what the
 /// window already holds: it tops a half-full window up to its bound, not
 /// past it (the byte budget's `/ 2` and `WINDOW_BYTES - w.bytes`).
@@ -1256,14 +1270,7 @@ async fn a_refill_tops_the_window_up_to_its_bytes_not_past_them() {
             oldest_ms: 5,
         });
     }
-    tokio::spawn(refill(queue.clone(), spool.clone()));
-    queue.refill.notify_one();
-    wait_until("the refill read", || {
-        queue.window.lock().unwrap().bytes >= REFILL_BELOW_BYTES
-    })
-    .await;
-    // Nothing takes from the window, so the refill stops where it is.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    refill_until_idle(&queue, &spool, |w| w.bytes >= REFILL_BELOW_BYTES).await;
     let w = queue.window.lock().unwrap();
     assert!(
         w.bytes <= WINDOW_BYTES + one,
@@ -1312,13 +1319,7 @@ async fn a_refill_tops_the_window_up_to_its_items_not_past_them() {
             oldest_ms: 5,
         });
     }
-    tokio::spawn(refill(queue.clone(), spool.clone()));
-    queue.refill.notify_one();
-    wait_until("the refill read", || {
-        queue.window.lock().unwrap().jobs.len() >= REFILL_BELOW
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    refill_until_idle(&queue, &spool, |w| w.jobs.len() >= REFILL_BELOW).await;
     let w = queue.window.lock().unwrap();
     assert_eq!(w.jobs.len(), WINDOW_ITEMS, "{} bytes", w.bytes);
     assert!(w.spill.is_some(), "the rest waits on disk");
