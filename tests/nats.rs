@@ -861,7 +861,7 @@ async fn each_tools_consumer_has_the_documented_settings() {
     let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     let down = format!("http://127.0.0.1:{}", free_port());
-    let _proxy = Proxy::start_tools(
+    let mut proxy = Proxy::start_tools(
         origin.addr,
         &nats.delivery(
             "timeout_ms = 20000
@@ -926,4 +926,23 @@ max_age_s = 3600",
     assert!(stream
         .subjects
         .contains(&"tagproxy.deliveries.>".to_string()));
+
+    // A restart with other settings brings the stream up to date.
+    let text = std::fs::read_to_string(&proxy.config).unwrap();
+    std::fs::write(
+        &proxy.config,
+        text.replace("max_age_s = 3600", "max_age_s = 7200"),
+    )
+    .unwrap();
+    proxy.restart().await;
+    let stream = js
+        .get_stream("TAGPROXY")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    assert_eq!(stream.max_age, Duration::from_secs(7200 + 86_400));
 }
