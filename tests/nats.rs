@@ -907,15 +907,7 @@ max_age_s = 3600",
     // And the stream: kept a day past `max_age_s` (deliveries older than
     // that are dead-lettered, not dropped), a `Nats-Msg-Id` remembered an
     // hour, new messages refused when full (the collector answers 503).
-    let stream = js
-        .get_stream("TAGPROXY")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let stream = stream_config(&js).await;
     assert_eq!(stream.max_age, Duration::from_secs(3600 + 86_400));
     assert_eq!(stream.duplicate_window, Duration::from_secs(3600));
     assert_eq!(stream.max_bytes, 67_108_864, "spool_max_bytes");
@@ -935,14 +927,14 @@ max_age_s = 3600",
     )
     .unwrap();
     proxy.restart().await;
-    let stream = js
-        .get_stream("TAGPROXY")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let stream = stream_config(&js).await;
     assert_eq!(stream.max_age, Duration::from_secs(7200 + 86_400));
+}
+
+/// The `TAGPROXY` stream's configuration as the server holds it.
+async fn stream_config(
+    js: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::stream::Config {
+    let mut stream = js.get_stream("TAGPROXY").await.unwrap();
+    stream.info().await.unwrap().config.clone()
 }

@@ -927,6 +927,15 @@ fn raw_warnings(path: &Path, text: &str) -> Vec<Problem> {
 /// Shared, read-only set of tools.
 pub type Tools = Arc<Vec<Tool>>;
 
+/// `scheme://host[:port]` of each origin, for tests to compare.
+#[cfg(test)]
+pub(crate) fn origin_names(origins: &[url::Origin]) -> Vec<String> {
+    origins
+        .iter()
+        .map(url::Origin::ascii_serialization)
+        .collect()
+}
+
 #[cfg(test)]
 mod hostile_tests;
 
@@ -1170,11 +1179,9 @@ mod tests {
 
     #[test]
     fn origin_list_is_the_endpoints_origin() {
-        let list = origin_list("https://collect.example:8443/base");
-        assert_eq!(list.len(), 1);
         assert_eq!(
-            list[0].ascii_serialization(),
-            "https://collect.example:8443"
+            origin_names(&origin_list("https://collect.example:8443/base")),
+            ["https://collect.example:8443"]
         );
         assert!(origin_list("not a url").is_empty());
     }
