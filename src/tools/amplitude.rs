@@ -374,4 +374,172 @@ mod tests {
         ));
         assert_eq!(read_answer(503, ""), None);
     }
+
+    const AMPLITUDE_TOML: &str =
+        "type = \"amplitude\"\n[settings]\napi_key = \"key-{{ $project }}\"\n";
+
+    fn amplitude(text: &str) -> Amplitude {
+        let file: ToolFile = toml::from_str(text).unwrap();
+        Amplitude::from_config(Path::new("amplitude.toml"), text, &file).unwrap()
+    }
+
+    fn variables() -> crate::rules::template::Variables {
+        let mut v = crate::rules::template::Variables::new();
+        v.insert(
+            "project".into(),
+            crate::rules::template::Variable {
+                value: json!("7"),
+                secret: false,
+            },
+        );
+        v
+    }
+
+    /// A track named `name` with `properties`, from a browser whose
+    /// User-Agent is `user_agent`.
+    fn track(name: &str, properties: Value, user_agent: &str) -> Event {
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Track),
+            name: name.into(),
+            properties: properties.as_object().unwrap().clone(),
+            page: crate::event::PageInfo {
+                url: "https://shop.test/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        visit(input, None, user_agent, "", crate::event::now_ms())
+    }
+
+    /// The one HTTP V2 event of a request.
+    fn sent(out: &Output) -> Value {
+        let body = body_of(out);
+        assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
+        body["events"][0].clone()
+    }
+
+    use crate::tools::test_support::{body_of, context, visit};
+
+    /// `device_id` and `user_id` properties become the event's ids when
+    /// Amplitude would take them ("must have a minimum length of 5
+    /// characters", <https://amplitude.com/docs/apis/analytics/http-v2#device-ids-and-user-ids-minimum-length>);
+    /// shorter ones are left out (the device falls back to the client id)
+    /// rather than have the whole request refused with a 400.
+    #[test]
+    fn ids_shorter_than_amplitudes_minimum_are_left_out() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let long = track(
+            "signup",
+            json!({"device_id": "dev-1", "user_id": "user1"}),
+            "Mozilla/5.0",
+        );
+        let e = sent(&amp.automated(&long, &cx));
+        assert_eq!(
+            (e["device_id"].as_str(), e["user_id"].as_str()),
+            (Some("dev-1"), Some("user1"))
+        );
+        assert!(e["event_properties"].get("device_id").is_none(), "{e}");
+        let short = track(
+            "signup",
+            json!({"device_id": "dev", "userId": "u12"}),
+            "Mozilla/5.0",
+        );
+        let e = sent(&amp.automated(&short, &cx));
+        assert_eq!(e["device_id"], json!(short.identity.client_id));
+        assert!(e.get("user_id").is_none(), "{e}");
+    }
+
+    /// `os_name` / `os_version` / `language` are sent when known, never as
+    /// woothee's `UNKNOWN` or empty.
+    #[test]
+    fn device_fields_only_when_known() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let windows = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+        let e = sent(&amp.automated(&track("a", json!({}), windows), &cx));
+        assert_eq!(e["os_name"], "Windows 10", "{e}");
+        assert_eq!(e["os_version"], "NT 10.0", "{e}");
+        assert!(e.get("language").is_none(), "{e}");
+        let e = sent(&amp.automated(&track("a", json!({}), "curl-ish"), &cx));
+        for field in ["os_name", "os_version", "language"] {
+            assert!(e.get(field).is_none(), "{field}: {e}");
+        }
+    }
+
+    /// `user_*` properties go to `user_properties` and `groups_*` to
+    /// `groups` (as in Zaraz's Amplitude tool); a bare `user_` or `groups_`
+    /// stays an event property, and empty maps are not sent.
+    #[test]
+    fn user_and_group_properties_are_split_out() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let event = track(
+            "a",
+            json!({"user_plan": "pro", "groups_company": "acme", "user_": 1, "groups_": 2, "color": "red"}),
+            "Mozilla/5.0",
+        );
+        let e = sent(&amp.automated(&event, &cx));
+        assert_eq!(e["user_properties"], json!({"plan": "pro"}));
+        assert_eq!(e["groups"], json!({"company": "acme"}));
+        assert_eq!(
+            e["event_properties"],
+            json!({"user_": 1, "groups_": 2, "color": "red"})
+        );
+        let e = sent(&amp.automated(&track("a", json!({"color": "red"}), "Mozilla/5.0"), &cx));
+        assert!(
+            e.get("user_properties").is_none() && e.get("groups").is_none(),
+            "{e}"
+        );
+    }
+
+    /// A custom action of kind `event` sends an event named `event_type`
+    /// (`event` when empty) with its other fields as properties.
+    #[test]
+    fn custom_event_action() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        assert_eq!(amp.action_kinds(), &[("event", &["event_type"][..])]);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let event = track("a", json!({}), "Mozilla/5.0");
+        let fields = |name: &str| {
+            json!({"event_type": name, "plan": "pro"})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        let e = sent(&amp.custom("event", fields("Signed Up"), &event, &cx));
+        assert_eq!(e["event_type"], "Signed Up");
+        assert_eq!(e["event_properties"], json!({"plan": "pro"}));
+        let e = sent(&amp.custom("event", fields(""), &event, &cx));
+        assert_eq!(e["event_type"], "event");
+    }
+
+    /// The API key (rendered) is the credential, its template is checked,
+    /// the endpoint's origin (EU residency's by `eu = true`) is the only one
+    /// requests go to, and requests join on HTTP V2's `events` array.
+    #[test]
+    fn declares_key_template_origin_and_batching() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let event = track("a", json!({}), "Mozilla/5.0");
+        assert_eq!(amp.credentials(&event, &cx), ["key-7"]);
+        assert_eq!(body_of(&amp.automated(&event, &cx))["api_key"], "key-7");
+        let paths: Vec<usize> = amp.templates().iter().map(|t| t.paths().count()).collect();
+        assert_eq!(paths, [1]);
+        assert_eq!(
+            crate::tools::origin_names(&amp.origins()),
+            ["https://api2.amplitude.com"]
+        );
+        let eu = amplitude(&AMPLITUDE_TOML.replace("[settings]\n", "[settings]\neu = true\n"));
+        assert_eq!(
+            crate::tools::origin_names(&eu.origins()),
+            ["https://api.eu.amplitude.com"]
+        );
+        assert_eq!(amp.batching().map(|b| b.limits().max_events), Some(2000));
+    }
 }

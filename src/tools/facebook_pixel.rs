@@ -691,6 +691,7 @@ fn ecommerce_data(event: &Event, pii: &[&str]) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tools::test_support::{body_of, visit};
 
     #[test]
     fn hashing_normalizes_like_meta() {
@@ -1100,33 +1101,9 @@ mod tests {
         visit(input, ip, user_agent, "", crate::event::now_ms())
     }
 
-    /// `input` as the collector builds it into an event: sent at `now_ms`
-    /// from `ip` with `user_agent` and the `cookies` header.
-    fn visit(
-        input: crate::event::EventInput,
-        ip: Option<std::net::IpAddr>,
-        user_agent: &str,
-        cookies: &str,
-        now_ms: u64,
-    ) -> Event {
-        let req = crate::event::RequestInfo {
-            ip,
-            user_agent: crate::event::ua::UaParser::default().parse(user_agent),
-            cookies: crate::event::parse_cookies(cookies),
-            location: Map::new(),
-        };
-        let mut tracker =
-            crate::event::identity::Tracker::from_cookie_header(cookies, now_ms / 1000);
-        Event::build(input, &req, tracker.next_event(), now_ms)
-    }
-
     /// What the adapter renders with, for the tool `meta`.
     fn context(variables: &crate::rules::template::Variables) -> BuildContext<'_> {
-        BuildContext {
-            tool_id: "meta",
-            variables,
-            action: None,
-        }
+        crate::tools::test_support::context("meta", variables)
     }
 
     fn variables() -> crate::rules::template::Variables {
@@ -1139,13 +1116,6 @@ mod tests {
             },
         );
         v
-    }
-
-    fn body_of(out: &Output) -> Value {
-        let Payload::Http(http) = &out.payloads[0] else {
-            panic!("not http")
-        };
-        serde_json::from_slice(http.body.as_ref().unwrap()).unwrap()
     }
 
     /// "event_time … can be up to 7 days before you send an event to Meta"

@@ -1433,4 +1433,87 @@ fields = { note = "{{ client.note | raw }}" }
             [(2, 6, "{{ client.b | raw }}"), (2, 27, "{{client.c|raw}}"),]
         );
     }
+
+    /// `tagproxy schema` describes each adapter's own `[settings]` (each
+    /// adapter's `settings_schema`): a definition that names its keys and
+    /// refuses others, as the loader does; only `console` reads none.
+    #[test]
+    fn every_adapters_settings_have_a_schema() {
+        let schema = crate::schema::tool_schema().to_value();
+        let mut described = Vec::new();
+        for branch in schema["allOf"].as_array().unwrap() {
+            let name = branch["if"]["properties"]["type"]["const"]
+                .as_str()
+                .unwrap();
+            let settings = &branch["then"]["properties"]["settings"];
+            let reference = settings["$ref"]
+                .as_str()
+                .or_else(|| settings["allOf"][0]["$ref"].as_str());
+            let Some(reference) = reference else {
+                assert_eq!(name, "console", "{settings}");
+                continue;
+            };
+            let definition = &schema["$defs"][reference.trim_start_matches("#/$defs/")];
+            assert_eq!(
+                definition["additionalProperties"], false,
+                "{name}: {definition}"
+            );
+            assert!(
+                definition["properties"]
+                    .as_object()
+                    .is_some_and(|p| !p.is_empty()),
+                "{name}: {definition}"
+            );
+            described.push(name);
+        }
+        assert_eq!(described.len(), 14, "{described:?}");
+    }
+}
+
+/// What the adapters' unit tests share: an event as the collector builds it
+/// and the context an adapter renders with.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde_json::Map;
+
+    use super::BuildContext;
+    use crate::event::{Event, EventInput};
+    use crate::rules::template::Variables;
+
+    /// `input` as the collector builds it into an event: sent at `now_ms`
+    /// from `ip` with `user_agent` and the `cookies` header.
+    pub(crate) fn visit(
+        input: EventInput,
+        ip: Option<std::net::IpAddr>,
+        user_agent: &str,
+        cookies: &str,
+        now_ms: u64,
+    ) -> Event {
+        let req = crate::event::RequestInfo {
+            ip,
+            user_agent: crate::event::ua::UaParser::default().parse(user_agent),
+            cookies: crate::event::parse_cookies(cookies),
+            location: Map::new(),
+        };
+        let mut tracker =
+            crate::event::identity::Tracker::from_cookie_header(cookies, now_ms / 1000);
+        Event::build(input, &req, tracker.next_event(), now_ms)
+    }
+
+    /// What an adapter renders its automated actions with, for `tool_id`.
+    pub(crate) fn context<'a>(tool_id: &'a str, variables: &'a Variables) -> BuildContext<'a> {
+        BuildContext {
+            tool_id,
+            variables,
+            action: None,
+        }
+    }
+
+    /// The JSON body of an output's first request.
+    pub(crate) fn body_of(out: &super::Output) -> serde_json::Value {
+        let super::Payload::Http(http) = &out.payloads[0] else {
+            panic!("not http")
+        };
+        serde_json::from_slice(http.body.as_ref().unwrap()).unwrap()
+    }
 }
