@@ -197,6 +197,15 @@ pub fn payload_adjusted(tool: &str, reason: &'static str) {
         .fetch_add(1, Ordering::Relaxed);
 }
 
+/// How many values tool `tool` has had adjusted for `reason` so far (for
+/// tests, which give each case its own tool id).
+#[cfg(test)]
+pub(crate) fn adjusted(tool: &str, reason: &'static str) -> u64 {
+    ADJUSTED
+        .get(&(tool.to_string(), reason))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
 type GaugeSource = Box<dyn Fn() -> Vec<ToolGauges> + Send + Sync>;
 
 /// One tool's delivery queue, as `/metrics` shows it.

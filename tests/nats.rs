@@ -918,6 +918,20 @@ max_age_s = 3600",
     assert!(stream
         .subjects
         .contains(&"tagproxy.deliveries.>".to_string()));
+    // A work queue on disk: a message is gone once acked, and survives a
+    // server restart.
+    assert_eq!(
+        stream.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    assert_eq!(
+        stream.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    assert_eq!(
+        stream.description.as_deref(),
+        Some("tagproxy deliveries owed (SPEC §11)")
+    );
 
     // A restart with other settings brings the stream up to date.
     let text = std::fs::read_to_string(&proxy.config).unwrap();

@@ -1045,13 +1045,14 @@ mod tests {
     }
 
     fn run(ga: &Ga4, e: &Event) -> Vec<(String, String)> {
+        run_as(ga, e, "ga4_unit")
+    }
+
+    /// `e`'s hit as tool `tool` builds it (a case with its own tool id has
+    /// its own adjustment counts).
+    fn run_as(ga: &Ga4, e: &Event, tool: &str) -> Vec<(String, String)> {
         let variables = crate::rules::template::Variables::new();
-        let cx = BuildContext {
-            tool_id: "ga4_unit",
-            variables: &variables,
-            action: None,
-        };
-        query(ga.automated(e, &cx))
+        query(ga.automated(e, &crate::tools::test_support::context(tool, &variables)))
     }
 
     fn get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
@@ -1509,5 +1510,143 @@ fields = { event_name = "{{ client.email }}", user_email = "{{ client.x }}", who
             ["https://www.google-analytics.com"]
         );
         assert!(ga.batching().is_some());
+    }
+
+    /// `(ep|epn).name` parameters of a hit, in order.
+    fn params_named<'a>(q: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+        q.iter()
+            .filter(|(k, _)| k.split_once('.').is_some_and(|(_, n)| n == name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Each value renamed or dropped for GA4's rules is counted once by its
+    /// reason (`tagproxy_payload_adjusted_total`), and only those:
+    /// names cleaned, names and values at GA4's limits
+    /// (<https://support.google.com/analytics/answer/9267744>: event
+    /// parameter names 40 characters, values 100), a second property with
+    /// the same GA4 name, a currency that is not ISO 4217's three letters.
+    #[test]
+    fn adjustments_are_counted_by_reason() {
+        use crate::metrics::adjusted;
+        let ga = ga4("");
+        let track = |props: Value| event(Kind::Track, "signup", props, "", 1_748_935_400);
+        let named = |name: &str| event(Kind::Track, name, json!({}), "", 1_748_935_400);
+
+        for name in ["Sign Up!", "signup", "", "Check-Out"] {
+            run_as(&ga, &named(name), "ga4_adj_name");
+        }
+        assert_eq!(adjusted("ga4_adj_name", "invalid_name"), 2);
+
+        let forty = "a".repeat(MAX_NAME);
+        let forty_one = "b".repeat(MAX_NAME + 1);
+        let q = run_as(
+            &ga,
+            &track(json!({&forty: 1, &forty_one: 2})),
+            "ga4_adj_long_name",
+        );
+        assert_eq!(adjusted("ga4_adj_long_name", "name_too_long"), 1);
+        assert_eq!(params_named(&q, &forty), ["1"]);
+        assert_eq!(params_named(&q, &"b".repeat(MAX_NAME)), ["2"]);
+
+        let hundred = "x".repeat(MAX_VALUE);
+        let long = "y".repeat(MAX_VALUE + 1);
+        let q = run_as(
+            &ga,
+            &track(json!({"a": &hundred, "b": &long})),
+            "ga4_adj_long_value",
+        );
+        assert_eq!(adjusted("ga4_adj_long_value", "value_too_long"), 1);
+        assert_eq!(params_named(&q, "a"), [hundred.as_str()]);
+        assert_eq!(params_named(&q, "b"), ["y".repeat(MAX_VALUE)]);
+
+        let q = run_as(
+            &ga,
+            &track(json!({"Plan": "a", "plan": "b"})),
+            "ga4_adj_duplicate",
+        );
+        assert_eq!(params_named(&q, "plan").len(), 1, "{q:?}");
+        assert_eq!(adjusted("ga4_adj_duplicate", "duplicate_name"), 1);
+
+        let q = run_as(&ga, &track(json!({"currency": "EURO"})), "ga4_adj_currency");
+        run_as(&ga, &track(json!({"currency": ""})), "ga4_adj_currency");
+        run_as(&ga, &track(json!({"currency": "E1"})), "ga4_adj_currency");
+        assert_eq!(get(&q, "cu"), None);
+        assert_eq!(adjusted("ga4_adj_currency", "invalid_currency"), 2);
+    }
+
+    /// `_uip` is the visitor's IP unless `hide_ip = true`.
+    #[test]
+    fn hide_ip_leaves_the_ip_out() {
+        let input = crate::event::EventInput {
+            kind: Some(Kind::Pageview),
+            name: "Pageview".into(),
+            page: crate::event::PageInfo {
+                url: "https://shop.test/".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let ip = Some("192.0.2.7".parse().unwrap());
+        let e = crate::tools::test_support::visit(input, ip, "Mozilla/5.0", "", 1_748_935_400_000);
+        assert_eq!(get(&run(&ga4(""), &e), "_uip"), Some("192.0.2.7"));
+        assert_eq!(get(&run(&ga4("hide_ip = true"), &e), "_uip"), None);
+    }
+
+    /// Zaraz's ecommerce properties as GA4's parameters, as Zaraz's GA4
+    /// Managed Component maps them (`src/ecommerce.ts` of
+    /// github.com/managed-components/google-analytics-4) and GA4's
+    /// ecommerce reference
+    /// (<https://developers.google.com/analytics/devguides/collection/ga4/reference/events>):
+    /// a single product's fields are its item (`pr1`), with `value` =
+    /// price × quantity; a promotion's are the promotion's, never an item;
+    /// an order's `transaction_id` and `currency` are the event's; empty
+    /// values count as absent.
+    #[test]
+    fn ecommerce_properties_as_ga4s_parameters() {
+        let ga = ga4("");
+        let now = 1_748_935_400;
+        let added = event(
+            Kind::Ecommerce,
+            "Product Added",
+            json!({"product_id": "p1", "sku": "", "name": "Hat", "price": 2.5, "quantity": 3, "currency": "EUR", "coupon": "C1"}),
+            "",
+            now,
+        );
+        let q = run(&ga, &added);
+        assert_eq!(get(&q, "en"), Some("add_to_cart"));
+        assert_eq!(get(&q, "pr1"), Some("idp1~nmHat~pr2.5~qt3~cpC1"));
+        assert_eq!(get(&q, "epn.value"), Some("7.5"));
+        assert_eq!(get(&q, "cu"), Some("EUR"));
+        assert!(params_named(&q, "coupon").is_empty(), "{q:?}");
+
+        let promotion = event(
+            Kind::Ecommerce,
+            "Clicked Promotion",
+            json!({"promotion_id": "P1", "name": "Summer", "product_id": "p1", "creative": "banner"}),
+            "",
+            now,
+        );
+        let q = run(&ga, &promotion);
+        assert_eq!(get(&q, "pr1"), None, "{q:?}");
+        assert_eq!(get(&q, "ep.promotion_id"), Some("P1"));
+        assert_eq!(get(&q, "ep.promotion_name"), Some("Summer"));
+        assert_eq!(get(&q, "ep.creative_name"), Some("banner"));
+
+        let order = event(
+            Kind::Ecommerce,
+            "Order Completed",
+            json!({"order_id": "T1", "currency": "eur", "total": 10, "products": [{"product_id": "p2", "quantity": 1}]}),
+            "",
+            now,
+        );
+        let q = run(&ga, &order);
+        assert_eq!(get(&q, "en"), Some("purchase"));
+        assert_eq!(get(&q, "ep.transaction_id"), Some("T1"));
+        assert_eq!(
+            (get(&q, "cu"), get(&q, "epn.value")),
+            (Some("EUR"), Some("10"))
+        );
+        assert_eq!(get(&q, "pr1"), Some("idp2~qt1"));
     }
 }
