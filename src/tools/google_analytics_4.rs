@@ -933,7 +933,7 @@ fn product_string(p: &Map<String, Value>, adj: &Adjust<'_>) -> Option<String> {
                 continue;
             }
         };
-        if pii::has_email(&text) || (*key != "pr" && *key != "ds" && pii::is_phone(&text)) {
+        if pii::has_email(&text) || pii::is_phone(&text) {
             adj.note("personal_data", zaraz);
             continue;
         }
@@ -954,12 +954,12 @@ fn product_string(p: &Map<String, Value>, adj: &Adjust<'_>) -> Option<String> {
     )
 }
 
+/// A number as gtag writes it: `f64`'s `Display` never uses an exponent
+/// and writes whole numbers without `.0` (`10`, `7.5`, `1e20` in full).
 fn format_number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
+    // `-0` is `0`.
+    let v = if v == 0.0 { 0.0 } else { v };
+    format!("{v}")
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -1636,7 +1636,8 @@ fields = { event_name = "{{ client.email }}", user_email = "{{ client.x }}", who
         let order = event(
             Kind::Ecommerce,
             "Order Completed",
-            json!({"order_id": "T1", "currency": "eur", "total": 10, "products": [{"product_id": "p2", "quantity": 1}]}),
+            json!({"transaction_id": null, "order_id": "T1", "currency": "eur", "total": 10, "price": 4,
+                   "coupon": "SUMMER", "gift": "yes", "products": [{"product_id": "p2", "quantity": 1}]}),
             "",
             now,
         );
@@ -1648,5 +1649,72 @@ fields = { event_name = "{{ client.email }}", user_email = "{{ client.x }}", who
             (Some("EUR"), Some("10"))
         );
         assert_eq!(get(&q, "pr1"), Some("idp2~qt1"));
+        assert_eq!(get(&q, "ep.coupon"), Some("SUMMER"));
+        assert_eq!(get(&q, "ep.gift"), Some("yes"));
+        for used in ["price", "order_id", "total", "products", "currency"] {
+            assert!(params_named(&q, used).is_empty(), "{used}: {q:?}");
+        }
+
+        // value = price × quantity, rounded to a millionth (not
+        // 0.30000000000000004).
+        let cheap = event(
+            Kind::Ecommerce,
+            "Product Added",
+            json!({"sku": "S1", "price": 0.1, "quantity": 3, "currency": "EUR"}),
+            "",
+            now,
+        );
+        assert_eq!(get(&run(&ga, &cheap), "epn.value"), Some("0.3"));
+    }
+
+    /// A product as gtag's `prN` string: prices and discounts as numbers,
+    /// quantities and positions as whole numbers (others dropped), ids may
+    /// be numbers, personal data dropped (numbers are never taken for phone
+    /// numbers), values past 100 characters counted and cut.
+    #[test]
+    fn items_as_gtags_pr_strings() {
+        use crate::metrics::adjusted;
+        let ga = ga4("");
+        let long_name = "n".repeat(MAX_VALUE + 1);
+        let products = json!([
+            {"product_id": 123, "price": "2.50", "discount": 12345678901u64, "quantity": 1.5, "position": -1},
+            {"product_id": "p2", "name": "+1 555 123 4567", "price": 12345678901u64, "quantity": "3", "position": 2},
+            {"product_id": "p3", "name": "n".repeat(MAX_VALUE), "price": "abc"},
+            {"product_id": "p4", "name": long_name},
+            {"product_id": "p5", "brand": long_name},
+        ]);
+        let e = event(
+            Kind::Ecommerce,
+            "Order Completed",
+            json!({"order_id": "T1", "currency": "EUR", "total": 1, "products": products}),
+            "",
+            1_748_935_400,
+        );
+        let q = run_as(&ga, &e, "ga4_items");
+        let items: Vec<&str> = ["pr1", "pr2", "pr3", "pr4"]
+            .iter()
+            .map(|k| get(&q, k).unwrap_or(""))
+            .collect();
+        assert_eq!(
+            items[..2],
+            ["id123~pr2.5~ds12345678901", "idp2~pr12345678901~qt3~lp2"]
+        );
+        assert_eq!(items[2], format!("idp3~nm{}", "n".repeat(MAX_VALUE)));
+        assert_eq!(items[3], format!("idp4~nm{}", "n".repeat(MAX_VALUE)));
+        assert_eq!(
+            get(&q, "pr5"),
+            Some(format!("idp5~br{}", "n".repeat(MAX_VALUE)).as_str())
+        );
+        assert_eq!(adjusted("ga4_items", "value_too_long"), 2);
+        assert_eq!(adjusted("ga4_items", "not_a_number"), 3);
+        assert_eq!(adjusted("ga4_items", "personal_data"), 1);
+        for (n, text) in [
+            (10.0, "10"),
+            (7.5, "7.5"),
+            (-0.0, "0"),
+            (1e20, "100000000000000000000"),
+        ] {
+            assert_eq!(format_number(n), text);
+        }
     }
 }
