@@ -272,4 +272,21 @@ mod tests {
         assert!(!e.to_string().contains("Evil"), "{e}");
         assert!(e.to_string().contains("X-Order"), "{e}");
     }
+
+    /// The bounds exactly: a body of `max_body` bytes passes; only http(s)
+    /// URLs with a host do, whatever else has a host; a dot segment right
+    /// after a short authority is seen.
+    #[test]
+    fn bounds_and_schemes_exactly() {
+        let mut r = req("https://h.example/", &[]);
+        r.body = Some(vec![b' '; 10]);
+        assert_eq!(reason(&r, &[]), None);
+        for url in ["ftp://h.example/x", "ws://h.example/x", "data:text/plain,x"] {
+            assert_eq!(reason(&req(url, &[]), &[]), Some("url"), "{url}");
+        }
+        assert_eq!(
+            reason(&req("https://a/./bbbbbbbbbbbbbbbb", &[]), &[]),
+            Some("url")
+        );
+    }
 }
