@@ -497,4 +497,16 @@ mod tests {
             1
         );
     }
+
+    /// `check` points at the placeholder that would pick the host, not
+    /// at the `url` key.
+    #[test]
+    fn a_templated_host_is_refused_at_its_placeholder() {
+        let text = "type = \"http\"\n[settings]\nurl = \"https://{{ client.host }}/x\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        let problem = Http::from_config(Path::new("h.toml"), text, &file, &Variables::new())
+            .err()
+            .unwrap();
+        assert_eq!((problem.line, problem.col), (3, 16), "{problem:?}");
+    }
 }
