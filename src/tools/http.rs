@@ -193,9 +193,9 @@ impl Http {
                     for (name, value) in items {
                         let t = match value {
                             TemplateValue::Template(t) => t.clone(),
-                            TemplateValue::Fixed(v) if !v.is_null() => {
-                                Template::literal(&v.to_string())
-                            }
+                            // Numbers and booleans as their text (a TOML
+                            // value is never null).
+                            TemplateValue::Fixed(v) => Template::literal(&v.to_string()),
                             _ => {
                                 return Err(problem(
                                     "headers",
@@ -508,5 +508,59 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!((problem.line, problem.col), (3, 16), "{problem:?}");
+    }
+
+    fn load(text: &str) -> Result<Http, Problem> {
+        let file: ToolFile = toml::from_str(text).unwrap();
+        Http::from_config(Path::new("h.toml"), text, &file, &Variables::new())
+    }
+
+    /// `settings.url` is needed as soon as any one automated action is on,
+    /// and only then.
+    #[test]
+    fn url_is_needed_with_any_automated_action() {
+        for kind in ["pageview", "track", "ecommerce"] {
+            let text = format!("type = \"http\"\n[automated]\n{kind} = true\n");
+            let problem = load(&text).err().unwrap();
+            assert!(
+                problem.message.contains("needs settings.url"),
+                "{kind}: {problem:?}"
+            );
+        }
+        assert!(load("type = \"http\"\n").is_ok());
+    }
+
+    /// A `request` action's method is fixed text (any case), numbers in
+    /// header values are their text, and a problem in an action's URL is
+    /// reported at its placeholder.
+    #[test]
+    fn request_action_fields() {
+        let action = |fields: &str| {
+            format!(
+                "type = \"http\"\n[[actions]]\nname = \"a\"\nkind = \"request\"\nfiring = [\"Pageview\"]\nfields = {{ {fields} }}\n"
+            )
+        };
+        let http = load(&action(
+            "url = \"https://h.example/x\", method = \"put\", headers = { X-Count = 5 }",
+        ))
+        .unwrap();
+        let request = http.actions[0].as_ref().unwrap();
+        assert_eq!(request.method.as_deref(), Some("PUT"));
+        let headers: Vec<(&str, Option<&str>)> = request
+            .headers
+            .iter()
+            .map(|(k, t)| (k.as_str(), t.as_literal()))
+            .collect();
+        assert_eq!(headers, [("X-Count", Some("5"))]);
+        let problem = load(&action("url = \"https://{{ client.h }}/x\""))
+            .err()
+            .unwrap();
+        assert_eq!((problem.line, problem.col), (6, 27), "{problem:?}");
+        let problem = load(&action(
+            "url = \"https://h.example/x\", method = \"{{ client.m }}\"",
+        ))
+        .err()
+        .unwrap();
+        assert!(problem.message.contains("valid HTTP method"), "{problem:?}");
     }
 }
