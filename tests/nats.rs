@@ -952,3 +952,79 @@ async fn stream_config(
     let mut stream = js.get_stream("TAGPROXY").await.unwrap();
     stream.info().await.unwrap().config.clone()
 }
+
+/// A message without tagproxy's `Tagproxy-Accepted-Ms` header (published
+/// by hand, or by a tool other than tagproxy) is aged from the time
+/// JetStream stored it: it is tried and retried like any other, not
+/// taken for one older than `max_age_s` and dead-lettered, and the
+/// oldest-pending gauge reads seconds, not decades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_our_header_is_aged_from_its_publish_time() {
+    let nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::with_script(Script {
+        statuses: vec![503; 100],
+        ..Script::default()
+    })
+    .await;
+    let mut proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery("retry_base_ms = 60000\nmax_attempts = 5\nmax_age_s = 3600"),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let batch = ids("headerless", 1);
+    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dest.requests().is_empty() {
+        assert!(Instant::now() < deadline, "never tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.kill9();
+
+    // The stored delivery, published again without any header.
+    let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TAGPROXY").await.unwrap();
+    let subject = "tagproxy.deliveries.hook";
+    let stored = stream
+        .get_last_raw_message_by_subject(subject)
+        .await
+        .unwrap();
+    assert!(
+        stored.headers.get("Tagproxy-Accepted-Ms").is_some(),
+        "tagproxy's own message carries the header"
+    );
+    js.publish(subject, stored.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(stream.delete_message(stored.sequence).await.unwrap());
+
+    let before = dest.requests().len();
+    proxy.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = proxy.metrics().await;
+        let depth = tool_metric(&m, "tagproxy_delivery_queue_depth", "hook");
+        let age = tool_metric(&m, "tagproxy_delivery_oldest_pending_seconds", "hook");
+        let retried = tool_metric(&m, "tagproxy_tool_delivery_retries_total", "hook");
+        let dead = tool_metric(&m, "tagproxy_tool_dead_letters_total", "hook");
+        assert_eq!(dead, 0.0, "taken for too old:\n{m}");
+        if retried == 1.0 && depth == 1.0 && age > 0.0 {
+            assert!(age < 60.0, "oldest pending {age} s:\n{m}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the header-less message was not tried and kept (depth {depth}, age {age}):\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(batch
+        .iter()
+        .all(|id| keys(&dest.requests()[before..]).contains(id)));
+}
