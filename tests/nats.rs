@@ -1028,3 +1028,55 @@ async fn a_message_without_our_header_is_aged_from_its_publish_time() {
         .iter()
         .all(|id| keys(&dest.requests()[before..]).contains(id)));
 }
+
+/// `batch_max_events = 1` through NATS: a destination with a batch API
+/// gets one event per request, each at once (no linger, no second fetch
+/// for more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_max_events_1_sends_one_event_per_request_through_nats() {
+    let nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let meta = Destination::start().await;
+    let tool = format!(
+        "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"tok_abc\"\n[automated]\ntrack = true\n",
+        meta.url()
+    );
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery("batch_linger_ms = 200\nbatch_max_events = 1"),
+        &[("meta", tool)],
+    )
+    .await;
+    let all = ids("natsone", 5);
+    let events: Vec<serde_json::Value> = all
+        .iter()
+        .map(|id| {
+            let mut e = common::events::pageview(id);
+            e["type"] = "track".into();
+            e["name"] = "Lead".into();
+            e
+        })
+        .collect();
+    let resp = common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", common::events::UA)
+        .body(serde_json::Value::Array(events).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while meta.raw_requests().len() < all.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 5 requests",
+            meta.raw_requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.settled().await;
+    let raw = meta.raw_requests();
+    let sent: Vec<usize> = raw.iter().map(|r| r.deliveries().len()).collect();
+    assert_eq!(sent, [1; 5], "events per request");
+}
