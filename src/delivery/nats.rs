@@ -736,11 +736,12 @@ fn redact(url: &str) -> String {
     url.split(',')
         .map(|u| {
             let u = u.trim();
-            match (u.find("://"), u.rfind('@')) {
-                (Some(scheme), Some(at)) if at > scheme => {
-                    format!("{}://***@{}", &u[..scheme], &u[at + 1..])
-                }
-                _ => u.to_string(),
+            // The credentials end at the authority's last `@`, with a
+            // scheme or without one (`user:pass@host:4222`).
+            let start = u.find("://").map_or(0, |i| i + 3);
+            match u[start..].rfind('@') {
+                Some(at) => format!("{}***@{}", &u[..start], &u[start + at + 1..]),
+                None => u.to_string(),
             }
         })
         .collect::<Vec<_>>()
@@ -799,6 +800,10 @@ mod tests {
             redact("nats://user:pw@n1:4222, tls://tok@n2:4222"),
             "nats://***@n1:4222,tls://***@n2:4222"
         );
+        // Without a scheme (async-nats takes `host:port`), and a password
+        // holding `@`.
+        assert_eq!(redact("user:pw@n3:4222"), "***@n3:4222");
+        assert_eq!(redact("nats://u:p@ss@n4:4222"), "nats://***@n4:4222");
     }
 
     #[test]
