@@ -285,8 +285,8 @@ fn body_kind(body: &TemplateValue) -> Result<BodyKind, String> {
     };
     let values = t.paths().count();
     let raw = t.raw_sources().count();
-    if t.as_literal().is_some() || (values > 0 && raw == values) {
-        Ok(BodyKind::Text)
+    if raw == values {
+        Ok(BodyKind::Text) // literal text (no values), or only raw values
     } else if values == 1 && t.pieces().count() == 1 {
         Ok(BodyKind::Json)
     } else {
@@ -562,5 +562,77 @@ mod tests {
         .err()
         .unwrap();
         assert!(problem.message.contains("valid HTTP method"), "{problem:?}");
+    }
+
+    /// How a configured body is sent: a table as JSON; a string as text
+    /// when it has no values or only raw ones; a lone value as that value
+    /// JSON-encoded; anything mixing text and encoded values refused.
+    #[test]
+    fn body_kinds() {
+        let kind = |text: &str| {
+            body_kind(&TemplateValue::Template(Template::parse(text).unwrap()))
+                .map_err(|_| "refused")
+        };
+        assert_eq!(
+            body_kind(&TemplateValue::Object(Vec::new())),
+            Ok(BodyKind::Json)
+        );
+        assert_eq!(kind("hello"), Ok(BodyKind::Text));
+        assert_eq!(kind("{{ client.x | raw }}"), Ok(BodyKind::Text));
+        assert_eq!(
+            kind("a={{ client.x | raw }}&b={{ client.y | raw }}"),
+            Ok(BodyKind::Text)
+        );
+        assert_eq!(kind("{{ client.x }}"), Ok(BodyKind::Json));
+        assert_eq!(kind("{{ $token }}"), Ok(BodyKind::Json));
+        for refused in [
+            "a={{ client.x }}",
+            "{{ client.x }}{{ client.y }}",
+            "{{ client.x | raw }}{{ client.y }}",
+        ] {
+            assert_eq!(kind(refused), Err("refused"), "{refused}");
+        }
+    }
+
+    /// Header names are checked at load, and values that read no event.
+    #[test]
+    fn headers_are_checked_at_load() {
+        let variables = Variables::new();
+        let t = |text: &str| Template::parse(text).unwrap();
+        assert!(check_header("X-Order", &t("{{ client.order }}"), &variables).is_ok());
+        assert!(check_header("X Order", &t("1"), &variables).is_err());
+        assert!(check_header("X-Order", &t("a\rb"), &variables).is_err());
+    }
+
+    /// Every URL's origin, the settings' and each action's, once.
+    #[test]
+    fn origins_of_every_url_once() {
+        let text = "type = \"http\"\n[settings]\nurl = \"https://a.example/x\"\n[[actions]]\nname = \"b\"\nkind = \"request\"\nfiring = [\"Pageview\"]\nfields = { url = \"https://b.example/y\" }\n[[actions]]\nname = \"a\"\nkind = \"request\"\nfiring = [\"Pageview\"]\nfields = { url = \"https://a.example/z\" }\n";
+        let http = load(text).unwrap();
+        assert_eq!(
+            crate::tools::origin_names(&http.origins()),
+            ["https://a.example", "https://b.example"]
+        );
+    }
+
+    /// A later list's header replaces an earlier one of the same name
+    /// (case-insensitively); others stay.
+    #[test]
+    fn later_headers_replace_earlier_ones() {
+        let t = |text: &str| Template::literal(text);
+        let settings = [("X-A".to_string(), t("1")), ("X-B".to_string(), t("b"))];
+        let action = [("x-a".to_string(), t("2"))];
+        let ctx = Context {
+            client: &Value::Null,
+            system: &Value::Null,
+            variables: &Variables::new(),
+        };
+        assert_eq!(
+            render_headers(&[&settings, &action], &ctx),
+            [
+                ("X-B".to_string(), "b".to_string()),
+                ("x-a".to_string(), "2".to_string())
+            ]
+        );
     }
 }
