@@ -1504,6 +1504,16 @@ fields = { event_name = "{{ client.email }}", user_email = "{{ client.x }}", who
             "{warnings:?}"
         );
         assert!(warnings[0].starts_with("ga4.toml:9:"), "{}", warnings[0]);
+        assert!(
+            warnings[0].contains("(e-mail address: personal data)"),
+            "{}",
+            warnings[0]
+        );
+        assert!(
+            warnings[2].contains("(phone number: personal data)"),
+            "{}",
+            warnings[2]
+        );
         // The adapter's origin and batch API.
         assert_eq!(
             crate::tools::origin_names(&ga.origins()),

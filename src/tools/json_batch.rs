@@ -162,4 +162,23 @@ mod tests {
         let body: Value = serde_json::from_slice(joined.body.as_deref().unwrap()).unwrap();
         assert_eq!(body, json!([{"n": 1}, {"n": 2}, {"n": 3}]));
     }
+
+    /// A request of exactly `max_member_bytes` may join others; one byte
+    /// more goes alone.
+    #[test]
+    fn member_size_bound_exactly() {
+        let b = SEGMENT_LIKE;
+        let mut at = req("u", "k", json!({"batch": [{"n": 1}]}));
+        let mut body = at.body.take().unwrap();
+        // Pad inside the object with spaces: still the same JSON.
+        body.splice(
+            1..1,
+            std::iter::repeat_n(b' ', b.max_member_bytes - body.len()),
+        );
+        at.body = Some(body.clone());
+        assert!(split(&b, &at).is_some());
+        body.insert(1, b' ');
+        at.body = Some(body);
+        assert!(split(&b, &at).is_none());
+    }
 }
