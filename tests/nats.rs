@@ -23,6 +23,9 @@ use common::{bin, free_port, Destination, Origin, Proxy, Recorded, Script};
 struct NatsServer {
     port: u16,
     child: Child,
+    /// How it was started, for `restart`.
+    exe: PathBuf,
+    args: Vec<std::ffi::OsString>,
     _dir: tempfile::TempDir,
 }
 
@@ -71,7 +74,47 @@ impl NatsServer {
         args: Vec<std::ffi::OsString>,
         dir: tempfile::TempDir,
     ) -> NatsServer {
-        let log_path = dir.path().join("nats.log");
+        let (child, port) = NatsServer::run(&exe, &args, dir.path()).await;
+        NatsServer {
+            port,
+            child,
+            exe,
+            args,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and, `down` later, starts it again on the same port
+    /// with the same store, as a NATS restart under running clients.
+    async fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tokio::time::sleep(down).await;
+        let port = self.port.to_string();
+        let args: Vec<std::ffi::OsString> = self
+            .args
+            .iter()
+            .map(|a| {
+                if a == "-1" {
+                    port.clone().into()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let (child, port) = NatsServer::run(&self.exe, &args, self._dir.path()).await;
+        assert_eq!(port, self.port);
+        self.child = child;
+    }
+
+    /// Runs `exe args`, logging to `dir/nats.log`, until it listens; its
+    /// child and port.
+    async fn run(
+        exe: &PathBuf,
+        args: &[std::ffi::OsString],
+        dir: &std::path::Path,
+    ) -> (Child, u16) {
+        let log_path = dir.join("nats.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(exe)
             .args(args)
@@ -103,11 +146,7 @@ impl NatsServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        NatsServer {
-            port,
-            child,
-            _dir: dir,
-        }
+        (child, port)
     }
 
     fn url(&self) -> String {
@@ -1079,4 +1118,50 @@ async fn batch_max_events_1_sends_one_event_per_request_through_nats() {
     let raw = meta.raw_requests();
     let sent: Vec<usize> = raw.iter().map(|r| r.deliveries().len()).collect();
     assert_eq!(sent, [1; 5], "events per request");
+}
+
+/// NATS restarted under a running proxy (an upgrade, a crash): the
+/// collector answers 503 while it is away (nothing is lost), and once it
+/// is back each tool's consumer is set up again and deliveries resume,
+/// without restarting tagproxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_resume_after_nats_restarts() {
+    let mut nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::start().await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery(""),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let before = ids("before-restart", 1);
+    assert_eq!(post(&proxy.url(""), &before).await, Some(200));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !keys(&dest.requests()).contains(&before[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Away long enough for the consumers' set-up to fail a few times.
+    nats.restart(Duration::from_secs(3)).await;
+    let after = ids("after-restart", 1);
+    let urls = Arc::new(vec![proxy.url("")]);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        send_until_accepted(urls, 0, after.clone()),
+    )
+    .await
+    .expect("the collector never took the event after NATS came back");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !keys(&dest.requests()).contains(&after[0]) {
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not resume after NATS restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
