@@ -139,7 +139,10 @@ if [ $summary_only = 0 ]; then
   # The tests read ../shared/fixtures from the repository's parent folder.
   [ -e target/mutants/shared ] || ln -s "$root/../shared" target/mutants/shared
   for m in "${modules[@]}"; do
-    out=$root/target/mutants/$prefix$m
+    # OUT: a suffix for the output folder, so a second run of one module
+    # (other FILES) can go beside the first; merge its caught.txt into the
+    # module's previously_caught.txt afterwards.
+    out=$root/target/mutants/$prefix$m${OUT:-}
     mkdir -p "$out"
     # Every test target but the headless-browser ones (slow, and they test
     # the client script): a test anywhere may be the one that sees a mutant.

@@ -319,4 +319,15 @@ mod tests {
             None
         );
     }
+
+    /// Letters anywhere, a `+` past the first character, or a last
+    /// character that is not a digit: not a phone number, even when the
+    /// digits would be one's.
+    #[test]
+    fn phone_shapes_need_every_rule() {
+        for not in ["call 555 123 4567", "1+555 123 4567", "+1 (555) 123-4567)"] {
+            assert!(!is_phone(not), "{not}");
+        }
+        assert!(is_phone("+1 (555) 123-4567"));
+    }
 }
