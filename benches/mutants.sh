@@ -169,6 +169,13 @@ if [ $summary_only = 0 ]; then
     echo "=== $m (tier ${TIER:-1}) at $(git rev-parse --short HEAD) ==="
     (cd "$tree" && CARGO_TARGET_DIR=$root/target/mutants/target${SLOT:-} cargo mutants \
       --in-place --no-shuffle --iterate -o "$out" "${files[@]}" "${shard[@]}" "${diff[@]}" "${args[@]}") || true
+    # cargo-mutants' missed/timeout/unviable lists hold only this run's
+    # mutants; a run narrowed by FILES or RE would drop the rest of the
+    # module's outcomes. Keep every run's in *.all beside them.
+    for kind in missed timeout unviable; do
+      cat "$out/mutants.out/$kind.txt" "$out/$kind.all" 2>/dev/null | sort -u >"$out/$kind.all.new" || true
+      mv "$out/$kind.all.new" "$out/$kind.all"
+    done
   done
 fi
 
@@ -185,9 +192,16 @@ for m in "${modules[@]}"; do
   count() { cat "$@" 2>/dev/null | sort -u | comm -12 - "$current" | grep -c . || true; }
   # --iterate carries earlier runs' catches in previously_caught.txt.
   caught=$(count "$dir/caught.txt" "$dir/previously_caught.txt")
-  missed=$(count "$dir/missed.txt")
-  timeout=$(count "$dir/timeout.txt")
-  unviable=$(count "$dir/unviable.txt")
+  # Every run's survivors (the *.all lists, see above), less those caught
+  # since; a mutant both missed and hung in different runs counts as hung.
+  caught_list=$(mktemp)
+  cat "$dir/caught.txt" "$dir/previously_caught.txt" 2>/dev/null | sort -u >"$caught_list" || true
+  seen_as() { cat "$@" 2>/dev/null | sort -u | comm -23 - "$caught_list"; }
+  timeout=$(seen_as "$dir/timeout.txt" "$dir/../timeout.all" | count)
+  missed=$(seen_as "$dir/missed.txt" "$dir/../missed.all" | comm -23 - <(seen_as "$dir/timeout.txt" "$dir/../timeout.all") | count)
+  unviable=$(seen_as "$dir/unviable.txt" "$dir/../unviable.all" |
+    comm -23 - <(seen_as "$dir/missed.txt" "$dir/../missed.all" "$dir/timeout.txt" "$dir/../timeout.all") | count)
+  rm -f "$caught_list"
   total=$(grep -c . "$current" || true)
   rm -f "$current"
   tested=$((caught + missed + timeout))

@@ -736,8 +736,7 @@ fn redact(url: &str) -> String {
     url.split(',')
         .map(|u| {
             let u = u.trim();
-            // The credentials end at the authority's last `@`, with a
-            // scheme or without one (`user:pass@host:4222`).
+            // Credentials end at the last `@`, scheme or not (`u:p@h:4222`).
             let start = u.find("://").map_or(0, |i| i + 3);
             match u[start..].rfind('@') {
                 Some(at) => format!("{}***@{}", &u[..start], &u[start + at + 1..]),
