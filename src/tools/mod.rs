@@ -1468,6 +1468,142 @@ fields = { note = "{{ client.note | raw }}" }
         }
         assert_eq!(described.len(), 14, "{described:?}");
     }
+
+    /// What each adapter declares about itself, from a tool file with its
+    /// required settings: the secrets it sends (redacted from stored
+    /// requests and logs), its templates (checked at load), the one origin
+    /// its requests may go to (its documented API host), whether it joins
+    /// requests into its API's batches, and its custom action kinds with
+    /// their required fields.
+    #[test]
+    fn each_adapter_declares_its_secrets_templates_origin_batching_and_actions() {
+        type Kinds = &'static [(&'static str, &'static [&'static str])];
+        let cases: [(&str, &str, &[&str], usize, &[&str], bool, Kinds); 12] = [
+            (
+                "segment",
+                "write_key = \"wk-1\"",
+                &["wk-1"],
+                1,
+                &["https://api.segment.io"],
+                true,
+                &[("track", &["event"]), ("page", &[])],
+            ),
+            (
+                "mixpanel",
+                "token = \"tok\"\napi_secret = \"sec-1\"",
+                &["sec-1"],
+                2,
+                &["https://api.mixpanel.com"],
+                true,
+                &[("event", &["event"])],
+            ),
+            (
+                "tiktok",
+                "pixel_code = \"C1\"\naccess_token = \"at-1\"",
+                &["at-1"],
+                2,
+                &["https://business-api.tiktok.com"],
+                true,
+                &[("event", &["event"])],
+            ),
+            (
+                "pinterest",
+                "ad_account_id = \"549\"\naccess_token = \"at-2\"",
+                &["at-2"],
+                2,
+                &["https://api.pinterest.com"],
+                true,
+                &[("event", &["event_name"])],
+            ),
+            (
+                "snapchat",
+                "pixel_id = \"p1\"\naccess_token = \"at-3\"",
+                &["at-3"],
+                2,
+                &["https://tr.snapchat.com"],
+                true,
+                &[("event", &["event_name"])],
+            ),
+            (
+                "reddit",
+                "ad_account_id = \"a2_1\"\naccess_token = \"at-4\"",
+                &["at-4"],
+                2,
+                &["https://ads-api.reddit.com"],
+                true,
+                &[("event", &["event_name"])],
+            ),
+            (
+                "amplitude",
+                "api_key = \"ak-1\"",
+                &["ak-1"],
+                1,
+                &["https://api2.amplitude.com"],
+                true,
+                &[("event", &["event_type"])],
+            ),
+            (
+                "bing",
+                "tag_id = \"5\"",
+                &[],
+                1,
+                &[],
+                false,
+                &[("event", &["action"])],
+            ),
+            (
+                "linkedin",
+                "partner_id = \"6\"",
+                &[],
+                1,
+                &[],
+                false,
+                &[("conversion", &[])],
+            ),
+            (
+                "google-ads",
+                "conversion_id = \"AW-7\"",
+                &[],
+                1,
+                &["https://www.googleadservices.com"],
+                false,
+                &[("conversion", &[])],
+            ),
+            (
+                "custom-image",
+                "url = \"https://px.example/i.gif\"",
+                &[],
+                1,
+                &[],
+                false,
+                &[("image", &[])],
+            ),
+            ("console", "", &[], 0, &[], false, &[("log", &[])]),
+        ];
+        let variables = Variables::default();
+        let cx = test_support::context("t", &variables);
+        let event = test_support::visit(
+            crate::event::EventInput {
+                kind: Some(crate::event::Kind::Track),
+                name: "lead".into(),
+                ..Default::default()
+            },
+            None,
+            "Mozilla/5.0",
+            "",
+            1_748_935_400_000,
+        );
+        for (ty, settings, secrets, templates, origins, batching, kinds) in cases {
+            let text = format!("type = \"{ty}\"\n[settings]\n{settings}\n");
+            let tool = build("t", &text).unwrap().unwrap();
+            let a = &tool.adapter;
+            assert_eq!(a.credentials(&event, &cx), secrets, "{ty}: credentials");
+            assert_eq!(a.templates().len(), templates, "{ty}: templates");
+            assert_eq!(origin_names(&a.origins()), origins, "{ty}: origins");
+            assert_eq!(a.batching().is_some(), batching, "{ty}: batching");
+            assert_eq!(a.action_kinds(), kinds, "{ty}: action kinds");
+        }
+    }
 }
 
 /// What the adapters' unit tests share: an event as the collector builds it
