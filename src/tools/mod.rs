@@ -1478,7 +1478,17 @@ fields = { note = "{{ client.note | raw }}" }
     #[test]
     fn each_adapter_declares_its_secrets_templates_origin_batching_and_actions() {
         type Kinds = &'static [(&'static str, &'static [&'static str])];
-        let cases: [(&str, &str, &[&str], usize, &[&str], bool, Kinds); 12] = [
+        /// (type, settings, secrets, templates, origins, batching, kinds)
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static [&'static str],
+            usize,
+            &'static [&'static str],
+            bool,
+            Kinds,
+        );
+        let cases: [Case; 12] = [
             (
                 "segment",
                 "write_key = \"wk-1\"",
