@@ -542,4 +542,124 @@ mod tests {
         );
         assert_eq!(amp.batching().map(|b| b.limits().max_events), Some(2000));
     }
+
+    /// An event of `kind` named `name` on `url`, referred by `referrer`.
+    fn on_page(kind: Kind, name: &str, properties: Value, url: &str, referrer: &str) -> Event {
+        let input = crate::event::EventInput {
+            kind: Some(kind),
+            name: name.into(),
+            properties: properties.as_object().unwrap().clone(),
+            page: crate::event::PageInfo {
+                url: url.into(),
+                title: "Hats".into(),
+                referrer: referrer.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        visit(input, None, "Mozilla/5.0", "", crate::event::now_ms())
+    }
+
+    /// Orders carry Amplitude's revenue fields as Zaraz's tool fills them
+    /// (a refund's revenue negative); other ecommerce events do not.
+    #[test]
+    fn orders_carry_revenue_fields() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let url = "https://shop.test/";
+        let order = on_page(
+            Kind::Ecommerce,
+            "Order Completed",
+            json!({"revenue": 10, "products": [{"product_id": "p1", "quantity": 2}, {"product_id": "p2", "quantity": 1}]}),
+            url,
+            "",
+        );
+        let e = sent(&amp.automated(&order, &cx));
+        assert_eq!(
+            (
+                &e["revenue"],
+                &e["revenueType"],
+                &e["productId"],
+                &e["quantity"]
+            ),
+            (&json!(10.0), &json!("Purchase"), &json!("p1,p2"), &json!(3)),
+            "{e}"
+        );
+        let refund = on_page(
+            Kind::Ecommerce,
+            "Order Refunded",
+            json!({"total": 5, "products": [{"sku": "s"}]}),
+            url,
+            "",
+        );
+        let e = sent(&amp.automated(&refund, &cx));
+        assert_eq!(
+            (&e["revenue"], &e["revenueType"]),
+            (&json!(-5.0), &json!("Refund")),
+            "{e}"
+        );
+        assert!(
+            e.get("productId").is_none() && e.get("quantity").is_none(),
+            "{e}"
+        );
+        let added = on_page(
+            Kind::Ecommerce,
+            "Product Added",
+            json!({"revenue": 3}),
+            url,
+            "",
+        );
+        let e = sent(&amp.automated(&added, &cx));
+        assert!(e.get("revenueType").is_none(), "{e}");
+    }
+
+    /// A pageview is the Browser SDK's `[Amplitude] Page Viewed` with its
+    /// page properties
+    /// (<https://amplitude.com/docs/sdks/analytics/browser/browser-sdk-2#page-views>);
+    /// `referrer` only when there is one.
+    #[test]
+    fn pageviews_as_the_browser_sdk_sends_them() {
+        let amp = amplitude(AMPLITUDE_TOML);
+        let variables = variables();
+        let cx = context("amp", &variables);
+        let view = on_page(
+            Kind::Pageview,
+            "Pageview",
+            json!({}),
+            "https://shop.test/hats?c=red#top",
+            "https://ref.test/",
+        );
+        let e = sent(&amp.automated(&view, &cx));
+        assert_eq!(e["event_type"], "[Amplitude] Page Viewed");
+        assert_eq!(
+            e["event_properties"],
+            json!({
+                "[Amplitude] Page Domain": "shop.test",
+                "[Amplitude] Page Location": "https://shop.test/hats?c=red#top",
+                "[Amplitude] Page Path": "/hats",
+                "[Amplitude] Page Title": "Hats",
+                "[Amplitude] Page URL": "https://shop.test/hats",
+                "referrer": "https://ref.test/",
+            })
+        );
+        let direct = on_page(
+            Kind::Pageview,
+            "Pageview",
+            json!({}),
+            "https://shop.test/",
+            "",
+        );
+        let e = sent(&amp.automated(&direct, &cx));
+        assert!(e["event_properties"].get("referrer").is_none(), "{e}");
+    }
+
+    /// HTTP V2's answers are read: a 400 is refused with Amplitude's words.
+    #[test]
+    fn answers_are_read_by_the_adapter() {
+        let reader = amplitude(AMPLITUDE_TOML).answer_reader().expect("a reader");
+        assert!(
+            matches!(reader(400, r#"{"code":400,"error":"Invalid"}"#), Some(Verdict::Reject(m)) if m.contains("Invalid"))
+        );
+    }
 }

@@ -365,4 +365,14 @@ mod tests {
         );
         assert_eq!(error_message("oops", &["error"]), "oops");
     }
+
+    /// Blank strings are no value; others trimmed; numbers as written.
+    #[test]
+    fn scalars() {
+        use serde_json::json;
+        assert_eq!(scalar(&json!("  ")), None);
+        assert_eq!(scalar(&json!(" a ")).as_deref(), Some("a"));
+        assert_eq!(scalar(&json!(2.5)).as_deref(), Some("2.5"));
+        assert_eq!(scalar(&json!(true)), None);
+    }
 }
