@@ -375,4 +375,76 @@ mod tests {
         assert_eq!(scalar(&json!(2.5)).as_deref(), Some("2.5"));
         assert_eq!(scalar(&json!(true)), None);
     }
+
+    /// An event with `properties`, sent at `timestamp_ms` by the client.
+    fn event_at(properties: serde_json::Value, timestamp_ms: u64) -> Event {
+        let input = crate::event::EventInput {
+            kind: Some(crate::event::Kind::Ecommerce),
+            name: "Order Completed".into(),
+            properties: properties.as_object().unwrap().clone(),
+            timestamp_ms: Some(timestamp_ms),
+            ..Default::default()
+        };
+        crate::tools::test_support::visit(input, None, "Mozilla/5.0", "", crate::event::now_ms())
+    }
+
+    /// `products` then the event itself when it is one product; a product's
+    /// id is its SKU, else its `product_id`; the order's value is `value`,
+    /// `total`, `revenue`, then `price`.
+    #[test]
+    fn products_ids_and_order_values() {
+        use serde_json::json;
+        let now = crate::event::now_ms();
+        let ids = |e: &Event| -> Vec<Option<String>> {
+            products(e).into_iter().map(product_id).collect()
+        };
+        let e = event_at(
+            json!({"products": [{"product_id": "a"}, "junk", {"sku": "b", "product_id": "x"}], "product_id": 7}),
+            now,
+        );
+        assert_eq!(
+            ids(&e),
+            [Some("a".into()), Some("b".into()), Some("7".into())]
+        );
+        let e = event_at(json!({"sku": "s"}), now);
+        assert_eq!(ids(&e), [Some("s".into())]);
+        assert!(products(&event_at(json!({"name": "n"}), now)).is_empty());
+        assert_eq!(product_id(json!({"sku": " "}).as_object().unwrap()), None);
+        for (props, value) in [
+            (json!({"value": 5, "total": 9}), Some(5.0)),
+            (json!({"total": 9, "revenue": 8}), Some(9.0)),
+            (json!({"revenue": 8, "price": 2}), Some(8.0)),
+            (json!({"price": 2}), Some(2.0)),
+            (json!({}), None),
+        ] {
+            assert_eq!(order_value(&event_at(props.clone(), now)), value, "{props}");
+        }
+    }
+
+    /// The client's time unless it is more than a minute ahead (or older
+    /// than the destination takes): then the time of sending.
+    #[test]
+    fn event_times_fall_back_to_now() {
+        use serde_json::json;
+        let day = 24 * 3600 * 1000;
+        let now = crate::event::now_ms();
+        let at = |ts: u64| event_at(json!({}), ts);
+        assert_eq!(event_time_ms(&at(now - 1000)), now - 1000);
+        assert_eq!(event_time_ms(&at(now + 30_000)), now + 30_000);
+        assert_eq!(event_time_ms(&at(now - 30 * day)), now - 30 * day);
+        assert!(event_time_ms(&at(now + 600_000)) < now + 60_000);
+        assert_eq!(
+            event_time_within_ms(&at(now - 2 * day), 7 * day),
+            now - 2 * day
+        );
+        assert_eq!(
+            event_time_within_ms(&at(now + 30_000), 7 * day),
+            now + 30_000
+        );
+        let before = crate::event::now_ms();
+        for late in [now - 8 * day, now + 600_000] {
+            let t = event_time_within_ms(&at(late), 7 * day);
+            assert!(t >= before && t <= crate::event::now_ms(), "{late}: {t}");
+        }
+    }
 }
