@@ -447,4 +447,72 @@ mod tests {
             assert!(t >= before && t <= crate::event::now_ms(), "{late}: {t}");
         }
     }
+
+    /// A click id from the landing URL first, else from its first-party
+    /// cookie; only URL-safe ones.
+    #[test]
+    fn click_ids_from_the_url_then_the_cookie() {
+        let visit = |url: &str, cookies: &str| {
+            let input = crate::event::EventInput {
+                kind: Some(crate::event::Kind::Pageview),
+                name: "Pageview".into(),
+                page: crate::event::PageInfo {
+                    url: url.into(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            crate::tools::test_support::visit(
+                input,
+                None,
+                "Mozilla/5.0",
+                cookies,
+                crate::event::now_ms(),
+            )
+        };
+        let e = visit("https://shop.test/?rdt_cid=url-1", "_rdt_cid=cookie-1");
+        assert_eq!(click_id(&e, "rdt_cid", "_rdt_cid"), Some("url-1"));
+        let e = visit("https://shop.test/?rdt_cid=a%20b", "_rdt_cid=cookie-1");
+        assert_eq!(click_id(&e, "rdt_cid", "_rdt_cid"), Some("cookie-1"));
+        let e = visit("https://shop.test/", "");
+        assert_eq!(click_id(&e, "rdt_cid", "_rdt_cid"), None);
+    }
+
+    /// The Conversions APIs' shared `user_data`: IP, User-Agent, and the
+    /// SHA-256 arrays of e-mail, phone digits and external id.
+    #[test]
+    fn capi_user_data_fields() {
+        use serde_json::json;
+        let input = crate::event::EventInput {
+            kind: Some(crate::event::Kind::Track),
+            name: "lead".into(),
+            ..Default::default()
+        };
+        let ip = Some("192.0.2.9".parse().unwrap());
+        let e = crate::tools::test_support::visit(input, ip, "UA/1", "", crate::event::now_ms());
+        let props =
+            json!({"email": "Joe@Example.com", "phone": "+1 555 123 4567", "user_id": "u1"});
+        let user = capi_user_data(&e, props.as_object().unwrap());
+        assert_eq!(user["client_ip_address"], "192.0.2.9");
+        assert_eq!(user["client_user_agent"], "UA/1");
+        // sha256("joe@example.com"), sha256("15551234567"), sha256("u1").
+        assert_eq!(
+            user["em"],
+            json!(["2481f36dfc515ca76451aaadf1399026942a01ee50c6d0a61988b43cef039bc2"])
+        );
+        assert_eq!(user["ph"], json!([sha256_hex("15551234567")]));
+        assert_eq!(user["external_id"], json!([sha256_hex("u1")]));
+        let anonymous = crate::tools::test_support::visit(
+            crate::event::EventInput {
+                kind: Some(crate::event::Kind::Track),
+                name: "x".into(),
+                ..Default::default()
+            },
+            None,
+            "",
+            "",
+            crate::event::now_ms(),
+        );
+        assert!(capi_user_data(&anonymous, &Map::new()).is_empty());
+    }
 }
