@@ -814,36 +814,14 @@ async fn meta_events_are_batched_and_a_refused_one_is_isolated_through_nats() {
     let origin = Origin::page("text/html", "<html></html>").await;
     let meta = Destination::start().await;
     meta.set_refuse(refuse_stale);
-    let tool = format!(
-        "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"tok_abc\"\n[automated]\ntrack = true\n",
-        meta.url()
-    );
     let proxy = Proxy::start_tools(
         origin.addr,
         &nats.delivery("batch_linger_ms = 300"),
-        &[("meta", tool)],
+        &[("meta", meta_tool(&meta.url()))],
     )
     .await;
     let all = ids("natsbatch", 20);
-    let events: Vec<serde_json::Value> = all
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let mut e = common::events::pageview(id);
-            e["type"] = "track".into();
-            e["name"] = if i == 13 { "Stale" } else { "Lead" }.into();
-            e
-        })
-        .collect();
-    let resp = common::client()
-        .post(proxy.url("/_tagproxy/t"))
-        .header("content-type", "application/json")
-        .header("user-agent", common::events::UA)
-        .body(serde_json::Value::Array(events).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    post_tracks(&proxy, &all, |i| if i == 13 { "Stale" } else { "Lead" }).await;
     let delivered = |raw: &[Recorded]| -> Vec<String> {
         raw.iter()
             .filter(|r| refuse_stale(r).is_none())
@@ -1076,35 +1054,14 @@ async fn batch_max_events_1_sends_one_event_per_request_through_nats() {
     let nats = NatsServer::start().await;
     let origin = Origin::page("text/html", "<html></html>").await;
     let meta = Destination::start().await;
-    let tool = format!(
-        "type = \"facebook-pixel\"\nendpoint = \"{}\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"tok_abc\"\n[automated]\ntrack = true\n",
-        meta.url()
-    );
     let proxy = Proxy::start_tools(
         origin.addr,
         &nats.delivery("batch_linger_ms = 200\nbatch_max_events = 1"),
-        &[("meta", tool)],
+        &[("meta", meta_tool(&meta.url()))],
     )
     .await;
     let all = ids("natsone", 5);
-    let events: Vec<serde_json::Value> = all
-        .iter()
-        .map(|id| {
-            let mut e = common::events::pageview(id);
-            e["type"] = "track".into();
-            e["name"] = "Lead".into();
-            e
-        })
-        .collect();
-    let resp = common::client()
-        .post(proxy.url("/_tagproxy/t"))
-        .header("content-type", "application/json")
-        .header("user-agent", common::events::UA)
-        .body(serde_json::Value::Array(events).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    post_tracks(&proxy, &all, |_| "Lead").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while meta.raw_requests().len() < all.len() {
         assert!(
@@ -1164,4 +1121,35 @@ async fn deliveries_resume_after_nats_restarts() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A Meta Conversions API tool at `url` taking tracks.
+fn meta_tool(url: &str) -> String {
+    format!(
+        "type = \"facebook-pixel\"\nendpoint = \"{url}\"\n[settings]\npixel_id = \"1234567890\"\naccess_token = \"tok_abc\"\n[automated]\ntrack = true\n"
+    )
+}
+
+/// Posts one track per id in one batch, the `i`th named `name(i)`; the
+/// collector must answer 200.
+async fn post_tracks(proxy: &Proxy, ids: &[String], name: impl Fn(usize) -> &'static str) {
+    let events: Vec<serde_json::Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut e = common::events::pageview(id);
+            e["type"] = "track".into();
+            e["name"] = name(i).into();
+            e
+        })
+        .collect();
+    let resp = common::client()
+        .post(proxy.url("/_tagproxy/t"))
+        .header("content-type", "application/json")
+        .header("user-agent", common::events::UA)
+        .body(serde_json::Value::Array(events).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }

@@ -398,17 +398,14 @@ mod tests {
     /// A track named `name` with `properties`, from a browser whose
     /// User-Agent is `user_agent`.
     fn track(name: &str, properties: Value, user_agent: &str) -> Event {
-        let input = crate::event::EventInput {
-            kind: Some(Kind::Track),
-            name: name.into(),
-            properties: properties.as_object().unwrap().clone(),
-            page: crate::event::PageInfo {
-                url: "https://shop.test/".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        visit(input, None, user_agent, "", crate::event::now_ms())
+        event_of(
+            Kind::Track,
+            name,
+            properties,
+            "https://shop.test/",
+            "",
+            user_agent,
+        )
     }
 
     /// The one HTTP V2 event of a request.
@@ -545,6 +542,19 @@ mod tests {
 
     /// An event of `kind` named `name` on `url`, referred by `referrer`.
     fn on_page(kind: Kind, name: &str, properties: Value, url: &str, referrer: &str) -> Event {
+        event_of(kind, name, properties, url, referrer, "Mozilla/5.0")
+    }
+
+    /// An event of `kind` named `name` on `url` (titled "Hats"), referred
+    /// by `referrer`, from a browser whose User-Agent is `user_agent`.
+    fn event_of(
+        kind: Kind,
+        name: &str,
+        properties: Value,
+        url: &str,
+        referrer: &str,
+        user_agent: &str,
+    ) -> Event {
         let input = crate::event::EventInput {
             kind: Some(kind),
             name: name.into(),
@@ -557,7 +567,7 @@ mod tests {
             },
             ..Default::default()
         };
-        visit(input, None, "Mozilla/5.0", "", crate::event::now_ms())
+        visit(input, None, user_agent, "", crate::event::now_ms())
     }
 
     /// Orders carry Amplitude's revenue fields as Zaraz's tool fills them
