@@ -530,27 +530,8 @@ async fn a_nak_retries_503_twice_then_200_exactly_three_attempts() {
 /// start, not at its first submit.
 #[tokio::test]
 async fn a_backlog_in_the_stream_is_delivered_by_a_new_process_before_any_event() {
-    let nats = NatsServer::start().await;
-    let origin = Origin::page("text/html", "<html></html>").await;
-    let dest = Destination::with_script(Script {
-        statuses: vec![503],
-        ..Script::default()
-    })
-    .await;
-    let mut proxy = Proxy::start_tools(
-        origin.addr,
-        &nats.delivery("retry_base_ms = 200"),
-        &[("hook", hook(&dest.url()))],
-    )
-    .await;
-    let batch = ids("backlog", 3);
-    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
-    // Each tried and refused at least once: they wait in the stream.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while keys(&dest.requests()).len() < batch.len() {
-        assert!(Instant::now() < deadline, "not every delivery was tried");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_nats, _origin, dest, mut proxy, batch) =
+        refused_backlog(vec![503], "retry_base_ms = 200", "backlog", 3).await;
     proxy.kill9();
     dest.set_script(Script::default());
     let before = dest.requests().len();
@@ -977,26 +958,13 @@ async fn stream_config(
 /// oldest-pending gauge reads seconds, not decades.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_without_our_header_is_aged_from_its_publish_time() {
-    let nats = NatsServer::start().await;
-    let origin = Origin::page("text/html", "<html></html>").await;
-    let dest = Destination::with_script(Script {
-        statuses: vec![503; 100],
-        ..Script::default()
-    })
-    .await;
-    let mut proxy = Proxy::start_tools(
-        origin.addr,
-        &nats.delivery("retry_base_ms = 60000\nmax_attempts = 5\nmax_age_s = 3600"),
-        &[("hook", hook(&dest.url()))],
+    let (nats, _origin, dest, mut proxy, batch) = refused_backlog(
+        vec![503; 100],
+        "retry_base_ms = 60000\nmax_attempts = 5\nmax_age_s = 3600",
+        "headerless",
+        1,
     )
     .await;
-    let batch = ids("headerless", 1);
-    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while dest.requests().is_empty() {
-        assert!(Instant::now() < deadline, "never tried");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     proxy.kill9();
 
     // The stored delivery, published again without any header.
@@ -1152,4 +1120,37 @@ async fn post_tracks(proxy: &Proxy, ids: &[String], name: impl Fn(usize) -> &'st
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// NATS, an origin, a tool `hook` whose destination answers `statuses` in
+/// turn, and a proxy with `[delivery]` `extra`; `n` events (ids
+/// `prefix`…) posted and each tried (and refused) at least once, so they
+/// wait in the stream.
+async fn refused_backlog(
+    statuses: Vec<u16>,
+    extra: &str,
+    prefix: &str,
+    n: usize,
+) -> (NatsServer, Origin, Destination, Proxy, Vec<String>) {
+    let nats = NatsServer::start().await;
+    let origin = Origin::page("text/html", "<html></html>").await;
+    let dest = Destination::with_script(Script {
+        statuses,
+        ..Script::default()
+    })
+    .await;
+    let proxy = Proxy::start_tools(
+        origin.addr,
+        &nats.delivery(extra),
+        &[("hook", hook(&dest.url()))],
+    )
+    .await;
+    let batch = ids(prefix, n);
+    assert_eq!(post(&proxy.url(""), &batch).await, Some(200));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while keys(&dest.requests()).len() < batch.len() {
+        assert!(Instant::now() < deadline, "not every delivery was tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (nats, origin, dest, proxy, batch)
 }
