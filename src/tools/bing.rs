@@ -199,3 +199,180 @@ fn is_id(v: &str) -> bool {
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventInput, PageInfo};
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{context, visit};
+
+    fn bing() -> Bing {
+        let text = "type = \"bing\"\n[settings]\ntag_id = \"97000001\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        Bing::from_config(Path::new("bing.toml"), text, &file).unwrap()
+    }
+
+    /// An event of `kind` named `name` on `url`, with `title`, `referrer`
+    /// and the `cookies` header.
+    fn event(
+        kind: Kind,
+        name: &str,
+        props: Value,
+        page: (&str, &str, &str),
+        cookies: &str,
+    ) -> Event {
+        let input = EventInput {
+            kind: Some(kind),
+            name: name.into(),
+            properties: props.as_object().cloned().unwrap_or_default(),
+            page: PageInfo {
+                url: page.0.into(),
+                title: page.1.into(),
+                referrer: page.2.into(),
+                encoding: String::new(),
+            },
+            ..EventInput::default()
+        };
+        visit(input, None, "Mozilla/5.0", cookies, 1_748_935_400_000)
+    }
+
+    fn on(url: &str) -> (&str, &str, &str) {
+        (url, "", "")
+    }
+
+    /// The query of the output's one UET hit, as pairs.
+    fn hit(out: &Output) -> Vec<(String, String)> {
+        assert!(out.payloads.is_empty(), "UET hits go from the browser");
+        assert_eq!(out.instructions.len(), 1);
+        let url = out.instructions[0]["fetch"].as_str().unwrap();
+        let (base, query) = url.split_once('?').unwrap();
+        assert_eq!(base, "https://bat.bing.com/action/0");
+        url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn automated(e: &Event) -> Output {
+        bing().automated(e, &context("bing", &Variables::new()))
+    }
+
+    /// `tl` and `r` only when the page has a title and a referrer (the UET
+    /// script leaves them out rather than send them empty).
+    #[test]
+    fn title_and_referrer_only_when_known() {
+        let page = ("https://shop.test/a", "Shoes", "https://search.test/");
+        let q = hit(&automated(&event(Kind::Pageview, "", json!({}), page, "")));
+        assert_eq!(param(&q, "evt"), Some("pageLoad"));
+        assert_eq!(param(&q, "ti"), Some("97000001"));
+        assert_eq!(param(&q, "tl"), Some("Shoes"));
+        assert_eq!(param(&q, "r"), Some("https://search.test/"));
+        let bare = event(Kind::Pageview, "", json!({}), on("https://shop.test/a"), "");
+        let q = hit(&automated(&bare));
+        assert_eq!((param(&q, "tl"), param(&q, "r")), (None, None), "{q:?}");
+        assert_eq!(param(&q, "p"), Some("https://shop.test/a"));
+    }
+
+    /// `msclkid` is taken when it looks like Microsoft's click id: 1 to 200
+    /// letters, digits, `-` or `_`; anything else is left out, not sent,
+    /// and not stored. The `_uetmsclkid` cookie lasts UET's 90 days.
+    #[test]
+    fn click_ids_are_checked_and_kept_90_days() {
+        let landing = |id: &str| {
+            let e = event(
+                Kind::Pageview,
+                "",
+                json!({}),
+                on(&format!("https://shop.test/?msclkid={id}")),
+                "",
+            );
+            automated(&e)
+        };
+        let longest = "a".repeat(200);
+        for good in ["Ab1-_z", longest.as_str()] {
+            let out = landing(good);
+            assert_eq!(param(&hit(&out), "msclkid"), Some(good));
+            assert_eq!(out.cookies.len(), 1);
+            assert_eq!(out.cookies[0].name, "_uetmsclkid");
+            assert_eq!(out.cookies[0].value, format!("_uet{good}"));
+            assert_eq!(out.cookies[0].max_age_secs, 7_776_000);
+        }
+        let too_long = "a".repeat(201);
+        for bad in ["", "a.b", "a b", too_long.as_str()] {
+            let out = landing(bad);
+            assert_eq!(param(&hit(&out), "msclkid"), None, "{bad:?}");
+            assert!(out.cookies.is_empty(), "{bad:?}");
+        }
+    }
+
+    /// Ecommerce events use Microsoft's retail actions where one matches and
+    /// the event's own name otherwise; `gv` / `gc` carry revenue and currency.
+    #[test]
+    fn ecommerce_actions_and_revenue() {
+        let order = event(
+            Kind::Ecommerce,
+            "Order Completed",
+            json!({"revenue": 42.5, "currency": "eur", "category": "shoes"}),
+            on("https://shop.test/"),
+            "",
+        );
+        let q = hit(&automated(&order));
+        assert_eq!(param(&q, "evt"), Some("custom"));
+        assert_eq!(param(&q, "ea"), Some("purchase"));
+        assert_eq!(param(&q, "ec"), Some("shoes"));
+        assert_eq!(param(&q, "gv"), Some("42.5"));
+        assert_eq!(param(&q, "gc"), Some("EUR"));
+        let other = event(
+            Kind::Ecommerce,
+            "Coupon Applied",
+            json!({}),
+            on("https://shop.test/"),
+            "",
+        );
+        let q = hit(&automated(&other));
+        assert_eq!(param(&q, "ea"), Some("Coupon Applied"));
+        assert_eq!((param(&q, "gv"), param(&q, "gc")), (None, None));
+    }
+
+    /// A custom `event` action sends its `action`, `category`, `label`,
+    /// `value`, `revenue` and `currency` fields as UET's event parameters.
+    #[test]
+    fn custom_event_action() {
+        let b = bing();
+        assert_eq!(b.action_kinds(), &[("event", &["action"][..])]);
+        assert_eq!(b.templates().len(), 1);
+        let e = event(Kind::Track, "x", json!({}), on("https://shop.test/"), "");
+        let fields = json!({"action": "signup", "category": "form", "label": "footer",
+            "value": 3, "revenue": "9.5", "currency": "usd"});
+        let out = b.custom(
+            "event",
+            fields.as_object().unwrap().clone(),
+            &e,
+            &context("bing", &Variables::new()),
+        );
+        let q = hit(&out);
+        let sent: Vec<(&str, &str)> = q
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "evt" | "ea" | "ec" | "el" | "ev" | "gv" | "gc"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("evt", "custom"),
+                ("ea", "signup"),
+                ("ec", "form"),
+                ("el", "footer"),
+                ("ev", "3"),
+                ("gv", "9.5"),
+                ("gc", "USD")
+            ]
+        );
+        let q = hit(&b.custom("event", Map::new(), &e, &context("bing", &Variables::new())));
+        assert_eq!(param(&q, "ea"), Some("event"));
+    }
+}
