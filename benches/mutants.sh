@@ -14,6 +14,8 @@
 #   SLOT=2 TIER=unit benches/mutants.sh collector  # beside another run
 #   RE='ensure_tools|nats' TESTS=nats benches/mutants.sh delivery # by name
 #                                         # tier 1 with some test targets only
+#   FILES=src/tools/reddit.rs TESTS=destinations TEST_FILTER='test(/reddit/)' \
+#     benches/mutants.sh tools            # tier 1, one adapter's tests only
 #
 # Modules: delivery collector consent rules tools inject (src/proxy/inject.rs).
 # Settings are in .cargo/mutants.toml (nextest, profile `mutants`).
@@ -158,7 +160,10 @@ if [ $summary_only = 0 ]; then
     else
       args=(--cargo-arg=--lib)
       for t in ${TESTS:-${tier1[$m]}}; do args+=(--cargo-arg=--test "--cargo-arg=$t"); done
-      args+=(--cargo-test-arg=-E "--cargo-test-arg=not binary_id(tagproxy) | (${tier1_unit[$m]})")
+      # TEST_FILTER: a nextest filterset instead, e.g. one adapter's tests
+      # (`test(/mixpanel/)`), for a quick first look at its survivors;
+      # what it leaves still goes to TIER=full.
+      args+=(--cargo-test-arg=-E "--cargo-test-arg=${TEST_FILTER:-not binary_id(tagproxy) | (${tier1_unit[$m]})}")
     fi
     # FILES: a space-separated list of globs within the module.
     files=()
