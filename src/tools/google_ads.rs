@@ -360,4 +360,215 @@ mod tests {
         assert_eq!(gcl_id("1.1732449000.abc"), None);
         assert_eq!(gcl_id("GCL.1"), None);
     }
+
+    use crate::consent::ConsentMode;
+    use crate::event::{EventInput, PageInfo};
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{context, visit};
+
+    /// 2025-06-03T07:23:20Z, in the past so it is the event's own time.
+    const SENT_MS: u64 = 1_748_935_400_000;
+
+    fn ads(settings: &str) -> GoogleAds {
+        let text = format!("type = \"google-ads\"\n[settings]\n{settings}\n");
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        GoogleAds::from_config(Path::new("ads.toml"), &text, &file).unwrap()
+    }
+
+    /// An event of `kind` named `name` on `page` (url, title, referrer),
+    /// with the `cookies` header.
+    fn event(
+        kind: Kind,
+        name: &str,
+        props: Value,
+        page: (&str, &str, &str),
+        cookies: &str,
+    ) -> Event {
+        let input = EventInput {
+            kind: Some(kind),
+            name: name.into(),
+            properties: props.as_object().cloned().unwrap_or_default(),
+            page: PageInfo {
+                url: page.0.into(),
+                title: page.1.into(),
+                referrer: page.2.into(),
+                encoding: String::new(),
+            },
+            ..EventInput::default()
+        };
+        visit(input, None, "Mozilla/5.0", cookies, SENT_MS)
+    }
+
+    fn order(props: Value, cookies: &str) -> Event {
+        event(
+            Kind::Ecommerce,
+            "Order Completed",
+            props,
+            ("https://shop.test/done", "", ""),
+            cookies,
+        )
+    }
+
+    fn run(a: &GoogleAds, e: &Event) -> Output {
+        a.automated(e, &context("ads", &Variables::new()))
+    }
+
+    /// The path and query of the output's one conversion hit.
+    fn hit(out: &Output) -> (String, Vec<(String, String)>) {
+        assert!(
+            out.payloads.is_empty(),
+            "conversion hits go from the browser"
+        );
+        assert_eq!(out.instructions.len(), 1, "{:?}", out.instructions);
+        let url = out.instructions[0]["fetch"].as_str().unwrap();
+        let (base, query) = url.split_once('?').unwrap();
+        let q = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        (base.to_string(), q)
+    }
+
+    fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Denied or granted `ad_storage`, the other signals unset.
+    fn with_ad_storage(mut e: Event, granted: bool) -> Event {
+        e.consent_mode = Some(ConsentMode([
+            (Some(granted), None),
+            (None, None),
+            (None, None),
+            (None, None),
+        ]));
+        e
+    }
+
+    /// A pageview sends nothing and keeps each click id of the landing URL
+    /// as the conversion linker does: `GCL.<event seconds>.<id>`, 90 days;
+    /// with `ad_storage` denied, nothing is kept.
+    #[test]
+    fn pageviews_keep_click_ids_in_conversion_linker_cookies() {
+        let a = ads("conversion_id = \"AW-1\"");
+        let landing = ("https://shop.test/?gclid=G-1&gbraid=B_2&wbraid=W3", "", "");
+        let out = run(&a, &event(Kind::Pageview, "", json!({}), landing, ""));
+        assert!(out.instructions.is_empty() && out.payloads.is_empty());
+        let kept: Vec<(&str, &str, u64)> = out
+            .cookies
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("_gcl_aw", "GCL.1748935400.G-1", 7_776_000),
+                ("_gcl_gb", "GCL.1748935400.B_2", 7_776_000),
+                ("_gcl_wb", "GCL.1748935400.W3", 7_776_000)
+            ]
+        );
+        let denied = with_ad_storage(event(Kind::Pageview, "", json!({}), landing, ""), false);
+        assert!(run(&a, &denied).cookies.is_empty());
+        let granted = with_ad_storage(event(Kind::Pageview, "", json!({}), landing, ""), true);
+        assert_eq!(run(&a, &granted).cookies.len(), 3);
+        let track = event(Kind::Track, "x", json!({}), landing, "");
+        assert_eq!(run(&a, &track).cookies.len(), 3);
+        assert!(run(&a, &track).instructions.is_empty());
+    }
+
+    /// `Order Completed` is the purchase conversion: the id from gtag's
+    /// `AW-…/label` form, value, upper-case currency, the order id as `oid`,
+    /// the page's title and referrer, and stored click ids when
+    /// `ad_storage` allows reading them.
+    #[test]
+    fn order_completed_is_the_purchase_conversion() {
+        let a = ads("conversion_id = \"AW-123/Lbl\"");
+        let props = json!({"order_id": "o-9", "revenue": 30, "currency": " eur "});
+        let page = ("https://shop.test/done", "Thanks", "https://shop.test/cart");
+        let cookie = "_gcl_aw=GCL.1700000000.stored-1";
+        let e = event(
+            Kind::Ecommerce,
+            "Order Completed",
+            props.clone(),
+            page,
+            cookie,
+        );
+        let (base, q) = hit(&run(&a, &e));
+        assert_eq!(
+            base,
+            "https://www.googleadservices.com/pagead/conversion/123/"
+        );
+        for (k, v) in [
+            ("label", "Lbl"),
+            ("value", "30"),
+            ("currency_code", "EUR"),
+            ("oid", "o-9"),
+            ("tiba", "Thanks"),
+            ("ref", "https://shop.test/cart"),
+            ("gclaw", "stored-1"),
+            ("fst", "1748935400000"),
+        ] {
+            assert_eq!(param(&q, k), Some(v), "{k}: {q:?}");
+        }
+        let denied = with_ad_storage(order(props, "_gcl_aw=GCL.1700000000.stored-1"), false);
+        let (_, q) = hit(&run(&a, &denied));
+        assert_eq!(param(&q, "gclaw"), None, "{q:?}");
+        assert_eq!(param(&q, "gcs"), Some("G101"));
+    }
+
+    /// What an order without them leaves out: no title, referrer, blank
+    /// currency or label; the event id stands in for the order id.
+    #[test]
+    fn absent_fields_are_left_out() {
+        let a = ads("conversion_id = \"AW-123\"");
+        let e = order(json!({"currency": "  "}), "");
+        let (_, q) = hit(&run(&a, &e));
+        for k in [
+            "tiba",
+            "ref",
+            "currency_code",
+            "label",
+            "value",
+            "gclaw",
+            "gcs",
+        ] {
+            assert_eq!(param(&q, k), None, "{k}: {q:?}");
+        }
+        assert_eq!(param(&q, "oid"), Some(e.id.as_str()));
+        let other = event(
+            Kind::Ecommerce,
+            "Product Added",
+            json!({}),
+            ("https://shop.test/", "", ""),
+            "",
+        );
+        assert!(run(&a, &other).instructions.is_empty());
+    }
+
+    /// A `conversion` action: its own label before the tool's, `value`,
+    /// `currency_code`, `transaction_id`.
+    #[test]
+    fn custom_conversion_action() {
+        let a = ads("conversion_id = \"987\"\nconversion_label = \"Tool\"");
+        let e = event(
+            Kind::Track,
+            "signup",
+            json!({}),
+            ("https://shop.test/", "", ""),
+            "",
+        );
+        let variables = Variables::new();
+        let cx = context("ads", &variables);
+        let fields = json!({"label": "Own", "value": "12.5", "currency_code": "usd", "transaction_id": "t1"});
+        let (base, q) = hit(&a.custom("conversion", fields.as_object().unwrap().clone(), &e, &cx));
+        assert!(base.ends_with("/pagead/conversion/987/"), "{base}");
+        for (k, v) in [
+            ("label", "Own"),
+            ("value", "12.5"),
+            ("currency_code", "USD"),
+            ("oid", "t1"),
+        ] {
+            assert_eq!(param(&q, k), Some(v), "{k}: {q:?}");
+        }
+        let (_, q) = hit(&a.custom("conversion", Map::new(), &e, &cx));
+        assert_eq!(param(&q, "label"), Some("Tool"));
+    }
 }

@@ -372,4 +372,253 @@ mod tests {
             Some(Verdict::Retry { .. })
         ));
     }
+
+    use crate::event::{DeviceInfo, EventInput, PageInfo};
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{body_of, context, visit};
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+    fn mixpanel(settings: &str) -> Mixpanel {
+        let text = format!("type = \"mixpanel\"\n[settings]\ntoken = \"tok\"\n{settings}\n");
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        Mixpanel::from_config(Path::new("mixpanel.toml"), &text, &file).unwrap()
+    }
+
+    /// An event from `user_agent` with the `cookies` header, on `page`
+    /// (url, title, referrer), its screen `resolution`.
+    struct Visit<'a> {
+        kind: Kind,
+        name: &'a str,
+        props: Value,
+        page: (&'a str, &'a str, &'a str),
+        user_agent: &'a str,
+        cookies: &'a str,
+        resolution: &'a str,
+    }
+
+    impl Default for Visit<'_> {
+        fn default() -> Self {
+            Visit {
+                kind: Kind::Track,
+                name: "signup",
+                props: json!({}),
+                page: ("https://shop.test/p?q=1", "", ""),
+                user_agent: "curl-ish",
+                cookies: "",
+                resolution: "",
+            }
+        }
+    }
+
+    impl Visit<'_> {
+        fn event(&self) -> Event {
+            let input = EventInput {
+                kind: Some(self.kind),
+                name: self.name.into(),
+                properties: self.props.as_object().cloned().unwrap_or_default(),
+                page: PageInfo {
+                    url: self.page.0.into(),
+                    title: self.page.1.into(),
+                    referrer: self.page.2.into(),
+                    encoding: String::new(),
+                },
+                device: DeviceInfo {
+                    resolution: self.resolution.into(),
+                    ..DeviceInfo::default()
+                },
+                ..EventInput::default()
+            };
+            visit(
+                input,
+                None,
+                self.user_agent,
+                self.cookies,
+                1_748_935_400_000,
+            )
+        }
+    }
+
+    /// The one `/import` member an output sends: (event, properties).
+    fn sent(out: &Output) -> (String, Map<String, Value>) {
+        let body = body_of(out);
+        let members = body.as_array().unwrap();
+        assert_eq!(members.len(), 1, "{body}");
+        (
+            members[0]["event"].as_str().unwrap().to_string(),
+            members[0]["properties"].as_object().unwrap().clone(),
+        )
+    }
+
+    fn run(m: &Mixpanel, v: &Visit<'_>) -> (String, Map<String, Value>) {
+        sent(&m.automated(&v.event(), &context("mp", &Variables::new())))
+    }
+
+    /// A pageview is mixpanel-js's `$mp_web_page_view` with its page
+    /// properties; a title and a search only when the page has them.
+    #[test]
+    fn pageviews_are_mixpanel_js_page_views() {
+        let m = mixpanel("");
+        let page = ("https://shop.test/shoes?size=9", "Shoes", "");
+        let v = Visit {
+            kind: Kind::Pageview,
+            page,
+            ..Visit::default()
+        };
+        let (name, p) = run(&m, &v);
+        assert_eq!(name, "$mp_web_page_view");
+        for (k, want) in [
+            ("current_page_title", "Shoes"),
+            ("current_domain", "shop.test"),
+            ("current_url_path", "/shoes"),
+            ("current_url_protocol", "https:"),
+            ("current_url_search", "?size=9"),
+        ] {
+            assert_eq!(p[k], want, "{k}: {p:?}");
+        }
+        let bare = Visit {
+            kind: Kind::Pageview,
+            page: ("https://shop.test/", "", ""),
+            ..Visit::default()
+        };
+        let (_, p) = run(&m, &bare);
+        assert!(
+            !p.contains_key("current_page_title") && !p.contains_key("current_url_search"),
+            "{p:?}"
+        );
+    }
+
+    /// `$referrer` / `$referring_domain` only with a referrer; `$browser`,
+    /// `$browser_version`, `$os` only when woothee knows them; screen size
+    /// from the device's resolution.
+    #[test]
+    fn page_and_device_properties_only_when_known() {
+        let m = mixpanel("");
+        let v = Visit {
+            page: ("https://shop.test/", "", "https://search.test/q"),
+            user_agent: CHROME,
+            resolution: "1920x1080",
+            ..Visit::default()
+        };
+        let (name, p) = run(&m, &v);
+        assert_eq!(name, "signup");
+        for (k, want) in [
+            ("$referrer", json!("https://search.test/q")),
+            ("$referring_domain", json!("search.test")),
+            ("$browser", json!("Chrome")),
+            ("$browser_version", json!("120.0.0.0")),
+            ("$os", json!("Windows 10")),
+            ("$screen_width", json!(1920)),
+            ("$screen_height", json!(1080)),
+            ("$current_url", json!("https://shop.test/")),
+            ("token", json!("tok")),
+            ("mp_lib", json!("tagproxy")),
+            ("time", json!(1_748_935_400_000_u64)),
+        ] {
+            assert_eq!(p.get(k), Some(&want), "{k}: {p:?}");
+        }
+        let (_, p) = run(&m, &Visit::default());
+        for k in [
+            "$referrer",
+            "$referring_domain",
+            "$browser",
+            "$browser_version",
+            "$os",
+            "$screen_width",
+        ] {
+            assert!(!p.contains_key(k), "{k}: {p:?}");
+        }
+    }
+
+    /// mixpanel-js's cookie gives `$device_id` (else its `distinct_id`,
+    /// else our client id); a `user_id` property is `$user_id` and the
+    /// `distinct_id`, and is not sent again as a property.
+    #[test]
+    fn ids_from_mixpanel_js_and_the_user_id() {
+        let m = mixpanel("");
+        let cookie = "mp_tok_mixpanel=%7B%22distinct_id%22%3A%22d-1%22%2C%22%24device_id%22%3A%22dev-1%22%7D";
+        let v = Visit {
+            cookies: cookie,
+            props: json!({"user_id": "u-7"}),
+            ..Visit::default()
+        };
+        let (_, p) = run(&m, &v);
+        assert_eq!(
+            (p["$device_id"].as_str(), p["distinct_id"].as_str()),
+            (Some("dev-1"), Some("u-7"))
+        );
+        assert_eq!(p["$user_id"], "u-7");
+        assert!(!p.contains_key("user_id"), "{p:?}");
+        let only_distinct = "mp_tok_mixpanel=%7B%22distinct_id%22%3A%22d-1%22%7D";
+        let (_, p) = run(
+            &m,
+            &Visit {
+                cookies: only_distinct,
+                ..Visit::default()
+            },
+        );
+        assert_eq!(
+            (p["$device_id"].as_str(), p["distinct_id"].as_str()),
+            (Some("d-1"), Some("d-1"))
+        );
+        assert!(!p.contains_key("$user_id"), "{p:?}");
+        let e = Visit::default().event();
+        let (_, p) = sent(&m.automated(&e, &context("mp", &Variables::new())));
+        assert_eq!(p["$device_id"], json!(e.identity.client_id));
+    }
+
+    /// Basic auth: the project secret when set, else the token; the EU
+    /// endpoint with `eu = true`; one event a member, at most 1 MiB.
+    #[test]
+    fn credentials_endpoint_and_batch_limits() {
+        let auth = |m: &Mixpanel| {
+            let out = m.automated(&Visit::default().event(), &context("mp", &Variables::new()));
+            let Payload::Http(h) = &out.payloads[0] else {
+                panic!()
+            };
+            let a = h
+                .headers
+                .iter()
+                .find(|(k, _)| k == "authorization")
+                .unwrap()
+                .1
+                .clone();
+            (h.url.clone(), a)
+        };
+        // base64("tok:") and base64("sec:").
+        assert_eq!(
+            auth(&mixpanel("")),
+            (
+                "https://api.mixpanel.com/import?strict=1".into(),
+                "Basic dG9rOg==".into()
+            )
+        );
+        assert_eq!(
+            auth(&mixpanel("api_secret = \"sec\"\neu = true")),
+            (
+                "https://api-eu.mixpanel.com/import?strict=1".into(),
+                "Basic c2VjOg==".into()
+            )
+        );
+        assert_eq!(BATCHING.max_member_bytes, 1_048_576);
+        assert_eq!(BATCHING.limits.max_bytes, 10_485_760);
+    }
+
+    /// A custom `event` action: named by its `event` field (`event` when
+    /// missing, empty or not a string), the other fields its properties.
+    #[test]
+    fn custom_event_action() {
+        let m = mixpanel("");
+        let e = Visit::default().event();
+        let variables = Variables::new();
+        let cx = context("mp", &variables);
+        let named =
+            |fields: Value| sent(&m.custom("event", fields.as_object().unwrap().clone(), &e, &cx));
+        let (name, p) = named(json!({"event": "Signed Up", "plan": "pro"}));
+        assert_eq!((name.as_str(), &p["plan"]), ("Signed Up", &json!("pro")));
+        assert!(!p.contains_key("event"), "{p:?}");
+        assert_eq!(named(json!({"event": ""})).0, "event");
+        assert_eq!(named(json!({"event": 5})).0, "event");
+        assert_eq!(named(json!({})).0, "event");
+    }
 }
