@@ -203,38 +203,13 @@ fn is_id(v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventInput, PageInfo};
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{context, visit};
+    use crate::tools::test_support::{context, fetched, page_event as event, param};
 
     fn bing() -> Bing {
         let text = "type = \"bing\"\n[settings]\ntag_id = \"97000001\"\n";
         let file: ToolFile = toml::from_str(text).unwrap();
         Bing::from_config(Path::new("bing.toml"), text, &file).unwrap()
-    }
-
-    /// An event of `kind` named `name` on `url`, with `title`, `referrer`
-    /// and the `cookies` header.
-    fn event(
-        kind: Kind,
-        name: &str,
-        props: Value,
-        page: (&str, &str, &str),
-        cookies: &str,
-    ) -> Event {
-        let input = EventInput {
-            kind: Some(kind),
-            name: name.into(),
-            properties: props.as_object().cloned().unwrap_or_default(),
-            page: PageInfo {
-                url: page.0.into(),
-                title: page.1.into(),
-                referrer: page.2.into(),
-                encoding: String::new(),
-            },
-            ..EventInput::default()
-        };
-        visit(input, None, "Mozilla/5.0", cookies, 1_748_935_400_000)
     }
 
     fn on(url: &str) -> (&str, &str, &str) {
@@ -243,18 +218,9 @@ mod tests {
 
     /// The query of the output's one UET hit, as pairs.
     fn hit(out: &Output) -> Vec<(String, String)> {
-        assert!(out.payloads.is_empty(), "UET hits go from the browser");
-        assert_eq!(out.instructions.len(), 1);
-        let url = out.instructions[0]["fetch"].as_str().unwrap();
-        let (base, query) = url.split_once('?').unwrap();
+        let (base, query) = fetched(out);
         assert_eq!(base, "https://bat.bing.com/action/0");
-        url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect()
-    }
-
-    fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        query
     }
 
     fn automated(e: &Event) -> Output {

@@ -362,41 +362,13 @@ mod tests {
     }
 
     use crate::consent::ConsentMode;
-    use crate::event::{EventInput, PageInfo};
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{context, visit};
-
-    /// 2025-06-03T07:23:20Z, in the past so it is the event's own time.
-    const SENT_MS: u64 = 1_748_935_400_000;
+    use crate::tools::test_support::{context, fetched as hit, page_event as event, param};
 
     fn ads(settings: &str) -> GoogleAds {
         let text = format!("type = \"google-ads\"\n[settings]\n{settings}\n");
         let file: ToolFile = toml::from_str(&text).unwrap();
         GoogleAds::from_config(Path::new("ads.toml"), &text, &file).unwrap()
-    }
-
-    /// An event of `kind` named `name` on `page` (url, title, referrer),
-    /// with the `cookies` header.
-    fn event(
-        kind: Kind,
-        name: &str,
-        props: Value,
-        page: (&str, &str, &str),
-        cookies: &str,
-    ) -> Event {
-        let input = EventInput {
-            kind: Some(kind),
-            name: name.into(),
-            properties: props.as_object().cloned().unwrap_or_default(),
-            page: PageInfo {
-                url: page.0.into(),
-                title: page.1.into(),
-                referrer: page.2.into(),
-                encoding: String::new(),
-            },
-            ..EventInput::default()
-        };
-        visit(input, None, "Mozilla/5.0", cookies, SENT_MS)
     }
 
     fn order(props: Value, cookies: &str) -> Event {
@@ -411,25 +383,6 @@ mod tests {
 
     fn run(a: &GoogleAds, e: &Event) -> Output {
         a.automated(e, &context("ads", &Variables::new()))
-    }
-
-    /// The path and query of the output's one conversion hit.
-    fn hit(out: &Output) -> (String, Vec<(String, String)>) {
-        assert!(
-            out.payloads.is_empty(),
-            "conversion hits go from the browser"
-        );
-        assert_eq!(out.instructions.len(), 1, "{:?}", out.instructions);
-        let url = out.instructions[0]["fetch"].as_str().unwrap();
-        let (base, query) = url.split_once('?').unwrap();
-        let q = url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
-        (base.to_string(), q)
-    }
-
-    fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Denied or granted `ad_storage`, the other signals unset.

@@ -139,3 +139,102 @@ impl Adapter for LinkedIn {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Kind;
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{context, fetched, page_event, param};
+
+    fn linkedin(settings: &str) -> LinkedIn {
+        let text = format!("type = \"linkedin\"\n[settings]\npartner_id = \"5501\"\n{settings}\n");
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        LinkedIn::from_config(Path::new("linkedin.toml"), &text, &file).unwrap()
+    }
+
+    fn page(url: &str, cookies: &str) -> Event {
+        page_event(Kind::Pageview, "", json!({}), (url, "", ""), cookies)
+    }
+
+    /// A pageview is the Insight Tag's image hit: `pid`, `fmt=gif`, the
+    /// page URL and the event time in ms, no `conversionId`.
+    #[test]
+    fn pageviews_are_page_hits() {
+        let l = linkedin("conversion_id = \"77\"");
+        let out = l.automated(
+            &page("https://shop.test/a", ""),
+            &context("li", &Variables::new()),
+        );
+        let (base, q) = fetched(&out);
+        assert_eq!(base, "https://px.ads.linkedin.com/collect");
+        let keys: Vec<&str> = q.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["pid", "fmt", "url", "time"]);
+        assert_eq!(param(&q, "pid"), Some("5501"));
+        assert_eq!(param(&q, "url"), Some("https://shop.test/a"));
+        assert_eq!(param(&q, "time"), Some("1748935400000"));
+        assert!(out.cookies.is_empty());
+    }
+
+    /// `li_fat_id` from the landing URL, else the cookie, when it looks
+    /// like LinkedIn's click id (1 to 200 letters, digits, `-`, `_`); kept
+    /// 30 days as the Insight Tag keeps it.
+    #[test]
+    fn click_ids_are_checked_and_kept_30_days() {
+        let l = linkedin("");
+        let variables = Variables::new();
+        let cx = context("li", &variables);
+        let longest = "b".repeat(200);
+        for good in ["Ab1-_z", longest.as_str()] {
+            let out = l.automated(
+                &page(&format!("https://shop.test/?li_fat_id={good}"), ""),
+                &cx,
+            );
+            assert_eq!(param(&fetched(&out).1, "li_fat_id"), Some(good));
+            let kept: Vec<(&str, &str, u64)> = out
+                .cookies
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
+                .collect();
+            assert_eq!(kept, [("li_fat_id", good, 2_592_000)]);
+        }
+        let out = l.automated(&page("https://shop.test/", "li_fat_id=stored-1"), &cx);
+        assert_eq!(param(&fetched(&out).1, "li_fat_id"), Some("stored-1"));
+        let too_long = "b".repeat(201);
+        for bad in ["", "a.b", "a%20b", too_long.as_str()] {
+            let out = l.automated(
+                &page(&format!("https://shop.test/?li_fat_id={bad}"), ""),
+                &cx,
+            );
+            assert_eq!(param(&fetched(&out).1, "li_fat_id"), None, "{bad:?}");
+            assert!(out.cookies.is_empty(), "{bad:?}");
+        }
+    }
+
+    /// A `conversion` action sends its own `conversion_id`, else the
+    /// tool's; an empty one sends none.
+    #[test]
+    fn conversion_actions() {
+        let variables = Variables::new();
+        let cx = context("li", &variables);
+        let e = page("https://shop.test/", "");
+        let conversion = |l: &LinkedIn, fields: Value| {
+            let out = l.custom("conversion", fields.as_object().unwrap().clone(), &e, &cx);
+            param(&fetched(&out).1, "conversionId").map(String::from)
+        };
+        let with_default = linkedin("conversion_id = \"77\"");
+        assert_eq!(
+            conversion(&with_default, json!({"conversion_id": 12})).as_deref(),
+            Some("12")
+        );
+        assert_eq!(conversion(&with_default, json!({})).as_deref(), Some("77"));
+        assert_eq!(conversion(&linkedin(""), json!({})), None);
+        assert_eq!(
+            conversion(&linkedin(""), json!({"conversion_id": ""})),
+            None
+        );
+        assert_eq!(with_default.action_kinds(), &[("conversion", &[][..])]);
+        assert_eq!(with_default.templates().len(), 2);
+        assert_eq!(linkedin("").templates().len(), 1);
+    }
+}

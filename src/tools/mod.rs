@@ -1662,4 +1662,58 @@ pub(crate) mod test_support {
         };
         serde_json::from_slice(http.body.as_ref().unwrap()).unwrap()
     }
+
+    /// An event of `kind` named `name` with `properties`, sent from a page
+    /// `(url, title, referrer)` with the `cookies` header, at
+    /// 2025-06-03T07:23:20Z (in the past, so it is the event's own time).
+    pub(crate) fn page_event(
+        kind: crate::event::Kind,
+        name: &str,
+        properties: serde_json::Value,
+        page: (&str, &str, &str),
+        cookies: &str,
+    ) -> Event {
+        let input = EventInput {
+            kind: Some(kind),
+            name: name.into(),
+            properties: properties.as_object().cloned().unwrap_or_default(),
+            page: crate::event::PageInfo {
+                url: page.0.into(),
+                title: page.1.into(),
+                referrer: page.2.into(),
+                encoding: String::new(),
+            },
+            ..EventInput::default()
+        };
+        visit(input, None, "Mozilla/5.0", cookies, PAGE_EVENT_MS)
+    }
+
+    /// When [`page_event`]s are sent, in Unix milliseconds.
+    pub(crate) const PAGE_EVENT_MS: u64 = 1_748_935_400_000;
+
+    /// The URL before `?` and the query pairs of an output's one
+    /// browser-side `{"fetch": url}` instruction (it must have no
+    /// server-side payload).
+    pub(crate) fn fetched(out: &super::Output) -> (String, Vec<(String, String)>) {
+        assert!(
+            out.payloads.is_empty(),
+            "a browser-side hit: {:?}",
+            out.payloads
+        );
+        assert_eq!(out.instructions.len(), 1, "{:?}", out.instructions);
+        let url = out.instructions[0]["fetch"].as_str().expect("a fetch");
+        let (base, query) = url.split_once('?').expect("a query");
+        let pairs = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        (base.to_string(), pairs)
+    }
+
+    /// The first value of query parameter `name`.
+    pub(crate) fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
