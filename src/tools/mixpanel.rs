@@ -621,4 +621,16 @@ mod tests {
         assert_eq!(named(json!({"event": 5})).0, "event");
         assert_eq!(named(json!({})).0, "event");
     }
+
+    /// The answer reader is the one above; a 408 is a timeout to retry
+    /// with the rest of the 5xx answers, not a refusal.
+    #[test]
+    fn request_timeouts_are_not_refusals() {
+        let reader = mixpanel("").answer_reader().expect("a reader");
+        assert!(
+            matches!(reader(401, "{\"error\":\"bad auth\"}"), Some(Verdict::Reject(m)) if m.contains("bad auth"))
+        );
+        assert_eq!(read_answer(408, "{\"error\":\"timeout\"}"), None);
+        assert!(matches!(read_answer(413, ""), Some(Verdict::Reject(_))));
+    }
 }
