@@ -373,9 +373,8 @@ mod tests {
         ));
     }
 
-    use crate::event::{DeviceInfo, EventInput, PageInfo};
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{body_of, context, visit};
+    use crate::tools::test_support::{body_of, context, Visit};
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
@@ -383,60 +382,6 @@ mod tests {
         let text = format!("type = \"mixpanel\"\n[settings]\ntoken = \"tok\"\n{settings}\n");
         let file: ToolFile = toml::from_str(&text).unwrap();
         Mixpanel::from_config(Path::new("mixpanel.toml"), &text, &file).unwrap()
-    }
-
-    /// An event from `user_agent` with the `cookies` header, on `page`
-    /// (url, title, referrer), its screen `resolution`.
-    struct Visit<'a> {
-        kind: Kind,
-        name: &'a str,
-        props: Value,
-        page: (&'a str, &'a str, &'a str),
-        user_agent: &'a str,
-        cookies: &'a str,
-        resolution: &'a str,
-    }
-
-    impl Default for Visit<'_> {
-        fn default() -> Self {
-            Visit {
-                kind: Kind::Track,
-                name: "signup",
-                props: json!({}),
-                page: ("https://shop.test/p?q=1", "", ""),
-                user_agent: "curl-ish",
-                cookies: "",
-                resolution: "",
-            }
-        }
-    }
-
-    impl Visit<'_> {
-        fn event(&self) -> Event {
-            let input = EventInput {
-                kind: Some(self.kind),
-                name: self.name.into(),
-                properties: self.props.as_object().cloned().unwrap_or_default(),
-                page: PageInfo {
-                    url: self.page.0.into(),
-                    title: self.page.1.into(),
-                    referrer: self.page.2.into(),
-                    encoding: String::new(),
-                },
-                device: DeviceInfo {
-                    resolution: self.resolution.into(),
-                    ..DeviceInfo::default()
-                },
-                ..EventInput::default()
-            };
-            visit(
-                input,
-                None,
-                self.user_agent,
-                self.cookies,
-                1_748_935_400_000,
-            )
-        }
     }
 
     /// The one `/import` member an output sends: (event, properties).

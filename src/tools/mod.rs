@@ -1665,7 +1665,7 @@ pub(crate) mod test_support {
 
     /// An event of `kind` named `name` with `properties`, sent from a page
     /// `(url, title, referrer)` with the `cookies` header, at
-    /// 2025-06-03T07:23:20Z (in the past, so it is the event's own time).
+    /// [`PAGE_EVENT_MS`].
     pub(crate) fn page_event(
         kind: crate::event::Kind,
         name: &str,
@@ -1673,19 +1673,76 @@ pub(crate) mod test_support {
         page: (&str, &str, &str),
         cookies: &str,
     ) -> Event {
-        let input = EventInput {
-            kind: Some(kind),
-            name: name.into(),
-            properties: properties.as_object().cloned().unwrap_or_default(),
-            page: crate::event::PageInfo {
-                url: page.0.into(),
-                title: page.1.into(),
-                referrer: page.2.into(),
-                encoding: String::new(),
-            },
-            ..EventInput::default()
-        };
-        visit(input, None, "Mozilla/5.0", cookies, PAGE_EVENT_MS)
+        Visit {
+            kind,
+            name,
+            props: properties,
+            page,
+            cookies,
+            ..Visit::default()
+        }
+        .event()
+    }
+
+    /// One event as a browser sends it, field by field; [`Visit::default`]
+    /// is a `signup` track on `https://shop.test/p?q=1` from a User-Agent
+    /// woothee does not know, with no cookie, IP, screen or language, at
+    /// [`PAGE_EVENT_MS`].
+    pub(crate) struct Visit<'a> {
+        pub kind: crate::event::Kind,
+        pub name: &'a str,
+        pub props: serde_json::Value,
+        /// (url, title, referrer)
+        pub page: (&'a str, &'a str, &'a str),
+        pub user_agent: &'a str,
+        /// The `Cookie` header.
+        pub cookies: &'a str,
+        /// `WxH`
+        pub resolution: &'a str,
+        pub language: &'a str,
+        pub ip: Option<std::net::IpAddr>,
+        /// When it was sent, in Unix milliseconds.
+        pub sent_ms: u64,
+    }
+
+    impl Default for Visit<'_> {
+        fn default() -> Self {
+            Visit {
+                kind: crate::event::Kind::Track,
+                name: "signup",
+                props: serde_json::json!({}),
+                page: ("https://shop.test/p?q=1", "", ""),
+                user_agent: "curl-ish",
+                cookies: "",
+                resolution: "",
+                language: "",
+                ip: None,
+                sent_ms: PAGE_EVENT_MS,
+            }
+        }
+    }
+
+    impl Visit<'_> {
+        pub(crate) fn event(&self) -> Event {
+            let input = EventInput {
+                kind: Some(self.kind),
+                name: self.name.into(),
+                properties: self.props.as_object().cloned().unwrap_or_default(),
+                page: crate::event::PageInfo {
+                    url: self.page.0.into(),
+                    title: self.page.1.into(),
+                    referrer: self.page.2.into(),
+                    encoding: String::new(),
+                },
+                device: crate::event::DeviceInfo {
+                    resolution: self.resolution.into(),
+                    language: self.language.into(),
+                    ..crate::event::DeviceInfo::default()
+                },
+                ..EventInput::default()
+            };
+            visit(input, self.ip, self.user_agent, self.cookies, self.sent_ms)
+        }
     }
 
     /// When [`page_event`]s are sent, in Unix milliseconds.
