@@ -390,4 +390,208 @@ mod tests {
             Some(props::sha256_hex("16505550134"))
         );
     }
+
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{body_of, context, Visit};
+
+    fn pinterest(settings: &str) -> Pinterest {
+        let text = format!(
+            "type = \"pinterest\"\n[settings]\nad_account_id = \"549/1\"\naccess_token = \"pina_tok\"\n{settings}\n"
+        );
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        Pinterest::from_config(Path::new("pinterest.toml"), &text, &file).unwrap()
+    }
+
+    /// The one `data[]` event of an output.
+    fn sent(out: &Output) -> Value {
+        let body = body_of(out);
+        assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
+        body["data"][0].clone()
+    }
+
+    fn run(v: &Visit<'_>) -> Output {
+        pinterest("").automated(&v.event(), &context("pin", &Variables::new()))
+    }
+
+    /// The landing URL's `epik` (else the `_epik` cookie) is `click_id`,
+    /// kept a year as the Pinterest tag keeps it.
+    #[test]
+    fn epik_is_the_click_id_kept_a_year() {
+        let out = run(&Visit {
+            page: ("https://shop.test/?epik=dj0yJnU9", "", ""),
+            ..Visit::default()
+        });
+        assert_eq!(sent(&out)["user_data"]["click_id"], "dj0yJnU9");
+        let kept: Vec<(&str, &str, u64)> = out
+            .cookies
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
+            .collect();
+        assert_eq!(kept, [("_epik", "dj0yJnU9", 31_536_000)]);
+        let out = run(&Visit {
+            cookies: "_epik=stored.1",
+            ..Visit::default()
+        });
+        assert_eq!(sent(&out)["user_data"]["click_id"], "stored.1");
+        let out = run(&Visit::default());
+        assert!(sent(&out)["user_data"].get("click_id").is_none() && out.cookies.is_empty());
+    }
+
+    /// Pinterest takes events from the last 7 days: an event a little
+    /// younger than 7 days less an hour keeps its time (in seconds), an
+    /// older one is sent as now.
+    #[test]
+    fn event_time_within_pinterests_window() {
+        let now = crate::event::now_ms();
+        let limit_ms = (7 * 24 - 1) * 3600 * 1000;
+        let young = now - limit_ms + 600_000;
+        let out = run(&Visit {
+            sent_ms: young,
+            ..Visit::default()
+        });
+        assert_eq!(sent(&out)["event_time"], young / 1000);
+        let old = now - limit_ms - 600_000;
+        let t = sent(&run(&Visit {
+            sent_ms: old,
+            ..Visit::default()
+        }))["event_time"]
+            .as_u64()
+            .unwrap();
+        assert!(t >= now / 1000, "{t} is not now");
+    }
+
+    /// `language`: the two-letter code of the browser's language, only
+    /// when it has one.
+    #[test]
+    fn language_is_the_two_letter_code() {
+        let language = |l: &str| {
+            sent(&run(&Visit {
+                language: l,
+                ..Visit::default()
+            }))
+            .get("language")
+            .cloned()
+        };
+        assert_eq!(language("EN-us"), Some(json!("en")));
+        assert_eq!(language("e"), None);
+        assert_eq!(language(""), None);
+        assert_eq!(language("日本"), None);
+    }
+
+    /// Pageviews are `page_visit`; tracks named like a Pinterest event are
+    /// that event (any case), others `custom`; ecommerce events map as
+    /// Zaraz's Pinterest tool maps them. Tracks carry Pinterest's own keys
+    /// in `custom_data`, none when there are none.
+    #[test]
+    fn event_names_and_track_data() {
+        let name = |kind, n: &str| {
+            sent(&run(&Visit {
+                kind,
+                name: n,
+                ..Visit::default()
+            }))["event_name"]
+                .clone()
+        };
+        assert_eq!(name(Kind::Pageview, ""), "page_visit");
+        assert_eq!(name(Kind::Track, "Lead"), "lead");
+        assert_eq!(name(Kind::Track, "Watch_Video"), "watch_video");
+        assert_eq!(name(Kind::Track, "newsletter"), "custom");
+        for (zaraz, pinterest) in [
+            ("Order Completed", "checkout"),
+            ("Product Added", "add_to_cart"),
+            ("Products Searched", "search"),
+            ("Product List Viewed", "view_category"),
+            ("Coupon Applied", "custom"),
+        ] {
+            assert_eq!(name(Kind::Ecommerce, zaraz), pinterest);
+        }
+        let props = json!({"search_string": "red", "order_id": 7, "content_name": "n", "content_category": "c",
+                           "value": 9.5, "currency": "eur", "email": "a@b.c"});
+        let e = sent(&run(&Visit {
+            props,
+            ..Visit::default()
+        }));
+        assert_eq!(
+            e["custom_data"],
+            json!({"search_string": "red", "order_id": "7", "content_name": "n", "content_category": "c",
+                   "value": "9.5", "currency": "EUR"})
+        );
+        assert_eq!(e["user_data"]["em"], json!([props::sha256_hex("a@b.c")]));
+        assert!(sent(&run(&Visit::default())).get("custom_data").is_none());
+    }
+
+    /// Ecommerce `custom_data` as Zaraz's Pinterest tool fills it.
+    #[test]
+    fn ecommerce_data_as_zaraz_fills_it() {
+        let props = json!({"total": 30, "currency": "usd", "order_id": "o1", "query": "boots", "products": [
+            {"product_id": "p1", "price": 10, "quantity": 2, "name": "Boot", "category": "shoes", "brand": "A"},
+            {"sku": "s2", "quantity": 0.5, "name": "Lace"},
+            {"name": "no id", "category": "misc"}
+        ]});
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Order Completed",
+            props,
+            ..Visit::default()
+        }));
+        assert_eq!(
+            e["custom_data"],
+            json!({
+                "value": "30", "currency": "USD", "order_id": "o1", "search_string": "boots",
+                "content_ids": ["p1", "s2"],
+                "contents": [{"id": "p1", "item_price": "10", "quantity": 2}, {"id": "s2", "quantity": 1}],
+                "num_items": 3,
+                "content_name": "Boot,Lace,no id", "content_category": "shoes,misc", "content_brand": "A"
+            })
+        );
+        let bare = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Cart Viewed",
+            props: json!({"products": [{"name": "x"}]}),
+            ..Visit::default()
+        }));
+        assert_eq!(bare["custom_data"], json!({"content_name": "x"}));
+    }
+
+    /// The request: the ad account's URL (its id encoded), `?test=true` in
+    /// test mode, the bearer token; a custom `event` action's
+    /// `event_name` (`custom` without one) and fields.
+    #[test]
+    fn request_and_custom_action() {
+        let p = pinterest("test = true");
+        let variables = Variables::new();
+        let cx = context("pin", &variables);
+        let e = Visit::default().event();
+        let fields =
+            json!({"event_name": "lead", "content_name": "form", "phone": "+1 650 555 0134"});
+        let out = p.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
+        let Payload::Http(h) = &out.payloads[0] else {
+            panic!()
+        };
+        assert_eq!(
+            h.url,
+            "https://api.pinterest.com/v5/ad_accounts/549%2F1/events?test=true"
+        );
+        assert!(
+            h.headers
+                .contains(&("authorization".into(), "Bearer pina_tok".into())),
+            "{:?}",
+            h.headers
+        );
+        let data = sent(&out);
+        assert_eq!(data["event_name"], "lead");
+        assert_eq!(data["custom_data"], json!({"content_name": "form"}));
+        assert_eq!(
+            data["user_data"]["ph"],
+            json!([props::sha256_hex("16505550134")])
+        );
+        let out = p.custom("event", Map::new(), &e, &cx);
+        assert_eq!(sent(&out)["event_name"], "custom");
+        let Payload::Http(h) = &run(&Visit::default()).payloads[0] else {
+            panic!()
+        };
+        assert!(!h.url.contains("test"), "{}", h.url);
+        assert!(p.answer_reader().unwrap()(408, "").is_none());
+        assert!(matches!(read_answer(400, "{}"), Some(Verdict::Reject(_))));
+    }
 }
