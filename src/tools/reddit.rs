@@ -384,4 +384,265 @@ mod tests {
             Some(Verdict::Reject(m)) if m == "HTTP 401: Reddit: Unauthorized"
         ));
     }
+
+    use crate::admin::audit::rfc3339_ms;
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{body_of, context, Visit};
+
+    fn reddit(settings: &str) -> Reddit {
+        let text = format!(
+            "type = \"reddit\"\n[settings]\nad_account_id = \"t2_ab/c\"\naccess_token = \"rtok\"\n{settings}\n"
+        );
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        Reddit::from_config(Path::new("reddit.toml"), &text, &file).unwrap()
+    }
+
+    /// The one `events[]` member of an output.
+    fn sent(out: &Output) -> Value {
+        let body = body_of(out);
+        assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
+        body["events"][0].clone()
+    }
+
+    fn run(v: &Visit<'_>) -> Output {
+        reddit("").automated(&v.event(), &context("rdt", &Variables::new()))
+    }
+
+    fn kept(out: &Output) -> Vec<(&str, &str, u64)> {
+        out.cookies
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
+            .collect()
+    }
+
+    /// `user`: the IP hashed, the User-Agent when there is one, e-mail and
+    /// external id hashed, the screen; the pixel's `_rdt_uuid` kept 90 days
+    /// and the landing URL's `rdt_cid` 28 days.
+    #[test]
+    fn user_fields_and_cookies() {
+        let ip = Some("192.0.2.7".parse().unwrap());
+        let v = Visit {
+            ip,
+            user_agent: "UA/1",
+            resolution: "390x844",
+            cookies: "_rdt_uuid=1700000000000.abc-def",
+            page: ("https://shop.test/?rdt_cid=cid-1", "", ""),
+            props: json!({"email": " A@B.c ", "user_id": "u1"}),
+            ..Visit::default()
+        };
+        let out = run(&v);
+        let e = sent(&out);
+        assert_eq!(
+            e["user"],
+            json!({
+                "ip_address": props::sha256_hex("192.0.2.7"),
+                "user_agent": "UA/1",
+                "email": props::sha256_hex("a@b.c"),
+                "external_id": props::sha256_hex("u1"),
+                "uuid": "1700000000000.abc-def",
+                "screen_dimensions": {"width": 390, "height": 844}
+            })
+        );
+        assert_eq!(e["click_id"], "cid-1");
+        assert_eq!(
+            kept(&out),
+            [
+                ("_rdt_uuid", "1700000000000.abc-def", 7_776_000),
+                ("_rdt_cid", "cid-1", 2_419_200)
+            ]
+        );
+        let e = sent(&run(&Visit {
+            user_agent: "",
+            ..Visit::default()
+        }));
+        assert!(
+            e["user"].get("user_agent").is_none() && e.get("click_id").is_none(),
+            "{e}"
+        );
+    }
+
+    /// Without the pixel's cookie, `_rdt_uuid` is made in its shape
+    /// (`<first seen ms>.<uuid>`) from our client id, the same for every
+    /// event of the visitor.
+    #[test]
+    fn new_uuids_are_stable_per_visitor() {
+        let a = Visit::default().event();
+        let uuid = new_uuid(&a);
+        let (ms, id) = uuid.split_once('.').unwrap();
+        let first_seen: u64 = a
+            .identity
+            .client_id
+            .split_once('.')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert_eq!(ms, (first_seen * 1000).to_string());
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{uuid}");
+        assert!(
+            id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()),
+            "{uuid}"
+        );
+        let mut b = Visit::default().event();
+        b.identity.client_id = a.identity.client_id.clone();
+        assert_ne!(b.id, a.id);
+        assert_eq!(new_uuid(&b), uuid);
+        b.identity.client_id = format!("{}x", a.identity.client_id);
+        assert_ne!(new_uuid(&b), uuid);
+        let out = reddit("").automated(&a, &context("rdt", &Variables::new()));
+        assert_eq!(sent(&out)["user"]["uuid"], json!(uuid));
+    }
+
+    /// Reddit takes events from the last 7 days: an event a little younger
+    /// than 7 days less an hour keeps its time, an older one is sent as now.
+    #[test]
+    fn event_at_within_reddits_window() {
+        let now = crate::event::now_ms();
+        let limit_ms = (7 * 24 - 1) * 3600 * 1000;
+        let young = now - limit_ms + 600_000;
+        let e = sent(&run(&Visit {
+            sent_ms: young,
+            ..Visit::default()
+        }));
+        assert_eq!(e["event_at"], rfc3339_ms(young));
+        let old = now - limit_ms - 600_000;
+        let e = sent(&run(&Visit {
+            sent_ms: old,
+            ..Visit::default()
+        }));
+        assert_ne!(e["event_at"], rfc3339_ms(old));
+        assert!(
+            e["event_at"].as_str().unwrap() >= rfc3339_ms(now).as_str(),
+            "{e}"
+        );
+    }
+
+    /// Tracking types: a track named like one (any case, spaces or `_`)
+    /// is that type; other names are `Custom` with `custom_event_name`;
+    /// ecommerce events as Zaraz's Reddit tool names them. Tracks carry
+    /// `value_decimal` and `currency`; every event our id as
+    /// `conversion_id`.
+    #[test]
+    fn tracking_types_and_metadata() {
+        let event_type = |kind, name: &str| {
+            sent(&run(&Visit {
+                kind,
+                name,
+                ..Visit::default()
+            }))["event_type"]
+                .clone()
+        };
+        assert_eq!(
+            event_type(Kind::Pageview, ""),
+            json!({"tracking_type": "PageVisit"})
+        );
+        assert_eq!(
+            event_type(Kind::Track, "sign_up"),
+            json!({"tracking_type": "SignUp"})
+        );
+        assert_eq!(
+            event_type(Kind::Track, "add to cart"),
+            json!({"tracking_type": "AddToCart"})
+        );
+        assert_eq!(
+            event_type(Kind::Track, "newsletter"),
+            json!({"tracking_type": "Custom", "custom_event_name": "newsletter"})
+        );
+        for (zaraz, reddit) in ECOMMERCE {
+            assert_eq!(
+                event_type(Kind::Ecommerce, zaraz),
+                json!({"tracking_type": reddit})
+            );
+        }
+        assert_eq!(
+            event_type(Kind::Ecommerce, "Cart Viewed"),
+            json!({"tracking_type": "Custom", "custom_event_name": "Cart Viewed"})
+        );
+        let v = Visit {
+            props: json!({"value": "12.5", "currency": "eur"}),
+            ..Visit::default()
+        };
+        let e = v.event();
+        let sent = sent(&reddit("").automated(&e, &context("rdt", &Variables::new())));
+        assert_eq!(
+            sent["event_metadata"],
+            json!({"value_decimal": 12.5, "currency": "EUR", "conversion_id": e.id})
+        );
+    }
+
+    /// Ecommerce `event_metadata`: the order's value, currency, products
+    /// (SKU, else product id; name, category) and their quantities' sum.
+    #[test]
+    fn ecommerce_metadata_lists_products() {
+        let props = json!({"revenue": 40, "currency": "gbp", "products": [
+            {"sku": "S1", "product_id": "p1", "name": "Boot", "category": "shoes", "quantity": 3},
+            {"product_id": "p2", "quantity": 0},
+            {"name": "no id"}
+        ]});
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Order Completed",
+            props,
+            ..Visit::default()
+        }));
+        let m = &e["event_metadata"];
+        assert_eq!(m["value_decimal"], 40.0);
+        assert_eq!(m["currency"], "GBP");
+        assert_eq!(m["item_count"], 4);
+        assert_eq!(
+            m["products"],
+            json!([{"id": "S1", "name": "Boot", "category": "shoes"}, {"id": "p2"}])
+        );
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Cart Viewed",
+            props: json!({"products": [{"name": "x"}]}),
+            ..Visit::default()
+        }));
+        assert!(
+            e["event_metadata"].get("products").is_none()
+                && e["event_metadata"].get("item_count").is_none(),
+            "{e}"
+        );
+    }
+
+    /// The request: the ad account's URL (its id encoded), the bearer
+    /// token, `test_mode`; a custom `event` action's `event_name`
+    /// (`Custom` without one); a 408 is retried.
+    #[test]
+    fn request_and_custom_action() {
+        let r = reddit("test_mode = true");
+        let variables = Variables::new();
+        let cx = context("rdt", &variables);
+        let e = Visit::default().event();
+        let fields = json!({"event_name": "Lead", "value": 3, "email": "x@y.z"});
+        let out = r.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
+        let Payload::Http(h) = &out.payloads[0] else {
+            panic!()
+        };
+        assert_eq!(
+            h.url,
+            "https://ads-api.reddit.com/api/v2.0/conversions/events/t2_ab%2Fc"
+        );
+        assert!(
+            h.headers
+                .contains(&("authorization".into(), "Bearer rtok".into())),
+            "{:?}",
+            h.headers
+        );
+        assert_eq!(body_of(&out)["test_mode"], true);
+        let ev = sent(&out);
+        assert_eq!(ev["event_type"], json!({"tracking_type": "Lead"}));
+        assert_eq!(ev["event_metadata"]["value_decimal"], 3.0);
+        assert_eq!(ev["user"]["email"], props::sha256_hex("x@y.z"));
+        let ev = sent(&r.custom("event", Map::new(), &e, &cx));
+        assert_eq!(ev["event_type"]["custom_event_name"], "Custom");
+        assert_eq!(body_of(&run(&Visit::default()))["test_mode"], false);
+        assert!(r.answer_reader().unwrap()(408, "").is_none());
+        assert!(matches!(
+            r.answer_reader().unwrap()(403, "{}"),
+            Some(Verdict::Reject(_))
+        ));
+    }
 }
