@@ -363,7 +363,9 @@ mod tests {
 
     use crate::consent::ConsentMode;
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{context, fetched as hit, page_event as event, param};
+    use crate::tools::test_support::{
+        context, cookies_of, fetched as hit, page_event as event, param,
+    };
 
     fn ads(settings: &str) -> GoogleAds {
         let text = format!("type = \"google-ads\"\n[settings]\n{settings}\n");
@@ -405,11 +407,7 @@ mod tests {
         let landing = ("https://shop.test/?gclid=G-1&gbraid=B_2&wbraid=W3", "", "");
         let out = run(&a, &event(Kind::Pageview, "", json!({}), landing, ""));
         assert!(out.instructions.is_empty() && out.payloads.is_empty());
-        let kept: Vec<(&str, &str, u64)> = out
-            .cookies
-            .iter()
-            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
-            .collect();
+        let kept = cookies_of(&out);
         assert_eq!(
             kept,
             [

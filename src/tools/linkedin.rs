@@ -145,7 +145,7 @@ mod tests {
     use super::*;
     use crate::event::Kind;
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{context, fetched, page_event, param};
+    use crate::tools::test_support::{context, cookies_of, fetched, page_event, param};
 
     fn linkedin(settings: &str) -> LinkedIn {
         let text = format!("type = \"linkedin\"\n[settings]\npartner_id = \"5501\"\n{settings}\n");
@@ -191,11 +191,7 @@ mod tests {
                 &cx,
             );
             assert_eq!(param(&fetched(&out).1, "li_fat_id"), Some(good));
-            let kept: Vec<(&str, &str, u64)> = out
-                .cookies
-                .iter()
-                .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
-                .collect();
+            let kept = cookies_of(&out);
             assert_eq!(kept, [("li_fat_id", good, 2_592_000)]);
         }
         let out = l.automated(&page("https://shop.test/", "li_fat_id=stored-1"), &cx);

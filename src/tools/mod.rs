@@ -1773,4 +1773,27 @@ pub(crate) mod test_support {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// An output's cookies as (name, value, max-age in seconds).
+    pub(crate) fn cookies_of(out: &super::Output) -> Vec<(&str, &str, u64)> {
+        out.cookies
+            .iter()
+            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
+            .collect()
+    }
+
+    /// The one member of the JSON array `key` of an output's request body
+    /// (Conversions APIs' `data`, `events`).
+    pub(crate) fn only_member(out: &super::Output, key: &str) -> serde_json::Value {
+        let body = body_of(out);
+        assert_eq!(body[key].as_array().map(Vec::len), Some(1), "{body}");
+        body[key][0].clone()
+    }
+
+    /// Send times ten minutes inside and ten minutes outside a destination's
+    /// window of `max_age_ms` before now: (kept, too old).
+    pub(crate) fn window_edges(max_age_ms: u64) -> (u64, u64) {
+        let now = crate::event::now_ms();
+        (now - max_age_ms + 600_000, now - max_age_ms - 600_000)
+    }
 }

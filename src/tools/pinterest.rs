@@ -392,7 +392,7 @@ mod tests {
     }
 
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{body_of, context, Visit};
+    use crate::tools::test_support::{context, cookies_of, only_member, window_edges, Visit};
 
     fn pinterest(settings: &str) -> Pinterest {
         let text = format!(
@@ -404,9 +404,7 @@ mod tests {
 
     /// The one `data[]` event of an output.
     fn sent(out: &Output) -> Value {
-        let body = body_of(out);
-        assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
-        body["data"][0].clone()
+        only_member(out, "data")
     }
 
     fn run(v: &Visit<'_>) -> Output {
@@ -422,12 +420,7 @@ mod tests {
             ..Visit::default()
         });
         assert_eq!(sent(&out)["user_data"]["click_id"], "dj0yJnU9");
-        let kept: Vec<(&str, &str, u64)> = out
-            .cookies
-            .iter()
-            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
-            .collect();
-        assert_eq!(kept, [("_epik", "dj0yJnU9", 31_536_000)]);
+        assert_eq!(cookies_of(&out), [("_epik", "dj0yJnU9", 31_536_000)]);
         let out = run(&Visit {
             cookies: "_epik=stored.1",
             ..Visit::default()
@@ -443,14 +436,12 @@ mod tests {
     #[test]
     fn event_time_within_pinterests_window() {
         let now = crate::event::now_ms();
-        let limit_ms = (7 * 24 - 1) * 3600 * 1000;
-        let young = now - limit_ms + 600_000;
+        let (young, old) = window_edges((7 * 24 - 1) * 3600 * 1000);
         let out = run(&Visit {
             sent_ms: young,
             ..Visit::default()
         });
         assert_eq!(sent(&out)["event_time"], young / 1000);
-        let old = now - limit_ms - 600_000;
         let t = sent(&run(&Visit {
             sent_ms: old,
             ..Visit::default()

@@ -387,7 +387,9 @@ mod tests {
 
     use crate::admin::audit::rfc3339_ms;
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{body_of, context, Visit};
+    use crate::tools::test_support::{
+        body_of, context, cookies_of, only_member, window_edges, Visit,
+    };
 
     fn reddit(settings: &str) -> Reddit {
         let text = format!(
@@ -399,20 +401,11 @@ mod tests {
 
     /// The one `events[]` member of an output.
     fn sent(out: &Output) -> Value {
-        let body = body_of(out);
-        assert_eq!(body["events"].as_array().map(Vec::len), Some(1), "{body}");
-        body["events"][0].clone()
+        only_member(out, "events")
     }
 
     fn run(v: &Visit<'_>) -> Output {
         reddit("").automated(&v.event(), &context("rdt", &Variables::new()))
-    }
-
-    fn kept(out: &Output) -> Vec<(&str, &str, u64)> {
-        out.cookies
-            .iter()
-            .map(|c| (c.name.as_str(), c.value.as_str(), c.max_age_secs))
-            .collect()
     }
 
     /// `user`: the IP hashed, the User-Agent when there is one, e-mail and
@@ -445,7 +438,7 @@ mod tests {
         );
         assert_eq!(e["click_id"], "cid-1");
         assert_eq!(
-            kept(&out),
+            cookies_of(&out),
             [
                 ("_rdt_uuid", "1700000000000.abc-def", 7_776_000),
                 ("_rdt_cid", "cid-1", 2_419_200)
@@ -499,14 +492,12 @@ mod tests {
     #[test]
     fn event_at_within_reddits_window() {
         let now = crate::event::now_ms();
-        let limit_ms = (7 * 24 - 1) * 3600 * 1000;
-        let young = now - limit_ms + 600_000;
+        let (young, old) = window_edges((7 * 24 - 1) * 3600 * 1000);
         let e = sent(&run(&Visit {
             sent_ms: young,
             ..Visit::default()
         }));
         assert_eq!(e["event_at"], rfc3339_ms(young));
-        let old = now - limit_ms - 600_000;
         let e = sent(&run(&Visit {
             sent_ms: old,
             ..Visit::default()
