@@ -397,4 +397,187 @@ mod tests {
             Some(Verdict::Reject(m)) if m.contains("Invalid pixel id (param: pixel_id)")
         ));
     }
+
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{context, cookies_of, only_member, window_edges, Visit};
+
+    fn snapchat() -> Snapchat {
+        let text = "type = \"snapchat\"\n[settings]\npixel_id = \"px/1\"\naccess_token = \"t&k\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        Snapchat::from_config(Path::new("snapchat.toml"), text, &file).unwrap()
+    }
+
+    fn run(v: &Visit<'_>) -> Output {
+        snapchat().automated(&v.event(), &context("snap", &Variables::new()))
+    }
+
+    fn sent(out: &Output) -> Value {
+        only_member(out, "data")
+    }
+
+    /// The landing URL's `ScCid` (else `_scclid`) is `sc_click_id`, kept 28
+    /// days; the pixel's `_scid` is `sc_cookie1`, kept 395 days, made from
+    /// our client id when the site has none.
+    #[test]
+    fn click_id_and_browser_id() {
+        let v = Visit {
+            page: ("https://shop.test/?ScCid=click-1", "", ""),
+            cookies: "_scid=scid-1",
+            ..Visit::default()
+        };
+        let out = run(&v);
+        let user = &sent(&out)["user_data"];
+        assert_eq!(
+            (user["sc_click_id"].as_str(), user["sc_cookie1"].as_str()),
+            (Some("click-1"), Some("scid-1"))
+        );
+        assert_eq!(
+            cookies_of(&out),
+            [
+                ("_scclid", "click-1", 2_419_200),
+                ("_scid", "scid-1", 34_128_000)
+            ]
+        );
+        let e = Visit::default().event();
+        let out = snapchat().automated(&e, &context("snap", &Variables::new()));
+        let scid = new_scid(&e);
+        assert_eq!(sent(&out)["user_data"]["sc_cookie1"], json!(scid));
+        assert!(sent(&out)["user_data"].get("sc_click_id").is_none());
+        let groups: Vec<usize> = scid.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{scid}");
+        assert!(
+            scid.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()),
+            "{scid}"
+        );
+        assert_ne!(scid.replace('-', ""), e.identity.client_id);
+        let mut other = Visit::default().event();
+        assert_ne!(new_scid(&other), scid);
+        other.identity.client_id = e.identity.client_id.clone();
+        assert_eq!(new_scid(&other), scid);
+    }
+
+    /// Snap reports events up to 37 days old: one a little younger than
+    /// 37 days less an hour keeps its time (seconds); an older one is now.
+    #[test]
+    fn event_time_within_snaps_window() {
+        let now = crate::event::now_ms();
+        let (young, old) = window_edges((37 * 24 - 1) * 3600 * 1000);
+        assert_eq!(
+            sent(&run(&Visit {
+                sent_ms: young,
+                ..Visit::default()
+            }))["event_time"],
+            young / 1000
+        );
+        let t = sent(&run(&Visit {
+            sent_ms: old,
+            ..Visit::default()
+        }))["event_time"]
+            .as_u64()
+            .unwrap();
+        assert!(t >= now / 1000, "{t} is not now");
+    }
+
+    /// Pageviews are `PAGE_VIEW`; tracks named like a Snap event (any
+    /// case, spaces or dashes) are that event, others `CUSTOM_EVENT_1`;
+    /// Zaraz's ecommerce events map to Snap's standard events. Tracks
+    /// carry `value` (a string), `currency`, `order_id`.
+    #[test]
+    fn event_names_and_track_data() {
+        let name = |kind, n: &str| {
+            sent(&run(&Visit {
+                kind,
+                name: n,
+                ..Visit::default()
+            }))["event_name"]
+                .clone()
+        };
+        assert_eq!(name(Kind::Pageview, ""), "PAGE_VIEW");
+        assert_eq!(name(Kind::Track, "sign up"), "SIGN_UP");
+        assert_eq!(name(Kind::Track, "start-trial"), "START_TRIAL");
+        assert_eq!(name(Kind::Track, "newsletter"), "CUSTOM_EVENT_1");
+        for (zaraz, snap) in EVENTS {
+            assert_eq!(name(Kind::Ecommerce, zaraz), snap);
+        }
+        assert_eq!(name(Kind::Ecommerce, "Coupon Applied"), "CUSTOM_EVENT_1");
+        let e = sent(&run(&Visit {
+            props: json!({"value": 7.25, "currency": "eur", "order_id": 12}),
+            ..Visit::default()
+        }));
+        assert_eq!(
+            e["custom_data"],
+            json!({"value": "7.25", "currency": "EUR", "order_id": "12"})
+        );
+        assert!(sent(&run(&Visit::default())).get("custom_data").is_none());
+    }
+
+    /// Ecommerce `custom_data`: value, currency, order id, search, the
+    /// products (SKU else id, quantity and price as strings, brand), their
+    /// quantities' sum and categories.
+    #[test]
+    fn ecommerce_data_lists_products() {
+        let props = json!({"revenue": 50, "currency": "usd", "order_id": "o2", "query": "hats", "products": [
+            {"sku": "S1", "product_id": "p1", "price": 20, "quantity": 2, "brand": "B", "category": "hats"},
+            {"product_id": "p2", "quantity": 0.2, "category": "caps"},
+            {"name": "no id"}
+        ]});
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Order Completed",
+            props,
+            ..Visit::default()
+        }));
+        assert_eq!(
+            e["custom_data"],
+            json!({
+                "value": "50", "currency": "USD", "order_id": "o2", "search_string": "hats",
+                "content_ids": ["S1", "p2"],
+                "contents": [{"id": "S1", "quantity": "2", "item_price": "20", "brand": "B"}, {"id": "p2", "quantity": "1"}],
+                "num_items": "3",
+                "content_category": "hats,caps"
+            })
+        );
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Cart Viewed",
+            props: json!({"products": [{"name": "x"}]}),
+            ..Visit::default()
+        }));
+        assert!(e.get("custom_data").is_none(), "{e}");
+    }
+
+    /// The request: pixel id and token in the URL, encoded; a custom
+    /// `event` action's `event_name` (`CUSTOM_EVENT_1` without one); the
+    /// answer reader retries a 408.
+    #[test]
+    fn request_and_custom_action() {
+        let s = snapchat();
+        let variables = Variables::new();
+        let cx = context("snap", &variables);
+        let e = Visit::default().event();
+        let fields = json!({"event_name": "SAVE", "value": 2, "email": "a@b.c"});
+        let out = s.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
+        let Payload::Http(h) = &out.payloads[0] else {
+            panic!()
+        };
+        assert_eq!(
+            h.url,
+            "https://tr.snapchat.com/v3/px%2F1/events?access_token=t%26k"
+        );
+        let data = sent(&out);
+        assert_eq!(data["event_name"], "SAVE");
+        assert_eq!(data["custom_data"], json!({"value": "2"}));
+        assert_eq!(data["user_data"]["em"], json!([props::sha256_hex("a@b.c")]));
+        assert_eq!(
+            sent(&s.custom("event", Map::new(), &e, &cx))["event_name"],
+            "CUSTOM_EVENT_1"
+        );
+        let reader = s.answer_reader().unwrap();
+        assert!(reader(408, "").is_none());
+        assert!(matches!(
+            reader(200, r#"{"status":"ERROR","reason":"x"}"#),
+            Some(Verdict::Reject(_))
+        ));
+        assert!(reader(200, r#"{"status":"VALID"}"#).is_none());
+    }
 }
