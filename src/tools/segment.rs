@@ -318,4 +318,183 @@ mod tests {
         assert_eq!(read_answer(429, ""), None);
         assert_eq!(read_answer(503, ""), None);
     }
+
+    use crate::rules::template::Variables;
+    use crate::tools::test_support::{context, only_member, Visit};
+
+    fn segment() -> Segment {
+        let text = "type = \"segment\"\n[settings]\nwrite_key = \"wk\"\n";
+        let file: ToolFile = toml::from_str(text).unwrap();
+        Segment::from_config(Path::new("segment.toml"), text, &file).unwrap()
+    }
+
+    /// The one `batch[]` message of an output.
+    fn message(out: &Output) -> Value {
+        only_member(out, "batch")
+    }
+
+    fn run(v: &Visit<'_>) -> Value {
+        message(&segment().automated(&v.event(), &context("seg", &Variables::new())))
+    }
+
+    /// `context`: the library, the page, and the IP, User-Agent, locale
+    /// and screen when known.
+    #[test]
+    fn context_fields_only_when_known() {
+        let m = run(&Visit {
+            ip: Some("192.0.2.9".parse().unwrap()),
+            user_agent: "UA/2",
+            language: "de-DE",
+            resolution: "800x600",
+            ..Visit::default()
+        });
+        let c = &m["context"];
+        assert_eq!(c["library"]["name"], "tagproxy");
+        assert_eq!(
+            (&c["ip"], &c["userAgent"], &c["locale"], &c["screen"]),
+            (
+                &json!("192.0.2.9"),
+                &json!("UA/2"),
+                &json!("de-DE"),
+                &json!({"width": 800, "height": 600})
+            )
+        );
+        let m = run(&Visit {
+            user_agent: "",
+            ..Visit::default()
+        });
+        for k in ["ip", "userAgent", "locale", "screen"] {
+            assert!(m["context"].get(k).is_none(), "{k}: {m}");
+        }
+    }
+
+    /// A pageview is a `page` call named by the title, with analytics.js's
+    /// page properties (the URL without personal data; a search only when
+    /// there is one, without the fragment).
+    #[test]
+    fn pageviews_are_page_calls() {
+        let page = (
+            "https://shop.test/a/b?email=jo@example.com&x=1#top",
+            "Shoes",
+            "https://ref.test/",
+        );
+        let m = run(&Visit {
+            kind: Kind::Pageview,
+            page,
+            ..Visit::default()
+        });
+        assert_eq!((&m["type"], &m["name"]), (&json!("page"), &json!("Shoes")));
+        let p = &m["properties"];
+        assert_eq!(p["title"], "Shoes");
+        assert_eq!(p["referrer"], "https://ref.test/");
+        assert_eq!(p["path"], "/a/b");
+        let url = p["url"].as_str().unwrap();
+        assert!(
+            !url.contains("jo@example.com") && url.starts_with("https://shop.test/a/b?"),
+            "{url}"
+        );
+        assert_eq!(m["context"]["page"]["url"], p["url"]);
+        let search = p["search"].as_str().unwrap();
+        assert!(
+            search.starts_with('?') && search.ends_with("x=1"),
+            "{search}"
+        );
+        let m = run(&Visit {
+            kind: Kind::Pageview,
+            page: ("https://shop.test/", "", ""),
+            ..Visit::default()
+        });
+        assert!(m.get("name").is_none(), "{m}");
+        for k in ["title", "referrer", "search"] {
+            assert!(m["properties"].get(k).is_none(), "{k}: {m}");
+        }
+    }
+
+    /// Tracks keep their names; identity keys leave the properties:
+    /// `anonymousId` (a property, else analytics.js's cookie, else our
+    /// client id) and `userId` (`userId` / `user_id`, else the cookie).
+    #[test]
+    fn tracks_and_identities() {
+        let m = run(&Visit {
+            props: json!({"userId": "u1", "anonymousId": "a1", "color": "red"}),
+            ..Visit::default()
+        });
+        assert_eq!(
+            (&m["type"], &m["event"]),
+            (&json!("track"), &json!("signup"))
+        );
+        assert_eq!(
+            (&m["userId"], &m["anonymousId"]),
+            (&json!("u1"), &json!("a1"))
+        );
+        assert_eq!(m["properties"], json!({"color": "red"}));
+        let cookies = "ajs_anonymous_id=%22anon-2%22; ajs_user_id=%22user-2%22";
+        let m = run(&Visit {
+            cookies,
+            props: json!({"user_id": "u3"}),
+            ..Visit::default()
+        });
+        assert_eq!(
+            (&m["userId"], &m["anonymousId"]),
+            (&json!("u3"), &json!("anon-2"))
+        );
+        assert_eq!(
+            run(&Visit {
+                cookies,
+                ..Visit::default()
+            })["userId"],
+            "user-2"
+        );
+        let e = Visit::default().event();
+        let m = message(&segment().automated(&e, &context("seg", &Variables::new())));
+        assert_eq!(m["anonymousId"], json!(e.identity.client_id));
+        assert!(m.get("userId").is_none(), "{m}");
+    }
+
+    /// Custom actions: `track` named by its `event` field (`event` when
+    /// missing or empty), `page` a page call with the fields as properties
+    /// before the page's own.
+    #[test]
+    fn custom_track_and_page_actions() {
+        let s = segment();
+        let variables = Variables::new();
+        let cx = context("seg", &variables);
+        let e = Visit {
+            page: ("https://shop.test/", "Home", ""),
+            ..Visit::default()
+        }
+        .event();
+        let call = |kind: &str, fields: Value| {
+            message(&s.custom(kind, fields.as_object().unwrap().clone(), &e, &cx))
+        };
+        let m = call("track", json!({"event": "Clicked", "plan": "pro"}));
+        assert_eq!(
+            (&m["type"], &m["event"], &m["properties"]),
+            (&json!("track"), &json!("Clicked"), &json!({"plan": "pro"}))
+        );
+        assert_eq!(call("track", json!({"event": ""}))["event"], "event");
+        assert_eq!(call("track", json!({}))["event"], "event");
+        let m = call("page", json!({"title": "Own", "section": "a"}));
+        assert_eq!((&m["type"], &m["name"]), (&json!("page"), &json!("Home")));
+        assert_eq!(
+            (&m["properties"]["title"], &m["properties"]["section"]),
+            (&json!("Own"), &json!("a"))
+        );
+        assert!(m.get("event").is_none(), "{m}");
+    }
+
+    /// Segment's limits (32 KB a message, 500 KB a batch) and answers
+    /// through the adapter: a 4xx refused, but not 408 or 429.
+    #[test]
+    fn limits_and_answer_reader() {
+        assert_eq!(
+            (BATCHING.max_member_bytes, BATCHING.limits.max_bytes),
+            (32_768, 512_000)
+        );
+        let reader = segment().answer_reader().unwrap();
+        assert!(
+            matches!(reader(401, r#"{"error":"bad key"}"#), Some(Verdict::Reject(m)) if m.contains("bad key"))
+        );
+        assert!(reader(408, "").is_none());
+    }
 }
