@@ -423,4 +423,255 @@ mod tests {
         );
         assert!(!props::is_url_safe_id(&"a".repeat(501)));
     }
+
+    use crate::rules::template::{Variable, Variables};
+    use crate::tools::test_support::{
+        body_of, context, cookies_of, only_member, window_edges, Visit,
+    };
+
+    fn tiktok(settings: &str) -> TikTok {
+        let text = format!(
+            "type = \"tiktok\"\n[settings]\npixel_code = \"PIX1\"\naccess_token = \"tt-tok\"\n{settings}\n"
+        );
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        TikTok::from_config(Path::new("tiktok.toml"), &text, &file).unwrap()
+    }
+
+    fn run(v: &Visit<'_>) -> Output {
+        tiktok("").automated(&v.event(), &context("tt", &Variables::new()))
+    }
+
+    fn sent(out: &Output) -> Value {
+        only_member(out, "data")
+    }
+
+    /// `user`: IP, User-Agent, `ttclid` (landing URL, else its cookie, kept
+    /// 28 days), the pixel's `_ttp` (kept 395 days) and personal data
+    /// hashed: e-mail, phone in E.164, external id.
+    #[test]
+    fn user_fields_and_cookies() {
+        let v = Visit {
+            ip: Some("192.0.2.4".parse().unwrap()),
+            user_agent: "UA/3",
+            page: ("https://shop.test/?ttclid=E.C.P.1", "", ""),
+            cookies: "_ttp=ttp-1",
+            props: json!({"em": "Jo@X.io", "phone_number": "+1 (650) 555-0134", "user_id": "u-5"}),
+            ..Visit::default()
+        };
+        let out = run(&v);
+        assert_eq!(
+            sent(&out)["user"],
+            json!({
+                "ip": "192.0.2.4", "user_agent": "UA/3", "ttclid": "E.C.P.1", "ttp": "ttp-1",
+                "email": props::sha256_hex("jo@x.io"),
+                "phone": props::sha256_hex("+16505550134"),
+                "external_id": props::sha256_hex("u-5")
+            })
+        );
+        assert_eq!(
+            cookies_of(&out),
+            [
+                ("ttclid", "E.C.P.1", 2_419_200),
+                ("_ttp", "ttp-1", 34_128_000)
+            ]
+        );
+        let out = run(&Visit {
+            user_agent: "",
+            cookies: "ttclid=kept-1",
+            ..Visit::default()
+        });
+        let user = &sent(&out)["user"];
+        assert_eq!(user["ttclid"], "kept-1");
+        assert!(
+            user.get("user_agent").is_none() && user.get("ip").is_none(),
+            "{user}"
+        );
+    }
+
+    /// Without the pixel's `_ttp`, one is made in its shape (27 URL-safe
+    /// characters) from our client id: the same for a visitor's events,
+    /// not the client id itself.
+    #[test]
+    fn new_ttp_is_stable_per_visitor() {
+        let e = Visit::default().event();
+        let ttp = new_ttp(&e);
+        assert_eq!(ttp.len(), 27);
+        assert!(
+            props::is_url_safe_id(&ttp) && !ttp.contains(&e.identity.client_id),
+            "{ttp}"
+        );
+        let out = tiktok("").automated(&e, &context("tt", &Variables::new()));
+        assert_eq!(sent(&out)["user"]["ttp"], json!(ttp));
+        let mut other = Visit::default().event();
+        assert_ne!(new_ttp(&other), ttp);
+        other.identity.client_id = e.identity.client_id.clone();
+        assert_eq!(new_ttp(&other), ttp);
+    }
+
+    /// TikTok takes events from the last 7 days: one a little younger than
+    /// 7 days less an hour keeps its time (seconds); an older one is now.
+    #[test]
+    fn event_time_within_tiktoks_window() {
+        let now = crate::event::now_ms();
+        let (young, old) = window_edges((7 * 24 - 1) * 3600 * 1000);
+        assert_eq!(
+            sent(&run(&Visit {
+                sent_ms: young,
+                ..Visit::default()
+            }))["event_time"],
+            young / 1000
+        );
+        let t = sent(&run(&Visit {
+            sent_ms: old,
+            ..Visit::default()
+        }))["event_time"]
+            .as_u64()
+            .unwrap();
+        assert!(t >= now / 1000, "{t} is not now");
+    }
+
+    /// Names: `Pageview`; a track keeps its name; ecommerce events map to
+    /// TikTok's standard events (others keep theirs). `page.referrer` and
+    /// `properties` only when there are some; a track's properties lose
+    /// personal data and the names that feed `user`.
+    #[test]
+    fn names_page_and_properties() {
+        let event = |kind, name: &str, props: Value| {
+            sent(&run(&Visit {
+                kind,
+                name,
+                props,
+                ..Visit::default()
+            }))
+        };
+        assert_eq!(event(Kind::Pageview, "", json!({}))["event"], "Pageview");
+        assert_eq!(
+            event(Kind::Track, "SubmitForm", json!({}))["event"],
+            "SubmitForm"
+        );
+        for (zaraz, tiktok) in EVENTS {
+            assert_eq!(event(Kind::Ecommerce, zaraz, json!({}))["event"], tiktok);
+        }
+        assert_eq!(
+            event(Kind::Ecommerce, "Cart Viewed", json!({}))["event"],
+            "Cart Viewed"
+        );
+        let e = event(
+            Kind::Track,
+            "x",
+            json!({"plan": "pro", "email": "a@b.c", "user_id": "u", "phone": "1"}),
+        );
+        assert_eq!(e["properties"], json!({"plan": "pro"}));
+        assert_eq!(e["page"], json!({"url": "https://shop.test/p?q=1"}));
+        assert!(event(Kind::Track, "x", json!({}))
+            .get("properties")
+            .is_none());
+        let page = ("https://shop.test/", "", "https://ref.test/");
+        let e = sent(&run(&Visit {
+            page,
+            ..Visit::default()
+        }));
+        assert_eq!(e["page"]["referrer"], "https://ref.test/");
+    }
+
+    /// Ecommerce properties as TikTok names them; other non-personal
+    /// properties ride along, the mapped ones only once.
+    #[test]
+    fn ecommerce_properties() {
+        let props = json!({"total": 25, "currency": "jpy", "order_id": "o3", "query": "tea", "coupon": "C1",
+        "email": "a@b.c", "products": [
+            {"sku": "S1", "name": "Tea", "category": "drinks", "brand": "T", "price": 12.5, "quantity": 2},
+            {"product_id": "p2", "quantity": 0},
+            {"name": "no id"}
+        ]});
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Order Completed",
+            props,
+            ..Visit::default()
+        }));
+        assert_eq!(
+            e["properties"],
+            json!({
+                "contents": [
+                    {"content_id": "S1", "content_name": "Tea", "content_category": "drinks", "brand": "T", "price": 12.5, "quantity": 2},
+                    {"content_id": "p2", "quantity": 1}
+                ],
+                "content_type": "product", "currency": "JPY", "value": 25.0, "order_id": "o3", "query": "tea",
+                "coupon": "C1"
+            })
+        );
+        let e = sent(&run(&Visit {
+            kind: Kind::Ecommerce,
+            name: "Cart Viewed",
+            props: json!({"products": [{"name": "x"}]}),
+            ..Visit::default()
+        }));
+        assert!(e.get("properties").is_none(), "{e}");
+    }
+
+    /// The request: `event_source_id` the pixel code, the `Access-Token`
+    /// header, `test_event_code` only when it renders to something; a
+    /// custom `event` action (`CustomEvent` without a name) hashes its
+    /// personal fields into `user`.
+    #[test]
+    fn request_test_code_and_custom_action() {
+        let mut variables = Variables::new();
+        variables.insert(
+            "code".into(),
+            Variable {
+                value: json!("TEST1"),
+                secret: false,
+            },
+        );
+        let cx = context("tt", &variables);
+        let t = tiktok("test_event_code = \"{{ $code }}\"");
+        let e = Visit::default().event();
+        let fields = json!({"event": "Subscribe", "phone": "0044 20 7946 0000", "plan": "pro"});
+        let out = t.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
+        let Payload::Http(h) = &out.payloads[0] else {
+            panic!()
+        };
+        assert_eq!(
+            h.url,
+            "https://business-api.tiktok.com/open_api/v1.3/event/track/"
+        );
+        assert!(
+            h.headers
+                .contains(&("access-token".into(), "tt-tok".into())),
+            "{:?}",
+            h.headers
+        );
+        let body = body_of(&out);
+        assert_eq!(
+            (
+                &body["event_source"],
+                &body["event_source_id"],
+                &body["test_event_code"]
+            ),
+            (&json!("web"), &json!("PIX1"), &json!("TEST1"))
+        );
+        let data = sent(&out);
+        assert_eq!(data["event"], "Subscribe");
+        assert_eq!(data["properties"], json!({"plan": "pro"}));
+        assert_eq!(data["user"]["phone"], props::sha256_hex("+442079460000"));
+        assert_eq!(
+            sent(&t.custom("event", Map::new(), &e, &cx))["event"],
+            "CustomEvent"
+        );
+        let empty = Variables::new();
+        let out = t.custom("event", Map::new(), &e, &context("tt", &empty));
+        assert!(
+            body_of(&out).get("test_event_code").is_none(),
+            "{}",
+            body_of(&out)
+        );
+        assert!(body_of(&run(&Visit::default()))
+            .get("test_event_code")
+            .is_none());
+        assert!(matches!(
+            t.answer_reader().unwrap()(200, r#"{"code":40002,"message":"bad"}"#),
+            Some(Verdict::Reject(_))
+        ));
+    }
 }
