@@ -112,3 +112,75 @@ impl Adapter for CustomImage {
         vec![&self.template]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::template::Variable;
+    use crate::tools::test_support::{context, fetched, param, Visit};
+
+    fn image(url: &str, variables: &Variables) -> Result<CustomImage, Problem> {
+        let text = format!("type = \"custom-image\"\n[settings]\nurl = \"{url}\"\n");
+        let file: ToolFile = toml::from_str(&text).unwrap();
+        CustomImage::from_config(Path::new("image.toml"), &text, &file, variables)
+    }
+
+    /// Automated actions and `image` actions fire the same pixel, its
+    /// event values encoded for where they stand.
+    #[test]
+    fn automated_and_image_actions_fire_the_pixel() {
+        let variables = Variables::new();
+        let cx = context("img", &variables);
+        let img = image(
+            "https://px.test/i.gif?e={{ client.__zarazTrack }}&p={{ client.plan }}",
+            &variables,
+        )
+        .unwrap();
+        let e = Visit {
+            props: json!({"plan": "a&b=c"}),
+            ..Visit::default()
+        }
+        .event();
+        for out in [
+            img.automated(&e, &cx),
+            img.custom("image", Map::new(), &e, &cx),
+        ] {
+            let (base, q) = fetched(&out);
+            assert_eq!(base, "https://px.test/i.gif");
+            assert_eq!(
+                (param(&q, "e"), param(&q, "p")),
+                (Some("signup"), Some("a&b=c"))
+            );
+        }
+    }
+
+    /// The URL goes to the browser: a secret variable in it is refused at
+    /// load, where it stands.
+    #[test]
+    fn secret_variables_are_refused() {
+        let mut variables = Variables::new();
+        variables.insert(
+            "key".into(),
+            Variable {
+                value: json!("s3cret"),
+                secret: true,
+            },
+        );
+        variables.insert(
+            "site".into(),
+            Variable {
+                value: json!("shop"),
+                secret: false,
+            },
+        );
+        let err = image("https://px.test/i.gif?k={{ $key }}", &variables)
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string()
+                .contains("cannot hold the secret variable `$key`"),
+            "{err}"
+        );
+        assert!(image("https://px.test/i.gif?s={{ $site }}", &variables).is_ok());
+    }
+}
