@@ -522,4 +522,34 @@ mod tests {
         let (_, q) = hit(&a.custom("conversion", Map::new(), &e, &cx));
         assert_eq!(param(&q, "label"), Some("Tool"));
     }
+
+    /// `check` warns where a conversion can go out without a label: the
+    /// purchase conversion and each action without its own, unless the
+    /// tool gives one (`conversion_label`, gtag's `AW-…/label`, or an id
+    /// only known at run time).
+    #[test]
+    fn check_warns_about_conversions_without_a_label() {
+        let warnings = |settings: &str| {
+            let text = format!(
+                "type = \"google-ads\"\n[settings]\n{settings}\n[automated]\necommerce = true\n[[actions]]\nname = \"lead\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\n[[actions]]\nname = \"own\"\nkind = \"conversion\"\nfiring = [\"Pageview\"]\nfields = {{ label = \"L\" }}\n"
+            );
+            let file: ToolFile = toml::from_str(&text).unwrap();
+            let a = GoogleAds::from_config(Path::new("ads.toml"), &text, &file).unwrap();
+            a.check_warnings(Path::new("ads.toml"), &text, &file)
+        };
+        let w = warnings("conversion_id = \"AW-1\"");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("`Order Completed` goes out without a conversion label"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("action `lead` has no `label`"), "{w:?}");
+        for labelled in [
+            "conversion_id = \"AW-1/Abc\"",
+            "conversion_id = \"AW-1\"\nconversion_label = \"Abc\"",
+            "conversion_id = \"{{ $id }}\"",
+        ] {
+            assert_eq!(warnings(labelled), Vec::<String>::new(), "{labelled}");
+        }
+    }
 }
