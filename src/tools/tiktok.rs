@@ -659,6 +659,11 @@ mod tests {
             sent(&t.custom("event", Map::new(), &e, &cx))["event"],
             "CustomEvent"
         );
+        let unnamed = json!({"event": ""}).as_object().unwrap().clone();
+        assert_eq!(
+            sent(&t.custom("event", unnamed, &e, &cx))["event"],
+            "CustomEvent"
+        );
         let empty = Variables::new();
         let out = t.custom("event", Map::new(), &e, &context("tt", &empty));
         assert!(
