@@ -1796,4 +1796,28 @@ pub(crate) mod test_support {
         let now = crate::event::now_ms();
         (now - max_age_ms + 600_000, now - max_age_ms - 600_000)
     }
+
+    /// Checks a destination's window for old events on the event time (in
+    /// Unix seconds) it sends for an event sent at a given millisecond:
+    /// kept ten minutes inside `max_age_ms`, now ten minutes outside.
+    pub(crate) fn assert_seconds_window(max_age_ms: u64, event_time_of: impl Fn(u64) -> u64) {
+        let now = crate::event::now_ms();
+        let (young, old) = window_edges(max_age_ms);
+        assert_eq!(event_time_of(young), young / 1000);
+        let t = event_time_of(old);
+        assert!(t >= now / 1000, "{t} is not now");
+    }
+
+    /// Checks an id an adapter makes for a visitor without one (`make`):
+    /// the same for another event of the same visitor, another for
+    /// another visitor. Returns it for `event`.
+    pub(crate) fn assert_stable_per_visitor(event: &Event, make: fn(&Event) -> String) -> String {
+        let id = make(event);
+        let mut other = Visit::default().event();
+        assert_ne!(other.id, event.id);
+        assert_ne!(make(&other), id, "another visitor, another id");
+        other.identity.client_id = event.identity.client_id.clone();
+        assert_eq!(make(&other), id, "the same visitor, the same id");
+        id
+    }
 }
