@@ -374,7 +374,7 @@ mod tests {
     }
 
     use crate::rules::template::Variables;
-    use crate::tools::test_support::{body_of, context, Visit};
+    use crate::tools::test_support::{body_of, context, request_of, Visit};
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
@@ -518,9 +518,7 @@ mod tests {
     fn credentials_endpoint_and_batch_limits() {
         let auth = |m: &Mixpanel| {
             let out = m.automated(&Visit::default().event(), &context("mp", &Variables::new()));
-            let Payload::Http(h) = &out.payloads[0] else {
-                panic!()
-            };
+            let h = request_of(&out);
             let a = h
                 .headers
                 .iter()

@@ -1655,6 +1655,14 @@ pub(crate) mod test_support {
         }
     }
 
+    /// An output's first request (it must be an HTTP one).
+    pub(crate) fn request_of(out: &super::Output) -> &super::HttpRequest {
+        let super::Payload::Http(http) = &out.payloads[0] else {
+            panic!("not http: {:?}", out.payloads[0])
+        };
+        http
+    }
+
     /// The JSON body of an output's first request.
     pub(crate) fn body_of(out: &super::Output) -> serde_json::Value {
         let super::Payload::Http(http) = &out.payloads[0] else {

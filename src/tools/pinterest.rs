@@ -393,7 +393,7 @@ mod tests {
 
     use crate::rules::template::Variables;
     use crate::tools::test_support::{
-        assert_seconds_window, context, cookies_of, only_member, Visit,
+        assert_seconds_window, context, cookies_of, only_member, request_of, Visit,
     };
 
     fn pinterest(settings: &str) -> Pinterest {
@@ -551,9 +551,7 @@ mod tests {
         let fields =
             json!({"event_name": "lead", "content_name": "form", "phone": "+1 650 555 0134"});
         let out = p.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
-        let Payload::Http(h) = &out.payloads[0] else {
-            panic!()
-        };
+        let h = request_of(&out);
         assert_eq!(
             h.url,
             "https://api.pinterest.com/v5/ad_accounts/549%2F1/events?test=true"
@@ -573,9 +571,8 @@ mod tests {
         );
         let out = p.custom("event", Map::new(), &e, &cx);
         assert_eq!(sent(&out)["event_name"], "custom");
-        let Payload::Http(h) = &run(&Visit::default()).payloads[0] else {
-            panic!()
-        };
+        let plain = run(&Visit::default());
+        let h = request_of(&plain);
         assert!(!h.url.contains("test"), "{}", h.url);
         assert!(p.answer_reader().unwrap()(408, "").is_none());
         assert!(matches!(read_answer(400, "{}"), Some(Verdict::Reject(_))));

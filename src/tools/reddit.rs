@@ -388,7 +388,8 @@ mod tests {
     use crate::admin::audit::rfc3339_ms;
     use crate::rules::template::Variables;
     use crate::tools::test_support::{
-        assert_stable_per_visitor, body_of, context, cookies_of, only_member, window_edges, Visit,
+        assert_stable_per_visitor, body_of, context, cookies_of, only_member, request_of,
+        window_edges, Visit,
     };
 
     fn reddit(settings: &str) -> Reddit {
@@ -603,9 +604,7 @@ mod tests {
         let e = Visit::default().event();
         let fields = json!({"event_name": "Lead", "value": 3, "email": "x@y.z"});
         let out = r.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
-        let Payload::Http(h) = &out.payloads[0] else {
-            panic!()
-        };
+        let h = request_of(&out);
         assert_eq!(
             h.url,
             "https://ads-api.reddit.com/api/v2.0/conversions/events/t2_ab%2Fc"

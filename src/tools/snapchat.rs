@@ -400,7 +400,8 @@ mod tests {
 
     use crate::rules::template::Variables;
     use crate::tools::test_support::{
-        assert_seconds_window, assert_stable_per_visitor, context, cookies_of, only_member, Visit,
+        assert_seconds_window, assert_stable_per_visitor, context, cookies_of, only_member,
+        request_of, Visit,
     };
 
     fn snapchat() -> Snapchat {
@@ -546,9 +547,7 @@ mod tests {
         let e = Visit::default().event();
         let fields = json!({"event_name": "SAVE", "value": 2, "email": "a@b.c"});
         let out = s.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
-        let Payload::Http(h) = &out.payloads[0] else {
-            panic!()
-        };
+        let h = request_of(&out);
         assert_eq!(
             h.url,
             "https://tr.snapchat.com/v3/px%2F1/events?access_token=t%26k"

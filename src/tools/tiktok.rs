@@ -427,7 +427,7 @@ mod tests {
     use crate::rules::template::{Variable, Variables};
     use crate::tools::test_support::{
         assert_seconds_window, assert_stable_per_visitor, body_of, context, cookies_of,
-        only_member, Visit,
+        only_member, request_of, Visit,
     };
 
     fn tiktok(settings: &str) -> TikTok {
@@ -617,9 +617,7 @@ mod tests {
         let e = Visit::default().event();
         let fields = json!({"event": "Subscribe", "phone": "0044 20 7946 0000", "plan": "pro"});
         let out = t.custom("event", fields.as_object().unwrap().clone(), &e, &cx);
-        let Payload::Http(h) = &out.payloads[0] else {
-            panic!()
-        };
+        let h = request_of(&out);
         assert_eq!(
             h.url,
             "https://business-api.tiktok.com/open_api/v1.3/event/track/"
