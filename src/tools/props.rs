@@ -515,4 +515,25 @@ mod tests {
         );
         assert!(capi_user_data(&anonymous, &Map::new()).is_empty());
     }
+
+    /// An empty string is no name and no message: the default event name,
+    /// the next key's message.
+    #[test]
+    fn empty_names_and_messages_are_skipped() {
+        let mut fields = json!({"event_name": "", "plan": "pro"})
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(take_event_name(&mut fields, "custom"), "custom");
+        assert!(!fields.contains_key("event_name"));
+        let mut named = json!({"event_name": "lead"}).as_object().unwrap().clone();
+        assert_eq!(take_event_name(&mut named, "custom"), "lead");
+        let body = r#"{"error":"","message":"bad token"}"#;
+        assert_eq!(error_message(body, &["error", "message"]), "bad token");
+        assert_eq!(
+            error_message(r#"{"error":{"message":"nested"}}"#, &["error"]),
+            "nested"
+        );
+        assert_eq!(error_message("<html>", &["error"]), "<html>");
+    }
 }
