@@ -195,18 +195,22 @@ for m in "${modules[@]}"; do
   current=$(mktemp)
   cargo mutants --list -f "${globs[$m]}" "${diff[@]}" 2>/dev/null | sort -u >"$current"
   count() { cat "$@" 2>/dev/null | sort -u | comm -12 - "$current" | grep -c . || true; }
-  # --iterate carries earlier runs' catches in previously_caught.txt.
-  caught=$(count "$dir/caught.txt" "$dir/previously_caught.txt")
+  # --iterate carries earlier runs' catches in previously_caught.txt, and
+  # the unviable mutants with them (it skips both): those are not catches.
+  unviable_list=$(mktemp)
+  cat "$dir/unviable.txt" "$dir/../unviable.all" 2>/dev/null | sort -u >"$unviable_list" || true
+  caught_list=$(mktemp)
+  cat "$dir/caught.txt" "$dir/previously_caught.txt" 2>/dev/null | sort -u |
+    comm -23 - "$unviable_list" >"$caught_list" || true
+  caught=$(count "$caught_list")
   # Every run's survivors (the *.all lists, see above), less those caught
   # since; a mutant both missed and hung in different runs counts as hung.
-  caught_list=$(mktemp)
-  cat "$dir/caught.txt" "$dir/previously_caught.txt" 2>/dev/null | sort -u >"$caught_list" || true
-  seen_as() { cat "$@" 2>/dev/null | sort -u | comm -23 - "$caught_list"; }
+  seen_as() { { cat "$@" 2>/dev/null || true; } | sort -u | comm -23 - "$caught_list"; }
   timeout=$(seen_as "$dir/timeout.txt" "$dir/../timeout.all" | count)
   missed=$(seen_as "$dir/missed.txt" "$dir/../missed.all" | comm -23 - <(seen_as "$dir/timeout.txt" "$dir/../timeout.all") | count)
   unviable=$(seen_as "$dir/unviable.txt" "$dir/../unviable.all" |
     comm -23 - <(seen_as "$dir/missed.txt" "$dir/../missed.all" "$dir/timeout.txt" "$dir/../timeout.all") | count)
-  rm -f "$caught_list"
+  rm -f "$caught_list" "$unviable_list"
   total=$(grep -c . "$current" || true)
   rm -f "$current"
   tested=$((caught + missed + timeout))
