@@ -1806,13 +1806,21 @@ pub(crate) mod test_support {
     }
 
     /// Checks a destination's window for old events on the event time (in
-    /// Unix seconds) it sends for an event sent at a given millisecond:
-    /// kept ten minutes inside `max_age_ms`, now ten minutes outside.
-    pub(crate) fn assert_seconds_window(max_age_ms: u64, event_time_of: impl Fn(u64) -> u64) {
+    /// Unix seconds) it sends for a default [`Visit`] sent at a given
+    /// millisecond: kept ten minutes inside `max_age_ms`, now ten minutes
+    /// outside.
+    pub(crate) fn assert_seconds_window(
+        max_age_ms: u64,
+        event_time_of: impl Fn(&Visit<'_>) -> u64,
+    ) {
         let now = crate::event::now_ms();
         let (young, old) = window_edges(max_age_ms);
-        assert_eq!(event_time_of(young), young / 1000);
-        let t = event_time_of(old);
+        let sent_at = |sent_ms| Visit {
+            sent_ms,
+            ..Visit::default()
+        };
+        assert_eq!(event_time_of(&sent_at(young)), young / 1000);
+        let t = event_time_of(&sent_at(old));
         assert!(t >= now / 1000, "{t} is not now");
     }
 

@@ -437,12 +437,8 @@ mod tests {
     /// older one is sent as now.
     #[test]
     fn event_time_within_pinterests_window() {
-        assert_seconds_window((7 * 24 - 1) * 3600 * 1000, |sent_ms| {
-            let v = Visit {
-                sent_ms,
-                ..Visit::default()
-            };
-            sent(&run(&v))["event_time"].as_u64().unwrap()
+        assert_seconds_window((7 * 24 - 1) * 3600 * 1000, |v| {
+            sent(&run(v))["event_time"].as_u64().unwrap()
         });
     }
 

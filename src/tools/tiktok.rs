@@ -509,12 +509,8 @@ mod tests {
     /// 7 days less an hour keeps its time (seconds); an older one is now.
     #[test]
     fn event_time_within_tiktoks_window() {
-        assert_seconds_window((7 * 24 - 1) * 3600 * 1000, |sent_ms| {
-            let v = Visit {
-                sent_ms,
-                ..Visit::default()
-            };
-            sent(&run(&v))["event_time"].as_u64().unwrap()
+        assert_seconds_window((7 * 24 - 1) * 3600 * 1000, |v| {
+            sent(&run(v))["event_time"].as_u64().unwrap()
         });
     }
 
